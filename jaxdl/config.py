@@ -1,0 +1,277 @@
+"""Experiment configuration: one locked ml_collections ConfigDict of defaults, loading, overrides, validation.
+
+Every key a run can read is declared in `default_config()`; experiment files start from it, so a typo in an
+experiment or on the command line is an error that names the key and its close matches, never a silently
+ignored setting. Durations are written as "<n> epochs" or "<n> steps" and resolved once the epoch length is known.
+"""
+from __future__ import annotations
+
+import ast
+import dataclasses
+import difflib
+import importlib.util
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import ml_collections
+
+ConfigDict = ml_collections.ConfigDict
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot run. The message names the key and what to do."""
+
+
+def default_config() -> ConfigDict:
+    """Every key jaxdl reads, with its default. Experiment files override these."""
+    c = ConfigDict()
+    c.seed = 0
+    c.task = ConfigDict(dict(
+        name='classification',
+        label_smoothing=0.0,
+        top_k=5,               # reported in the test summary as top_k_accuracy
+        calibration_bins=15,   # bins of the expected calibration error
+    ))
+    c.dataset = ConfigDict(dict(
+        name='digits',
+        data_dir='',           # '' = $TFDS_DATA_DIR or ~/tensorflow_datasets
+        train_split='train',
+        validation_split='validation',
+        test_split='test',
+        image_size=0,          # 0 keeps the dataset's size; n resizes to n x n
+        mean=(0.0,),           # per channel (or one for all), applied after scaling pixels to [0, 1]
+        std=(1.0,),
+        shuffle_buffer=0,      # 0 = the whole split (exact uniform shuffle)
+        cache=True,            # keep decoded, normalised images in memory
+        augment=ConfigDict(dict(
+            flip_left_right=False,
+            crop_padding=0,    # random translation: pad by n pixels, crop back
+        )),
+    ))
+    c.model = ConfigDict(dict(
+        name='cnn',
+        dtype='float32',
+        cnn=ConfigDict(dict(features=(32, 64), dense=128, dropout=0.0)),
+        resnet=ConfigDict(dict(depth=18, width=64, stem='imagenet')),
+    ))
+    c.optimizer = ConfigDict(dict(
+        name='sgd',
+        learning_rate=None,    # None = the optimizer's usual default (see jaxdl.optim.DEFAULT_LEARNING_RATES)
+        momentum=0.9,          # sgd, and rmsprop when > 0... set 0 for plain rmsprop
+        nesterov=False,
+        rmsprop_decay=0.9,
+        b1=0.9,
+        b2=0.999,
+        eps=1e-8,
+        weight_decay=0.0,      # L2 added to the gradient (sgd, rmsprop, adam); decoupled for adamw
+        clip_global_norm=0.0,  # 0 = no clipping
+        accumulate_steps=1,    # > 1 accumulates gradients over that many steps (optax.MultiSteps)
+        schedule=ConfigDict(dict(
+            name='constant',
+            warmup='0 steps',
+            drop_every='10 epochs',  # piecewise: multiply by drop_factor every this often
+            drop_factor=0.1,
+            final_fraction=0.0,      # cosine: final learning rate as a fraction of the peak
+        )),
+    ))
+    c.train = ConfigDict(dict(
+        batch_size=128,              # global: summed over every device and process
+        eval_batch_size=256,
+        duration='30 epochs',
+        validate_every='1 epoch',
+        log_every='10 steps',
+        checkpoint_every='1 epoch',  # also saved at every validation, so 'best' is always on disk
+        parallel='auto',             # auto | jit | pmap | sharded
+        select='best',               # best (by validation loss) | last: the model test is run on
+        early_stopping=ConfigDict(dict(
+            patience=0,              # validations without improvement before stopping; 0 = off
+            min_delta=0.0,
+        )),
+    ))
+    c.lock()
+    return c
+
+
+# ---------------------------------------------------------------------------------------------------- loading
+
+
+def load_config_file(path: str) -> ConfigDict:
+    """Runs `get_config()` of an experiment file. `path:arg` passes `arg` to `get_config(arg)`."""
+    file, _, arg = str(path).partition(':')
+    file_path = Path(file)
+    if not file_path.is_file():
+        raise ConfigError(f'config file {file!r} does not exist (expected a Python file defining get_config())')
+    spec = importlib.util.spec_from_file_location(f'jaxdl_experiment_{file_path.stem}', file_path)
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+        if not hasattr(module, 'get_config'):
+            raise ConfigError(f'{file} defines no get_config()')
+        config = module.get_config(arg) if arg else module.get_config()
+    except AttributeError as e:  # a locked ConfigDict refusing an unknown key
+        raise ConfigError(f'{file}: {_unknown_key_message(e)}') from None
+    if not isinstance(config, ConfigDict):
+        raise ConfigError(f'{file}: get_config() returned {type(config).__name__}, not a ConfigDict')
+    return config
+
+
+def config_from_json(text: str) -> ConfigDict:
+    """Rebuilds a run's config from its config.json over the current defaults (rerun, evaluate, predict)."""
+    config = default_config()
+    apply_updates(config, _flatten(json.loads(text)))
+    return config
+
+
+def _flatten(tree: dict, prefix: str = '') -> dict[str, Any]:
+    flat = {}
+    for key, value in tree.items():
+        name = f'{prefix}{key}'
+        if isinstance(value, dict):
+            flat.update(_flatten(value, name + '.'))
+        else:
+            flat[name] = value
+    return flat
+
+
+def all_keys(config: ConfigDict, prefix: str = '') -> list[str]:
+    keys = []
+    for key, value in config.items():
+        keys.append(prefix + key)
+        if isinstance(value, ConfigDict):
+            keys.extend(all_keys(value, prefix + key + '.'))
+    return keys
+
+
+def _close_matches(key: str, config: ConfigDict) -> str:
+    keys = all_keys(config)
+    matches = difflib.get_close_matches(key, keys, n=3, cutoff=0.6)
+    leaf = key.rsplit('.', 1)[-1]
+    matches += [k for k in keys if k.rsplit('.', 1)[-1] == leaf and k not in matches]
+    return f'; did you mean {", ".join(repr(m) for m in matches[:4])}?' if matches else ''
+
+
+def _unknown_key_message(error: AttributeError) -> str:
+    found = re.search(r'Key "([^"]+)" does not exist', str(error))
+    key = found.group(1) if found else str(error)
+    return f'unknown config key {key!r}{_close_matches(key, default_config())}'
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """`--config.a.b=value` -> ('a.b', value). Values are Python literals where they parse, else strings."""
+    if not text.startswith('--config.') or '=' not in text:
+        raise ConfigError(f'cannot read override {text!r}: write --config.KEY=VALUE, e.g. --config.train.batch_size=64')
+    key, _, raw = text[len('--config.'):].partition('=')
+    try:
+        value = ast.literal_eval(raw)
+    except (ValueError, SyntaxError):
+        value = raw
+    return key, value
+
+
+def apply_updates(config: ConfigDict, updates: dict[str, Any]) -> ConfigDict:
+    """Sets dotted keys, refusing unknown keys and values of the wrong type with a message naming the key."""
+    for key, value in updates.items():
+        *parents, leaf = key.split('.')
+        node = config
+        for part in parents:
+            if not isinstance(node, ConfigDict) or part not in node:
+                raise ConfigError(f'unknown config key {key!r}{_close_matches(key, config)}')
+            node = node[part]
+        if not isinstance(node, ConfigDict) or leaf not in node:
+            raise ConfigError(f'unknown config key {key!r}{_close_matches(key, config)}')
+        current = node[leaf]
+        if isinstance(current, ConfigDict):
+            raise ConfigError(f'config key {key!r} is a group; set one of its fields, e.g. {key}.{next(iter(current))}')
+        if isinstance(current, tuple) and isinstance(value, (list, int, float)):
+            value = tuple(value) if isinstance(value, list) else (value,)
+        if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        try:
+            node[leaf] = value
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f'config key {key!r}: {value!r} does not fit ({e})') from None
+    return config
+
+
+# ---------------------------------------------------------------------------------------------------- durations
+
+
+@dataclasses.dataclass(frozen=True)
+class Duration:
+    amount: int
+    unit: str  # 'steps' | 'epochs'
+
+    def in_steps(self, steps_per_epoch: int) -> int:
+        return self.amount * steps_per_epoch if self.unit == 'epochs' else self.amount
+
+
+def parse_duration(text: Any, key: str) -> Duration:
+    if isinstance(text, int) and not isinstance(text, bool):
+        return Duration(text, 'steps')
+    found = re.fullmatch(r'\s*(\d+)\s*(steps?|epochs?)\s*', str(text))
+    if not found:
+        raise ConfigError(f'config key {key!r}: {text!r} is not a duration; write e.g. "30 epochs" or "500 steps"')
+    unit = 'epochs' if found.group(2).startswith('epoch') else 'steps'
+    return Duration(int(found.group(1)), unit)
+
+
+# ---------------------------------------------------------------------------------------------------- validation
+
+
+def _require(ok: bool, key: str, message: str):
+    if not ok:
+        raise ConfigError(f'config key {key!r}: {message}')
+
+
+def _choice(config: ConfigDict, key: str, valid) -> None:
+    value = config
+    for part in key.split('.'):
+        value = value[part]
+    if value not in valid:
+        close = difflib.get_close_matches(str(value), list(valid), n=1)
+        hint = f' (did you mean {close[0]!r}?)' if close else ''
+        raise ConfigError(f'config key {key!r}: unknown value {value!r}{hint}; valid: {", ".join(sorted(valid))}')
+
+
+def validate(config: ConfigDict) -> ConfigDict:
+    """Checks every value a run depends on, before any data or device is touched."""
+    from jaxdl import models, optim, tasks  # registries; imported here to keep `import jaxdl.config` cheap
+    _choice(config, 'task.name', tasks.TASKS)
+    _choice(config, 'model.name', models.MODELS)
+    _choice(config, 'optimizer.name', optim.OPTIMIZERS)
+    _choice(config, 'optimizer.schedule.name', optim.SCHEDULES)
+    _choice(config, 'train.parallel', ('auto', 'jit', 'pmap', 'sharded'))
+    _choice(config, 'train.select', ('best', 'last'))
+    _choice(config, 'model.dtype', ('float32', 'bfloat16'))
+    t = config.train
+    for key in ('batch_size', 'eval_batch_size'):
+        _require(isinstance(t[key], int) and t[key] > 0, f'train.{key}', f'must be a positive integer, got {t[key]!r}')
+    for key in ('duration', 'validate_every', 'log_every', 'checkpoint_every'):
+        duration = parse_duration(t[key], f'train.{key}')
+        _require(duration.amount > 0, f'train.{key}', 'must be positive')
+    parse_duration(config.optimizer.schedule.warmup, 'optimizer.schedule.warmup')
+    _require(parse_duration(config.optimizer.schedule.drop_every, 'optimizer.schedule.drop_every').amount > 0,
+             'optimizer.schedule.drop_every', 'must be positive')
+    _require(t.early_stopping.patience >= 0, 'train.early_stopping.patience', 'must be >= 0 (0 turns it off)')
+    o = config.optimizer
+    _require(o.learning_rate is None or (isinstance(o.learning_rate, (int, float)) and o.learning_rate > 0),
+             'optimizer.learning_rate', f'must be a positive number or None, got {o.learning_rate!r}')
+    _require(o.accumulate_steps >= 1, 'optimizer.accumulate_steps', 'must be >= 1')
+    _require(o.clip_global_norm >= 0, 'optimizer.clip_global_norm', 'must be >= 0 (0 turns it off)')
+    _require(o.weight_decay >= 0, 'optimizer.weight_decay', 'must be >= 0')
+    d = config.dataset
+    _require(isinstance(d.name, str) and d.name != '', 'dataset.name', 'must name a dataset; `jaxdl datasets` lists them')
+    _require(d.image_size >= 0, 'dataset.image_size', 'must be >= 0 (0 keeps the dataset size)')
+    _require(all(v != 0 for v in d.std), 'dataset.std', 'must not contain zero')
+    _require(d.shuffle_buffer >= 0, 'dataset.shuffle_buffer', 'must be >= 0 (0 = the whole split)')
+    _require(d.augment.crop_padding >= 0, 'dataset.augment.crop_padding', 'must be >= 0')
+    _require(0.0 <= config.model.cnn.dropout < 1.0, 'model.cnn.dropout', 'must be in [0, 1)')
+    _require(config.task.top_k >= 1, 'task.top_k', 'must be >= 1')
+    _require(0.0 <= config.task.label_smoothing < 1.0, 'task.label_smoothing', 'must be in [0, 1)')
+    return config
+
+
+def to_json(config: ConfigDict) -> str:
+    return json.dumps(config.to_dict(), indent=2, sort_keys=True, default=str)

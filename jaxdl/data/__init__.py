@@ -1,0 +1,1 @@
+"""Data: offline TFDS builders, per-task preprocessing and the tf.data pipeline."""

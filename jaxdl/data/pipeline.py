@@ -1,0 +1,170 @@
+"""tfds -> tf.data -> numpy batches that follow the data contract of DESIGN.md.
+
+Training: each process reads the whole split in the same seeded, epoch-dependent order, batches it by the
+*global* batch and keeps its own rows, so the global batches (and so the parameters) do not depend on the
+process count. Batches drop the remainder and are all valid. A resumed epoch skips the batches already seen.
+
+Evaluation: each process reads its own even share of the split (`tfds.even_splits`), pads to the same number
+of batches as every other process and marks padding in `valid`, so every example is counted exactly once.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import os
+from typing import Iterator
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from jaxdl.data import builders, preprocess
+
+# Catalog datasets whose features the classification preprocessing reads as is (image + label).
+CATALOG_CLASSIFICATION = ('mnist', 'fashion_mnist', 'cifar10', 'cifar100', 'kmnist', 'emnist', 'svhn_cropped')
+
+
+class DatasetNotAvailable(RuntimeError):
+    """The dataset is not on this machine; the message says how to prepare it."""
+
+
+def resolve_data_dir(dataset_cfg) -> str:
+    return dataset_cfg.data_dir or os.environ.get('TFDS_DATA_DIR') or os.path.expanduser('~/tensorflow_datasets')
+
+
+def get_builder(dataset_cfg) -> tfds.core.DatasetBuilder:
+    """The TFDS builder, prepared. Built-in builders are prepared offline on first use; catalog ones never
+    download here: if they are missing we fail at once with instructions."""
+    name, data_dir = dataset_cfg.name, resolve_data_dir(dataset_cfg)
+    try:
+        builder = tfds.builder(name, data_dir=data_dir)
+    except tfds.core.registered.DatasetNotFoundError:
+        known = list(builders.BUILTIN) + list(CATALOG_CLASSIFICATION)
+        close = difflib.get_close_matches(name, known + tfds.list_builders(), n=3)
+        hint = f' Did you mean {", ".join(map(repr, close))}?' if close else ''
+        raise DatasetNotAvailable(f'unknown dataset {name!r}.{hint} `jaxdl datasets` lists the built-in ones.') from None
+    if name in builders.BUILTIN and not builder.is_prepared():
+        builder.download_and_prepare()  # reads only bundled data: no network
+    return builder
+
+
+def open_split(builder, split: str) -> tf.data.Dataset:
+    try:
+        return builder.as_dataset(split=split, shuffle_files=False,
+                                  read_config=tfds.ReadConfig(shuffle_seed=0, interleave_cycle_length=1))
+    except AssertionError:  # tfds' way of saying "not prepared"
+        raise DatasetNotAvailable(
+            f'dataset {builder.name!r} is not prepared in {builder.data_dir_root!r} and jaxdl never downloads at '
+            f'run time. On a machine with internet run `tfds build {builder.name} --data_dir DIR`, copy DIR here '
+            f'and set --config.dataset.data_dir=DIR (or TFDS_DATA_DIR).') from None
+    except ValueError as e:  # an unknown split name
+        raise DatasetNotAvailable(f'dataset {builder.name!r} has no split {split!r}: {e}') from None
+
+
+def split_size(builder, split: str) -> int:
+    try:
+        return builder.info.splits[split].num_examples
+    except (KeyError, ValueError, TypeError):  # e.g. under tfds.testing.mock_data, where info has no splits
+        return int(open_split(builder, split).reduce(0, lambda count, _: count + 1))
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """A seed per (run seed, epoch): shuffling differs every epoch and is redrawn identically on resume."""
+    return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0] >> 1)
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetSpec:
+    name: str
+    num_classes: int
+    image_shape: tuple[int, int, int]  # after preprocessing
+
+
+class Pipeline:
+    """The input pipeline of one run: decoded splits cached once, iterators made per epoch or evaluation."""
+
+    def __init__(self, dataset_cfg, task_name: str, *, process_index: int = 0, process_count: int = 1):
+        if task_name not in preprocess.PREPROCESSORS:
+            raise ValueError(f'no preprocessing for task {task_name!r}')
+        self.cfg = dataset_cfg
+        self.task_name = task_name
+        self.process_index, self.process_count = process_index, process_count
+        self.builder = get_builder(dataset_cfg)
+        self._decoded: dict[str, tf.data.Dataset] = {}
+        self._sizes: dict[str, int] = {}
+
+    # -- metadata
+    @property
+    def spec(self) -> DatasetSpec:
+        element = self._decoded_split(self.cfg.train_split).element_spec
+        label = self.builder.info.features['label']
+        return DatasetSpec(self.cfg.name, int(label.num_classes), tuple(element['image'].shape))
+
+    def size(self, split: str) -> int:
+        if split not in self._sizes:
+            self._sizes[split] = split_size(self.builder, split)
+        return self._sizes[split]
+
+    def steps_per_epoch(self, global_batch: int) -> int:
+        steps = self.size(self.cfg.train_split) // global_batch
+        if steps == 0:
+            raise ValueError(f'train split {self.cfg.train_split!r} has {self.size(self.cfg.train_split)} examples, '
+                             f'fewer than one batch of {global_batch}; lower train.batch_size')
+        return steps
+
+    def _local_batch(self, global_batch: int) -> int:
+        if global_batch % self.process_count:
+            raise ValueError(f'batch size {global_batch} does not divide by the {self.process_count} processes')
+        return global_batch // self.process_count
+
+    def _decoded_split(self, split: str) -> tf.data.Dataset:
+        """Decoded and normalised examples; cached in memory, shared by every epoch's iterator."""
+        if split not in self._decoded:
+            fn = preprocess.PREPROCESSORS[self.task_name]
+            ds = open_split(self.builder, split).map(lambda ex: fn(ex, self.cfg), num_parallel_calls=tf.data.AUTOTUNE)
+            self._decoded[split] = ds.cache() if self.cfg.cache else ds
+        return self._decoded[split]
+
+    # -- training
+    def train_epoch(self, *, epoch: int, seed: int, global_batch: int, start_batch: int = 0) -> Iterator[dict]:
+        """This process's rows of each global batch of one epoch, from batch `start_batch` on."""
+        split = self.cfg.train_split
+        local = self._local_batch(global_batch)
+        steps = self.steps_per_epoch(global_batch)
+        e_seed = epoch_seed(seed, epoch)
+        ds = self._decoded_split(split)
+        buffer = self.cfg.shuffle_buffer or self.size(split)
+        ds = ds.shuffle(buffer, seed=e_seed, reshuffle_each_iteration=False).take(steps * global_batch)
+        ds = ds.enumerate().skip(start_batch * global_batch)
+        if preprocess.needs_augmentation(self.cfg.augment):
+            augment = preprocess.AUGMENTERS[self.task_name]
+            ds = ds.map(lambda i, ex: (i, augment(ex, tf.stack([tf.constant(e_seed, tf.int64), i]), self.cfg.augment)),
+                        num_parallel_calls=tf.data.AUTOTUNE)
+        ds = ds.map(lambda i, ex: ex).batch(global_batch, drop_remainder=True)
+        lo = self.process_index * local
+        ds = ds.map(lambda b: {**{k: v[lo:lo + local] for k, v in b.items()}, 'valid': tf.ones([local], tf.bool)})
+        return ds.prefetch(tf.data.AUTOTUNE).as_numpy_iterator()
+
+    # -- evaluation
+    def _process_subsplits(self, split: str) -> list[str]:
+        if self.process_count == 1:
+            return [split]
+        return tfds.even_splits(split, n=self.process_count, drop_remainder=False)
+
+    def num_eval_batches(self, split: str, global_batch: int) -> int:
+        local = self._local_batch(global_batch)
+        largest = max(self.size(s) for s in self._process_subsplits(split))
+        return max(1, math.ceil(largest / local))
+
+    def eval_batches(self, split: str, global_batch: int) -> Iterator[dict]:
+        """Every example of this process's share once, the last batch padded and marked invalid."""
+        local = self._local_batch(global_batch)
+        subsplit = self._process_subsplits(split)[self.process_index]
+        total = self.num_eval_batches(split, global_batch) * local
+        ds = self._decoded_split(subsplit).map(lambda ex: {**ex, 'valid': tf.constant(True)})
+        padding = total - self.size(subsplit)
+        if padding:
+            blank = tf.nest.map_structure(lambda s: tf.zeros(s.shape, s.dtype), ds.element_spec)
+            ds = ds.concatenate(tf.data.Dataset.from_tensors(blank).repeat(padding))
+        return ds.batch(local, drop_remainder=True).prefetch(tf.data.AUTOTUNE).as_numpy_iterator()
