@@ -59,8 +59,8 @@ def default_config() -> ConfigDict:
     c.optimizer = ConfigDict(dict(
         name='sgd',
         learning_rate=None,    # None = the optimizer's usual default (see jaxdl.optim.DEFAULT_LEARNING_RATES)
-        momentum=0.9,          # sgd, and rmsprop when > 0... set 0 for plain rmsprop
-        nesterov=False,
+        momentum=0.9,          # sgd only (0 = plain sgd)
+        nesterov=False,        # sgd, adam, adamw
         rmsprop_decay=0.9,
         b1=0.9,
         b2=0.999,

@@ -1,0 +1,59 @@
+"""ResNet v1.5 family (He et al. 2016) with BatchNorm; `stem='small'` for tiny images (no stride, no pool)."""
+from functools import partial
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+STAGES = {10: (1, 1, 1, 1), 18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3),
+          152: (3, 8, 36, 3)}
+
+
+class ResidualBlock(nn.Module):
+    width: int
+    strides: int
+    bottleneck: bool
+    norm: partial
+
+    @nn.compact
+    def __call__(self, x):
+        conv = partial(nn.Conv, use_bias=False, dtype=x.dtype)
+        out_width = self.width * 4 if self.bottleneck else self.width
+        if self.bottleneck:
+            y = nn.relu(self.norm()(conv(self.width, (1, 1))(x)))
+            y = nn.relu(self.norm()(conv(self.width, (3, 3), strides=self.strides)(y)))
+            y = self.norm(scale_init=nn.initializers.zeros)(conv(out_width, (1, 1))(y))
+        else:
+            y = nn.relu(self.norm()(conv(self.width, (3, 3), strides=self.strides)(x)))
+            y = self.norm(scale_init=nn.initializers.zeros)(conv(self.width, (3, 3))(y))
+        if x.shape[-1] != out_width or self.strides != 1:
+            x = self.norm()(conv(out_width, (1, 1), strides=self.strides)(x))
+        return nn.relu(x + y)
+
+
+class ResNet(nn.Module):
+    depth: int = 18
+    width: int = 64
+    stem: str = 'imagenet'  # 'imagenet': 7x7/2 conv + 3x3/2 max-pool; 'small': one 3x3/1 conv
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, *, train: bool = False, axis_name=None):
+        if self.depth not in STAGES:
+            raise ValueError(f'ResNet depth {self.depth} is not one of {sorted(STAGES)}')
+        if self.stem not in ('imagenet', 'small'):
+            raise ValueError(f"ResNet stem {self.stem!r} is not 'imagenet' or 'small'")
+        # axis_name: BatchNorm averages its batch statistics across the pmap axis (exact global-batch BN).
+        norm = partial(nn.BatchNorm, use_running_average=not train, momentum=0.9, epsilon=1e-5,
+                       dtype=self.dtype, axis_name=axis_name if train else None)
+        x = x.astype(self.dtype)
+        if self.stem == 'imagenet':
+            x = nn.relu(norm()(nn.Conv(self.width, (7, 7), strides=2, use_bias=False, dtype=self.dtype)(x)))
+            x = nn.max_pool(x, (3, 3), strides=(2, 2), padding='SAME')
+        else:
+            x = nn.relu(norm()(nn.Conv(self.width, (3, 3), use_bias=False, dtype=self.dtype)(x)))
+        bottleneck = self.depth >= 50
+        for stage, blocks in enumerate(STAGES[self.depth]):
+            for block in range(blocks):
+                strides = 2 if stage > 0 and block == 0 else 1
+                x = ResidualBlock(self.width * 2 ** stage, strides, bottleneck, norm)(x)
+        return jnp.mean(x, axis=(1, 2))

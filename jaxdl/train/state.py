@@ -1,0 +1,53 @@
+"""TrainState: everything a step reads or changes, as one pytree (apply_fn and tx are static)."""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+
+
+@flax.struct.dataclass
+class TrainState:
+    step: jax.Array          # int32 scalar: train steps taken (micro-steps when gradients accumulate)
+    params: Any              # the 'params' collection
+    model_state: Any         # every other collection (e.g. 'batch_stats'); {} for stateless models
+    opt_state: Any
+    rng: jax.Array           # raw uint32[2] key: plain data, so a checkpoint restores with orbax alone
+    apply_fn: Callable = flax.struct.field(pytree_node=False)
+    tx: optax.GradientTransformation = flax.struct.field(pytree_node=False)
+
+    @property
+    def variables(self) -> dict:
+        return {'params': self.params, **self.model_state}
+
+    def apply_gradients(self, grads, model_state) -> 'TrainState':
+        updates, opt_state = self.tx.update(grads, self.opt_state, self.params)
+        return self.replace(step=self.step + 1, params=optax.apply_updates(self.params, updates),
+                            model_state=model_state, opt_state=opt_state)
+
+    def to_checkpoint(self) -> dict:
+        """The saved tree: plain arrays in nested dicts, restorable by orbax without jaxdl."""
+        return {'step': self.step, 'params': self.params, 'model_state': self.model_state,
+                'opt_state': self.opt_state, 'rng': self.rng}
+
+    def from_checkpoint(self, tree: dict) -> 'TrainState':
+        return self.replace(**tree)
+
+
+def create_train_state(model, tx: optax.GradientTransformation, *, seed: int, image_shape) -> TrainState:
+    """Initialises parameters (jitted: an un-jitted Flax init costs seconds on CPU) and optimizer state."""
+    init_key, state_key = jax.random.split(jax.random.PRNGKey(seed))
+
+    @jax.jit
+    def init(key):
+        variables = model.init({'params': key, 'dropout': key}, jnp.zeros((1, *image_shape), jnp.float32))
+        variables = dict(variables)
+        params = variables.pop('params')
+        return params, variables, tx.init(params)
+
+    params, model_state, opt_state = init(init_key)
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, model_state=model_state,
+                      opt_state=opt_state, rng=state_key, apply_fn=model.apply, tx=tx)

@@ -1,0 +1,158 @@
+"""The pure train and eval steps, and the three ways to run them: jit, pmap and sharded (jit over a mesh).
+
+    train_step(state, batch, *, task, axis_name=None) -> (new_state, metric_sums)
+    eval_step(state, batch, *, task, axis_name=None) -> metric_sums
+
+`axis_name` set means "inside pmap over that axis": the loss is normalised by the *global* count of valid
+examples and gradients and metric sums are summed over the axis, so every device count computes the same
+update as one device with the whole batch. Randomness comes from fold_in(state.rng, state.step) only.
+"""
+from __future__ import annotations
+
+import dataclasses
+from functools import partial
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from jaxdl.train.state import TrainState
+
+PMAP_AXIS = 'batch'
+MESH_AXIS = 'data'
+
+
+def _psum(tree, axis_name):
+    return jax.lax.psum(tree, axis_name) if axis_name else tree
+
+
+def _forward(state: TrainState, params, batch, *, train: bool, axis_name, rng=None):
+    """Model outputs and the updated non-param collections (batch statistics) when training."""
+    mutable = list(state.model_state) if train and state.model_state else False
+    out = state.apply_fn({'params': params, **state.model_state}, batch['image'], train=train,
+                         axis_name=axis_name, rngs={'dropout': rng} if rng is not None else None, mutable=mutable)
+    return out if mutable else (out, state.model_state)
+
+
+def train_step(state: TrainState, batch: dict, *, task, axis_name=None) -> tuple[TrainState, dict]:
+    rng = jax.random.fold_in(state.rng, state.step)
+    if axis_name:  # each device draws its own dropout mask
+        rng = jax.random.fold_in(rng, jax.lax.axis_index(axis_name))
+    valid = batch['valid'].astype(jnp.float32)
+    global_count = jnp.maximum(_psum(jnp.sum(valid), axis_name), 1.0)
+
+    def loss_fn(params):
+        outputs, model_state = _forward(state, params, batch, train=True, axis_name=axis_name, rng=rng)
+        per_example = task.per_example_loss(outputs, batch)
+        return jnp.sum(per_example * valid) / global_count, (outputs, per_example, model_state)
+
+    grads, (outputs, per_example, model_state) = jax.grad(loss_fn, has_aux=True)(state.params)
+    grads = _psum(grads, axis_name)
+    new_state = state.apply_gradients(grads, model_state)
+    metrics = _psum(task.train_metric_sums(outputs, batch, per_example), axis_name)
+    return new_state, metrics
+
+
+def eval_step(state: TrainState, batch: dict, *, task, axis_name=None) -> dict:
+    outputs, _ = _forward(state, state.params, batch, train=False, axis_name=axis_name)
+    per_example = task.per_example_loss(outputs, batch)
+    return _psum(task.eval_metric_sums(outputs, batch, per_example), axis_name)
+
+
+def predict_step(state: TrainState, images, *, task):
+    outputs, _ = _forward(state, state.params, {'image': images}, train=False, axis_name=None)
+    return task.predict(outputs)
+
+
+# ------------------------------------------------------------------------------------------------- wrappers
+
+
+@dataclasses.dataclass
+class StepRunner:
+    """Runs the pure steps on the devices present. Host batches go in; device metric sums come out.
+
+    `place_state`/`host_state` move a TrainState onto the devices (replicated) and back to one copy.
+    """
+    kind: str
+    train: Callable[[Any, dict], tuple[Any, dict]]
+    eval: Callable[[Any, dict], dict]
+    place_state: Callable[[TrainState], Any]
+    host_state: Callable[[Any], TrainState]
+    num_devices: int
+
+
+def choose_parallel(parallel: str) -> str:
+    if parallel != 'auto':
+        return parallel
+    return 'sharded' if jax.device_count() > 1 else 'jit'
+
+
+def make_runner(parallel: str, task) -> StepRunner:
+    kind = choose_parallel(parallel)
+    if kind == 'jit':
+        return _jit_runner(task)
+    if kind == 'pmap':
+        return _pmap_runner(task)
+    if kind == 'sharded':
+        return _sharded_runner(task)
+    raise ValueError(f"unknown parallel mode {parallel!r}; valid: auto, jit, pmap, sharded")
+
+
+def _check_divisible(batch: dict, parts: int, what: str):
+    rows = len(batch['valid'])
+    if rows % parts:
+        raise ValueError(f'a batch of {rows} rows does not split across {parts} {what}; '
+                         f'choose batch sizes divisible by {parts}')
+
+
+def _jit_runner(task) -> StepRunner:
+    device = jax.local_devices()[0]
+    train = jax.jit(partial(train_step, task=task), donate_argnums=0)
+    evaluate = jax.jit(partial(eval_step, task=task))
+    put = lambda batch: jax.device_put(batch, device)
+    return StepRunner('jit', lambda s, b: train(s, put(b)), lambda s, b: evaluate(s, put(b)),
+                      place_state=lambda s: jax.device_put(s, device), host_state=lambda s: s, num_devices=1)
+
+
+def _pmap_runner(task) -> StepRunner:
+    devices = jax.local_devices()
+    n = len(devices)
+    train = jax.pmap(partial(train_step, task=task, axis_name=PMAP_AXIS), axis_name=PMAP_AXIS, donate_argnums=0)
+    evaluate = jax.pmap(partial(eval_step, task=task, axis_name=PMAP_AXIS), axis_name=PMAP_AXIS)
+
+    def split(batch):
+        _check_divisible(batch, n, 'local devices')
+        return jax.tree.map(lambda x: x.reshape(n, x.shape[0] // n, *x.shape[1:]), batch)
+
+    first = lambda tree: jax.tree.map(lambda x: x[0], tree)  # sums are identical on every device after psum
+    stacked = NamedSharding(Mesh(np.array(devices), (PMAP_AXIS,)), P(PMAP_AXIS))
+
+    def replicate(state):  # one copy per local device along a leading axis, as pmap expects
+        return jax.device_put(jax.tree.map(lambda x: jnp.broadcast_to(x, (n, *jnp.shape(x))), state), stacked)
+
+    def run_train(state, batch):
+        state, metrics = train(state, split(batch))
+        return state, first(metrics)
+
+    return StepRunner('pmap', run_train, lambda s, b: first(evaluate(s, split(b))),
+                      place_state=replicate,
+                      host_state=first, num_devices=n)
+
+
+def _sharded_runner(task) -> StepRunner:
+    mesh = Mesh(np.array(jax.devices()), (MESH_AXIS,))
+    replicated = NamedSharding(mesh, P())
+    batch_sharding = NamedSharding(mesh, P(MESH_AXIS))
+    train = jax.jit(partial(train_step, task=task), donate_argnums=0,
+                    out_shardings=(replicated, replicated))
+    evaluate = jax.jit(partial(eval_step, task=task), out_shardings=replicated)
+
+    def put(batch):  # this process's rows -> one global array (multi-process safe)
+        _check_divisible(batch, jax.local_device_count(), 'local devices')
+        return jax.tree.map(lambda x: jax.make_array_from_process_local_data(batch_sharding, x), batch)
+
+    return StepRunner('sharded', lambda s, b: train(s, put(b)), lambda s, b: evaluate(s, put(b)),
+                      place_state=lambda s: jax.device_put(s, replicated), host_state=lambda s: s,
+                      num_devices=jax.device_count())
