@@ -120,16 +120,16 @@ def load_config_file(path: str) -> ConfigDict:
 def config_from_json(text: str) -> ConfigDict:
     """Rebuilds a run's config from its config.json over the current defaults (rerun, evaluate, predict)."""
     config = default_config()
-    apply_updates(config, _flatten(json.loads(text)))
+    apply_updates(config, flatten(json.loads(text)))
     return config
 
 
-def _flatten(tree: dict, prefix: str = '') -> dict[str, Any]:
+def flatten(tree: dict, prefix: str = '') -> dict[str, Any]:
     flat = {}
     for key, value in tree.items():
         name = f'{prefix}{key}'
         if isinstance(value, dict):
-            flat.update(_flatten(value, name + '.'))
+            flat.update(flatten(value, name + '.'))
         else:
             flat[name] = value
     return flat

@@ -1,0 +1,120 @@
+"""Split-aware evaluation and prediction: the one evaluation loop, used by fit(), the CLI and notebooks.
+
+`evaluate` sums the task's metric sums over every (padded) batch of a split on the devices and divides once at
+the end. `load_run` rebuilds a trained run from its workdir (config.json, environment.json, checkpoints) alone.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from functools import partial
+from pathlib import Path
+from typing import Iterable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxdl import config as config_lib
+from jaxdl.checkpoint import CheckpointError, Checkpoints
+from jaxdl.models import build_model
+from jaxdl.optim import build_optimizer
+from jaxdl.tasks import build_task
+from jaxdl.train.state import TrainState, create_train_state
+from jaxdl.train.step import StepRunner, make_runner, predict_step
+
+
+def evaluate(runner: StepRunner, device_state, batches: Iterable[dict], task) -> dict:
+    """Final metrics of one pass over `batches` (every example once; padding rows count for nothing)."""
+    total = None
+    for batch in batches:
+        sums = runner.eval(device_state, batch)
+        total = sums if total is None else jax.tree.map(jnp.add, total, sums)
+    if total is None:
+        raise ValueError('evaluation got no batches')
+    return task.summarize(jax.device_get(total))
+
+
+@partial(jax.jit, static_argnames='task')
+def _predict(state: TrainState, images, task):
+    return predict_step(state, images, task=task)
+
+
+def predict(state: TrainState, images: np.ndarray, task, *, batch_size: int = 256) -> np.ndarray:
+    """Task predictions (class probabilities for classification) for preprocessed images [N, H, W, C].
+
+    The last chunk is padded to `batch_size` so every call reuses one compiled function."""
+    images = np.asarray(images, np.float32)
+    outputs = []
+    for start in range(0, len(images), batch_size):
+        chunk = images[start:start + batch_size]
+        padded = np.concatenate([chunk, np.zeros((batch_size - len(chunk), *chunk.shape[1:]), np.float32)])
+        outputs.append(np.asarray(_predict(state, padded, task))[:len(chunk)])
+    return np.concatenate(outputs)
+
+
+# ------------------------------------------------------------------------------------------- trained runs
+
+
+@dataclasses.dataclass
+class Run:
+    """A trained run rebuilt from its workdir."""
+    workdir: Path
+    config: config_lib.ConfigDict
+    environment: dict
+    task: object
+    state: TrainState
+    step: int
+
+    @property
+    def class_names(self) -> list[str]:
+        return self.environment['dataset'].get('class_names') or [str(i) for i in range(self.task.num_classes)]
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(self.environment['dataset']['image_shape'])
+
+
+def read_run_files(workdir: Path) -> tuple[config_lib.ConfigDict, dict]:
+    workdir = Path(workdir)
+    for name in ('config.json', 'environment.json'):
+        if not (workdir / name).is_file():
+            raise CheckpointError(f'{workdir} is not a jaxdl run directory (no {name}); train with `jaxdl train` first')
+    config = config_lib.config_from_json((workdir / 'config.json').read_text())
+    return config, json.loads((workdir / 'environment.json').read_text())
+
+
+def initial_state(config, environment: dict) -> tuple[TrainState, object]:
+    """A freshly initialised state with the run's structure (the target a checkpoint restores into)."""
+    dataset = environment['dataset']
+    plan = environment['plan']
+    task = build_task(config.task, dataset['num_classes'])
+    model = build_model(config.model, dataset['num_classes'])
+    tx, _ = build_optimizer(config.optimizer, plan['steps_per_epoch'], plan['total_steps'])
+    state = create_train_state(model, tx, seed=config.seed, image_shape=tuple(dataset['image_shape']))
+    return state, task
+
+
+def load_run(workdir: str | Path, checkpoint: str | int = 'best') -> Run:
+    workdir = Path(workdir)
+    config, environment = read_run_files(workdir)
+    state, task = initial_state(config, environment)
+    checkpoints = Checkpoints(workdir / 'checkpoints', read_only=True)
+    try:
+        step = checkpoints.resolve(checkpoint)
+        tree, _ = checkpoints.restore(step, state.to_checkpoint())
+    finally:
+        checkpoints.close()
+    return Run(workdir, config, environment, task, state.from_checkpoint(tree), step)
+
+
+def evaluate_run(workdir: str | Path, split: str, checkpoint: str | int = 'best', batch_size: int | None = None) -> dict:
+    """Metrics of a trained run's checkpoint on any split of its dataset."""
+    from jaxdl.data.pipeline import Pipeline
+    run = load_run(workdir, checkpoint)
+    pipeline = Pipeline(run.config.dataset, run.config.task.name,
+                        process_index=jax.process_index(), process_count=jax.process_count())
+    runner = make_runner(run.config.train.parallel, run.task)
+    batch_size = batch_size or run.config.train.eval_batch_size
+    metrics = evaluate(runner, runner.place_state(run.state), pipeline.eval_batches(split, batch_size), run.task)
+    return {'split': split, 'step': run.step, **metrics}

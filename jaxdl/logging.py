@@ -1,0 +1,142 @@
+"""The run's records: metrics.jsonl, TensorBoard events, the console table and progress bar, JSON files.
+
+Only the side effects live here; what is logged is decided by the loop. In a multi-process run only process 0
+writes (the others get a RunLog with `enabled=False`).
+"""
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import tqdm
+
+PACKAGES = ('jax', 'jaxlib', 'flax', 'optax', 'orbax-checkpoint', 'tensorflow', 'tensorflow-cpu',
+            'tensorflow-datasets', 'ml-collections', 'numpy', 'jaxdl')
+TIMING_KEYS = ('elapsed_s',)  # the only fields allowed to differ between identical reruns
+
+
+def write_json(path: Path, obj) -> None:
+    tmp = Path(path).with_suffix('.tmp')
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + '\n')
+    os.replace(tmp, path)  # never leave a half-written file behind
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    path = Path(path)
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _git(*args, cwd) -> str | None:
+    try:
+        out = subprocess.run(['git', *args], cwd=cwd, capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() if out.returncode == 0 else None
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+
+
+def environment_record(config) -> dict:
+    """Everything needed to explain a difference between two runs' numbers."""
+    import jax
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    source = Path(__file__).resolve().parent
+    revision = _git('rev-parse', 'HEAD', cwd=source)
+    dirty = _git('status', '--porcelain', cwd=source)
+    return {
+        'seed': config.seed,
+        'versions': versions,
+        'python': sys.version.split()[0],
+        'platform': platform.platform(),
+        'git_revision': revision,
+        'git_dirty': bool(dirty) if revision else None,
+        'command': sys.argv,
+        'backend': jax.default_backend(),
+        'devices': [str(d) for d in jax.devices()],
+        'process_count': jax.process_count(),
+        'xla_flags': os.environ.get('XLA_FLAGS', ''),
+    }
+
+
+class RunLog:
+    """Appends one JSON object per event to metrics.jsonl and mirrors scalars to TensorBoard."""
+
+    def __init__(self, workdir: Path, *, enabled: bool = True):
+        self.enabled = enabled
+        self.path = Path(workdir) / 'metrics.jsonl'
+        self._tb = None
+        if enabled:
+            import tensorflow as tf
+            self._tb = tf.summary.create_file_writer(str(Path(workdir) / 'tensorboard'))
+
+    def truncate_after(self, step: int) -> None:
+        """On resume: forget what the killed run logged after the checkpoint it resumes from."""
+        if not self.enabled:
+            return
+        kept = [r for r in read_jsonl(self.path) if r['step'] <= step and r['split'] != 'test']
+        self.path.write_text(''.join(json.dumps(r, sort_keys=True) + '\n' for r in kept))
+
+    def write(self, record: dict) -> None:
+        if not self.enabled:
+            return
+        with self.path.open('a') as f:
+            f.write(json.dumps(record, sort_keys=True) + '\n')
+        import tensorflow as tf
+        with self._tb.as_default():
+            for key, value in record.items():
+                if key not in ('step', 'epoch', 'split') and isinstance(value, (int, float)):
+                    tf.summary.scalar(f'{record["split"]}/{key}', value, step=record['step'])
+        self._tb.flush()
+
+    def close(self) -> None:
+        if self._tb is not None:
+            self._tb.close()
+
+
+class Console:
+    """A progress bar over the run's steps and, at each validation, one row of the training table."""
+    COLUMNS = ('epoch', 'iteration', 'elapsed', 'train loss', 'train acc', 'val loss', 'val acc', 'learn rate')
+    WIDTHS = (6, 10, 9, 11, 10, 9, 8, 11)
+
+    def __init__(self, total_steps: int, initial_step: int, *, enabled: bool = True):
+        self.enabled = enabled
+        self.bar = tqdm.tqdm(total=total_steps, initial=initial_step, unit='step', dynamic_ncols=True,
+                             disable=not enabled, leave=False)
+        self._header_done = False
+
+    def _line(self, cells) -> str:
+        return ' | '.join(str(c).rjust(w) for c, w in zip(cells, self.WIDTHS))
+
+    def row(self, *, epoch, step, elapsed, train: dict, validation: dict, learning_rate: float) -> None:
+        if not self.enabled:
+            return
+        if not self._header_done:
+            tqdm.tqdm.write(self._line(self.COLUMNS))
+            tqdm.tqdm.write('-+-'.join('-' * w for w in self.WIDTHS))
+            self._header_done = True
+        pct = lambda m, k: f'{100 * m[k]:.2f}%' if k in m else '-'
+        num = lambda m, k: f'{m[k]:.4f}' if k in m else '-'
+        tqdm.tqdm.write(self._line((epoch, step, time.strftime('%H:%M:%S', time.gmtime(elapsed)),
+                                    num(train, 'loss'), pct(train, 'accuracy'), num(validation, 'loss'),
+                                    pct(validation, 'accuracy'), f'{learning_rate:.3g}')))
+
+    def message(self, text: str) -> None:
+        if self.enabled:
+            tqdm.tqdm.write(text)
+
+    def advance(self, steps: int = 1) -> None:
+        self.bar.update(steps)
+
+    def close(self) -> None:
+        self.bar.close()

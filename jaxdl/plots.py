@@ -1,0 +1,28 @@
+"""progress.png: training and validation loss and accuracy against iteration, in one figure."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use('Agg')  # files only; never needs a display
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def plot_progress(records: list[dict], path: Path, *, metrics=('loss', 'accuracy'), title: str = '') -> None:
+    fig, axes = plt.subplots(len(metrics), 1, figsize=(8, 3.2 * len(metrics)), sharex=True, squeeze=False)
+    for ax, metric in zip(axes[:, 0], metrics):
+        for split, style in (('train', dict(alpha=0.6, lw=1)), ('validation', dict(marker='o', lw=2, ms=4))):
+            points = [(r['step'], r[metric]) for r in records if r['split'] == split and metric in r]
+            if points:
+                steps, values = zip(*points)
+                ax.plot(steps, values, label=f'{split} ({"mini-batches" if split == "train" else "full split"})', **style)
+        ax.set_ylabel(metric)
+        ax.grid(alpha=0.3)
+        ax.legend(loc='best', fontsize=8)
+    axes[-1, 0].set_xlabel('iteration')
+    if title:
+        axes[0, 0].set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -1,0 +1,228 @@
+"""fit(): the epoch loop around the pure train step.
+
+Training data updates the weights; the validation split is evaluated every `validate_every` steps and is the
+only thing model selection and early stopping read; the test split is evaluated once, after training, on the
+selected model and reported apart. Training into a workdir that has checkpoints resumes from the latest: the
+step restores the RNG and the optimizer, the step number gives the epoch and the batches already seen.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+
+from jaxdl import config as config_lib
+from jaxdl.checkpoint import Checkpoints
+from jaxdl.data.pipeline import Pipeline
+from jaxdl.evaluate import evaluate
+from jaxdl.logging import Console, RunLog, environment_record, read_jsonl, write_json
+from jaxdl.models import build_model
+from jaxdl.optim import build_optimizer
+from jaxdl.plots import plot_progress
+from jaxdl.tasks import build_task
+from jaxdl.train.state import TrainState, create_train_state
+from jaxdl.train.step import make_runner
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """The run's durations in steps, once the epoch length is known."""
+    steps_per_epoch: int
+    total_steps: int
+    validate_every: int
+    log_every: int
+    checkpoint_every: int
+
+    @classmethod
+    def from_config(cls, train_cfg, steps_per_epoch: int) -> 'Plan':
+        steps = lambda key: max(config_lib.parse_duration(train_cfg[key], f'train.{key}').in_steps(steps_per_epoch), 1)
+        return cls(steps_per_epoch, steps('duration'), steps('validate_every'), steps('log_every'),
+                   steps('checkpoint_every'))
+
+
+@dataclasses.dataclass
+class FitResult:
+    state: TrainState        # the selected model (best by validation, or last)
+    summary: dict
+    workdir: Path
+
+
+def _fresh_loop_state() -> dict:
+    return {'best_step': None, 'best_validation_loss': None, 'validations_since_best': 0,
+            'elapsed_s': 0.0, 'stop_reason': None, 'finished': False}
+
+
+def _record_run(workdir: Path, config, environment: dict, has_checkpoints: bool) -> None:
+    """config.json and environment.json; a resumed run must have the config it started with."""
+    config_path = workdir / 'config.json'
+    new = json.loads(config_lib.to_json(config))
+    if has_checkpoints and config_path.exists():
+        old = json.loads(config_path.read_text())
+        flat_old, flat_new = config_lib.flatten(old), config_lib.flatten(new)
+        changed = sorted(k for k in set(flat_old) | set(flat_new) if flat_old.get(k) != flat_new.get(k))
+        if changed:
+            raise config_lib.ConfigError(
+                f'{workdir} holds a run trained with a different config ({", ".join(changed)} differ); '
+                f'resume with the recorded config (`jaxdl rerun`) or train into a new --workdir')
+    write_json(config_path, new)
+    write_json(workdir / 'environment.json', environment)
+
+
+def _sum(a, b):
+    return b if a is None else jax.tree.map(jnp.add, a, b)
+
+
+def fit(config, workdir: str | Path, *, show_progress: bool = True) -> FitResult:
+    """Trains `config` into `workdir` (resuming from its latest checkpoint) and returns the selected model."""
+    config = config_lib.validate(config)
+    workdir = Path(workdir).absolute()
+    is_main = jax.process_index() == 0
+    if is_main:
+        workdir.mkdir(parents=True, exist_ok=True)
+
+    pipeline = Pipeline(config.dataset, config.task.name,
+                        process_index=jax.process_index(), process_count=jax.process_count())
+    spec = pipeline.spec
+    batch = config.train.batch_size
+    plan = Plan.from_config(config.train, pipeline.steps_per_epoch(batch))
+    task = build_task(config.task, spec.num_classes)
+    model = build_model(config.model, spec.num_classes)
+    tx, schedule = build_optimizer(config.optimizer, plan.steps_per_epoch, plan.total_steps)
+    state = create_train_state(model, tx, seed=config.seed, image_shape=spec.image_shape)
+    runner = make_runner(config.train.parallel, task)
+
+    checkpoints = Checkpoints(workdir / 'checkpoints')
+    latest = checkpoints.latest_step()
+    environment = environment_record(config)
+    label = pipeline.builder.info.features['label']
+    environment['dataset'] = {'name': spec.name, 'num_classes': spec.num_classes, 'image_shape': list(spec.image_shape),
+                              'class_names': list(label.names),
+                              'sizes': {s: pipeline.size(s) for s in (config.dataset.train_split,
+                                                                       config.dataset.validation_split,
+                                                                       config.dataset.test_split)}}
+    environment['plan'] = dataclasses.asdict(plan)
+    environment['parallel'] = runner.kind
+    if is_main:
+        _record_run(workdir, config, environment, latest is not None)
+    log = RunLog(workdir, enabled=is_main)
+
+    loop = _fresh_loop_state()
+    if latest is not None:
+        tree, loop = checkpoints.restore(latest, state.to_checkpoint())
+        state = state.from_checkpoint(tree)
+        log.truncate_after(latest)
+    if loop['finished'] and (workdir / 'summary.json').exists():
+        summary = json.loads((workdir / 'summary.json').read_text())
+        selected = _select(checkpoints, state, summary['selected_step'], latest)
+        checkpoints.close()
+        log.close()
+        return FitResult(selected, summary, workdir)
+
+    console = Console(plan.total_steps, int(state.step), enabled=is_main and show_progress)
+    if latest is not None:
+        console.message(f'resuming {workdir} from step {latest}')
+    try:
+        device_state, loop = _train(config, plan, pipeline, runner, task, schedule, runner.place_state(state),
+                                    checkpoints, loop, log, console)
+        final_state = runner.host_state(device_state)
+        checkpoints.wait()
+        selected_step = loop['best_step'] if config.train.select == 'best' and loop['best_step'] is not None \
+            else int(final_state.step)
+        selected = _select(checkpoints, final_state, selected_step, int(final_state.step))
+        test = evaluate(runner, runner.place_state(selected), pipeline.eval_batches(config.dataset.test_split,
+                                                                                   config.train.eval_batch_size), task)
+        log.write({'step': selected_step, 'epoch': selected_step / plan.steps_per_epoch, 'split': 'test', **test})
+        summary = _summary(config, plan, loop, selected_step, int(final_state.step), log.path, test)
+        if is_main:
+            write_json(workdir / 'summary.json', summary)
+            plot_progress(read_jsonl(log.path), workdir / 'progress.png', title=f'{spec.name}: {config.model.name}')
+        console.message(f'test ({config.dataset.test_split}, step {selected_step}): ' + ', '.join(
+            f'{k} {v:.4f}' for k, v in test.items() if k in task.headline))
+        return FitResult(selected, summary, workdir)
+    finally:
+        console.close()
+        checkpoints.close()
+        log.close()
+
+
+def _select(checkpoints: Checkpoints, state: TrainState, step: int, current_step: int) -> TrainState:
+    if step == current_step:
+        return state
+    tree, _ = checkpoints.restore(step, state.to_checkpoint())
+    return state.from_checkpoint(tree)
+
+
+def _train(config, plan: Plan, pipeline: Pipeline, runner, task, schedule, device_state, checkpoints, loop: dict,
+           log: RunLog, console: Console):
+    """The epoch loop. Returns the device state and the loop state at the end of training."""
+    step = int(runner.host_state(device_state).step)
+    started = time.time() - loop['elapsed_s']
+    train_sums, train_metrics = None, {}
+    patience = config.train.early_stopping.patience
+    while step < plan.total_steps and loop['stop_reason'] is None:
+        epoch, first_batch = divmod(step, plan.steps_per_epoch)
+        for batch in pipeline.train_epoch(epoch=epoch, seed=config.seed, global_batch=config.train.batch_size,
+                                          start_batch=first_batch):
+            device_state, sums = runner.train(device_state, batch)
+            train_sums = _sum(train_sums, sums)
+            step += 1
+            console.advance()
+            validate = step % plan.validate_every == 0 or step == plan.total_steps
+            loop['elapsed_s'] = time.time() - started
+            common = {'step': step, 'epoch': step / plan.steps_per_epoch, 'elapsed_s': loop['elapsed_s']}
+            if validate or step % plan.log_every == 0:
+                train_metrics = task.summarize(jax.device_get(train_sums))
+                train_sums = None
+                log.write({**common, 'split': 'train', 'learning_rate': float(schedule(step - 1)), **train_metrics})
+            validation_loss = None
+            if validate:
+                validation = evaluate(runner, device_state, pipeline.eval_batches(
+                    config.dataset.validation_split, config.train.eval_batch_size), task)
+                log.write({**common, 'split': 'validation', **validation})
+                validation_loss = validation['loss']
+                _update_early_stopping(loop, step, validation_loss, config.train.early_stopping.min_delta, patience)
+                console.row(epoch=epoch + 1, step=step, elapsed=loop['elapsed_s'], train=train_metrics,
+                            validation=validation, learning_rate=float(schedule(step - 1)))
+            if step == plan.total_steps and loop['stop_reason'] is None:
+                loop['stop_reason'] = 'completed'
+            loop['finished'] = loop['stop_reason'] is not None
+            if validate or step % plan.checkpoint_every == 0 or loop['finished']:
+                checkpoints.save(step, runner.host_state(device_state).to_checkpoint(), dict(loop), validation_loss)
+            if loop['finished']:
+                if loop['stop_reason'] == 'early_stopping':
+                    console.message(f'early stopping at step {step}: validation loss has not improved for '
+                                    f'{patience} validations (best {loop["best_validation_loss"]:.4f} at step '
+                                    f'{loop["best_step"]})')
+                break
+    return device_state, loop
+
+
+def _update_early_stopping(loop: dict, step: int, validation_loss: float, min_delta: float, patience: int) -> None:
+    best = loop['best_validation_loss']
+    if best is None or validation_loss < best - min_delta:
+        loop.update(best_step=step, best_validation_loss=validation_loss, validations_since_best=0)
+    else:
+        loop['validations_since_best'] += 1
+        if patience and loop['validations_since_best'] >= patience:
+            loop['stop_reason'] = 'early_stopping'
+
+
+def _summary(config, plan: Plan, loop: dict, selected_step: int, final_step: int, log_path: Path, test: dict) -> dict:
+    validations = {r['step']: r for r in read_jsonl(log_path) if r['split'] == 'validation'}
+    strip = lambda r: {k: v for k, v in r.items() if k not in ('split', 'elapsed_s')} if r else None
+    return {
+        'stop_reason': loop['stop_reason'],
+        'final_step': final_step,
+        'epochs_completed': final_step / plan.steps_per_epoch,
+        'best_step': loop['best_step'],
+        'best_validation_loss': loop['best_validation_loss'],
+        'selected': config.train.select,
+        'selected_step': selected_step,
+        'validation': strip(validations.get(selected_step)),
+        'test': {k: v for k, v in test.items()},
+        'train_time_s': loop['elapsed_s'],
+    }
