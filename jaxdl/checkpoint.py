@@ -13,11 +13,9 @@ import jax
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as policies
 
+from jaxdl.errors import CheckpointError
+
 BEST_METRIC = 'validation_loss'
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint that cannot be found or read; the message says which and what to do."""
 
 
 class Checkpoints:

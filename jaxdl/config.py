@@ -20,8 +20,7 @@ import ml_collections
 ConfigDict = ml_collections.ConfigDict
 
 
-class ConfigError(ValueError):
-    """A configuration that cannot run. The message names the key and what to do."""
+from jaxdl.errors import ConfigError  # noqa: F401  (re-exported: configs raise it)
 
 
 def default_config() -> ConfigDict:

@@ -16,7 +16,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxdl import config as config_lib
-from jaxdl.checkpoint import CheckpointError, Checkpoints
+from jaxdl.checkpoint import Checkpoints
+from jaxdl.errors import CheckpointError
 from jaxdl.models import build_model
 from jaxdl.optim import build_optimizer
 from jaxdl.tasks import build_task

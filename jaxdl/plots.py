@@ -18,6 +18,8 @@ def plot_progress(records: list[dict], path: Path, *, metrics=('loss', 'accuracy
                 steps, values = zip(*points)
                 ax.plot(steps, values, label=f'{split} ({"mini-batches" if split == "train" else "full split"})', **style)
         ax.set_ylabel(metric)
+        if metric == 'loss':
+            ax.set_yscale('log')  # on a linear axis the overfitting signal (validation loss rising) is invisible
         ax.grid(alpha=0.3)
         ax.legend(loc='best', fontsize=8)
     axes[-1, 0].set_xlabel('iteration')

@@ -12,31 +12,20 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
-import os
 from typing import Iterator
 
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from jaxdl.data import builders, preprocess
-
-# Catalog datasets whose features the classification preprocessing reads as is (image + label).
-CATALOG_CLASSIFICATION = ('mnist', 'fashion_mnist', 'cifar10', 'cifar100', 'kmnist', 'emnist', 'svhn_cropped')
-
-
-class DatasetNotAvailable(RuntimeError):
-    """The dataset is not on this machine; the message says how to prepare it."""
-
-
-def resolve_data_dir(dataset_cfg) -> str:
-    return dataset_cfg.data_dir or os.environ.get('TFDS_DATA_DIR') or os.path.expanduser('~/tensorflow_datasets')
+from jaxdl.data import CATALOG_CLASSIFICATION, builders, preprocess, resolve_data_dir
+from jaxdl.errors import DatasetNotAvailable
 
 
 def get_builder(dataset_cfg) -> tfds.core.DatasetBuilder:
     """The TFDS builder, prepared. Built-in builders are prepared offline on first use; catalog ones never
     download here: if they are missing we fail at once with instructions."""
-    name, data_dir = dataset_cfg.name, resolve_data_dir(dataset_cfg)
+    name, data_dir = dataset_cfg.name, resolve_data_dir(dataset_cfg.data_dir)
     try:
         builder = tfds.builder(name, data_dir=data_dir)
     except tfds.core.registered.DatasetNotFoundError:

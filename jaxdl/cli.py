@@ -1,0 +1,203 @@
+"""`jaxdl train|evaluate|predict|rerun|datasets`.
+
+Heavy libraries (TensorFlow, JAX) are imported inside each command, so `jaxdl --help` and `jaxdl datasets`
+answer at once. Errors a user can fix (config, dataset, checkpoint, image) print one line and exit with 2.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from jaxdl.errors import CheckpointError, InputError, JaxdlError
+
+EXIT_USAGE = 2
+EXIT_MISMATCH = 1
+
+
+def _quiet_libraries() -> None:
+    import logging
+    logging.getLogger('absl').setLevel(logging.ERROR)
+
+
+# ----------------------------------------------------------------------------------------------- commands
+
+
+def cmd_train(args, overrides: list[str]) -> int:
+    from jaxdl import config as config_lib
+    config = config_lib.load_config_file(args.config)
+    config_lib.apply_updates(config, dict(config_lib.parse_override(o) for o in overrides))
+    config_lib.validate(config)  # before TensorFlow is imported: a typo is reported in about a second
+    from jaxdl.train.loop import fit
+    workdir = args.workdir or str(Path('runs') / Path(args.config.partition(':')[0]).stem)
+    result = fit(config, workdir, show_progress=not args.no_progress)
+    print(json.dumps({'workdir': str(result.workdir), 'stop_reason': result.summary['stop_reason'],
+                      'selected_step': result.summary['selected_step'],
+                      'test': _headline(result.summary['test'])}, indent=2))
+    return 0
+
+
+def _headline(metrics: dict) -> dict:
+    return {k: v for k, v in metrics.items() if not isinstance(v, list)}
+
+
+def cmd_evaluate(args, _) -> int:
+    from jaxdl.evaluate import evaluate_run, read_run_files
+    config, _env = read_run_files(Path(args.workdir))
+    split = args.split or config.dataset.test_split
+    print(json.dumps(evaluate_run(args.workdir, split, args.checkpoint), indent=2))
+    return 0
+
+
+def load_image(path: str, shape: tuple[int, int, int]):
+    """Reads a PNG/JPEG as uint8 [H, W, C] in the model's input size and channel count.
+
+    Channel count and size are converted (and said so on stderr); an aspect ratio far from the model's is refused,
+    since squashing it would show the model an image unlike anything it was trained on."""
+    import numpy as np
+    from PIL import Image, UnidentifiedImageError
+    height, width, channels = shape
+    try:
+        image = Image.open(path)
+        image.load()
+    except FileNotFoundError:
+        raise InputError(f'{path}: no such file') from None
+    except (UnidentifiedImageError, OSError) as e:
+        raise InputError(f'{path}: not a readable PNG or JPEG image ({e})') from None
+    mode = {1: 'L', 3: 'RGB'}.get(channels)
+    if mode is None:
+        raise InputError(f'{path}: the model takes {channels}-channel input; only 1 (grayscale) or 3 (RGB) can be '
+                         f'made from an image file')
+    if image.mode != mode:
+        print(f'note: {path}: converted {image.mode} to {mode} ({channels} channel(s), as the model expects)',
+              file=sys.stderr)
+        image = image.convert(mode)
+    if image.size != (width, height):
+        ratio = (image.size[0] / image.size[1]) / (width / height)
+        if not 0.8 <= ratio <= 1.25:
+            raise InputError(f'{path}: {image.size[0]}x{image.size[1]} (width x height) has an aspect ratio too far '
+                             f'from the model input {width}x{height}; crop it to that shape first')
+        print(f'note: {path}: resized {image.size[0]}x{image.size[1]} to the model input {width}x{height}',
+              file=sys.stderr)
+        image = image.resize((width, height), Image.Resampling.BILINEAR)
+    return np.asarray(image, np.uint8).reshape(height, width, channels)
+
+
+def cmd_predict(args, _) -> int:
+    import numpy as np
+    from jaxdl.data import preprocess
+    from jaxdl.evaluate import load_run, predict
+    run = load_run(args.workdir, args.checkpoint)
+    raw = np.stack([load_image(p, run.image_shape) for p in args.images])
+    images = np.stack([preprocess.image_to_float(img, run.config.dataset).numpy() for img in raw])
+    if images.shape[1:] != run.image_shape:
+        raise InputError(f'preprocessed images have shape {images.shape[1:]}, the model takes {run.image_shape}')
+    probabilities = predict(run.state, images, run.task)
+    results = []
+    for path, probs in zip(args.images, probabilities):
+        order = np.argsort(-probs)[:args.top]
+        results.append({'image': path, 'top': [{'class': run.class_names[i], 'index': int(i),
+                                                 'probability': float(probs[i])} for i in order]})
+    if args.json:
+        print(json.dumps(results, indent=2))
+    else:
+        for r in results:
+            print(r['image'] + ': ' + ', '.join(f"{t['class']} {100 * t['probability']:.1f}%" for t in r['top']))
+    return 0
+
+
+def cmd_rerun(args, _) -> int:
+    from jaxdl.evaluate import read_run_files
+    from jaxdl.train.loop import fit
+    workdir = Path(args.workdir)
+    config, _env = read_run_files(workdir)
+    if not (workdir / 'summary.json').exists():
+        raise CheckpointError(f'{workdir} has no summary.json: the run did not finish, so there is nothing to '
+                              f'compare; resume it with `jaxdl train` instead')
+    new = Path(args.workdir_new or f'{workdir.as_posix().rstrip("/")}-rerun')
+    result = fit(config, new, show_progress=not args.no_progress)
+    old = json.loads((workdir / 'summary.json').read_text())
+    differences = {}
+    for part in ('validation', 'test'):
+        for key in sorted(set(old.get(part) or {}) | set(result.summary.get(part) or {})):
+            a, b = (old.get(part) or {}).get(key), (result.summary.get(part) or {}).get(key)
+            if a != b:
+                differences[f'{part}.{key}'] = {'recorded': a, 'rerun': b}
+    for key in ('selected_step', 'stop_reason'):
+        if old.get(key) != result.summary.get(key):
+            differences[key] = {'recorded': old.get(key), 'rerun': result.summary.get(key)}
+    print(json.dumps({'recorded': str(workdir), 'rerun': str(new), 'match': not differences,
+                      'differences': differences}, indent=2))
+    print('final metrics match the recorded run' if not differences else
+          f'final metrics DIFFER from the recorded run in {len(differences)} field(s)', file=sys.stderr)
+    return 0 if not differences else EXIT_MISMATCH
+
+
+def cmd_datasets(args, _) -> int:
+    from jaxdl.data import BUILTIN_DATASETS, CATALOG_CLASSIFICATION, prepared_versions, resolve_data_dir
+    data_dir = resolve_data_dir(args.data_dir or '')
+    print(f'data dir: {data_dir}')
+    print('built-in (prepared offline on first use):')
+    for name, description in BUILTIN_DATASETS.items():
+        versions = prepared_versions(name, data_dir)
+        print(f'  {name:<14} {"prepared " + ",".join(versions) if versions else "not prepared yet":<22} {description}')
+    print('catalog (classification; never downloaded at run time, prepare with `tfds build NAME --data_dir DIR`):')
+    for name in CATALOG_CLASSIFICATION:
+        versions = prepared_versions(name, data_dir)
+        print(f'  {name:<14} {"prepared " + ",".join(versions) if versions else "not prepared"}')
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------- parsing
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog='jaxdl', description='Train, evaluate and use JAX image models.')
+    sub = parser.add_subparsers(dest='command', required=True)
+    p = sub.add_parser('train', help='train an experiment config (resumes if the workdir has checkpoints)',
+                       description='Overrides: --config.KEY=VALUE, e.g. --config.train.batch_size=32')
+    p.add_argument('config', help='experiment file defining get_config(); FILE:ARG passes ARG to get_config')
+    p.add_argument('--workdir', help='run directory (default: runs/<config name>)')
+    p.add_argument('--no-progress', action='store_true', help='no progress bar or table')
+    p.set_defaults(run=cmd_train, takes_overrides=True)
+    p = sub.add_parser('evaluate', help="evaluate a run's checkpoint on a split; JSON metrics on stdout")
+    p.add_argument('workdir')
+    p.add_argument('--split', help="default: the config's test split")
+    p.add_argument('--checkpoint', default='best', help='best | latest | STEP (default: best)')
+    p.set_defaults(run=cmd_evaluate)
+    p = sub.add_parser('predict', help='top classes with probabilities for PNG/JPEG images')
+    p.add_argument('workdir')
+    p.add_argument('images', nargs='+')
+    p.add_argument('--checkpoint', default='best')
+    p.add_argument('--top', type=int, default=3)
+    p.add_argument('--json', action='store_true')
+    p.set_defaults(run=cmd_predict)
+    p = sub.add_parser('rerun', help="rerun a run's recorded config and say whether the final metrics match")
+    p.add_argument('workdir')
+    p.add_argument('--workdir', dest='workdir_new', help='where the rerun trains (default: WORKDIR-rerun)')
+    p.add_argument('--no-progress', action='store_true')
+    p.set_defaults(run=cmd_rerun)
+    p = sub.add_parser('datasets', help='list the datasets jaxdl can train on and whether they are prepared')
+    p.add_argument('--data-dir', help='TFDS data dir (default: $TFDS_DATA_DIR or ~/tensorflow_datasets)')
+    p.set_defaults(run=cmd_datasets)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser()
+    overrides = [a for a in argv if a.startswith('--config.')]
+    args = parser.parse_args([a for a in argv if not a.startswith('--config.')])
+    if overrides and not getattr(args, 'takes_overrides', False):
+        parser.error(f'{args.command} takes no --config overrides (it uses the run\'s recorded config)')
+    _quiet_libraries()
+    try:
+        return args.run(args, overrides)
+    except JaxdlError as e:
+        print(f'jaxdl {args.command}: error: {e}', file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,24 @@
+"""The errors a user can act on. The CLI prints their message in one line and exits with status 2.
+
+They live in this import-light module so that reporting one never loads TensorFlow or JAX.
+"""
+
+
+class JaxdlError(Exception):
+    """Base of every error whose message tells the user what to do."""
+
+
+class ConfigError(JaxdlError, ValueError):
+    """A configuration that cannot run. The message names the key and what to do."""
+
+
+class DatasetNotAvailable(JaxdlError, RuntimeError):
+    """The dataset is unknown or not on this machine; the message says how to prepare it."""
+
+
+class CheckpointError(JaxdlError, RuntimeError):
+    """A checkpoint or run directory that cannot be found or read."""
+
+
+class InputError(JaxdlError, ValueError):
+    """An input (e.g. an image given to predict) that cannot be fitted to the model."""
