@@ -53,7 +53,7 @@ class FitResult:
 
 def _fresh_loop_state() -> dict:
     return {'best_step': None, 'best_validation_loss': None, 'validations_since_best': 0,
-            'elapsed_s': 0.0, 'stop_reason': None, 'finished': False}
+            'elapsed_s': 0.0, 'stop_reason': None, 'finished': False, 'pending_train_sums': None}
 
 
 def _record_run(workdir: Path, config, environment: dict, has_checkpoints: bool) -> None:
@@ -161,7 +161,11 @@ def _train(config, plan: Plan, pipeline: Pipeline, runner, task, schedule, devic
     """The epoch loop. Returns the device state and the loop state at the end of training."""
     step = int(runner.host_state(device_state).step)
     started = time.time() - loop['elapsed_s']
-    train_sums, train_metrics = None, {}
+    # Training metric sums since the last train record travel in the checkpoint, so a resumed run logs exactly
+    # what an uninterrupted one does (float32 -> JSON -> float32 is exact).
+    pending = loop.get('pending_train_sums')
+    train_sums = {k: jnp.float32(v) for k, v in pending.items()} if pending else None
+    train_metrics = {}
     patience = config.train.early_stopping.patience
     while step < plan.total_steps and loop['stop_reason'] is None:
         epoch, first_batch = divmod(step, plan.steps_per_epoch)
@@ -191,6 +195,8 @@ def _train(config, plan: Plan, pipeline: Pipeline, runner, task, schedule, devic
                 loop['stop_reason'] = 'completed'
             loop['finished'] = loop['stop_reason'] is not None
             if validate or step % plan.checkpoint_every == 0 or loop['finished']:
+                loop['pending_train_sums'] = ({k: float(v) for k, v in jax.device_get(train_sums).items()}
+                                              if train_sums is not None else None)
                 checkpoints.save(step, runner.host_state(device_state).to_checkpoint(), dict(loop), validation_loss)
             if loop['finished']:
                 if loop['stop_reason'] == 'early_stopping':

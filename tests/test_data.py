@@ -1,0 +1,117 @@
+import collections
+import time
+
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from jaxdl.config import apply_updates, default_config
+from jaxdl.data.builders.digits import split_indices
+from jaxdl.data.pipeline import Pipeline
+from jaxdl.errors import DatasetNotAvailable
+
+
+def dataset_config(**updates):
+    return apply_updates(default_config(), {'dataset.' + k.replace('__', '.'): v for k, v in updates.items()}).dataset
+
+
+@pytest.fixture(scope='module')
+def digits():
+    return Pipeline(dataset_config(), 'classification')
+
+
+def test_digits_splits_are_fixed_disjoint_and_complete(digits):
+    parts = split_indices(1797)
+    assert {k: len(v) for k, v in parts.items()} == {'train': 1258, 'validation': 180, 'test': 359}
+    assert len(np.unique(np.concatenate(list(parts.values())))) == 1797
+    assert {s: digits.size(s) for s in parts} == {'train': 1258, 'validation': 180, 'test': 359}
+    assert digits.spec.num_classes == 10 and digits.spec.image_shape == (8, 8, 1)
+
+
+def test_train_batches_follow_the_contract(digits):
+    batches = list(digits.train_epoch(epoch=0, seed=0, global_batch=100))
+    assert len(batches) == 1258 // 100  # remainder dropped
+    for b in batches:
+        assert b['image'].shape == (100, 8, 8, 1) and b['image'].dtype == np.float32
+        assert b['label'].dtype == np.int32 and b['valid'].dtype == bool and b['valid'].all()
+    assert len(set(map(bytes, np.concatenate([b['image'] for b in batches]).reshape(1200, -1)))) > 1150  # no repeats
+
+
+def test_shuffle_is_seeded_per_epoch_and_resumable(digits):
+    epoch0 = list(digits.train_epoch(epoch=0, seed=3, global_batch=64))
+    again = list(digits.train_epoch(epoch=0, seed=3, global_batch=64))
+    epoch1 = list(digits.train_epoch(epoch=1, seed=3, global_batch=64))
+    resumed = list(digits.train_epoch(epoch=0, seed=3, global_batch=64, start_batch=7))
+    assert all(np.array_equal(a['image'], b['image']) for a, b in zip(epoch0, again))
+    assert not np.array_equal(epoch0[0]['label'], epoch1[0]['label'])
+    assert len(resumed) == len(epoch0) - 7
+    assert all(np.array_equal(a['image'], b['image']) for a, b in zip(epoch0[7:], resumed))
+
+
+def test_processes_take_their_rows_of_the_same_global_batches():
+    whole = list(Pipeline(dataset_config(), 'classification').train_epoch(epoch=2, seed=1, global_batch=64))
+    parts = [list(Pipeline(dataset_config(), 'classification', process_index=i, process_count=2)
+                  .train_epoch(epoch=2, seed=1, global_batch=64)) for i in range(2)]
+    for step, batch in enumerate(whole):
+        joined = np.concatenate([parts[0][step]['label'], parts[1][step]['label']])
+        np.testing.assert_array_equal(joined, batch['label'])
+
+
+@pytest.mark.parametrize('batch_size,process_count', [(7, 1), (64, 1), (100, 1), (359, 1), (500, 1),
+                                                      (64, 2), (30, 3), (12, 4)])
+def test_evaluation_counts_every_example_exactly_once(batch_size, process_count):
+    split = 'test'
+    reference = collections.Counter()
+    for ex in tfds.as_numpy(Pipeline(dataset_config(), 'classification').builder.as_dataset(split=split)):
+        reference[(int(ex['label']), ex['image'].tobytes())] += 1
+    seen, batches_per_process = collections.Counter(), []
+    for index in range(process_count):
+        pipeline = Pipeline(dataset_config(), 'classification', process_index=index, process_count=process_count)
+        batches = list(pipeline.eval_batches(split, batch_size))
+        batches_per_process.append(len(batches))
+        for b in batches:
+            assert len(b['valid']) == batch_size // process_count
+            for label, image, valid in zip(b['label'], b['image'], b['valid']):
+                if valid:
+                    seen[(int(label), image.tobytes())] += 1
+    assert len(set(batches_per_process)) == 1  # every process runs the same number of eval steps
+    assert sum(seen.values()) == 359
+    assert sorted(seen.values()) == sorted(reference.values())
+
+
+def test_augmentation_is_per_example_seeded_and_resumable():
+    cfg = dataset_config(augment__crop_padding=2, augment__flip_left_right=True)
+    pipeline = Pipeline(cfg, 'classification')
+    plain = list(Pipeline(dataset_config(), 'classification').train_epoch(epoch=0, seed=0, global_batch=64))
+    a = list(pipeline.train_epoch(epoch=0, seed=0, global_batch=64))
+    b = list(pipeline.train_epoch(epoch=0, seed=0, global_batch=64, start_batch=5))
+    assert not np.array_equal(a[0]['image'], plain[0]['image'])
+    np.testing.assert_array_equal(a[0]['label'], plain[0]['label'])  # same order, only images change
+    assert all(np.array_equal(x['image'], y['image']) for x, y in zip(a[5:], b))
+
+
+@pytest.mark.parametrize('name,shape', [('mnist', (28, 28, 1)), ('fashion_mnist', (28, 28, 1)),
+                                        ('cifar10', (32, 32, 3))])
+def test_catalog_datasets_through_the_same_pipeline(name, shape):
+    with tfds.testing.mock_data(num_examples=150):
+        pipeline = Pipeline(dataset_config(name=name), 'classification')
+        assert pipeline.spec.image_shape == shape and pipeline.spec.num_classes == 10
+        train = list(pipeline.train_epoch(epoch=0, seed=0, global_batch=32))
+        assert len(train) == 150 // 32 and train[0]['image'].shape == (32, *shape)
+        evaluation = list(pipeline.eval_batches('test', 64))
+        assert sum(int(b['valid'].sum()) for b in evaluation) == 150
+    resized = dataset_config(name=name, image_size=16)
+    with tfds.testing.mock_data(num_examples=10):
+        assert Pipeline(resized, 'classification').spec.image_shape == (16, 16, shape[2])
+
+
+def test_missing_catalog_dataset_fails_fast_with_instructions(tmp_path):
+    start = time.time()
+    with pytest.raises(DatasetNotAvailable, match='tfds build mnist'):
+        Pipeline(dataset_config(name='mnist', data_dir=str(tmp_path)), 'classification').size('train')
+    assert time.time() - start < 10
+
+
+def test_unknown_dataset_suggests_names():
+    with pytest.raises(DatasetNotAvailable, match="'digits'"):
+        Pipeline(dataset_config(name='digitz'), 'classification')
