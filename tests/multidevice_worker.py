@@ -1,0 +1,64 @@
+"""Run in a subprocess with XLA_FLAGS=--xla_force_host_platform_device_count=8 (set before jax is imported).
+
+Trains the same global batches with the jit, pmap and sharded runners and prints, as JSON, the largest
+deviation of each from single-device training, and what each counts when evaluating a padded split.
+"""
+import json
+import sys
+
+import jax
+import numpy as np
+
+import jaxdl
+from jaxdl.config import apply_updates, default_config
+from jaxdl.data.pipeline import Pipeline
+from jaxdl.evaluate import evaluate
+from jaxdl.models import build_model
+from jaxdl.optim import build_optimizer
+from jaxdl.tasks import build_task
+from jaxdl.train.step import make_runner
+
+
+def main(model_name: str) -> dict:
+    config = apply_updates(default_config(), {
+        'model.name': model_name, 'model.cnn.features': (8, 16), 'model.cnn.dense': 32,
+        'model.resnet.depth': 10, 'model.resnet.width': 8, 'model.resnet.stem': 'small',
+        'dataset.mean': (0.5,), 'dataset.std': (0.5,), 'optimizer.name': 'sgd', 'optimizer.learning_rate': 0.1})
+    pipeline = Pipeline(config.dataset, 'classification')
+    batches = list(pipeline.train_epoch(epoch=0, seed=0, global_batch=64))[:5]
+    task = build_task(config.task, 10)
+    model = build_model(config.model, 10)
+    tx, _ = build_optimizer(config.optimizer, 19, 100)
+    out = {'devices': jax.device_count()}
+    params = {}
+    for kind in ('jit', 'pmap', 'sharded'):
+        runner = make_runner(kind, task)
+        state = runner.place_state(jaxdl.create_train_state(model, tx, seed=0, image_shape=(8, 8, 1)))
+        for batch in batches:
+            state, _ = runner.train(state, batch)
+        host = jax.device_get(runner.host_state(state))
+        params[kind] = host
+        # 359 test examples: batch 56 = 7 per device; no batch size x device count divides 359.
+        metrics = evaluate(runner, state, pipeline.eval_batches('test', 56), task)
+        out[f'{kind}_eval_count'] = metrics['count']
+        out[f'{kind}_eval_loss'] = metrics['loss']
+        out[f'{kind}_num_devices'] = runner.num_devices
+    for kind in ('pmap', 'sharded'):
+        for part in ('params', 'model_state'):
+            reference = jax.tree.leaves(getattr(params['jit'], part))
+            # rtol 1e-5 element-wise, with an absolute floor of 1e-5 of the model's largest value: BatchNorm biases
+            # in front of another normalisation have a true gradient of ~0 (the next norm removes any shift), so
+            # they hold only cancellation noise, which differs with the reduction order (sharded, the very same
+            # program as jit, differs from it as much as pmap does).
+            floor = 1e-5 * max((float(np.max(np.abs(b))) for b in reference), default=0.0)
+            pairs = zip(jax.tree.leaves(getattr(params[kind], part)), reference)
+            out[f'{kind}_{part}_allclose'] = all(np.allclose(a, b, rtol=1e-5, atol=floor) for a, b in pairs)
+        out[f'{kind}_steps'] = int(params[kind].step)
+    out['params_moved'] = not np.allclose(jax.tree.leaves(params['jit'].params)[0],
+                                          jax.tree.leaves(jaxdl.create_train_state(model, tx, seed=0,
+                                                                                   image_shape=(8, 8, 1)).params)[0])
+    return out
+
+
+if __name__ == '__main__':
+    print('RESULT ' + json.dumps(main(sys.argv[1])))
