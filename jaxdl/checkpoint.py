@@ -29,9 +29,12 @@ class Checkpoints:
                                                read_only=read_only, create=not read_only)
         self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=('state', 'loop'))
 
-    def save(self, step: int, state_tree: Any, loop: dict, validation_loss: float | None = None) -> None:
-        """Starts an asynchronous save; training continues while it is written."""
-        metrics = {BEST_METRIC: float(validation_loss)} if validation_loss is not None else None
+    def save(self, step: int, state_tree: Any, loop: dict, new_best_loss: float | None = None) -> None:
+        """Starts an asynchronous save; training continues while it is written.
+
+        `new_best_loss` is given only when the loop has just declared this step the best (its rule includes
+        min_delta), so the checkpoint orbax preserves as best is always the loop's best, never a rival choice."""
+        metrics = {BEST_METRIC: float(new_best_loss)} if new_best_loss is not None else None
         self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state_tree),
                                                         loop=ocp.args.JsonSave(loop)), metrics=metrics, force=True)
 

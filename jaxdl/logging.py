@@ -109,17 +109,19 @@ class Console:
     COLUMNS = ('epoch', 'iteration', 'elapsed', 'train loss', 'train acc', 'val loss', 'val acc', 'learn rate')
     WIDTHS = (6, 10, 9, 11, 10, 9, 8, 11)
 
-    def __init__(self, total_steps: int, initial_step: int, *, enabled: bool = True):
+    def __init__(self, total_steps: int, initial_step: int, *, enabled: bool = True, progress: bool = True):
+        """`enabled`: this process reports at all (process 0); `progress`: also the bar and the table."""
         self.enabled = enabled
+        self.progress = enabled and progress
         self.bar = tqdm.tqdm(total=total_steps, initial=initial_step, unit='step', dynamic_ncols=True,
-                             disable=not enabled, leave=False)
+                             disable=not self.progress, leave=False)
         self._header_done = False
 
     def _line(self, cells) -> str:
         return ' | '.join(str(c).rjust(w) for c, w in zip(cells, self.WIDTHS))
 
     def row(self, *, epoch, step, elapsed, train: dict, validation: dict, learning_rate: float) -> None:
-        if not self.enabled:
+        if not self.progress:
             return
         if not self._header_done:
             tqdm.tqdm.write(self._line(self.COLUMNS))
@@ -133,7 +135,7 @@ class Console:
 
     def message(self, text: str) -> None:
         if self.enabled:
-            tqdm.tqdm.write(text)
+            tqdm.tqdm.write(text, file=sys.stderr)
 
     def advance(self, steps: int = 1) -> None:
         self.bar.update(steps)

@@ -38,12 +38,12 @@ def make_config():
     return make
 
 
-def run(args, *, devices: int | None = None, timeout: float = 300, env=None, **kwargs) -> subprocess.CompletedProcess:
+def run(args, *, devices: int | None = None, timeout: float = 300, env=None, cwd=ROOT, **kwargs) -> subprocess.CompletedProcess:
     """Runs a command with this interpreter's environment (and `devices` fake CPU devices)."""
     full_env = {**os.environ, **(env or {})}
     if devices:
         full_env['XLA_FLAGS'] = f'--xla_force_host_platform_device_count={devices}'
-    return subprocess.run(args, capture_output=True, text=True, timeout=timeout, env=full_env, cwd=ROOT, **kwargs)
+    return subprocess.run(args, capture_output=True, text=True, timeout=timeout, env=full_env, cwd=cwd, **kwargs)
 
 
 def jaxdl(*args, **kwargs) -> subprocess.CompletedProcess:

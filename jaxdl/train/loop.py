@@ -114,7 +114,6 @@ def fit(config, workdir: str | Path, *, show_progress: bool = True) -> FitResult
     if latest is not None:
         tree, loop = checkpoints.restore(latest, state.to_checkpoint())
         state = state.from_checkpoint(tree)
-        log.truncate_after(latest)
     if loop['finished'] and (workdir / 'summary.json').exists():
         summary = json.loads((workdir / 'summary.json').read_text())
         selected = _select(checkpoints, state, summary['selected_step'], latest)
@@ -122,8 +121,9 @@ def fit(config, workdir: str | Path, *, show_progress: bool = True) -> FitResult
         log.close()
         return FitResult(selected, summary, workdir)
 
-    console = Console(plan.total_steps, int(state.step), enabled=is_main and show_progress)
+    console = Console(plan.total_steps, int(state.step), enabled=is_main, progress=show_progress)
     if latest is not None:
+        log.truncate_after(latest)
         console.message(f'resuming {workdir} from step {latest}')
     try:
         device_state, loop = _train(config, plan, pipeline, runner, task, schedule, runner.place_state(state),
@@ -182,13 +182,13 @@ def _train(config, plan: Plan, pipeline: Pipeline, runner, task, schedule, devic
                 train_metrics = task.summarize(jax.device_get(train_sums))
                 train_sums = None
                 log.write({**common, 'split': 'train', 'learning_rate': float(schedule(step - 1)), **train_metrics})
-            validation_loss = None
+            new_best_loss = None
             if validate:
                 validation = evaluate(runner, device_state, pipeline.eval_batches(
                     config.dataset.validation_split, config.train.eval_batch_size), task)
                 log.write({**common, 'split': 'validation', **validation})
-                validation_loss = validation['loss']
-                _update_early_stopping(loop, step, validation_loss, config.train.early_stopping.min_delta, patience)
+                _update_early_stopping(loop, step, validation['loss'], config.train.early_stopping.min_delta, patience)
+                new_best_loss = validation['loss'] if loop['best_step'] == step else None
                 console.row(epoch=epoch + 1, step=step, elapsed=loop['elapsed_s'], train=train_metrics,
                             validation=validation, learning_rate=float(schedule(step - 1)))
             if step == plan.total_steps and loop['stop_reason'] is None:
@@ -197,7 +197,7 @@ def _train(config, plan: Plan, pipeline: Pipeline, runner, task, schedule, devic
             if validate or step % plan.checkpoint_every == 0 or loop['finished']:
                 loop['pending_train_sums'] = ({k: float(v) for k, v in jax.device_get(train_sums).items()}
                                               if train_sums is not None else None)
-                checkpoints.save(step, runner.host_state(device_state).to_checkpoint(), dict(loop), validation_loss)
+                checkpoints.save(step, runner.host_state(device_state).to_checkpoint(), dict(loop), new_best_loss)
             if loop['finished']:
                 if loop['stop_reason'] == 'early_stopping':
                     console.message(f'early stopping at step {step}: validation loss has not improved for '

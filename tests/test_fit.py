@@ -1,0 +1,169 @@
+"""fit(): run directory, reproducibility, exact resume after SIGKILL, orbax-only restore, split-aware selection."""
+import json
+import os
+import signal
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from jaxdl.checkpoint import Checkpoints
+from jaxdl.config import ConfigError, to_json
+from jaxdl.errors import CheckpointError
+from jaxdl.evaluate import load_run
+from jaxdl.logging import TIMING_KEYS, read_jsonl
+from jaxdl.train.loop import fit
+from conftest import ROOT, jaxdl as run_jaxdl, run
+
+
+def records_without_timings(workdir):
+    return [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in read_jsonl(workdir / 'metrics.jsonl')]
+
+
+def assert_same_params(a, b):
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+@pytest.fixture(scope='module')
+def finished_run(tmp_path_factory, data_dir):
+    from jaxdl.config import apply_updates, default_config
+    config = default_config()
+    apply_updates(config, {'dataset.mean': (0.5,), 'dataset.std': (0.5,), 'model.cnn.features': (8, 16),
+                           'model.cnn.dense': 32, 'optimizer.learning_rate': 0.05, 'train.batch_size': 64,
+                           'train.eval_batch_size': 128, 'train.duration': '3 epochs', 'train.log_every': '5 steps'})
+    workdir = tmp_path_factory.mktemp('run') / 'a'
+    return config, fit(config, workdir, show_progress=False)
+
+
+def test_run_directory_holds_every_record(finished_run):
+    config, result = finished_run
+    workdir = result.workdir
+    for name in ('config.json', 'environment.json', 'metrics.jsonl', 'progress.png', 'summary.json'):
+        assert (workdir / name).is_file(), name
+    assert list((workdir / 'tensorboard').glob('events.out.tfevents.*'))
+    environment = json.loads((workdir / 'environment.json').read_text())
+    assert environment['seed'] == 0 and environment['versions']['jax'] == jax.__version__
+    assert 'git_revision' in environment and environment['dataset']['sizes']['test'] == 359
+    assert json.loads((workdir / 'config.json').read_text()) == json.loads(to_json(config))
+    records = read_jsonl(workdir / 'metrics.jsonl')
+    validation = [r for r in records if r['split'] == 'validation']
+    assert [r['step'] for r in validation] == [19, 38, 57]  # once an epoch
+    assert all({'loss', 'accuracy', 'confidence'} <= set(r) for r in records)
+    test = [r for r in records if r['split'] == 'test']
+    assert len(test) == 1 and test[0]['count'] == 359  # test evaluated once, every example
+    summary = result.summary
+    assert summary['stop_reason'] == 'completed' and summary['final_step'] == 57
+    assert summary['selected_step'] == summary['best_step']
+    assert summary['best_validation_loss'] == min(r['loss'] for r in validation)
+    assert {'top_5_accuracy', 'confusion_matrix', 'expected_calibration_error'} <= set(summary['test'])
+    assert np.sum(summary['test']['confusion_matrix']) == 359
+
+
+def test_same_config_and_seed_give_identical_records_and_params(finished_run, tmp_path):
+    config, first = finished_run
+    second = fit(config, tmp_path / 'b', show_progress=False)
+    assert records_without_timings(first.workdir) == records_without_timings(second.workdir)
+    assert_same_params(first.state.params, second.state.params)
+    assert first.summary['test'] == second.summary['test']
+
+
+def test_checkpoint_restores_with_orbax_alone(finished_run, tmp_path):
+    _, result = finished_run
+    step = Checkpoints(result.workdir / 'checkpoints', read_only=True).resolve('latest')
+    out = tmp_path / 'params.npz'
+    code = (
+        'import sys, numpy as np, orbax.checkpoint as ocp, jax\n'
+        f'restored = ocp.StandardCheckpointer().restore({str(result.workdir / "checkpoints" / str(step) / "state")!r})\n'
+        'flat = {jax.tree_util.keystr(p): np.asarray(v) for p, v in jax.tree_util.tree_flatten_with_path(restored["params"])[0]}\n'
+        f'np.savez({str(out)!r}, step=np.asarray(restored["step"]), **flat)\n'
+        'assert not any(m.startswith("jaxdl") for m in sys.modules), "jaxdl was imported"\n')
+    proc = run([sys.executable, '-c', code], cwd=str(tmp_path))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    saved = np.load(out)
+    latest = load_run(result.workdir, 'latest')
+    assert int(saved['step']) == step == int(latest.state.step)
+    flat = {jax.tree_util.keystr(p): np.asarray(v) for p, v in jax.tree_util.tree_flatten_with_path(latest.state.params)[0]}
+    assert set(flat) == set(saved.files) - {'step'}
+    for key, value in flat.items():
+        np.testing.assert_array_equal(saved[key], value)
+
+
+def test_sigkill_mid_epoch_then_resume_equals_an_uninterrupted_run(tmp_path, make_config):
+    overrides = {'train.duration': '8 epochs', 'train.checkpoint_every': '4 steps', 'train.log_every': '3 steps',
+                 'model.cnn.dropout': 0.3, 'dataset.augment.crop_padding': 1}
+    config = make_config(**{k.replace('.', '__'): v for k, v in overrides.items()})
+    reference = fit(config, tmp_path / 'uninterrupted', show_progress=False)
+    workdir = tmp_path / 'killed'
+    args = [sys.executable, '-m', 'jaxdl', 'train', str(ROOT / 'tests' / 'small_experiment.py'), '--workdir', str(workdir),
+            '--no-progress', *[f'--config.{k}={v}' for k, v in overrides.items()]]
+    env = {**os.environ}
+    import subprocess
+    proc = subprocess.Popen(args, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    killed_after = None
+    while time.time() < deadline and proc.poll() is None:
+        steps = [int(p.name) for p in (workdir / 'checkpoints').glob('[0-9]*') if p.name.isdigit()]
+        if steps and max(steps) >= 24:  # mid-epoch 2 (19 steps an epoch)
+            proc.send_signal(signal.SIGKILL)
+            killed_after = max(steps)
+            break
+        time.sleep(0.02)
+    proc.wait(timeout=60)
+    assert killed_after is not None, f'the run ended before it could be killed: {proc.stderr.read()[-2000:]}'
+    assert not (workdir / 'summary.json').exists()
+    resumed = run_jaxdl('train', ROOT / 'tests' / 'small_experiment.py', '--workdir', workdir, '--no-progress',
+                        *[f'--config.{k}={v}' for k, v in overrides.items()])
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert 'resuming' in resumed.stderr
+    final = load_run(workdir, 'latest')
+    assert int(final.state.step) == 8 * 19
+    uninterrupted_last = load_run(reference.workdir, 'latest')
+    assert_same_params(final.state.params, uninterrupted_last.state.params)
+    assert_same_params(final.state.opt_state, uninterrupted_last.state.opt_state)
+    assert records_without_timings(workdir) == records_without_timings(reference.workdir)
+
+
+def test_early_stopping_reads_validation_and_best_model_is_tested(tmp_path, make_config):
+    # min_delta 10: no validation after the first counts as an improvement, so patience 2 stops at the third.
+    config = make_config(train__duration='10 epochs', train__early_stopping__patience=2,
+                         train__early_stopping__min_delta=10.0)
+    result = fit(config, tmp_path / 'es', show_progress=False)
+    assert result.summary['stop_reason'] == 'early_stopping'
+    assert result.summary['final_step'] == 3 * 19
+    assert result.summary['best_step'] == result.summary['selected_step'] == 19
+    test = [r for r in read_jsonl(result.workdir / 'metrics.jsonl') if r['split'] == 'test']
+    assert len(test) == 1 and test[0]['step'] == 19
+    assert int(result.state.step) == 19
+    assert set(Checkpoints(result.workdir / 'checkpoints', read_only=True).all_steps()) == {19, 57}  # best + latest
+
+
+def test_select_last_tests_the_final_model(tmp_path, make_config):
+    config = make_config(train__select='last', train__duration='2 epochs')
+    result = fit(config, tmp_path / 'last', show_progress=False)
+    assert result.summary['selected_step'] == result.summary['final_step'] == int(result.state.step) == 38
+
+
+def test_finished_run_is_not_trained_or_tested_again(finished_run):
+    config, result = finished_run
+    before = (result.workdir / 'metrics.jsonl').read_text()
+    again = fit(config, result.workdir, show_progress=False)
+    assert again.summary == result.summary
+    assert (result.workdir / 'metrics.jsonl').read_text() == before
+
+
+def test_resuming_with_another_config_is_refused(finished_run):
+    config, result = finished_run
+    changed = config.copy_and_resolve_references()
+    changed.optimizer.learning_rate = 0.2
+    with pytest.raises(ConfigError, match='optimizer.learning_rate'):
+        fit(changed, result.workdir, show_progress=False)
+
+
+def test_missing_checkpoint_is_a_clear_error(tmp_path, finished_run):
+    with pytest.raises(CheckpointError, match='not a jaxdl run directory'):
+        load_run(tmp_path)
+    with pytest.raises(CheckpointError, match='no checkpoint at step 5'):
+        load_run(finished_run[1].workdir, 5)
