@@ -105,7 +105,9 @@ class RunLog:
 
 
 class Console:
-    """A progress bar over the run's steps and, at each validation, one row of the training table."""
+    """A progress bar over the run's steps and, at each validation, one row of the training table.
+
+    All of it goes to stderr: stdout is kept for the commands' machine-readable results."""
     COLUMNS = ('epoch', 'iteration', 'elapsed', 'train loss', 'train acc', 'val loss', 'val acc', 'learn rate')
     WIDTHS = (6, 10, 9, 11, 10, 9, 8, 11)
 
@@ -124,14 +126,14 @@ class Console:
         if not self.progress:
             return
         if not self._header_done:
-            tqdm.tqdm.write(self._line(self.COLUMNS))
-            tqdm.tqdm.write('-+-'.join('-' * w for w in self.WIDTHS))
+            tqdm.tqdm.write(self._line(self.COLUMNS), file=sys.stderr)
+            tqdm.tqdm.write('-+-'.join('-' * w for w in self.WIDTHS), file=sys.stderr)
             self._header_done = True
         pct = lambda m, k: f'{100 * m[k]:.2f}%' if k in m else '-'
         num = lambda m, k: f'{m[k]:.4f}' if k in m else '-'
         tqdm.tqdm.write(self._line((epoch, step, time.strftime('%H:%M:%S', time.gmtime(elapsed)),
                                     num(train, 'loss'), pct(train, 'accuracy'), num(validation, 'loss'),
-                                    pct(validation, 'accuracy'), f'{learning_rate:.3g}')))
+                                    pct(validation, 'accuracy'), f'{learning_rate:.3g}')), file=sys.stderr)
 
     def message(self, text: str) -> None:
         if self.enabled:

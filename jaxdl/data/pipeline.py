@@ -9,9 +9,11 @@ of batches as every other process and marks padding in `valid`, so every example
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import math
+import sys
 from typing import Iterator
 
 import numpy as np
@@ -34,7 +36,8 @@ def get_builder(dataset_cfg) -> tfds.core.DatasetBuilder:
         hint = f' Did you mean {", ".join(map(repr, close))}?' if close else ''
         raise DatasetNotAvailable(f'unknown dataset {name!r}.{hint} `jaxdl datasets` lists the built-in ones.') from None
     if name in builders.BUILTIN and not builder.is_prepared():
-        builder.download_and_prepare()  # reads only bundled data: no network
+        with contextlib.redirect_stdout(sys.stderr):  # tfds reports on stdout, which is for results
+            builder.download_and_prepare()  # reads only bundled data: no network
     return builder
 
 

@@ -1,0 +1,98 @@
+"""The `jaxdl` command as a user runs it, in subprocesses."""
+import json
+import time
+
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+from PIL import Image
+
+from conftest import ROOT, jaxdl
+
+EXPERIMENT = ROOT / 'tests' / 'small_experiment.py'
+
+
+def test_help_and_datasets_answer_fast():
+    start = time.time()
+    assert jaxdl('--help').returncode == 0
+    listing = jaxdl('datasets')
+    assert listing.returncode == 0 and 'digits' in listing.stdout and 'mnist' in listing.stdout
+    assert time.time() - start < 10  # two interpreter start-ups, no TensorFlow
+
+
+def test_unknown_key_is_named_with_close_matches(tmp_path):
+    result = jaxdl('train', EXPERIMENT, '--workdir', tmp_path / 'x', '--config.train.batchsize=3')
+    assert result.returncode == 2
+    assert "unknown config key 'train.batchsize'" in result.stderr and "'train.batch_size'" in result.stderr
+    assert 'Traceback' not in result.stderr and not (tmp_path / 'x').exists()
+
+
+def test_unavailable_dataset_fails_fast(tmp_path):
+    start = time.time()
+    result = jaxdl('train', EXPERIMENT, '--workdir', tmp_path / 'x', '--config.dataset.name=cifar10',
+                   f'--config.dataset.data_dir={tmp_path}')
+    assert result.returncode == 2 and 'tfds build cifar10' in result.stderr
+    assert time.time() - start < 30  # interpreter, TensorFlow import, and no network wait
+
+
+@pytest.fixture(scope='module')
+def trained(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp('cli') / 'run'
+    result = jaxdl('train', EXPERIMENT, '--workdir', workdir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return workdir, {**json.loads(result.stdout), 'stderr': result.stderr}
+
+
+def test_train_prints_a_table_row_per_validation(trained):
+    workdir, out = trained
+    assert out['stop_reason'] == 'completed' and out['test']['count'] == 359
+    rows = [line for line in out['stderr'].splitlines() if line.strip().startswith(('1 |', '2 |'))]
+    assert len(rows) == 2 and all(len(r.split('|')) == 8 for r in rows)  # epoch .. learning rate
+    assert 'val loss' in out['stderr'] and 'learn rate' in out['stderr']
+    summary = json.loads((workdir / 'summary.json').read_text())
+    assert summary['test']['accuracy'] == out['test']['accuracy']
+
+
+def test_evaluate_prints_json_metrics_for_any_split(trained):
+    workdir, out = trained
+    test = jaxdl('evaluate', workdir)
+    assert test.returncode == 0, test.stderr[-2000:]
+    metrics = json.loads(test.stdout)
+    assert metrics['split'] == 'test' and metrics['count'] == 359
+    assert metrics['accuracy'] == pytest.approx(out['test']['accuracy'])
+    validation = json.loads(jaxdl('evaluate', workdir, '--split', 'validation', '--checkpoint', 'latest').stdout)
+    assert validation['count'] == 180 and validation['step'] == 38
+    missing = jaxdl('evaluate', workdir, '--checkpoint', '7')
+    assert missing.returncode == 2 and 'no checkpoint at step 7' in missing.stderr
+
+
+def test_predict_gives_top_classes_and_converts_or_refuses_images(trained, tmp_path):
+    workdir, _ = trained
+    example = next(iter(tfds.as_numpy(tfds.builder('digits').as_dataset(split='test'))))
+    gray = tmp_path / 'digit.png'
+    Image.fromarray(example['image'][..., 0]).save(gray)
+    rgb = tmp_path / 'digit_rgb_big.jpg'
+    Image.fromarray(example['image'][..., 0]).convert('RGB').resize((32, 32), Image.NEAREST).save(rgb)
+    result = jaxdl('predict', workdir, gray, rgb, '--json', '--top', '3')
+    assert result.returncode == 0, result.stderr[-2000:]
+    predictions = json.loads(result.stdout)
+    assert [len(p['top']) for p in predictions] == [3, 3]
+    probabilities = [t['probability'] for t in predictions[0]['top']]
+    assert probabilities == sorted(probabilities, reverse=True) and 0 < sum(probabilities) <= 1 + 1e-6
+    assert 'converted RGB to L' in result.stderr and 'resized 32x32' in result.stderr
+    wide = tmp_path / 'wide.png'
+    Image.fromarray(np.zeros((8, 40), np.uint8)).save(wide)
+    refused = jaxdl('predict', workdir, wide)
+    assert refused.returncode == 2 and 'aspect ratio' in refused.stderr
+    broken = tmp_path / 'broken.png'
+    broken.write_bytes(b'not an image')
+    refused = jaxdl('predict', workdir, broken)
+    assert refused.returncode == 2 and 'not a readable PNG or JPEG' in refused.stderr
+
+
+def test_rerun_reproduces_the_recorded_metrics(trained, tmp_path):
+    workdir, _ = trained
+    result = jaxdl('rerun', workdir, '--workdir', tmp_path / 'again', '--no-progress')
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads(result.stdout)['match'] is True
+    assert 'match the recorded run' in result.stderr
