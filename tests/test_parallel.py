@@ -22,3 +22,25 @@ def test_pmap_and_sharded_match_single_device(model):
         assert out[f'{kind}_eval_count'] == 359  # every test example once, padding ignored
     assert out['pmap_eval_loss'] == pytest.approx(out['jit_eval_loss'], rel=1e-5)
     assert out['sharded_eval_loss'] == pytest.approx(out['jit_eval_loss'], rel=1e-5)
+
+
+def test_fit_with_pmap_and_sharded_ends_where_single_device_fit_does(tmp_path, make_config):
+    import jax
+    import numpy as np
+
+    from jaxdl.evaluate import load_run
+    from jaxdl.train.loop import fit
+    from conftest import jaxdl
+
+    reference = fit(make_config(train__duration='3 epochs', train__parallel='jit'), tmp_path / 'jit', show_progress=False)
+    reference_params = load_run(reference.workdir, 'latest').state.params
+    floor = 1e-5 * max(float(np.max(np.abs(x))) for x in jax.tree.leaves(reference_params))
+    for kind in ('pmap', 'sharded'):
+        result = jaxdl('train', ROOT / 'tests' / 'small_experiment.py', '--workdir', tmp_path / kind, '--no-progress',
+                       '--config.train.duration=3 epochs', f'--config.train.parallel={kind}', devices=2)
+        assert result.returncode == 0, result.stderr[-3000:]
+        environment = json.loads((tmp_path / kind / 'environment.json').read_text())
+        assert environment['parallel'] == kind and len(environment['devices']) == 2
+        params = load_run(tmp_path / kind, 'latest').state.params
+        for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(reference_params), strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=floor)

@@ -7,6 +7,7 @@ step restores the RNG and the optimizer, the step number gives the epoch and the
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
 import json
 import time
@@ -167,12 +168,17 @@ def _train(config, plan: Plan, pipeline: Pipeline, runner, task, schedule, devic
     train_sums = {k: jnp.float32(v) for k, v in pending.items()} if pending else None
     train_metrics = {}
     patience = config.train.early_stopping.patience
+    in_flight = collections.deque()  # recent steps' metrics: bounds the dispatch queue (see StepRunner)
     while step < plan.total_steps and loop['stop_reason'] is None:
         epoch, first_batch = divmod(step, plan.steps_per_epoch)
         for batch in pipeline.train_epoch(epoch=epoch, seed=config.seed, global_batch=config.train.batch_size,
                                           start_batch=first_batch):
             device_state, sums = runner.train(device_state, batch)
             train_sums = _sum(train_sums, sums)
+            if runner.max_steps_in_flight:
+                in_flight.append(sums)
+                if len(in_flight) > runner.max_steps_in_flight:
+                    jax.block_until_ready(in_flight.popleft())
             step += 1
             console.advance()
             validate = step % plan.validate_every == 0 or step == plan.total_steps

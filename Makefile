@@ -1,0 +1,20 @@
+# Two entry points, each setting up .venv first (Python >= 3.11 as `python3`, or PYTHON=...).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: train test setup
+
+train: $(VENV)/.installed
+	$(BIN)/jaxdl train experiments/digits_cnn.py --workdir runs/digits_cnn
+
+test: $(VENV)/.installed
+	$(BIN)/python -m pytest -q
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "jaxdl needs Python >= 3.11"'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $@
