@@ -26,7 +26,8 @@ class Checkpoints:
             policies.BestN(get_metric_fn=lambda m: -m[BEST_METRIC], n=1, keep_checkpoints_without_metrics=False),
         ])
         options = ocp.CheckpointManagerOptions(preservation_policy=preserve, enable_async_checkpointing=True,
-                                               read_only=read_only, create=not read_only)
+                                               read_only=read_only, create=not read_only,
+                                               save_interval_steps=0 if read_only else 1)
         self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=('state', 'loop'))
 
     def save(self, step: int, state_tree: Any, loop: dict, new_best_loss: float | None = None) -> None:

@@ -3,14 +3,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use('Agg')  # files only; never needs a display
-import matplotlib.pyplot as plt  # noqa: E402
+# The object API draws straight to a file: no display needed, and the caller's pyplot backend (e.g. a
+# notebook's inline one) is left alone.
+from matplotlib.figure import Figure
 
 
 def plot_progress(records: list[dict], path: Path, *, metrics=('loss', 'accuracy'), title: str = '') -> None:
-    fig, axes = plt.subplots(len(metrics), 1, figsize=(8, 3.2 * len(metrics)), sharex=True, squeeze=False)
+    fig = Figure(figsize=(8, 3.2 * len(metrics)))
+    axes = fig.subplots(len(metrics), 1, sharex=True, squeeze=False)
     for ax, metric in zip(axes[:, 0], metrics):
         for split, style in (('train', dict(alpha=0.6, lw=1)), ('validation', dict(marker='o', lw=2, ms=4))):
             points = [(r['step'], r[metric]) for r in records if r['split'] == split and metric in r]
@@ -27,4 +27,3 @@ def plot_progress(records: list[dict], path: Path, *, metrics=('loss', 'accuracy
         axes[0, 0].set_title(title)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)

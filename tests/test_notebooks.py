@@ -1,0 +1,23 @@
+"""Every notebook re-executes from top to bottom (its run goes to a temporary directory)."""
+import os
+
+import nbclient
+import nbformat
+import pytest
+
+from conftest import ROOT
+
+NOTEBOOKS = sorted((ROOT / 'notebooks').glob('*.ipynb'))
+
+
+@pytest.mark.parametrize('path', NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
+def test_notebook_executes(path, tmp_path, monkeypatch):
+    monkeypatch.setenv('JAXDL_RUNS_DIR', str(tmp_path))
+    monkeypatch.setenv('JAXDL_EXPERIMENTS_DIR', str(ROOT / 'experiments'))
+    notebook = nbformat.read(path, as_version=4)
+    nbclient.NotebookClient(notebook, timeout=600, kernel_name='python3',
+                            resources={'metadata': {'path': str(path.parent)}}).execute()
+    errors = [o for c in notebook.cells for o in c.get('outputs', []) if o.get('output_type') == 'error']
+    assert not errors
+    images = [o for c in notebook.cells for o in c.get('outputs', []) if 'image/png' in o.get('data', {})]
+    assert len(images) >= 3  # curves, confusion matrix, test images with probabilities
