@@ -22,7 +22,7 @@ from jaxdl.models import build_model
 from jaxdl.optim import build_optimizer
 from jaxdl.tasks import build_task
 from jaxdl.train.state import TrainState, create_train_state
-from jaxdl.train.step import StepRunner, make_runner, predict_step
+from jaxdl.train.step import StepRunner, add_sums, make_runner, predict_step
 
 
 def evaluate(runner: StepRunner, device_state, batches: Iterable[dict], task) -> dict:
@@ -30,7 +30,7 @@ def evaluate(runner: StepRunner, device_state, batches: Iterable[dict], task) ->
     total = None
     for batch in batches:
         sums = runner.eval(device_state, batch)
-        total = sums if total is None else jax.tree.map(jnp.add, total, sums)
+        total = sums if total is None else add_sums(total, sums)
     if total is None:
         raise ValueError('evaluation got no batches')
     return task.summarize(jax.device_get(total))

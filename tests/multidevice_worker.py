@@ -25,7 +25,8 @@ def main(model_name: str) -> dict:
         'model.resnet.depth': 10, 'model.resnet.width': 8, 'model.resnet.stem': 'small',
         'dataset.mean': (0.5,), 'dataset.std': (0.5,), 'optimizer.name': 'sgd', 'optimizer.learning_rate': 0.1})
     pipeline = Pipeline(config.dataset, 'classification')
-    batches = list(pipeline.train_epoch(epoch=0, seed=0, global_batch=64))[:5]
+    stream = pipeline.train_batches(seed=0, global_batch=64)
+    batches = [next(stream) for _ in range(5)]
     task = build_task(config.task, 10)
     model = build_model(config.model, 10)
     tx, _ = build_optimizer(config.optimizer, 19, 100)
@@ -43,16 +44,22 @@ def main(model_name: str) -> dict:
         out[f'{kind}_eval_count'] = metrics['count']
         out[f'{kind}_eval_loss'] = metrics['loss']
         out[f'{kind}_num_devices'] = runner.num_devices
-    for kind in ('pmap', 'sharded'):
+    # The float noise of the computation itself: single-device training on the same batches with their rows
+    # reversed is the same mathematics in another reduction order.
+    runner = make_runner('jit', task)
+    state = runner.place_state(jaxdl.create_train_state(model, tx, seed=0, image_shape=(8, 8, 1)))
+    for batch in batches:
+        state, _ = runner.train(state, jax.tree.map(lambda x: x[::-1], batch))
+    params['reordered'] = jax.device_get(state)
+    for kind in ('pmap', 'sharded', 'reordered'):
         for part in ('params', 'model_state'):
             reference = jax.tree.leaves(getattr(params['jit'], part))
-            # rtol 1e-5 element-wise, with an absolute floor of 1e-5 of the model's largest value: BatchNorm biases
-            # in front of another normalisation have a true gradient of ~0 (the next norm removes any shift), so
-            # they hold only cancellation noise, which differs with the reduction order (sharded, the very same
-            # program as jit, differs from it as much as pmap does).
-            floor = 1e-5 * max((float(np.max(np.abs(b))) for b in reference), default=0.0)
-            pairs = zip(jax.tree.leaves(getattr(params[kind], part)), reference)
-            out[f'{kind}_{part}_allclose'] = all(np.allclose(a, b, rtol=1e-5, atol=floor) for a, b in pairs)
+            scale = max((float(np.max(np.abs(b))) for b in reference), default=1.0)
+            pairs = list(zip(jax.tree.leaves(getattr(params[kind], part)), reference))
+            # rtol 1e-5 element-wise with an absolute floor of 1e-5 of the model's largest value: BatchNorm biases
+            # in front of another normalisation have a true gradient of ~0 and hold only cancellation noise.
+            out[f'{kind}_{part}_allclose'] = all(np.allclose(a, b, rtol=1e-5, atol=1e-5 * scale) for a, b in pairs)
+            out[f'{kind}_{part}_deviation'] = max((float(np.max(np.abs(a - b))) / scale for a, b in pairs), default=0.0)
         out[f'{kind}_steps'] = int(params[kind].step)
     out['params_moved'] = not np.allclose(jax.tree.leaves(params['jit'].params)[0],
                                           jax.tree.leaves(jaxdl.create_train_state(model, tx, seed=0,

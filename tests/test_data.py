@@ -11,6 +11,13 @@ from jaxdl.data.pipeline import Pipeline
 from jaxdl.errors import DatasetNotAvailable
 
 
+def epoch_batches(pipeline, *, epoch, seed, global_batch, start_batch=0):
+    """One epoch of the endless training stream (from batch `start_batch` of that epoch)."""
+    steps = pipeline.steps_per_epoch(global_batch)
+    stream = pipeline.train_batches(seed=seed, global_batch=global_batch, start_step=epoch * steps + start_batch)
+    return [next(stream) for _ in range(steps - start_batch)]
+
+
 def dataset_config(**updates):
     return apply_updates(default_config(), {'dataset.' + k.replace('__', '.'): v for k, v in updates.items()}).dataset
 
@@ -29,7 +36,7 @@ def test_digits_splits_are_fixed_disjoint_and_complete(digits):
 
 
 def test_train_batches_follow_the_contract(digits):
-    batches = list(digits.train_epoch(epoch=0, seed=0, global_batch=100))
+    batches = list(epoch_batches(digits, epoch=0, seed=0, global_batch=100))
     assert len(batches) == 1258 // 100  # remainder dropped
     for b in batches:
         assert b['image'].shape == (100, 8, 8, 1) and b['image'].dtype == np.float32
@@ -38,10 +45,14 @@ def test_train_batches_follow_the_contract(digits):
 
 
 def test_shuffle_is_seeded_per_epoch_and_resumable(digits):
-    epoch0 = list(digits.train_epoch(epoch=0, seed=3, global_batch=64))
-    again = list(digits.train_epoch(epoch=0, seed=3, global_batch=64))
-    epoch1 = list(digits.train_epoch(epoch=1, seed=3, global_batch=64))
-    resumed = list(digits.train_epoch(epoch=0, seed=3, global_batch=64, start_batch=7))
+    epoch0 = list(epoch_batches(digits, epoch=0, seed=3, global_batch=64))
+    again = list(epoch_batches(digits, epoch=0, seed=3, global_batch=64))
+    epoch1 = list(epoch_batches(digits, epoch=1, seed=3, global_batch=64))
+    resumed = list(epoch_batches(digits, epoch=0, seed=3, global_batch=64, start_batch=7))
+    # the stream crosses epochs by itself: batch 19 of a stream from step 0 is batch 0 of epoch 1
+    stream = digits.train_batches(seed=3, global_batch=64)
+    crossed = [next(stream) for _ in range(20)][-1]
+    np.testing.assert_array_equal(crossed['image'], epoch1[0]['image'])
     assert all(np.array_equal(a['image'], b['image']) for a, b in zip(epoch0, again))
     assert not np.array_equal(epoch0[0]['label'], epoch1[0]['label'])
     assert len(resumed) == len(epoch0) - 7
@@ -49,9 +60,9 @@ def test_shuffle_is_seeded_per_epoch_and_resumable(digits):
 
 
 def test_processes_take_their_rows_of_the_same_global_batches():
-    whole = list(Pipeline(dataset_config(), 'classification').train_epoch(epoch=2, seed=1, global_batch=64))
-    parts = [list(Pipeline(dataset_config(), 'classification', process_index=i, process_count=2)
-                  .train_epoch(epoch=2, seed=1, global_batch=64)) for i in range(2)]
+    whole = epoch_batches(Pipeline(dataset_config(), 'classification'), epoch=2, seed=1, global_batch=64)
+    parts = [epoch_batches(Pipeline(dataset_config(), 'classification', process_index=i, process_count=2),
+                           epoch=2, seed=1, global_batch=64) for i in range(2)]
     for step, batch in enumerate(whole):
         joined = np.concatenate([parts[0][step]['label'], parts[1][step]['label']])
         np.testing.assert_array_equal(joined, batch['label'])
@@ -82,9 +93,9 @@ def test_evaluation_counts_every_example_exactly_once(batch_size, process_count)
 def test_augmentation_is_per_example_seeded_and_resumable():
     cfg = dataset_config(augment__crop_padding=2, augment__flip_left_right=True)
     pipeline = Pipeline(cfg, 'classification')
-    plain = list(Pipeline(dataset_config(), 'classification').train_epoch(epoch=0, seed=0, global_batch=64))
-    a = list(pipeline.train_epoch(epoch=0, seed=0, global_batch=64))
-    b = list(pipeline.train_epoch(epoch=0, seed=0, global_batch=64, start_batch=5))
+    plain = epoch_batches(Pipeline(dataset_config(), 'classification'), epoch=0, seed=0, global_batch=64)
+    a = list(epoch_batches(pipeline, epoch=0, seed=0, global_batch=64))
+    b = list(epoch_batches(pipeline, epoch=0, seed=0, global_batch=64, start_batch=5))
     assert not np.array_equal(a[0]['image'], plain[0]['image'])
     np.testing.assert_array_equal(a[0]['label'], plain[0]['label'])  # same order, only images change
     assert all(np.array_equal(x['image'], y['image']) for x, y in zip(a[5:], b))
@@ -96,7 +107,7 @@ def test_catalog_datasets_through_the_same_pipeline(name, shape):
     with tfds.testing.mock_data(num_examples=150):
         pipeline = Pipeline(dataset_config(name=name), 'classification')
         assert pipeline.spec.image_shape == shape and pipeline.spec.num_classes == 10
-        train = list(pipeline.train_epoch(epoch=0, seed=0, global_batch=32))
+        train = list(epoch_batches(pipeline, epoch=0, seed=0, global_batch=32))
         assert len(train) == 150 // 32 and train[0]['image'].shape == (32, *shape)
         evaluation = list(pipeline.eval_batches('test', 64))
         assert sum(int(b['valid'].sum()) for b in evaluation) == 150

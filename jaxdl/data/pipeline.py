@@ -16,7 +16,6 @@ import math
 import sys
 from typing import Iterator
 
-import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
@@ -61,9 +60,11 @@ def split_size(builder, split: str) -> int:
         return int(open_split(builder, split).reduce(0, lambda count, _: count + 1))
 
 
-def epoch_seed(seed: int, epoch: int) -> int:
-    """A seed per (run seed, epoch): shuffling differs every epoch and is redrawn identically on resume."""
-    return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0] >> 1)
+def epoch_seed(seed: int, epoch: tf.Tensor) -> tf.Tensor:
+    """A shuffle seed per (run seed, epoch), computed inside the graph by a stateless op: every epoch is shuffled
+    differently, and a resumed run redraws exactly the same order."""
+    return tf.random.stateless_uniform([], seed=tf.stack([tf.constant(seed, tf.int64), epoch]),
+                                       minval=0, maxval=2 ** 62, dtype=tf.int64)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,21 +120,34 @@ class Pipeline:
         return self._decoded[split]
 
     # -- training
-    def train_epoch(self, *, epoch: int, seed: int, global_batch: int, start_batch: int = 0) -> Iterator[dict]:
-        """This process's rows of each global batch of one epoch, from batch `start_batch` on."""
+    def train_batches(self, *, seed: int, global_batch: int, start_step: int = 0) -> Iterator[dict]:
+        """This process's rows of every global batch from step `start_step` on, epoch after epoch, endlessly.
+
+        One tf.data pipeline serves the whole run (building one per epoch costs more than a small epoch's
+        steps): a flat_map over epochs, each shuffled with its own seed. Resuming at step s skips the s % epoch
+        batches of its epoch already seen; augmentation is seeded by (epoch seed, position), so it is redrawn
+        identically too."""
         split = self.cfg.train_split
         local = self._local_batch(global_batch)
-        steps = self.steps_per_epoch(global_batch)
-        e_seed = epoch_seed(seed, epoch)
-        ds = self._decoded_split(split)
+        examples_per_epoch = self.steps_per_epoch(global_batch) * global_batch
+        first_epoch, first_batch = divmod(start_step, self.steps_per_epoch(global_batch))
+        decoded = self._decoded_split(split)
         buffer = self.cfg.shuffle_buffer or self.size(split)
-        ds = ds.shuffle(buffer, seed=e_seed, reshuffle_each_iteration=False).take(steps * global_batch)
-        ds = ds.enumerate().skip(start_batch * global_batch)
-        if preprocess.needs_augmentation(self.cfg.augment):
+
+        augmenting = preprocess.needs_augmentation(self.cfg.augment)
+
+        def epoch(e):
+            e_seed = epoch_seed(seed, e)
+            shuffled = decoded.shuffle(buffer, seed=e_seed, reshuffle_each_iteration=False).take(examples_per_epoch)
+            if not augmenting:  # no per-example work at all: each tf.data map call costs microseconds
+                return shuffled
+            return shuffled.enumerate().map(lambda i, ex: (tf.stack([e_seed, i]), ex))
+
+        ds = tf.data.Dataset.range(first_epoch, 2 ** 62).flat_map(epoch).skip(first_batch * global_batch)
+        if augmenting:
             augment = preprocess.AUGMENTERS[self.task_name]
-            ds = ds.map(lambda i, ex: (i, augment(ex, tf.stack([tf.constant(e_seed, tf.int64), i]), self.cfg.augment)),
-                        num_parallel_calls=tf.data.AUTOTUNE)
-        ds = ds.map(lambda i, ex: ex).batch(global_batch, drop_remainder=True)
+            ds = ds.map(lambda s, ex: augment(ex, s, self.cfg.augment), num_parallel_calls=tf.data.AUTOTUNE)
+        ds = ds.batch(global_batch, drop_remainder=True)
         lo = self.process_index * local
         ds = ds.map(lambda b: {**{k: v[lo:lo + local] for k, v in b.items()}, 'valid': tf.ones([local], tf.bool)})
         return ds.prefetch(tf.data.AUTOTUNE).as_numpy_iterator()

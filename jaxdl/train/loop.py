@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import json
+import math
 import time
 from pathlib import Path
 
@@ -26,7 +27,7 @@ from jaxdl.optim import build_optimizer
 from jaxdl.plots import plot_progress
 from jaxdl.tasks import build_task
 from jaxdl.train.state import TrainState, create_train_state
-from jaxdl.train.step import make_runner
+from jaxdl.train.step import add_sums, make_runner
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,7 +75,7 @@ def _record_run(workdir: Path, config, environment: dict, has_checkpoints: bool)
 
 
 def _sum(a, b):
-    return b if a is None else jax.tree.map(jnp.add, a, b)
+    return b if a is None else add_sums(a, b)
 
 
 def fit(config, workdir: str | Path, *, show_progress: bool = True) -> FitResult:
@@ -169,47 +170,42 @@ def _train(config, plan: Plan, pipeline: Pipeline, runner, task, schedule, devic
     train_metrics = {}
     patience = config.train.early_stopping.patience
     in_flight = collections.deque()  # recent steps' metrics: bounds the dispatch queue (see StepRunner)
+    batches = pipeline.train_batches(seed=config.seed, global_batch=config.train.batch_size, start_step=step)
     while step < plan.total_steps and loop['stop_reason'] is None:
-        epoch, first_batch = divmod(step, plan.steps_per_epoch)
-        for batch in pipeline.train_epoch(epoch=epoch, seed=config.seed, global_batch=config.train.batch_size,
-                                          start_batch=first_batch):
-            device_state, sums = runner.train(device_state, batch)
-            train_sums = _sum(train_sums, sums)
-            if runner.max_steps_in_flight:
-                in_flight.append(sums)
-                if len(in_flight) > runner.max_steps_in_flight:
-                    jax.block_until_ready(in_flight.popleft())
-            step += 1
-            console.advance()
-            validate = step % plan.validate_every == 0 or step == plan.total_steps
-            loop['elapsed_s'] = time.time() - started
-            common = {'step': step, 'epoch': step / plan.steps_per_epoch, 'elapsed_s': loop['elapsed_s']}
-            if validate or step % plan.log_every == 0:
-                train_metrics = task.summarize(jax.device_get(train_sums))
-                train_sums = None
-                log.write({**common, 'split': 'train', 'learning_rate': float(schedule(step - 1)), **train_metrics})
-            new_best_loss = None
-            if validate:
-                validation = evaluate(runner, device_state, pipeline.eval_batches(
-                    config.dataset.validation_split, config.train.eval_batch_size), task)
-                log.write({**common, 'split': 'validation', **validation})
-                _update_early_stopping(loop, step, validation['loss'], config.train.early_stopping.min_delta, patience)
-                new_best_loss = validation['loss'] if loop['best_step'] == step else None
-                console.row(epoch=epoch + 1, step=step, elapsed=loop['elapsed_s'], train=train_metrics,
-                            validation=validation, learning_rate=float(schedule(step - 1)))
-            if step == plan.total_steps and loop['stop_reason'] is None:
-                loop['stop_reason'] = 'completed'
-            loop['finished'] = loop['stop_reason'] is not None
-            if validate or step % plan.checkpoint_every == 0 or loop['finished']:
-                loop['pending_train_sums'] = ({k: float(v) for k, v in jax.device_get(train_sums).items()}
-                                              if train_sums is not None else None)
-                checkpoints.save(step, runner.host_state(device_state).to_checkpoint(), dict(loop), new_best_loss)
-            if loop['finished']:
-                if loop['stop_reason'] == 'early_stopping':
-                    console.message(f'early stopping at step {step}: validation loss has not improved for '
-                                    f'{patience} validations (best {loop["best_validation_loss"]:.4f} at step '
-                                    f'{loop["best_step"]})')
-                break
+        device_state, sums = runner.train(device_state, next(batches))
+        train_sums = _sum(train_sums, sums)
+        if runner.max_steps_in_flight:
+            in_flight.append(sums)
+            if len(in_flight) > runner.max_steps_in_flight:
+                jax.block_until_ready(in_flight.popleft())
+        step += 1
+        console.advance()
+        validate = step % plan.validate_every == 0 or step == plan.total_steps
+        loop['elapsed_s'] = time.time() - started
+        common = {'step': step, 'epoch': step / plan.steps_per_epoch, 'elapsed_s': loop['elapsed_s']}
+        if validate or step % plan.log_every == 0:
+            train_metrics = task.summarize(jax.device_get(train_sums))
+            train_sums = None
+            log.write({**common, 'split': 'train', 'learning_rate': float(schedule(step - 1)), **train_metrics})
+        new_best_loss = None
+        if validate:
+            validation = evaluate(runner, device_state, pipeline.eval_batches(
+                config.dataset.validation_split, config.train.eval_batch_size), task)
+            log.write({**common, 'split': 'validation', **validation})
+            _update_early_stopping(loop, step, validation['loss'], config.train.early_stopping.min_delta, patience)
+            new_best_loss = validation['loss'] if loop['best_step'] == step else None
+            console.row(epoch=math.ceil(step / plan.steps_per_epoch), step=step, elapsed=loop['elapsed_s'],
+                        train=train_metrics, validation=validation, learning_rate=float(schedule(step - 1)))
+        if step == plan.total_steps and loop['stop_reason'] is None:
+            loop['stop_reason'] = 'completed'
+        loop['finished'] = loop['stop_reason'] is not None
+        if validate or step % plan.checkpoint_every == 0 or loop['finished']:
+            loop['pending_train_sums'] = ({k: float(v) for k, v in jax.device_get(train_sums).items()}
+                                          if train_sums is not None else None)
+            checkpoints.save(step, runner.host_state(device_state).to_checkpoint(), dict(loop), new_best_loss)
+    if loop['stop_reason'] == 'early_stopping':
+        console.message(f'early stopping at step {step}: validation loss has not improved for {patience} '
+                        f'validations (best {loop["best_validation_loss"]:.4f} at step {loop["best_step"]})')
     return device_state, loop
 
 

@@ -61,6 +61,12 @@ def eval_step(state: TrainState, batch: dict, *, task, axis_name=None) -> dict:
     return _psum(task.eval_metric_sums(outputs, batch, per_example), axis_name)
 
 
+@jax.jit
+def add_sums(a: dict, b: dict) -> dict:
+    """Metric sums of two batches added on the device: one dispatch (eager jnp.add costs ~1 ms a leaf on CPU)."""
+    return jax.tree.map(jnp.add, a, b)
+
+
 def predict_step(state: TrainState, images, *, task):
     outputs, _ = _forward(state, state.params, {'image': images}, train=False, axis_name=None)
     return task.predict(outputs)
