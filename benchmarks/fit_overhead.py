@@ -18,8 +18,6 @@ import tempfile
 import time
 
 import jax
-import jax.numpy as jnp
-import numpy as np
 import optax
 
 from jaxdl.config import apply_updates, default_config

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Iterable
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from jaxdl import config as config_lib

@@ -1,5 +1,4 @@
 """Every notebook re-executes from top to bottom (its run goes to a temporary directory)."""
-import os
 
 import nbclient
 import nbformat
