@@ -20,20 +20,12 @@ def data_dir(tmp_path_factory):
 
 @pytest.fixture
 def make_config():
-    """A small, fast digits config; keyword overrides use dotted keys with '__' for '.'."""
-    from jaxdl.config import apply_updates, default_config
+    """The small, fast digits config of tests/small_experiment.py (which the CLI tests train too), with keyword
+    overrides: dotted keys written with '__' for '.'."""
+    from jaxdl.config import apply_updates, load_config_file
 
     def make(**overrides):
-        config = default_config()
-        config.dataset.mean = (0.5,)
-        config.dataset.std = (0.5,)
-        config.model.cnn.features = (8, 16)
-        config.model.cnn.dense = 32
-        config.optimizer.learning_rate = 0.05
-        config.train.batch_size = 64
-        config.train.eval_batch_size = 128
-        config.train.duration = '2 epochs'
-        config.train.log_every = '5 steps'
+        config = load_config_file(str(ROOT / 'tests' / 'small_experiment.py'))
         return apply_updates(config, {k.replace('__', '.'): v for k, v in overrides.items()})
     return make
 

@@ -1,4 +1,4 @@
-"""The small, fast digits config the CLI tests train (the same as the `make_config` fixture)."""
+"""The small, fast digits config the tests train (through the CLI, and in-process via the `make_config` fixture)."""
 from jaxdl.config import default_config
 
 

@@ -58,6 +58,20 @@ def _fresh_loop_state() -> dict:
             'elapsed_s': 0.0, 'stop_reason': None, 'finished': False, 'pending_train_sums': None}
 
 
+def _environment(config, pipeline: Pipeline, plan: Plan, parallel: str) -> dict:
+    """environment.json: versions, devices and git revision, plus what rebuilding the run needs (dataset
+    shape and class names, the plan in steps) so evaluate/predict never re-read the dataset's metadata."""
+    spec, d = pipeline.spec, config.dataset
+    environment = environment_record(config)
+    environment['dataset'] = {
+        'name': spec.name, 'num_classes': spec.num_classes, 'image_shape': list(spec.image_shape),
+        'class_names': list(pipeline.builder.info.features['label'].names),
+        'sizes': {s: pipeline.size(s) for s in (d.train_split, d.validation_split, d.test_split)}}
+    environment['plan'] = dataclasses.asdict(plan)
+    environment['parallel'] = parallel
+    return environment
+
+
 def _record_run(workdir: Path, config, environment: dict, has_checkpoints: bool) -> None:
     """config.json and environment.json; a resumed run must have the config it started with."""
     config_path = workdir / 'config.json'
@@ -99,17 +113,8 @@ def fit(config, workdir: str | Path, *, show_progress: bool = True) -> FitResult
 
     checkpoints = Checkpoints(workdir / 'checkpoints')
     latest = checkpoints.latest_step()
-    environment = environment_record(config)
-    label = pipeline.builder.info.features['label']
-    environment['dataset'] = {'name': spec.name, 'num_classes': spec.num_classes, 'image_shape': list(spec.image_shape),
-                              'class_names': list(label.names),
-                              'sizes': {s: pipeline.size(s) for s in (config.dataset.train_split,
-                                                                       config.dataset.validation_split,
-                                                                       config.dataset.test_split)}}
-    environment['plan'] = dataclasses.asdict(plan)
-    environment['parallel'] = runner.kind
     if is_main:
-        _record_run(workdir, config, environment, latest is not None)
+        _record_run(workdir, config, _environment(config, pipeline, plan, runner.kind), latest is not None)
     log = RunLog(workdir, enabled=is_main)
 
     loop = _fresh_loop_state()
