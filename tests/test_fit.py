@@ -167,3 +167,22 @@ def test_missing_checkpoint_is_a_clear_error(tmp_path, finished_run):
         load_run(tmp_path)
     with pytest.raises(CheckpointError, match='no checkpoint at step 5'):
         load_run(finished_run[1].workdir, 5)
+
+
+def test_a_catalog_rgb_dataset_trains_end_to_end(tmp_path, make_config):
+    import tensorflow_datasets as tfds
+    config = make_config(dataset__name='cifar10', dataset__mean=(0.5, 0.5, 0.5), dataset__std=(0.25, 0.25, 0.25),
+                         model__name='resnet', model__resnet__depth=10, model__resnet__width=8,
+                         model__resnet__stem='small', train__batch_size=32, train__eval_batch_size=48,
+                         train__duration='2 epochs')
+    with tfds.testing.mock_data(num_examples=100):
+        result = fit(config, tmp_path / 'cifar', show_progress=False)
+    environment = json.loads((result.workdir / 'environment.json').read_text())
+    assert environment['dataset']['image_shape'] == [32, 32, 3] and environment['dataset']['num_classes'] == 10
+    assert result.summary['final_step'] == 2 * (100 // 32) and result.summary['test']['count'] == 100
+
+
+def test_bfloat16_compute_trains_with_float32_parameters(tmp_path, make_config):
+    result = fit(make_config(model__dtype='bfloat16', train__duration='2 epochs'), tmp_path / 'bf16', show_progress=False)
+    assert all(x.dtype == np.float32 for x in jax.tree.leaves(result.state.params))
+    assert result.summary['test']['accuracy'] > 0.5  # it learns (chance is 0.1)
