@@ -146,10 +146,11 @@ def test_select_last_tests_the_final_model(tmp_path, make_config):
     assert result.summary['selected_step'] == result.summary['final_step'] == int(result.state.step) == 38
 
 
-def test_finished_run_is_not_trained_or_tested_again(finished_run):
+def test_finished_run_is_not_trained_or_tested_again(finished_run, capsys):
     config, result = finished_run
     before = (result.workdir / 'metrics.jsonl').read_text()
     again = fit(config, result.workdir, show_progress=False)
+    assert 'holds a finished run' in capsys.readouterr().err
     assert again.summary == result.summary
     assert (result.workdir / 'metrics.jsonl').read_text() == before
 

@@ -123,6 +123,9 @@ def fit(config, workdir: str | Path, *, show_progress: bool = True) -> FitResult
         state = state.from_checkpoint(tree)
     if loop['finished'] and (workdir / 'summary.json').exists():
         summary = json.loads((workdir / 'summary.json').read_text())
+        Console(0, 0, enabled=is_main, progress=False).message(
+            f'{workdir} holds a finished run ({summary["stop_reason"]} at step {summary["final_step"]}); '
+            f'not training or testing again. Train into a new --workdir to start over.')
         selected = _select(checkpoints, state, summary['selected_step'], latest)
         checkpoints.close()
         log.close()
