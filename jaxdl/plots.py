@@ -8,7 +8,9 @@ from pathlib import Path
 from matplotlib.figure import Figure
 
 
-def plot_progress(records: list[dict], path: Path, *, metrics=('loss', 'accuracy'), title: str = '') -> None:
+def plot_progress(records: list[dict], path: Path, *, metrics=('loss', 'accuracy'), title: str = '',
+                  selected_step: int | None = None) -> None:
+    """`selected_step` (the model the test split was run on) is marked with a vertical line."""
     fig = Figure(figsize=(8, 3.2 * len(metrics)))
     axes = fig.subplots(len(metrics), 1, sharex=True, squeeze=False)
     for ax, metric in zip(axes[:, 0], metrics):
@@ -17,11 +19,13 @@ def plot_progress(records: list[dict], path: Path, *, metrics=('loss', 'accuracy
             if points:
                 steps, values = zip(*points)
                 ax.plot(steps, values, label=f'{split} ({"mini-batches" if split == "train" else "full split"})', **style)
+        if selected_step is not None:
+            ax.axvline(selected_step, color='gray', ls='--', lw=1, label=f'selected model (step {selected_step})')
         ax.set_ylabel(metric)
         if metric == 'loss':
             ax.set_yscale('log')  # on a linear axis the overfitting signal (validation loss rising) is invisible
-        ax.grid(alpha=0.3)
         ax.legend(loc='best', fontsize=8)
+        ax.grid(alpha=0.3)
     axes[-1, 0].set_xlabel('iteration')
     if title:
         axes[0, 0].set_title(title)

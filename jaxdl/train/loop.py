@@ -149,7 +149,8 @@ def fit(config, workdir: str | Path, *, show_progress: bool = True) -> FitResult
         summary = _summary(config, plan, loop, selected_step, int(final_state.step), log.path, test)
         if is_main:
             write_json(workdir / 'summary.json', summary)
-            plot_progress(read_jsonl(log.path), workdir / 'progress.png', title=f'{spec.name}: {config.model.name}')
+            plot_progress(read_jsonl(log.path), workdir / 'progress.png', title=f'{spec.name}: {config.model.name}',
+                          selected_step=selected_step)
         console.message(f'test ({config.dataset.test_split}, step {selected_step}): ' + ', '.join(
             f'{k} {v:.4f}' for k, v in test.items() if k in task.headline))
         return FitResult(selected, summary, workdir)
