@@ -17,10 +17,7 @@ import numpy as np
 from jaxdl import config as config_lib
 from jaxdl.checkpoint import Checkpoints
 from jaxdl.errors import CheckpointError
-from jaxdl.models import build_model
-from jaxdl.optim import build_optimizer
-from jaxdl.tasks import build_task
-from jaxdl.train.state import TrainState, create_train_state
+from jaxdl.train.state import TrainState, state_from_config
 from jaxdl.train.step import StepRunner, add_sums, make_runner, predict_step
 
 
@@ -86,12 +83,9 @@ def read_run_files(workdir: Path) -> tuple[config_lib.ConfigDict, dict]:
 
 def initial_state(config, environment: dict) -> tuple[TrainState, object]:
     """A freshly initialised state with the run's structure (the target a checkpoint restores into)."""
-    dataset = environment['dataset']
-    plan = environment['plan']
-    task = build_task(config.task, dataset['num_classes'])
-    model = build_model(config.model, dataset['num_classes'])
-    tx, _ = build_optimizer(config.optimizer, plan['steps_per_epoch'], plan['total_steps'])
-    state = create_train_state(model, tx, seed=config.seed, image_shape=tuple(dataset['image_shape']))
+    dataset, plan = environment['dataset'], environment['plan']
+    task, state, _ = state_from_config(config, num_classes=dataset['num_classes'], image_shape=dataset['image_shape'],
+                                       steps_per_epoch=plan['steps_per_epoch'], total_steps=plan['total_steps'])
     return state, task
 
 

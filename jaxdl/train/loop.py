@@ -22,11 +22,8 @@ from jaxdl.checkpoint import Checkpoints
 from jaxdl.data.pipeline import Pipeline
 from jaxdl.evaluate import evaluate
 from jaxdl.logging import Console, RunLog, environment_record, read_jsonl, write_json
-from jaxdl.models import build_model
-from jaxdl.optim import build_optimizer
 from jaxdl.plots import plot_progress
-from jaxdl.tasks import build_task
-from jaxdl.train.state import TrainState, create_train_state
+from jaxdl.train.state import TrainState, state_from_config
 from jaxdl.train.step import add_sums, make_runner
 
 
@@ -105,10 +102,8 @@ def fit(config, workdir: str | Path, *, show_progress: bool = True) -> FitResult
     spec = pipeline.spec
     batch = config.train.batch_size
     plan = Plan.from_config(config.train, pipeline.steps_per_epoch(batch))
-    task = build_task(config.task, spec.num_classes)
-    model = build_model(config.model, spec.num_classes)
-    tx, schedule = build_optimizer(config.optimizer, plan.steps_per_epoch, plan.total_steps)
-    state = create_train_state(model, tx, seed=config.seed, image_shape=spec.image_shape)
+    task, state, schedule = state_from_config(config, num_classes=spec.num_classes, image_shape=spec.image_shape,
+                                              steps_per_epoch=plan.steps_per_epoch, total_steps=plan.total_steps)
     runner = make_runner(config.train.parallel, task)
 
     checkpoints = Checkpoints(workdir / 'checkpoints')
@@ -195,7 +190,8 @@ def _train(config, plan: Plan, pipeline: Pipeline, runner, task, schedule, devic
         if validate or step % plan.log_every == 0:
             train_metrics = task.summarize(jax.device_get(train_sums))
             train_sums = None
-            log.write({**common, 'split': 'train', 'learning_rate': float(schedule(step - 1)), **train_metrics})
+            learning_rate = float(schedule(step - 1))  # the rate this step used
+            log.write({**common, 'split': 'train', 'learning_rate': learning_rate, **train_metrics})
         new_best_loss = None
         if validate:
             validation = evaluate(runner, device_state, pipeline.eval_batches(
@@ -204,7 +200,7 @@ def _train(config, plan: Plan, pipeline: Pipeline, runner, task, schedule, devic
             _update_early_stopping(loop, step, validation['loss'], config.train.early_stopping.min_delta, patience)
             new_best_loss = validation['loss'] if loop['best_step'] == step else None
             console.row(epoch=math.ceil(step / plan.steps_per_epoch), step=step, elapsed=loop['elapsed_s'],
-                        train=train_metrics, validation=validation, learning_rate=float(schedule(step - 1)))
+                        train=train_metrics, validation=validation, learning_rate=learning_rate)
         if step == plan.total_steps and loop['stop_reason'] is None:
             loop['stop_reason'] = 'completed'
         loop['finished'] = loop['stop_reason'] is not None

@@ -51,3 +51,16 @@ def create_train_state(model, tx: optax.GradientTransformation, *, seed: int, im
     params, model_state, opt_state = init(init_key)
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, model_state=model_state,
                       opt_state=opt_state, rng=state_key, apply_fn=model.apply, tx=tx)
+
+
+def state_from_config(config, *, num_classes: int, image_shape, steps_per_epoch: int, total_steps: int):
+    """(task, initial TrainState, learning-rate schedule) as a config describes them: what fit() trains and
+    the target a trained run's checkpoint is restored into."""
+    from jaxdl.models import build_model
+    from jaxdl.optim import build_optimizer
+    from jaxdl.tasks import build_task
+    task = build_task(config.task, num_classes)
+    tx, schedule = build_optimizer(config.optimizer, steps_per_epoch, total_steps)
+    state = create_train_state(build_model(config.model, num_classes), tx, seed=config.seed,
+                               image_shape=tuple(image_shape))
+    return task, state, schedule
