@@ -55,7 +55,7 @@ def fit_rate(model: str, batch: int, epochs: int) -> float:
 def hand_written_loop(model_name: str, batch: int, steps: int) -> float:
     """Images per second of the simplest correct JAX training loop (compile excluded)."""
     config = make_config(model_name, batch, 1)
-    pipeline = Pipeline(config.dataset, 'classification')
+    pipeline = Pipeline(config.dataset, config.task)
     stream = pipeline.train_batches(seed=0, global_batch=batch)
     batches = [(b['image'], b['label']) for b in (next(stream) for _ in range(pipeline.steps_per_epoch(batch)))]
     model = build_model(config.model, 10)

@@ -93,17 +93,23 @@ def cmd_predict(args, _) -> int:
     images = np.stack([preprocess.image_to_float(img, run.config.dataset).numpy() for img in raw])
     if images.shape[1:] != run.image_shape:
         raise InputError(f'preprocessed images have shape {images.shape[1:]}, the model takes {run.image_shape}')
-    probabilities = predict(run.state, images, run.task)
-    results = []
-    for path, probs in zip(args.images, probabilities):
-        order = np.argsort(-probs)[:args.top]
-        results.append({'image': path, 'top': [{'class': run.class_names[i], 'index': int(i),
-                                                 'probability': float(probs[i])} for i in order]})
+    outputs = predict(run.state, images, run.task)
+    if run.config.task.name == 'regression':
+        results = [{'image': path, **{name: float(v) for name, v in zip(run.task.targets, values)}}
+                   for path, values in zip(args.images, outputs)]
+        describe = lambda r: ', '.join(f'{name} {r[name]:.2f}' for name in run.task.targets)
+    else:
+        results = []
+        for path, probs in zip(args.images, outputs):
+            order = np.argsort(-probs)[:args.top]
+            results.append({'image': path, 'top': [{'class': run.class_names[i], 'index': int(i),
+                                                     'probability': float(probs[i])} for i in order]})
+        describe = lambda r: ', '.join(f"{t['class']} {100 * t['probability']:.1f}%" for t in r['top'])
     if args.json:
         print(json.dumps(results, indent=2))
     else:
         for r in results:
-            print(r['image'] + ': ' + ', '.join(f"{t['class']} {100 * t['probability']:.1f}%" for t in r['top']))
+            print(f"{r['image']}: {describe(r)}")
     return 0
 
 
@@ -166,7 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--split', help="default: the config's test split")
     p.add_argument('--checkpoint', default='best', help='best | latest | STEP (default: best)')
     p.set_defaults(run=cmd_evaluate)
-    p = sub.add_parser('predict', help='top classes with probabilities for PNG/JPEG images')
+    p = sub.add_parser('predict', help='predict PNG/JPEG images: top classes with probabilities, or regression targets (e.g. an angle)')
     p.add_argument('workdir')
     p.add_argument('images', nargs='+')
     p.add_argument('--checkpoint', default='best')

@@ -65,7 +65,7 @@ class Run:
 
     @property
     def class_names(self) -> list[str]:
-        return self.environment['dataset'].get('class_names') or [str(i) for i in range(self.task.num_classes)]
+        return self.environment['dataset'].get('class_names') or [str(i) for i in range(self.task.num_outputs)]
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -106,7 +106,7 @@ def evaluate_run(workdir: str | Path, split: str, checkpoint: str | int = 'best'
     """Metrics of a trained run's checkpoint on any split of its dataset."""
     from jaxdl.data.pipeline import Pipeline
     run = load_run(workdir, checkpoint)
-    pipeline = Pipeline(run.config.dataset, run.config.task.name,
+    pipeline = Pipeline(run.config.dataset, run.config.task,
                         process_index=jax.process_index(), process_count=jax.process_count())
     runner = make_runner(run.config.train.parallel, run.task)
     batch_size = batch_size or run.config.train.eval_batch_size

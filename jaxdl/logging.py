@@ -108,11 +108,16 @@ class Console:
     """A progress bar over the run's steps and, at each validation, one row of the training table.
 
     All of it goes to stderr: stdout is kept for the commands' machine-readable results."""
-    COLUMNS = ('epoch', 'iteration', 'elapsed', 'train loss', 'train acc', 'val loss', 'val acc', 'learn rate')
-    WIDTHS = (6, 10, 9, 11, 10, 9, 8, 11)
+    WIDTHS = (6, 10, 9, 11, 10, 9, 10, 11)
 
-    def __init__(self, total_steps: int, initial_step: int, *, enabled: bool = True, progress: bool = True):
-        """`enabled`: this process reports at all (process 0); `progress`: also the bar and the table."""
+    def __init__(self, total_steps: int, initial_step: int, *, enabled: bool = True, progress: bool = True,
+                 metric: str = 'accuracy'):
+        """`enabled`: this process reports at all (process 0); `progress`: also the bar and the table;
+        `metric`: the task's column beside the loss (accuracy, rmse, ...)."""
+        self.metric = metric
+        short = {'accuracy': 'acc'}.get(metric, metric)
+        self.columns = ('epoch', 'iteration', 'elapsed', 'train loss', f'train {short}', 'val loss', f'val {short}',
+                        'learn rate')
         self.enabled = enabled
         self.progress = enabled and progress
         self.bar = tqdm.tqdm(total=total_steps, initial=initial_step, unit='step', dynamic_ncols=True,
@@ -126,14 +131,14 @@ class Console:
         if not self.progress:
             return
         if not self._header_done:
-            tqdm.tqdm.write(self._line(self.COLUMNS), file=sys.stderr)
+            tqdm.tqdm.write(self._line(self.columns), file=sys.stderr)
             tqdm.tqdm.write('-+-'.join('-' * w for w in self.WIDTHS), file=sys.stderr)
             self._header_done = True
-        pct = lambda m, k: f'{100 * m[k]:.2f}%' if k in m else '-'
         num = lambda m, k: f'{m[k]:.4f}' if k in m else '-'
+        show = (lambda m, k: f'{100 * m[k]:.2f}%' if k in m else '-') if self.metric.endswith('accuracy') else num
         tqdm.tqdm.write(self._line((epoch, step, time.strftime('%H:%M:%S', time.gmtime(elapsed)),
-                                    num(train, 'loss'), pct(train, 'accuracy'), num(validation, 'loss'),
-                                    pct(validation, 'accuracy'), f'{learning_rate:.3g}')), file=sys.stderr)
+                                    num(train, 'loss'), show(train, self.metric), num(validation, 'loss'),
+                                    show(validation, self.metric), f'{learning_rate:.3g}')), file=sys.stderr)
 
     def message(self, text: str) -> None:
         if self.enabled:

@@ -24,7 +24,7 @@ def main(model_name: str) -> dict:
         'model.name': model_name, 'model.cnn.features': (8, 16), 'model.cnn.dense': 32,
         'model.resnet.depth': 10, 'model.resnet.width': 8, 'model.resnet.stem': 'small',
         'dataset.mean': (0.5,), 'dataset.std': (0.5,), 'optimizer.name': 'sgd', 'optimizer.learning_rate': 0.1})
-    pipeline = Pipeline(config.dataset, 'classification')
+    pipeline = Pipeline(config.dataset, config.task)
     stream = pipeline.train_batches(seed=0, global_batch=64)
     batches = [next(stream) for _ in range(5)]
     task = build_task(config.task, 10)

@@ -10,6 +10,8 @@ from jaxdl.data.builders.digits import split_indices
 from jaxdl.data.pipeline import Pipeline
 from jaxdl.errors import DatasetNotAvailable
 
+TASK = default_config().task  # classification of the 'label' feature
+
 
 def epoch_batches(pipeline, *, epoch, seed, global_batch, start_batch=0):
     """One epoch of the endless training stream (from batch `start_batch` of that epoch)."""
@@ -24,7 +26,7 @@ def dataset_config(**updates):
 
 @pytest.fixture(scope='module')
 def digits():
-    return Pipeline(dataset_config(), 'classification')
+    return Pipeline(dataset_config(), TASK)
 
 
 def test_digits_splits_are_fixed_disjoint_and_complete(digits):
@@ -60,8 +62,8 @@ def test_shuffle_is_seeded_per_epoch_and_resumable(digits):
 
 
 def test_processes_take_their_rows_of_the_same_global_batches():
-    whole = epoch_batches(Pipeline(dataset_config(), 'classification'), epoch=2, seed=1, global_batch=64)
-    parts = [epoch_batches(Pipeline(dataset_config(), 'classification', process_index=i, process_count=2),
+    whole = epoch_batches(Pipeline(dataset_config(), TASK), epoch=2, seed=1, global_batch=64)
+    parts = [epoch_batches(Pipeline(dataset_config(), TASK, process_index=i, process_count=2),
                            epoch=2, seed=1, global_batch=64) for i in range(2)]
     for step, batch in enumerate(whole):
         joined = np.concatenate([parts[0][step]['label'], parts[1][step]['label']])
@@ -73,11 +75,11 @@ def test_processes_take_their_rows_of_the_same_global_batches():
 def test_evaluation_counts_every_example_exactly_once(batch_size, process_count):
     split = 'test'
     reference = collections.Counter()
-    for ex in tfds.as_numpy(Pipeline(dataset_config(), 'classification').builder.as_dataset(split=split)):
+    for ex in tfds.as_numpy(Pipeline(dataset_config(), TASK).builder.as_dataset(split=split)):
         reference[(int(ex['label']), ex['image'].tobytes())] += 1
     seen, batches_per_process = collections.Counter(), []
     for index in range(process_count):
-        pipeline = Pipeline(dataset_config(), 'classification', process_index=index, process_count=process_count)
+        pipeline = Pipeline(dataset_config(), TASK, process_index=index, process_count=process_count)
         batches = list(pipeline.eval_batches(split, batch_size))
         batches_per_process.append(len(batches))
         for b in batches:
@@ -92,8 +94,8 @@ def test_evaluation_counts_every_example_exactly_once(batch_size, process_count)
 
 def test_augmentation_is_per_example_seeded_and_resumable():
     cfg = dataset_config(augment__crop_padding=2, augment__flip_left_right=True)
-    pipeline = Pipeline(cfg, 'classification')
-    plain = epoch_batches(Pipeline(dataset_config(), 'classification'), epoch=0, seed=0, global_batch=64)
+    pipeline = Pipeline(cfg, TASK)
+    plain = epoch_batches(Pipeline(dataset_config(), TASK), epoch=0, seed=0, global_batch=64)
     a = list(epoch_batches(pipeline, epoch=0, seed=0, global_batch=64))
     b = list(epoch_batches(pipeline, epoch=0, seed=0, global_batch=64, start_batch=5))
     assert not np.array_equal(a[0]['image'], plain[0]['image'])
@@ -105,7 +107,7 @@ def test_augmentation_is_per_example_seeded_and_resumable():
                                         ('cifar10', (32, 32, 3))])
 def test_catalog_datasets_through_the_same_pipeline(name, shape):
     with tfds.testing.mock_data(num_examples=150):
-        pipeline = Pipeline(dataset_config(name=name), 'classification')
+        pipeline = Pipeline(dataset_config(name=name), TASK)
         assert pipeline.spec.image_shape == shape and pipeline.spec.num_classes == 10
         train = list(epoch_batches(pipeline, epoch=0, seed=0, global_batch=32))
         assert len(train) == 150 // 32 and train[0]['image'].shape == (32, *shape)
@@ -113,16 +115,16 @@ def test_catalog_datasets_through_the_same_pipeline(name, shape):
         assert sum(int(b['valid'].sum()) for b in evaluation) == 150
     resized = dataset_config(name=name, image_size=16)
     with tfds.testing.mock_data(num_examples=10):
-        assert Pipeline(resized, 'classification').spec.image_shape == (16, 16, shape[2])
+        assert Pipeline(resized, TASK).spec.image_shape == (16, 16, shape[2])
 
 
 def test_missing_catalog_dataset_fails_fast_with_instructions(tmp_path):
     start = time.time()
     with pytest.raises(DatasetNotAvailable, match='tfds build mnist'):
-        Pipeline(dataset_config(name='mnist', data_dir=str(tmp_path)), 'classification').size('train')
+        Pipeline(dataset_config(name='mnist', data_dir=str(tmp_path)), TASK).size('train')
     assert time.time() - start < 10
 
 
 def test_unknown_dataset_suggests_names():
     with pytest.raises(DatasetNotAvailable, match="'digits'"):
-        Pipeline(dataset_config(name='digitz'), 'classification')
+        Pipeline(dataset_config(name='digitz'), TASK)

@@ -14,6 +14,7 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 # Built-in datasets: prepared offline on first use by the builders in jaxdl.data.builders.
 BUILTIN_DATASETS = {
     'digits': "scikit-learn's 8x8 handwritten digits: 1,797 images, 10 classes (70/10/20 seeded split)",
+    'rotated_digits': 'the digits on 28x28, rotated by a seeded angle in [-45, 45] degrees (regression: angle)',
 }
 # Catalog datasets whose features the classification preprocessing reads as is (image + label). They are
 # never downloaded at run time: prepare them with `tfds build NAME --data_dir DIR` on a machine with internet.

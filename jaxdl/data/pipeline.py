@@ -70,33 +70,87 @@ def epoch_seed(seed: int, epoch: tf.Tensor) -> tf.Tensor:
 @dataclasses.dataclass(frozen=True)
 class DatasetSpec:
     name: str
-    num_classes: int
+    num_classes: int                   # of the task's label feature after class selection; 0 if there is none
+    class_names: tuple[str, ...]
     image_shape: tuple[int, int, int]  # after preprocessing
+
+
+def select_classes(ds: tf.data.Dataset, label_key: str, classes) -> tf.data.Dataset:
+    """Only examples whose label is in `classes`, relabelled by position in `classes` (e.g. digits 5-9 -> 0-4)."""
+    table = tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(
+        tf.constant(classes, tf.int64), tf.range(len(classes), dtype=tf.int64)), default_value=-1)
+    relabel = lambda ex: {**ex, label_key: table.lookup(tf.cast(ex[label_key], tf.int64))}
+    return ds.map(relabel).filter(lambda ex: ex[label_key] >= 0)
+
+
+def first_per_class(ds: tf.data.Dataset, label_key: str, num_classes: int, per_class: int) -> tf.data.Dataset:
+    """The first `per_class` examples of each class in the split's fixed order (a deterministic few-shot subset)."""
+    def count(seen, ex):
+        label = tf.cast(ex[label_key], tf.int32)
+        keep = seen[label] < per_class
+        return seen + tf.one_hot(label, num_classes, dtype=tf.int32), (keep, ex)
+    def kept(keep, ex):
+        return keep
+
+    def example(keep, ex):
+        return ex
+    # Named functions: AutoGraph cannot tell two lambdas on one line apart and warns.
+    return ds.scan(tf.zeros([num_classes], tf.int32), count).filter(kept).map(example)
 
 
 class Pipeline:
     """The input pipeline of one run: decoded splits cached once, iterators made per epoch or evaluation."""
 
-    def __init__(self, dataset_cfg, task_name: str, *, process_index: int = 0, process_count: int = 1):
-        if task_name not in preprocess.PREPROCESSORS:
-            raise ValueError(f'no preprocessing for task {task_name!r}')
+    def __init__(self, dataset_cfg, task_cfg, *, process_index: int = 0, process_count: int = 1):
+        if task_cfg.name not in preprocess.PREPROCESSORS:
+            raise ValueError(f'no preprocessing for task {task_cfg.name!r}')
         self.cfg = dataset_cfg
-        self.task_name = task_name
+        self.task_cfg = task_cfg
         self.process_index, self.process_count = process_index, process_count
         self.builder = get_builder(dataset_cfg)
+        self._check_features()
         self._decoded: dict[str, tf.data.Dataset] = {}
         self._sizes: dict[str, int] = {}
 
     # -- metadata
+    def _check_features(self) -> None:
+        """The features the task reads exist (a misnamed one fails here, not deep inside tf.data)."""
+        features = self.builder.info.features
+        t = self.task_cfg
+        needed = {'classification': [t.label], 'regression': list(t.regression.targets)}[t.name]
+        if self.cfg.classes or self.cfg.train_examples_per_class:
+            needed.append(t.label)
+        missing = [f for f in dict.fromkeys(needed) if f not in features]
+        if missing:
+            raise DatasetNotAvailable(f'dataset {self.cfg.name!r} has no feature {", ".join(map(repr, missing))} '
+                                      f'(the task reads it); its features: {", ".join(features.keys())}')
+        if self.cfg.classes:
+            label = features[t.label]
+            bad = [c for c in self.cfg.classes if not 0 <= c < label.num_classes]
+            if bad:
+                raise DatasetNotAvailable(f'dataset.classes {bad} are not class ids of {self.cfg.name!r} '
+                                          f'(0..{label.num_classes - 1})')
+
+    def _label_feature(self):
+        return self.builder.info.features[self.task_cfg.label] if self.task_cfg.label in self.builder.info.features \
+            else None
+
     @property
     def spec(self) -> DatasetSpec:
         element = self._decoded_split(self.cfg.train_split).element_spec
-        label = self.builder.info.features['label']
-        return DatasetSpec(self.cfg.name, int(label.num_classes), tuple(element['image'].shape))
+        label = self._label_feature()
+        names = tuple(label.names) if isinstance(label, tfds.features.ClassLabel) else ()
+        if self.cfg.classes:
+            names = tuple(names[c] for c in self.cfg.classes)
+        return DatasetSpec(self.cfg.name, len(names), names, tuple(element['image'].shape))
+
+    def _filtering(self, split: str) -> bool:
+        return bool(self.cfg.classes) or (bool(self.cfg.train_examples_per_class) and split == self.cfg.train_split)
 
     def size(self, split: str) -> int:
         if split not in self._sizes:
-            self._sizes[split] = split_size(self.builder, split)
+            self._sizes[split] = (int(self._selected(split).reduce(0, lambda count, _: count + 1))
+                                  if self._filtering(split) else split_size(self.builder, split))
         return self._sizes[split]
 
     def steps_per_epoch(self, global_batch: int) -> int:
@@ -111,11 +165,23 @@ class Pipeline:
             raise ValueError(f'batch size {global_batch} does not divide by the {self.process_count} processes')
         return global_batch // self.process_count
 
+    def _selected(self, split: str) -> tf.data.Dataset:
+        """The split's raw examples after class selection and (training split only) the few-shot subset."""
+        ds = open_split(self.builder, split)
+        label, classes = self.task_cfg.label, tuple(self.cfg.classes)
+        if classes:
+            ds = select_classes(ds, label, classes)
+        if self.cfg.train_examples_per_class and split == self.cfg.train_split:
+            num_classes = len(classes) or self._label_feature().num_classes
+            ds = first_per_class(ds, label, num_classes, self.cfg.train_examples_per_class)
+        return ds
+
     def _decoded_split(self, split: str) -> tf.data.Dataset:
         """Decoded and normalised examples; cached in memory, shared by every epoch's iterator."""
         if split not in self._decoded:
-            fn = preprocess.PREPROCESSORS[self.task_name]
-            ds = open_split(self.builder, split).map(lambda ex: fn(ex, self.cfg), num_parallel_calls=tf.data.AUTOTUNE)
+            fn = preprocess.PREPROCESSORS[self.task_cfg.name]
+            ds = self._selected(split).map(lambda ex: fn(ex, self.cfg, self.task_cfg),
+                                           num_parallel_calls=tf.data.AUTOTUNE)
             self._decoded[split] = ds.cache() if self.cfg.cache else ds
         return self._decoded[split]
 
@@ -145,7 +211,7 @@ class Pipeline:
 
         ds = tf.data.Dataset.range(first_epoch, 2 ** 62).flat_map(epoch).skip(first_batch * global_batch)
         if augmenting:
-            augment = preprocess.AUGMENTERS[self.task_name]
+            augment = preprocess.AUGMENTERS[self.task_cfg.name]
             ds = ds.map(lambda s, ex: augment(ex, s, self.cfg.augment), num_parallel_calls=tf.data.AUTOTUNE)
         ds = ds.batch(global_batch, drop_remainder=True)
         lo = self.process_index * local

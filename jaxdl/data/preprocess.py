@@ -19,12 +19,18 @@ def image_to_float(image: tf.Tensor, dataset_cfg) -> tf.Tensor:
     return (image - mean) / std
 
 
-def classification(example: dict, dataset_cfg) -> dict:
+def classification(example: dict, dataset_cfg, task_cfg) -> dict:
     return {'image': image_to_float(example['image'], dataset_cfg),
-            'label': tf.cast(example['label'], tf.int32)}
+            'label': tf.cast(example[task_cfg.label], tf.int32)}
 
 
-PREPROCESSORS = {'classification': classification}
+def regression(example: dict, dataset_cfg, task_cfg) -> dict:
+    """`target`: float32 [K], the configured features in their own units (the task normalises for the loss)."""
+    targets = [tf.reshape(tf.cast(example[name], tf.float32), []) for name in task_cfg.regression.targets]
+    return {'image': image_to_float(example['image'], dataset_cfg), 'target': tf.stack(targets)}
+
+
+PREPROCESSORS = {'classification': classification, 'regression': regression}
 
 
 def augment_classification(example: dict, seed: tf.Tensor, augment_cfg) -> dict:
@@ -40,7 +46,9 @@ def augment_classification(example: dict, seed: tf.Tensor, augment_cfg) -> dict:
     return {**example, 'image': image}
 
 
-AUGMENTERS = {'classification': augment_classification}
+# Regression reuses it: translation keeps an angle; a flip would negate it, so config validation refuses
+# flip_left_right for regression.
+AUGMENTERS = {'classification': augment_classification, 'regression': augment_classification}
 
 
 def needs_augmentation(augment_cfg) -> bool:

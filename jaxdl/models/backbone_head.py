@@ -3,8 +3,9 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 
-class ClassifierHead(nn.Module):
-    """One dense layer from features to class scores (logits); softmax is applied by the task's predict."""
+class DenseHead(nn.Module):
+    """One dense layer from features to the task's outputs: class scores (logits, softmax applied by the
+    classification task's predict) or normalised regression targets."""
     num_outputs: int
     dtype: jnp.dtype = jnp.float32
 

@@ -35,6 +35,9 @@ class ResNet(nn.Module):
     width: int = 64
     stem: str = 'imagenet'  # 'imagenet': 7x7/2 conv + 3x3/2 max-pool; 'small': one 3x3/1 conv
     dtype: jnp.dtype = jnp.float32
+    # Fine-tuning a frozen backbone: BatchNorm normalises with its running statistics in training too and never
+    # updates them (Keras' behaviour for frozen BatchNorm layers), so the backbone computes a fixed function.
+    freeze_batch_norm: bool = False
 
     @nn.compact
     def __call__(self, x, *, train: bool = False, axis_name=None):
@@ -43,8 +46,9 @@ class ResNet(nn.Module):
         if self.stem not in ('imagenet', 'small'):
             raise ValueError(f"ResNet stem {self.stem!r} is not 'imagenet' or 'small'")
         # axis_name: BatchNorm averages its batch statistics across the pmap axis (exact global-batch BN).
-        norm = partial(nn.BatchNorm, use_running_average=not train, momentum=0.9, epsilon=1e-5,
-                       dtype=self.dtype, axis_name=axis_name if train else None)
+        batch_statistics = train and not self.freeze_batch_norm
+        norm = partial(nn.BatchNorm, use_running_average=not batch_statistics, momentum=0.9, epsilon=1e-5,
+                       dtype=self.dtype, axis_name=axis_name if batch_statistics else None)
         x = x.astype(self.dtype)
         if self.stem == 'imagenet':
             x = nn.relu(norm()(nn.Conv(self.width, (7, 7), strides=2, use_bias=False, dtype=self.dtype)(x)))

@@ -17,6 +17,10 @@ class Classification:
     top_k: int = 5
     calibration_bins: int = 15
 
+    @property
+    def num_outputs(self) -> int:
+        return self.num_classes
+
     def per_example_loss(self, logits, batch):
         labels = jax.nn.one_hot(batch['label'], self.num_classes)
         if self.label_smoothing:

@@ -61,6 +61,6 @@ def state_from_config(config, *, num_classes: int, image_shape, steps_per_epoch:
     from jaxdl.tasks import build_task
     task = build_task(config.task, num_classes)
     tx, schedule = build_optimizer(config.optimizer, steps_per_epoch, total_steps)
-    state = create_train_state(build_model(config.model, num_classes), tx, seed=config.seed,
+    state = create_train_state(build_model(config.model, task.num_outputs), tx, seed=config.seed,
                                image_shape=tuple(image_shape))
     return task, state, schedule

@@ -1,4 +1,5 @@
 """Offline TFDS builders. Importing this package registers them with tfds under their names."""
 from jaxdl.data.builders.digits import Digits
+from jaxdl.data.builders.rotated_digits import RotatedDigits
 
-BUILTIN = {'digits': Digits}
+BUILTIN = {'digits': Digits, 'rotated_digits': RotatedDigits}
