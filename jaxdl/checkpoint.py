@@ -50,8 +50,13 @@ class Checkpoints:
         if step not in self.manager.all_steps():
             raise CheckpointError(f'no checkpoint at step {step} in {self.directory}; present: {self.all_steps()}')
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target_tree)
-        restored = self.manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract),
-                                                                      loop=ocp.args.JsonRestore()))
+        try:
+            restored = self.manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract),
+                                                                          loop=ocp.args.JsonRestore()))
+        except ValueError as e:  # orbax: the saved tree differs from the one the config builds
+            raise CheckpointError(f'the checkpoint at step {step} in {self.directory} does not fit the model and '
+                                  f'optimizer its config builds (was it written by another jaxdl version or '
+                                  f'config?): {str(e).splitlines()[0]} {" ".join(str(e).splitlines()[1:4])}') from None
         return restored['state'], dict(restored['loop'])
 
     def restore_loop(self, step: int) -> dict:

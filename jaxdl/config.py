@@ -32,6 +32,15 @@ def default_config() -> ConfigDict:
         label_smoothing=0.0,
         top_k=5,               # reported in the test summary as top_k_accuracy
         calibration_bins=15,   # bins of the expected calibration error
+        label='label',         # classification: the dataset feature holding the class
+        regression=ConfigDict(dict(
+            targets=('angle',),    # dataset features predicted (each a float; one model output per target)
+            mean=(0.0,),           # targets are normalised as (t - mean) / std for the loss; every reported
+            std=(1.0,),            # figure (rmse, mae, predictions) is back in the targets' own units
+            loss='mse',            # mse | huber (on normalised targets)
+            huber_delta=1.0,
+            threshold=10.0,        # within_threshold: share of predictions within this many units of the truth
+        )),
     ))
     c.dataset = ConfigDict(dict(
         name='digits',
@@ -42,6 +51,8 @@ def default_config() -> ConfigDict:
         image_size=0,          # 0 keeps the dataset's size; n resizes to n x n
         mean=(0.0,),           # per channel (or one for all), applied after scaling pixels to [0, 1]
         std=(1.0,),
+        classes=(),            # keep only these class ids of the label feature, renumbered 0.. in this order
+        train_examples_per_class=0,  # > 0: the first n training examples of each class only (few-shot data)
         shuffle_buffer=0,      # 0 = the whole split (exact uniform shuffle)
         cache=True,            # keep decoded, normalised images in memory
         augment=ConfigDict(dict(
@@ -52,6 +63,7 @@ def default_config() -> ConfigDict:
     c.model = ConfigDict(dict(
         name='cnn',
         dtype='float32',
+        freeze_batch_norm=False,  # BatchNorm uses and keeps its running statistics in training too (fine-tuning)
         cnn=ConfigDict(dict(features=(32, 64), dense=128, dropout=0.0)),
         resnet=ConfigDict(dict(depth=18, width=64, stem='imagenet')),
     ))
@@ -67,6 +79,9 @@ def default_config() -> ConfigDict:
         weight_decay=0.0,      # L2 added to the gradient (sgd, rmsprop, adam); decoupled for adamw
         clip_global_norm=0.0,  # 0 = no clipping
         accumulate_steps=1,    # > 1 accumulates gradients over that many steps (optax.MultiSteps)
+        # Parameter groups: (regex on the parameter path, e.g. 'backbone/.*', learning-rate multiplier) pairs;
+        # the first match wins, unmatched parameters train at the full rate, multiplier 0 freezes a group.
+        groups=(),
         schedule=ConfigDict(dict(
             name='constant',
             warmup='0 steps',
@@ -74,6 +89,12 @@ def default_config() -> ConfigDict:
             drop_factor=0.1,
             final_fraction=0.0,      # cosine: final learning rate as a fraction of the peak
         )),
+    ))
+    c.transfer = ConfigDict(dict(
+        init_from='',          # a run's workdir or an orbax checkpoint directory to initialise from; '' = scratch
+        checkpoint='best',     # which checkpoint of a workdir: best | latest | STEP
+        reinitialize=('head/.*',),  # parameter paths (regex) freshly initialised instead of loaded
+        compare_with_scratch=False,  # also train the same budget from scratch and report both test results
     ))
     c.train = ConfigDict(dict(
         batch_size=128,              # global: summed over every device and process
@@ -187,6 +208,8 @@ def apply_updates(config: ConfigDict, updates: dict[str, Any]) -> ConfigDict:
             value = tuple(value) if isinstance(value, list) else (value,)
         if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
+        if isinstance(current, str) and isinstance(value, int) and not isinstance(value, bool):
+            value = str(value)  # e.g. transfer.checkpoint=361 (a step number) on the command line
         try:
             node[leaf] = value
         except (TypeError, ValueError) as e:
@@ -268,8 +291,57 @@ def validate(config: ConfigDict) -> ConfigDict:
     _require(d.augment.crop_padding >= 0, 'dataset.augment.crop_padding', 'must be >= 0')
     _require(0.0 <= config.model.cnn.dropout < 1.0, 'model.cnn.dropout', 'must be in [0, 1)')
     _require(config.task.top_k >= 1, 'task.top_k', 'must be >= 1')
+    _validate_regression(config)
+    _validate_transfer(config)
+    _require(not config.model.freeze_batch_norm or config.model.name in models.WITH_BATCH_NORM,
+             'model.freeze_batch_norm', f'model {config.model.name!r} has no BatchNorm; models with one: '
+             f'{", ".join(models.WITH_BATCH_NORM)}')
     _require(0.0 <= config.task.label_smoothing < 1.0, 'task.label_smoothing', 'must be in [0, 1)')
     return config
+
+
+def _is_regex(text) -> bool:
+    try:
+        re.compile(text)
+        return isinstance(text, str)
+    except (re.error, TypeError):
+        return False
+
+
+def _validate_regression(config: ConfigDict) -> None:
+    r, d = config.task.regression, config.dataset
+    if config.task.name != 'regression':
+        return
+    n = len(r.targets)
+    _require(n >= 1 and all(isinstance(t, str) and t for t in r.targets), 'task.regression.targets',
+             f'must name at least one dataset feature, got {r.targets!r}')
+    for key in ('mean', 'std'):
+        _require(len(r[key]) in (1, n), f'task.regression.{key}', f'needs 1 or {n} values (one per target), '
+                 f'got {len(r[key])}')
+    _require(all(v > 0 for v in r.std), 'task.regression.std', 'must be positive')
+    _choice(config, 'task.regression.loss', ('mse', 'huber'))
+    _require(r.huber_delta > 0, 'task.regression.huber_delta', 'must be positive')
+    _require(r.threshold > 0, 'task.regression.threshold', 'must be positive')
+    _require(not d.augment.flip_left_right, 'dataset.augment.flip_left_right',
+             'cannot be used for regression: a mirrored image has a different target (a flip negates an angle)')
+
+
+def _validate_transfer(config: ConfigDict) -> None:
+    d, o, t = config.dataset, config.optimizer, config.transfer
+    _require(all(isinstance(c, int) and c >= 0 for c in d.classes) and len(set(d.classes)) == len(d.classes),
+             'dataset.classes', f'must be distinct class ids (integers >= 0), got {d.classes!r}')
+    _require(d.train_examples_per_class >= 0, 'dataset.train_examples_per_class', 'must be >= 0 (0 = all)')
+    for i, group in enumerate(o.groups):
+        ok = (isinstance(group, (tuple, list)) and len(group) == 2 and _is_regex(group[0])
+              and isinstance(group[1], (int, float)) and not isinstance(group[1], bool) and group[1] >= 0)
+        _require(ok, f'optimizer.groups[{i}]', f"must be a (path regex, learning-rate multiplier >= 0) pair, "
+                 f"e.g. ('backbone', 0.1); got {group!r}")
+    for pattern in t.reinitialize:
+        _require(_is_regex(pattern), 'transfer.reinitialize', f'{pattern!r} is not a regular expression')
+    _require(t.checkpoint in ('best', 'latest') or str(t.checkpoint).isdigit(), 'transfer.checkpoint',
+             f"must be 'best', 'latest' or a step number, got {t.checkpoint!r}")
+    _require(not t.compare_with_scratch or bool(t.init_from), 'transfer.compare_with_scratch',
+             'compares a fine-tuned run with one from scratch, so it needs transfer.init_from')
 
 
 def to_json(config: ConfigDict) -> str:

@@ -22,3 +22,7 @@ class CheckpointError(JaxdlError, RuntimeError):
 
 class InputError(JaxdlError, ValueError):
     """An input (e.g. an image given to predict) that cannot be fitted to the model."""
+
+
+class TransferError(JaxdlError):
+    """A pretrained source that is missing, has no checkpoint, or does not fit the new model."""

@@ -1,11 +1,20 @@
 """The one place that turns the `optimizer` config into an optax chain and its learning-rate schedule.
 
-Chain order: clip by global norm -> (L2 weight decay) -> optimizer scaling with the scheduled learning rate,
-wrapped in optax.MultiSteps when gradients are accumulated. AdamW's weight decay is decoupled (inside adamw).
+Chain order: (zero the frozen groups' gradients) -> clip by global norm -> per parameter group: (L2 weight
+decay) -> optimizer scaling with the scheduled learning rate times the group's multiplier; wrapped in
+optax.MultiSteps when gradients are accumulated. AdamW's weight decay is decoupled (inside adamw).
+
+Parameter groups (`optimizer.groups`, for fine-tuning): (path pattern, multiplier) pairs. A pattern is a regex
+over the '/'-joined parameter path that matches the whole path or a leading part of it at a '/', so 'backbone'
+and 'backbone/.*' both select the backbone. Multiplier 0 freezes the group: its updates are exactly zero and it
+keeps no optimizer state. Parameters no pattern matches train at the full rate.
 """
 from __future__ import annotations
 
 import difflib
+import re
+
+from typing import Callable
 
 import jax
 import optax
@@ -54,25 +63,93 @@ def _decay_mask(params):
     return jax.tree.map(lambda p: p.ndim > 1, params)
 
 
-def build_optimizer(opt_cfg, steps_per_epoch: int, total_steps: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
-    """Returns (the optax chain, its schedule as a function of the train step)."""
-    _check_name('optimizer', opt_cfg.name, OPTIMIZERS)
-    schedule = build_schedule(opt_cfg, steps_per_epoch, total_steps)
+def parameter_path(key_path) -> str:
+    """A pytree key path as 'backbone/Conv_0/kernel'."""
+    return '/'.join(str(getattr(k, 'key', getattr(k, 'idx', k))) for k in key_path)
+
+
+def path_matches(pattern: str, path: str) -> bool:
+    """`pattern` matches the whole path, or its leading part up to a '/' ('backbone' selects 'backbone/...')."""
+    return re.fullmatch(f'(?:{pattern})(?:/.*)?', path) is not None
+
+
+FROZEN, DEFAULT = 'frozen', 'default'
+
+
+def group_labels(groups) -> Callable:
+    """params -> a tree of group labels: FROZEN, 'group_<i>' (the first matching pattern) or DEFAULT.
+
+    A pattern that selects no parameter at all is an error: it is almost always a typo."""
+    groups = [(str(p), float(m)) for p, m in groups]
+
+    def labels(params):
+        used = set()
+
+        def label(key_path, _):
+            path = parameter_path(key_path)
+            for i, (pattern, multiplier) in enumerate(groups):
+                if path_matches(pattern, path):
+                    used.add(i)
+                    return FROZEN if multiplier == 0 else f'group_{i}'
+            return DEFAULT
+        tree = jax.tree_util.tree_map_with_path(label, params)
+        unused = [groups[i][0] for i in range(len(groups)) if i not in used]
+        if unused:
+            paths = sorted({parameter_path(k).split('/')[0] + '/...'
+                            for k, _ in jax.tree_util.tree_flatten_with_path(params)[0]})
+            raise ConfigError(f'optimizer.groups: pattern(s) {unused} match no parameter; paths look like '
+                              f'{", ".join(paths)} (see jaxdl.optim.parameter_path)')
+        return tree
+    return labels
+
+
+def _scaled_step(opt_cfg, learning_rate) -> list[optax.GradientTransformation]:
+    """(L2 weight decay ->) the optimizer's own scaling at `learning_rate` (a number or a schedule), as chain
+    parts: without groups they go straight into the main chain, so its state keeps the structure checkpoints
+    written before groups existed have."""
     name, parts = opt_cfg.name, []
-    if opt_cfg.clip_global_norm:
-        parts.append(optax.clip_by_global_norm(opt_cfg.clip_global_norm))
     if opt_cfg.weight_decay and name != 'adamw':
         parts.append(optax.add_decayed_weights(opt_cfg.weight_decay, mask=_decay_mask))
     if name == 'sgd':
-        parts.append(optax.sgd(schedule, momentum=opt_cfg.momentum or None, nesterov=opt_cfg.nesterov))
+        parts.append(optax.sgd(learning_rate, momentum=opt_cfg.momentum or None, nesterov=opt_cfg.nesterov))
     elif name == 'rmsprop':
         # Plain RMSProp (no momentum): Adam is the one that adds momentum to RMSProp-style scaling.
-        parts.append(optax.rmsprop(schedule, decay=opt_cfg.rmsprop_decay, eps=opt_cfg.eps))
+        parts.append(optax.rmsprop(learning_rate, decay=opt_cfg.rmsprop_decay, eps=opt_cfg.eps))
     elif name == 'adam':
-        parts.append(optax.adam(schedule, b1=opt_cfg.b1, b2=opt_cfg.b2, eps=opt_cfg.eps, nesterov=opt_cfg.nesterov))
+        parts.append(optax.adam(learning_rate, b1=opt_cfg.b1, b2=opt_cfg.b2, eps=opt_cfg.eps,
+                                nesterov=opt_cfg.nesterov))
     else:
-        parts.append(optax.adamw(schedule, b1=opt_cfg.b1, b2=opt_cfg.b2, eps=opt_cfg.eps,
+        parts.append(optax.adamw(learning_rate, b1=opt_cfg.b1, b2=opt_cfg.b2, eps=opt_cfg.eps,
                                  weight_decay=opt_cfg.weight_decay, mask=_decay_mask, nesterov=opt_cfg.nesterov))
+    return parts
+
+
+def _scaled(schedule: optax.Schedule, multiplier: float) -> optax.Schedule:
+    return lambda count: multiplier * schedule(count)
+
+
+def build_optimizer(opt_cfg, steps_per_epoch: int, total_steps: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
+    """Returns (the optax chain, its schedule as a function of the train step; the full rate, before any
+    group's multiplier)."""
+    _check_name('optimizer', opt_cfg.name, OPTIMIZERS)
+    schedule = build_schedule(opt_cfg, steps_per_epoch, total_steps)
+    parts = []
+    groups = tuple(opt_cfg.groups)
+    if groups:
+        labels = group_labels(groups)
+        is_frozen = lambda params: jax.tree.map(lambda label: label == FROZEN, labels(params))
+        # Frozen gradients are zeroed before clipping, so they do not count in the global norm either.
+        parts.append(optax.masked(optax.set_to_zero(), is_frozen))
+    if opt_cfg.clip_global_norm:
+        parts.append(optax.clip_by_global_norm(opt_cfg.clip_global_norm))
+    if groups:
+        transforms = {FROZEN: optax.set_to_zero(), DEFAULT: optax.chain(*_scaled_step(opt_cfg, schedule))}
+        for i, (_, multiplier) in enumerate(groups):
+            if float(multiplier) != 0:
+                transforms[f'group_{i}'] = optax.chain(*_scaled_step(opt_cfg, _scaled(schedule, float(multiplier))))
+        parts.append(optax.multi_transform(transforms, labels))
+    else:
+        parts.extend(_scaled_step(opt_cfg, schedule))
     tx = optax.chain(*parts)
     if opt_cfg.accumulate_steps > 1:
         tx = optax.MultiSteps(tx, every_k_schedule=opt_cfg.accumulate_steps)

@@ -8,6 +8,7 @@ step restores the RNG and the optimizer, the step number gives the epoch and the
 from __future__ import annotations
 
 import collections
+import copy
 import dataclasses
 import json
 import math
@@ -55,17 +56,19 @@ def _fresh_loop_state() -> dict:
             'elapsed_s': 0.0, 'stop_reason': None, 'finished': False, 'pending_train_sums': None}
 
 
-def _environment(config, pipeline: Pipeline, plan: Plan, parallel: str) -> dict:
+def _environment(config, pipeline: Pipeline, plan: Plan, parallel: str, transfer: dict | None) -> dict:
     """environment.json: versions, devices and git revision, plus what rebuilding the run needs (dataset
     shape and class names, the plan in steps) so evaluate/predict never re-read the dataset's metadata."""
     spec, d = pipeline.spec, config.dataset
     environment = environment_record(config)
     environment['dataset'] = {
         'name': spec.name, 'num_classes': spec.num_classes, 'image_shape': list(spec.image_shape),
-        'class_names': list(pipeline.builder.info.features['label'].names),
+        'class_names': list(spec.class_names),
         'sizes': {s: pipeline.size(s) for s in (d.train_split, d.validation_split, d.test_split)}}
     environment['plan'] = dataclasses.asdict(plan)
     environment['parallel'] = parallel
+    if transfer:
+        environment['transfer'] = transfer
     return environment
 
 
@@ -90,14 +93,42 @@ def _sum(a, b):
 
 
 def fit(config, workdir: str | Path, *, show_progress: bool = True) -> FitResult:
-    """Trains `config` into `workdir` (resuming from its latest checkpoint) and returns the selected model."""
+    """Trains `config` into `workdir` (resuming from its latest checkpoint) and returns the selected model.
+
+    With `transfer.init_from` the run starts from another run's weights (see jaxdl.transfer); with
+    `transfer.compare_with_scratch` the same budget is also trained from scratch into WORKDIR/from_scratch and
+    both test results are reported side by side in summary.json under `comparison`."""
     config = config_lib.validate(config)
-    workdir = Path(workdir).absolute()
+    if config.transfer.init_from:  # recorded absolute, so a rerun from anywhere finds the same source
+        config = copy.deepcopy(config)
+        config.transfer.init_from = str(Path(config.transfer.init_from).absolute())
+    result = _fit(config, Path(workdir).absolute(), show_progress)
+    if config.transfer.init_from and config.transfer.compare_with_scratch:
+        result = _compare_with_scratch(config, result, show_progress)
+    return result
+
+
+def _compare_with_scratch(config, result: FitResult, show_progress: bool) -> FitResult:
+    from jaxdl.transfer import scratch_baseline_config
+    scalars = lambda metrics: {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
+    scratch_dir = result.workdir / 'from_scratch'
+    Console(0, 0, enabled=jax.process_index() == 0, progress=False).message(
+        f'training the from-scratch baseline with the same budget into {scratch_dir}')
+    baseline = _fit(scratch_baseline_config(config), scratch_dir, show_progress)
+    summary = {**result.summary, 'comparison': {
+        'fine_tuned': scalars(result.summary['test']), 'from_scratch': scalars(baseline.summary['test']),
+        'from_scratch_workdir': str(scratch_dir), 'source': config.transfer.init_from}}
+    if jax.process_index() == 0:
+        write_json(result.workdir / 'summary.json', summary)
+    return dataclasses.replace(result, summary=summary)
+
+
+def _fit(config, workdir: Path, show_progress: bool) -> FitResult:
     is_main = jax.process_index() == 0
     if is_main:
         workdir.mkdir(parents=True, exist_ok=True)
 
-    pipeline = Pipeline(config.dataset, config.task.name,
+    pipeline = Pipeline(config.dataset, config.task,
                         process_index=jax.process_index(), process_count=jax.process_count())
     spec = pipeline.spec
     batch = config.train.batch_size
@@ -108,8 +139,15 @@ def fit(config, workdir: str | Path, *, show_progress: bool = True) -> FitResult
 
     checkpoints = Checkpoints(workdir / 'checkpoints')
     latest = checkpoints.latest_step()
+    transfer, transfer_message = None, None
+    if config.transfer.init_from and latest is None:  # a resumed run has the transferred weights in its checkpoint
+        from jaxdl.transfer import initialize_from
+        state, report = initialize_from(state, config.transfer)
+        transfer, transfer_message = report.as_record(), report.describe()
+    elif config.transfer.init_from and (workdir / 'environment.json').exists():
+        transfer = json.loads((workdir / 'environment.json').read_text()).get('transfer')
     if is_main:
-        _record_run(workdir, config, _environment(config, pipeline, plan, runner.kind), latest is not None)
+        _record_run(workdir, config, _environment(config, pipeline, plan, runner.kind, transfer), latest is not None)
     log = RunLog(workdir, enabled=is_main)
 
     loop = _fresh_loop_state()
@@ -126,7 +164,10 @@ def fit(config, workdir: str | Path, *, show_progress: bool = True) -> FitResult
         log.close()
         return FitResult(selected, summary, workdir)
 
-    console = Console(plan.total_steps, int(state.step), enabled=is_main, progress=show_progress)
+    console = Console(plan.total_steps, int(state.step), enabled=is_main, progress=show_progress,
+                      metric=task.headline[1])
+    if transfer_message:
+        console.message(transfer_message)
     if latest is not None:
         log.truncate_after(latest)
         console.message(f'resuming {workdir} from step {latest}')
@@ -145,7 +186,7 @@ def fit(config, workdir: str | Path, *, show_progress: bool = True) -> FitResult
         if is_main:
             write_json(workdir / 'summary.json', summary)
             plot_progress(read_jsonl(log.path), workdir / 'progress.png', title=f'{spec.name}: {config.model.name}',
-                          selected_step=selected_step)
+                          metrics=task.headline[:2], selected_step=selected_step)
         console.message(f'test ({config.dataset.test_split}, step {selected_step}): ' + ', '.join(
             f'{k} {v:.4f}' for k, v in test.items() if k in task.headline))
         return FitResult(selected, summary, workdir)

@@ -1,0 +1,158 @@
+"""Transfer learning: start a new run from the weights of another run's checkpoint.
+
+The new model is built and initialised as usual; then every parameter and model-state leaf (e.g. BatchNorm
+statistics) whose path matches none of `transfer.reinitialize` is taken from the source, which must hold the
+same path with the same shape. Anything else is a mismatch and an error that names each path and both shapes,
+raised before any training step: a fine-tuning run never starts from a half-loaded backbone. The re-initialised
+paths (by default the head: a new task's head is freshly initialised) are reported, as is every source leaf the
+new model does not use. The optimizer state, step and RNG are the new run's own.
+
+The source is a run's workdir (its `best`, `latest` or numbered checkpoint), one checkpoint step directory, or
+the `state` item directory inside it: plain orbax, read without the source's config.
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from jaxdl.errors import CheckpointError, TransferError
+from jaxdl.optim import parameter_path, path_matches
+
+COLLECTION_PARAMS = 'params'
+
+
+@dataclasses.dataclass(frozen=True)
+class Source:
+    path: Path            # what transfer.init_from names
+    state_dir: Path       # the orbax item directory holding the saved TrainState tree
+    step: int | None      # the source run's step, when known
+
+
+def resolve_source(init_from: str, which: str = 'best') -> Source:
+    """Finds the checkpoint `init_from` names, or says precisely why there is none."""
+    from jaxdl.checkpoint import Checkpoints
+    path = Path(init_from).absolute()
+    if not path.exists():
+        raise TransferError(f'transfer.init_from: {path} does not exist. It must be the workdir of a trained run '
+                            f'(or one of its checkpoint directories); train the source first or fix the path.')
+    if (path / 'state' / '_METADATA').is_file():           # a step directory: checkpoints/STEP
+        return Source(path, path / 'state', int(path.name) if path.name.isdigit() else None)
+    if (path / '_METADATA').is_file():                      # the state item itself
+        step = path.parent.name
+        return Source(path, path, int(step) if step.isdigit() else None)
+    directory = path / 'checkpoints' if (path / 'checkpoints').is_dir() else path
+    if not any(p.name.isdigit() for p in directory.iterdir()):
+        raise TransferError(f'transfer.init_from: {path} holds no checkpoint (expected a run workdir with '
+                            f'checkpoints/, or a checkpoint step directory); has the source run trained yet?')
+    checkpoints = Checkpoints(directory, read_only=True)
+    try:
+        step = checkpoints.resolve(which)
+    except CheckpointError as e:
+        raise TransferError(f'transfer.init_from: {e}') from None
+    finally:
+        checkpoints.close()
+    return Source(path, directory / str(step) / 'state', step)
+
+
+def load_source_tree(source: Source) -> dict:
+    """The saved TrainState tree ({'params', 'model_state', ...}) as host arrays, read from orbax metadata alone."""
+    import orbax.checkpoint as ocp
+    checkpointer = ocp.StandardCheckpointer()
+    try:
+        metadata = checkpointer.metadata(source.state_dir)
+        metadata = getattr(metadata, 'item_metadata', metadata)
+        device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+        abstract = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), dict(metadata))
+        return checkpointer.restore(source.state_dir, abstract)
+    except (FileNotFoundError, ValueError, OSError) as e:
+        raise TransferError(f'transfer.init_from: cannot read the checkpoint in {source.state_dir}: {e}') from None
+    finally:
+        checkpointer.close()
+
+
+def _flat(tree) -> dict[str, object]:
+    return {parameter_path(path): leaf for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+@dataclasses.dataclass
+class TransferReport:
+    source: str
+    step: int | None
+    loaded: list[str]
+    reinitialized: list[str]
+    unused_in_source: list[str]
+
+    def as_record(self) -> dict:
+        return {'source': self.source, 'step': self.step, 'loaded': len(self.loaded),
+                'reinitialized': self.reinitialized, 'unused_in_source': self.unused_in_source}
+
+    def describe(self) -> str:
+        text = (f'initialised from {self.source}' + (f' (step {self.step})' if self.step is not None else '') +
+                f': {len(self.loaded)} arrays loaded, {len(self.reinitialized)} freshly initialised')
+        if self.reinitialized:
+            text += ' (' + ', '.join(self.reinitialized) + ')'
+        if self.unused_in_source:
+            text += f'; not used from the source: {", ".join(self.unused_in_source)}'
+        return text
+
+
+def transfer_variables(new: dict, source: dict, reinitialize) -> tuple[dict, TransferReport]:
+    """`new` and `source`: {'params': ..., 'model_state': ...} trees. Returns `new` with every leaf not matched
+    by `reinitialize` replaced by the source's, or raises TransferError naming every mismatch."""
+    flat_new, flat_source = _flat(new), _flat(source)
+
+    def fresh(path: str) -> bool:  # patterns name module paths: 'head' covers its params and its batch_stats
+        parts = path.split('/')
+        module_path = '/'.join(parts[1:] if parts[0] == COLLECTION_PARAMS else parts[2:])
+        return any(path_matches(p, module_path) for p in reinitialize)
+    loaded, reinitialized, problems = [], [], []
+    for path, leaf in flat_new.items():
+        if fresh(path):
+            reinitialized.append(path)
+        elif path not in flat_source:
+            problems.append(f'{path} {tuple(np.shape(leaf))}: not in the source')
+        elif np.shape(flat_source[path]) != np.shape(leaf):
+            problems.append(f'{path}: the new model has {tuple(np.shape(leaf))}, the source '
+                            f'{tuple(np.shape(flat_source[path]))}')
+        else:
+            loaded.append(path)
+    unused = [p for p in flat_source if p not in flat_new and not fresh(p)]
+    problems += [f'{p} {tuple(np.shape(flat_source[p]))}: in the source, not in the new model' for p in unused]
+    if problems:
+        raise TransferError('the pretrained source does not fit the new model (paths as collection/module/'
+                            'parameter; list expected differences in transfer.reinitialize):\n  ' +
+                            '\n  '.join(problems))
+    take = {path: np.asarray(flat_source[path]).astype(np.asarray(flat_new[path]).dtype) for path in loaded}
+    tree = jax.tree_util.tree_map_with_path(
+        lambda path, leaf: take.get(parameter_path(path), leaf), new)
+    unused_fresh = [p for p in flat_source if p not in flat_new]
+    return tree, TransferReport('', None, loaded, reinitialized, unused_fresh)
+
+
+def initialize_from(state, transfer_cfg):
+    """The state with the source's weights in place (optimizer state, step and RNG stay the new run's)."""
+    source = resolve_source(transfer_cfg.init_from, transfer_cfg.checkpoint)
+    tree = load_source_tree(source)
+    missing = [k for k in (COLLECTION_PARAMS, 'model_state') if k not in tree]
+    if missing:
+        raise TransferError(f'transfer.init_from: {source.state_dir} is not a jaxdl TrainState checkpoint '
+                            f'(no {" or ".join(missing)})')
+    new = {COLLECTION_PARAMS: state.params, 'model_state': state.model_state}
+    variables, report = transfer_variables(new, {COLLECTION_PARAMS: tree[COLLECTION_PARAMS],
+                                                 'model_state': tree['model_state']}, transfer_cfg.reinitialize)
+    report = dataclasses.replace(report, source=str(source.path), step=source.step)
+    return state.replace(params=variables[COLLECTION_PARAMS], model_state=variables['model_state']), report
+
+
+def scratch_baseline_config(config):
+    """The same run from scratch: no source, every parameter at the full rate, BatchNorm statistics updated."""
+    import copy
+    baseline = copy.deepcopy(config)
+    baseline.transfer.init_from = ''
+    baseline.transfer.compare_with_scratch = False
+    baseline.optimizer.groups = ()
+    baseline.model.freeze_batch_norm = False
+    return baseline
