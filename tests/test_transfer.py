@@ -1,0 +1,184 @@
+"""Transfer learning: parameter groups and frozen parameters, frozen BatchNorm, loading a backbone from another
+run with loud mismatches, few-shot class subsets, and the fine-tune-versus-scratch comparison."""
+import json
+import shutil
+from collections import Counter
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import jaxdl
+from jaxdl.config import ConfigError, apply_updates, default_config
+from jaxdl.data.pipeline import Pipeline
+from jaxdl.errors import TransferError
+from jaxdl.evaluate import load_run
+from jaxdl.models import build_model
+from jaxdl.optim import build_optimizer
+from jaxdl.tasks import build_task
+from jaxdl.train.loop import fit
+from jaxdl.transfer import transfer_variables
+from conftest import jaxdl as run_jaxdl
+
+
+def small(**updates):
+    config = apply_updates(default_config(), {
+        'dataset.mean': (0.5,), 'dataset.std': (0.5,), 'model.cnn.features': (8, 16), 'model.cnn.dense': 32,
+        'optimizer.learning_rate': 0.05, 'train.batch_size': 25, 'train.eval_batch_size': 128,
+        'train.log_every': '5 steps'})
+    return apply_updates(config, {k.replace('__', '.'): v for k, v in updates.items()})
+
+
+def steps_of(config, steps=3, seed=0):
+    """(initial state, state after `steps` train steps on random batches) for `config`'s model and optimizer."""
+    task = build_task(config.task, 10)
+    tx, _ = build_optimizer(config.optimizer, 10, 100)
+    state = jaxdl.create_train_state(build_model(config.model, 10), tx, seed=seed, image_shape=(8, 8, 1))
+    step = jax.jit(lambda s, b: jaxdl.train_step(s, b, task=task))
+    rng = np.random.default_rng(seed)
+    new = state
+    for _ in range(steps):
+        batch = {'image': rng.normal(size=(16, 8, 8, 1)).astype(np.float32),
+                 'label': rng.integers(0, 10, 16).astype(np.int32), 'valid': np.ones(16, bool)}
+        new, _ = step(new, batch)
+    return state, new
+
+
+def test_frozen_group_stays_bit_identical_and_multipliers_scale_the_update():
+    frozen_before, frozen_after = steps_of(small(optimizer__groups=(('backbone', 0.0),)))
+    for a, b in zip(jax.tree.leaves(frozen_before.params['backbone']), jax.tree.leaves(frozen_after.params['backbone'])):
+        assert np.array_equal(a, b)
+    assert not np.array_equal(frozen_before.params['head']['Dense_0']['kernel'],
+                              frozen_after.params['head']['Dense_0']['kernel'])
+    # Plain SGD, one step: a 0.1 group moves exactly a tenth of what it moves at the full rate.
+    plain = dict(optimizer__momentum=0.0)
+    full_before, full_after = steps_of(small(**plain), steps=1)
+    tenth_before, tenth_after = steps_of(small(optimizer__groups=(('backbone/Conv_0', 0.1),), **plain), steps=1)
+    delta = lambda a, b, *path: np.asarray(b.params['backbone'][path[0]][path[1]] - a.params['backbone'][path[0]][path[1]])
+    np.testing.assert_allclose(delta(tenth_before, tenth_after, 'Conv_0', 'kernel'),
+                               0.1 * delta(full_before, full_after, 'Conv_0', 'kernel'), rtol=1e-3, atol=1e-7)  # float32 cancellation in b - a
+    np.testing.assert_allclose(delta(tenth_before, tenth_after, 'Conv_1', 'kernel'),
+                               delta(full_before, full_after, 'Conv_1', 'kernel'), rtol=1e-3, atol=1e-7)
+
+
+def test_a_group_pattern_that_selects_nothing_is_an_error():
+    with pytest.raises(ConfigError, match=r"\['backbon'\] match no parameter"):
+        steps_of(small(optimizer__groups=(('backbon', 0.1),)), steps=0)
+    with pytest.raises(ConfigError, match=r'optimizer\.groups\[0\]'):
+        jaxdl.config.validate(small(optimizer__groups=(('backbone', -1.0),)))
+
+
+def test_frozen_batch_norm_keeps_its_statistics():
+    resnet = dict(model__name='resnet', model__resnet__depth=10, model__resnet__width=8, model__resnet__stem='small')
+    before, after = steps_of(small(**resnet, model__freeze_batch_norm=True), steps=2)
+    for a, b in zip(jax.tree.leaves(before.model_state), jax.tree.leaves(after.model_state)):
+        assert np.array_equal(a, b)
+    before, after = steps_of(small(**resnet), steps=2)
+    assert not all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(before.model_state),
+                                                        jax.tree.leaves(after.model_state)))
+    with pytest.raises(ConfigError, match='has no BatchNorm'):
+        jaxdl.config.validate(small(model__freeze_batch_norm=True))
+
+
+def test_mismatches_are_named_with_paths_and_shapes():
+    new = {'params': {'backbone': {'w': np.zeros((3, 4)), 'b': np.zeros(4)}, 'head': {'k': np.zeros((4, 2))}},
+           'model_state': {}}
+    source = {'params': {'backbone': {'w': np.ones((3, 5)), 'extra': np.ones(2)}, 'head': {'k': np.ones((4, 7))}},
+              'model_state': {}}
+    with pytest.raises(TransferError) as error:
+        transfer_variables(new, source, ('head',))
+    message = str(error.value)
+    assert 'params/backbone/w: the new model has (3, 4), the source (3, 5)' in message
+    assert 'params/backbone/b (4,): not in the source' in message
+    assert 'params/backbone/extra (2,): in the source, not in the new model' in message
+    assert 'head' not in message  # listed as re-initialised: its shape may differ
+    source['params']['backbone'] = {'w': np.ones((3, 4)), 'b': np.full(4, 2.0)}
+    tree, report = transfer_variables(new, source, ('head',))
+    assert np.all(tree['params']['backbone']['b'] == 2.0) and np.all(tree['params']['head']['k'] == 0.0)
+    assert report.reinitialized == ['params/head/k'] and len(report.loaded) == 2
+
+
+def test_class_selection_and_few_shot_subset():
+    config = small(dataset__classes=(5, 6, 7, 8, 9), dataset__train_examples_per_class=3)
+    pipeline = Pipeline(config.dataset, config.task)
+    assert pipeline.spec.num_classes == 5 and pipeline.spec.class_names == ('5', '6', '7', '8', '9')
+    assert pipeline.size('train') == 15
+    batch = next(pipeline.train_batches(seed=0, global_batch=15))
+    assert Counter(batch['label'].tolist()) == {0: 3, 1: 3, 2: 3, 3: 3, 4: 3}
+    labels = np.concatenate([b['label'][b['valid']] for b in pipeline.eval_batches('validation', 64)])
+    assert set(labels) == {0, 1, 2, 3, 4} and pipeline.size('validation') == len(labels) > 15
+
+
+@pytest.fixture(scope='module')
+def pretrained(tmp_path_factory, data_dir):
+    workdir = tmp_path_factory.mktemp('transfer') / 'pretrained'
+    fit(small(dataset__classes=(0, 1, 2, 3, 4), train__duration='2 epochs'), workdir, show_progress=False)
+    return workdir
+
+
+def finetune(source, **updates):
+    return small(**{'dataset__classes': (5, 6, 7, 8, 9), 'dataset__train_examples_per_class': 10,
+                     'train__duration': '4 epochs', 'transfer__init_from': str(source),
+                     'optimizer__groups': (('backbone', 0.1),), **updates})
+
+
+def test_fine_tuning_loads_the_backbone_and_compares_with_scratch(pretrained, tmp_path):
+    workdir = tmp_path / 'finetuned'
+    result = fit(finetune(pretrained, transfer__compare_with_scratch=True), workdir, show_progress=False)
+    environment = json.loads((workdir / 'environment.json').read_text())
+    source = load_run(pretrained, 'best')
+    assert environment['transfer']['source'] == str(pretrained) and environment['transfer']['step'] == source.step
+    assert environment['transfer']['reinitialized'] == ['params/head/Dense_0/bias', 'params/head/Dense_0/kernel']
+    # Step 0 of the fine-tuning run is the source's backbone with a fresh head.
+    first = load_run(workdir, 'latest').config  # the recorded config names the source by absolute path
+    assert first.transfer.init_from == str(pretrained)
+    comparison = json.loads((workdir / 'summary.json').read_text())['comparison']
+    assert comparison == result.summary['comparison']
+    assert set(comparison) >= {'fine_tuned', 'from_scratch'}
+    assert comparison['fine_tuned']['accuracy'] == result.summary['test']['accuracy']
+    scratch = json.loads((workdir / 'from_scratch' / 'summary.json').read_text())
+    assert comparison['from_scratch']['accuracy'] == scratch['test']['accuracy']
+    scratch_config = json.loads((workdir / 'from_scratch' / 'config.json').read_text())
+    assert scratch_config['transfer']['init_from'] == '' and scratch_config['optimizer']['groups'] == []
+    assert scratch_config['train'] == json.loads((workdir / 'config.json').read_text())['train']  # same budget
+
+
+def test_the_initial_state_is_the_sources_backbone(pretrained):
+    from jaxdl.train.state import state_from_config
+    from jaxdl.transfer import initialize_from
+    config = finetune(pretrained)
+    _, state, _ = state_from_config(config, num_classes=5, image_shape=(8, 8, 1), steps_per_epoch=2, total_steps=8)
+    loaded, _ = initialize_from(state, config.transfer)
+    source = load_run(pretrained, 'best').state
+    for a, b in zip(jax.tree.leaves(loaded.params['backbone']), jax.tree.leaves(source.params['backbone'])):
+        assert np.array_equal(a, b)
+    assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(loaded.params['head']),
+                                                    jax.tree.leaves(state.params['head'])))
+
+
+def test_bad_sources_fail_before_any_training_step(pretrained, tmp_path):
+    cases = {'missing': (finetune(tmp_path / 'nowhere'), 'does not exist'),
+             'empty': (finetune(tmp_path), 'holds no checkpoint'),
+             'wider backbone': (finetune(pretrained, model__cnn__features=(8, 32)),
+                                r'params/backbone/Conv_2/kernel: the new model has \(3, 3, 8, 32\), the source '
+                                r'\(3, 3, 8, 16\)')}
+    for name, (config, message) in cases.items():
+        workdir = tmp_path / name.replace(' ', '_')
+        with pytest.raises(TransferError, match=message):
+            fit(config, workdir, show_progress=False)
+        assert not (workdir / 'checkpoints').exists() or not any((workdir / 'checkpoints').iterdir()), name
+        assert not (workdir / 'metrics.jsonl').exists(), name
+
+
+def test_rerun_finds_the_source_or_says_it_is_gone(pretrained, tmp_path):
+    source = tmp_path / 'source'
+    shutil.copytree(pretrained, source)
+    workdir = tmp_path / 'finetuned'
+    fit(finetune(source, train__duration='1 epoch'), workdir, show_progress=False)
+    again = run_jaxdl('rerun', workdir, '--no-progress', cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    shutil.rmtree(source)
+    gone = run_jaxdl('rerun', workdir, '--workdir', tmp_path / 'rerun2', '--no-progress', cwd=tmp_path)
+    assert gone.returncode == 2 and f'{source} does not exist' in gone.stderr and 'Traceback' not in gone.stderr
