@@ -2,7 +2,8 @@
 
 A checkpoint holds two items: `state` (step, params, model_state, opt_state, rng as plain arrays: orbax alone
 restores it) and `loop` (JSON: where in the data the run stands, early-stopping counters, best step).
-Preservation keeps the latest and the best; a plain `best_fn` + `max_to_keep` would delete the latest.
+Preservation keeps the two latest and the best; a plain `best_fn` + `max_to_keep` would delete the latest. Two
+latest, so that a damaged newest checkpoint always leaves an intact one to fall back on.
 """
 from __future__ import annotations
 
@@ -18,11 +19,18 @@ from jaxdl.errors import CheckpointError
 BEST_METRIC = 'validation_loss'
 
 
+class DamagedCheckpoint(CheckpointError):
+    def __init__(self, step: int, directory: Path, detail: str):
+        first_line = detail.strip().splitlines()[0][:300] if detail.strip() else 'unreadable'
+        super().__init__(f'the checkpoint at step {step} in {directory} is damaged or incomplete ({first_line})')
+        self.step = step
+
+
 class Checkpoints:
     def __init__(self, directory: str | Path, *, read_only: bool = False):
         self.directory = Path(directory).absolute()
         preserve = policies.AnyPreservationPolicy([
-            policies.LatestN(n=1),
+            policies.LatestN(n=2),
             policies.BestN(get_metric_fn=lambda m: -m[BEST_METRIC], n=1, keep_checkpoints_without_metrics=False),
         ])
         options = ocp.CheckpointManagerOptions(preservation_policy=preserve, enable_async_checkpointing=True,
@@ -53,11 +61,46 @@ class Checkpoints:
         try:
             restored = self.manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract),
                                                                           loop=ocp.args.JsonRestore()))
-        except ValueError as e:  # orbax: the saved tree differs from the one the config builds
-            raise CheckpointError(f'the checkpoint at step {step} in {self.directory} does not fit the model and '
-                                  f'optimizer its config builds (was it written by another jaxdl version or '
-                                  f'config?): {str(e).splitlines()[0]} {" ".join(str(e).splitlines()[1:4])}') from None
+        except ValueError as e:
+            text = str(e)
+            if 'tree structures do not match' in text:  # the saved tree differs from the one the config builds
+                raise CheckpointError(f'the checkpoint at step {step} in {self.directory} does not fit the model and '
+                                      f'optimizer its config builds (was it written by another jaxdl version or '
+                                      f'config?): {" ".join(text.splitlines()[:4])}') from None
+            raise DamagedCheckpoint(step, self.directory, text) from None
+        except (OSError, RuntimeError, KeyError) as e:  # missing or truncated files, unreadable metadata
+            raise DamagedCheckpoint(step, self.directory, f'{type(e).__name__}: {e}') from None
         return restored['state'], dict(restored['loop'])
+
+    def restore_newest_intact(self, target_tree: Any, warn) -> tuple[int, Any, dict] | None:
+        """(step, state tree, loop) of the newest checkpoint that reads back whole; None if there is none at all.
+
+        A damaged one (truncated, half-written, unreadable) is reported through `warn`, moved aside to
+        `damaged_checkpoints/` next to this directory (kept, not deleted) and the next older one is tried. If
+        every checkpoint is damaged this raises: a workdir with checkpoints never silently restarts from scratch."""
+        steps = sorted(self.all_steps(), reverse=True)
+        for step in steps:
+            try:
+                tree, loop = self.restore(step, target_tree)
+            except DamagedCheckpoint as e:
+                moved = self._quarantine(step)
+                warn(f'{e}; moved it to {moved} and trying the previous checkpoint')
+                continue
+            return step, tree, loop
+        if steps:
+            raise CheckpointError(f'every checkpoint in {self.directory} (steps {steps}) is damaged, so this run '
+                                  f'cannot resume; the damaged ones are in {self.directory.parent / "damaged_checkpoints"}. '
+                                  f'Train into a new --workdir to start over.')
+        return None
+
+    def _quarantine(self, step: int) -> Path:
+        import shutil
+        import time
+        target = self.directory.parent / 'damaged_checkpoints' / f'{step}.{time.strftime("%Y%m%dT%H%M%S")}'
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(self.directory / str(step)), str(target))
+        self.manager.reload()  # forget the step it listed
+        return target
 
     def restore_loop(self, step: int) -> dict:
         return dict(self.manager.restore(step, args=ocp.args.Composite(loop=ocp.args.JsonRestore()))['loop'])

@@ -1,7 +1,8 @@
 """`jaxdl train|evaluate|predict|rerun|datasets`.
 
 Heavy libraries (TensorFlow, JAX) are imported inside each command, so `jaxdl --help` and `jaxdl datasets`
-answer at once. Errors a user can fix (config, dataset, checkpoint, image) print one line and exit with 2.
+answer at once. Errors a user can fix (config, dataset, checkpoint, image, workdir, divergence) print one line and
+exit with 2; a run stopped by SIGTERM/SIGINT saves a checkpoint and exits with 75 (rerun the command to resume).
 """
 from __future__ import annotations
 
@@ -10,10 +11,11 @@ import json
 import sys
 from pathlib import Path
 
-from jaxdl.errors import CheckpointError, InputError, JaxdlError
+from jaxdl.errors import CheckpointError, InputError, JaxdlError, Preempted
 
 EXIT_USAGE = 2
 EXIT_MISMATCH = 1
+EXIT_PREEMPTED = 75  # sysexits' EX_TEMPFAIL: "try again" (the checkpoint is saved; the same command resumes)
 
 
 def _quiet_libraries() -> None:
@@ -200,6 +202,9 @@ def main(argv: list[str] | None = None) -> int:
     _quiet_libraries()
     try:
         return args.run(args, overrides)
+    except Preempted as e:
+        print(f'jaxdl {args.command}: {e}', file=sys.stderr)
+        return EXIT_PREEMPTED
     except JaxdlError as e:
         print(f'jaxdl {args.command}: error: {e}', file=sys.stderr)
         return EXIT_USAGE

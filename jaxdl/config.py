@@ -105,6 +105,7 @@ def default_config() -> ConfigDict:
         checkpoint_every='1 epoch',  # also saved at every validation, so 'best' is always on disk
         parallel='auto',             # auto | jit | pmap | sharded
         select='best',               # best (by validation loss) | last: the model test is run on
+        on_nonfinite='stop',         # a NaN/Inf loss or gradient: stop (naming the step) | skip that update
         early_stopping=ConfigDict(dict(
             patience=0,              # validations without improvement before stopping; 0 = off
             min_delta=0.0,
@@ -266,6 +267,7 @@ def validate(config: ConfigDict) -> ConfigDict:
     _choice(config, 'optimizer.schedule.name', optim.SCHEDULES)
     _choice(config, 'train.parallel', ('auto', 'jit', 'pmap', 'sharded'))
     _choice(config, 'train.select', ('best', 'last'))
+    _choice(config, 'train.on_nonfinite', ('stop', 'skip'))
     _choice(config, 'model.dtype', ('float32', 'bfloat16'))
     t = config.train
     for key in ('batch_size', 'eval_batch_size'):

@@ -26,3 +26,15 @@ class InputError(JaxdlError, ValueError):
 
 class TransferError(JaxdlError):
     """A pretrained source that is missing, has no checkpoint, or does not fit the new model."""
+
+
+class WorkdirError(JaxdlError):
+    """A workdir that another live run holds, that cannot be written, or that lacks the space checkpoints need."""
+
+
+class TrainingDiverged(JaxdlError, FloatingPointError):
+    """A non-finite loss or gradient with train.on_nonfinite='stop'; the last checkpoint is left as it was."""
+
+
+class Preempted(JaxdlError):
+    """SIGTERM or SIGINT: the run finished its step, saved a checkpoint and stopped; rerunning resumes it."""

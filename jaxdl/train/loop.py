@@ -25,7 +25,9 @@ from jaxdl.evaluate import evaluate
 from jaxdl.logging import Console, RunLog, environment_record, read_jsonl, write_json
 from jaxdl.plots import plot_progress
 from jaxdl.train.state import TrainState, state_from_config
-from jaxdl.train.step import add_sums, make_runner
+from jaxdl.errors import Preempted, TrainingDiverged
+from jaxdl.train.guard import StopSignals, WorkdirLock, check_writable
+from jaxdl.train.step import FIRST_NONFINITE, NO_STEP, add_sums, make_runner
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,7 +55,8 @@ class FitResult:
 
 def _fresh_loop_state() -> dict:
     return {'best_step': None, 'best_validation_loss': None, 'validations_since_best': 0,
-            'elapsed_s': 0.0, 'stop_reason': None, 'finished': False, 'pending_train_sums': None}
+            'elapsed_s': 0.0, 'stop_reason': None, 'finished': False, 'pending_train_sums': None,
+            'skipped_updates': 0}
 
 
 def _environment(config, pipeline: Pipeline, plan: Plan, parallel: str, transfer: dict | None) -> dict:
@@ -124,9 +127,23 @@ def _compare_with_scratch(config, result: FitResult, show_progress: bool) -> Fit
 
 
 def _fit(config, workdir: Path, show_progress: bool) -> FitResult:
+    """One run in one workdir, which it holds (a lock) while it trains there."""
+    lock = None
+    if jax.process_index() == 0:
+        check_writable(workdir)
+        lock = WorkdirLock(workdir).acquire()
+        if lock.taken_over:
+            Console(0, 0, progress=False).message(
+                f'took over {lock.path.name} from a run that is no longer alive (pid {lock.taken_over.get("pid")})')
+    try:
+        return _fit_holding_lock(config, workdir, show_progress)
+    finally:
+        if lock:
+            lock.release()
+
+
+def _fit_holding_lock(config, workdir: Path, show_progress: bool) -> FitResult:
     is_main = jax.process_index() == 0
-    if is_main:
-        workdir.mkdir(parents=True, exist_ok=True)
 
     pipeline = Pipeline(config.dataset, config.task,
                         process_index=jax.process_index(), process_count=jax.process_count())
@@ -136,6 +153,8 @@ def _fit(config, workdir: Path, show_progress: bool) -> FitResult:
     task, state, schedule = state_from_config(config, num_classes=spec.num_classes, image_shape=spec.image_shape,
                                               steps_per_epoch=plan.steps_per_epoch, total_steps=plan.total_steps)
     runner = make_runner(config.train.parallel, task)
+    if is_main:  # two latest + best + one being written, before any step rather than at the first failed save
+        check_writable(workdir, needed_bytes=4 * sum(x.nbytes for x in jax.tree.leaves(state.to_checkpoint())))
 
     checkpoints = Checkpoints(workdir / 'checkpoints')
     latest = checkpoints.latest_step()
@@ -152,7 +171,8 @@ def _fit(config, workdir: Path, show_progress: bool) -> FitResult:
 
     loop = _fresh_loop_state()
     if latest is not None:
-        tree, loop = checkpoints.restore(latest, state.to_checkpoint())
+        warn = lambda text: Console(0, 0, enabled=is_main, progress=False).message(f'warning: {text}')
+        latest, tree, loop = checkpoints.restore_newest_intact(state.to_checkpoint(), warn)
         state = state.from_checkpoint(tree)
     if loop['finished'] and (workdir / 'summary.json').exists():
         summary = json.loads((workdir / 'summary.json').read_text())
@@ -172,8 +192,9 @@ def _fit(config, workdir: Path, show_progress: bool) -> FitResult:
         log.truncate_after(latest)
         console.message(f'resuming {workdir} from step {latest}')
     try:
-        device_state, loop = _train(config, plan, pipeline, runner, task, schedule, runner.place_state(state),
-                                    checkpoints, loop, log, console)
+        with StopSignals() as stop:
+            device_state, loop = _train(config, plan, pipeline, runner, task, schedule, runner.place_state(state),
+                                        checkpoints, loop, log, console, stop)
         final_state = runner.host_state(device_state)
         checkpoints.wait()
         selected_step = loop['best_step'] if config.train.select == 'best' and loop['best_step'] is not None \
@@ -203,8 +224,29 @@ def _select(checkpoints: Checkpoints, state: TrainState, step: int, current_step
     return state.from_checkpoint(tree)
 
 
+def _host_sums(sums, loop: dict, config, checkpoints: Checkpoints, console: Console) -> dict:
+    """Training sums fetched to the host: the one place a non-finite step is noticed (no per-step sync).
+
+    Such a step's update was not applied (see train_step). With on_nonfinite='stop' the run stops here, before
+    any checkpoint is written from this point on; with 'skip' the count is kept and reported."""
+    host = jax.device_get(sums)
+    skipped = int(host.pop('nonfinite_steps', 0))
+    first = int(host.pop(FIRST_NONFINITE, NO_STEP))
+    if skipped:
+        if config.train.on_nonfinite == 'stop':
+            latest = checkpoints.latest_step()
+            raise TrainingDiverged(
+                f'non-finite loss or gradient at step {first}: training stopped (that update was not applied). '
+                f'The last checkpoint ({f"step {latest}" if latest is not None else "none yet"}) is intact. Lower '
+                f'optimizer.learning_rate, set optimizer.clip_global_norm, or set train.on_nonfinite=skip.')
+        loop['skipped_updates'] = loop.get('skipped_updates', 0) + skipped
+        console.message(f'skipped {skipped} update(s) with a non-finite loss or gradient (first at step {first}; '
+                        f'{loop["skipped_updates"]} in this run)')
+    return host
+
+
 def _train(config, plan: Plan, pipeline: Pipeline, runner, task, schedule, device_state, checkpoints, loop: dict,
-           log: RunLog, console: Console):
+           log: RunLog, console: Console, stop: StopSignals):
     """The epoch loop. Returns the device state and the loop state at the end of training."""
     step = int(runner.host_state(device_state).step)
     started = time.time() - loop['elapsed_s']
@@ -229,7 +271,7 @@ def _train(config, plan: Plan, pipeline: Pipeline, runner, task, schedule, devic
         loop['elapsed_s'] = time.time() - started
         common = {'step': step, 'epoch': step / plan.steps_per_epoch, 'elapsed_s': loop['elapsed_s']}
         if validate or step % plan.log_every == 0:
-            train_metrics = task.summarize(jax.device_get(train_sums))
+            train_metrics = task.summarize(_host_sums(train_sums, loop, config, checkpoints, console))
             train_sums = None
             learning_rate = float(schedule(step - 1))  # the rate this step used
             log.write({**common, 'split': 'train', 'learning_rate': learning_rate, **train_metrics})
@@ -245,10 +287,17 @@ def _train(config, plan: Plan, pipeline: Pipeline, runner, task, schedule, devic
         if step == plan.total_steps and loop['stop_reason'] is None:
             loop['stop_reason'] = 'completed'
         loop['finished'] = loop['stop_reason'] is not None
-        if validate or step % plan.checkpoint_every == 0 or loop['finished']:
+        save = validate or step % plan.checkpoint_every == 0 or loop['finished'] or stop.received
+        if save:
+            if train_sums is not None and config.train.on_nonfinite == 'stop':
+                _host_sums(train_sums, loop, config, checkpoints, console)  # never save past a non-finite step
             loop['pending_train_sums'] = ({k: float(v) for k, v in jax.device_get(train_sums).items()}
                                           if train_sums is not None else None)
             checkpoints.save(step, runner.host_state(device_state).to_checkpoint(), dict(loop), new_best_loss)
+        if stop.received and not loop['finished']:
+            checkpoints.wait()
+            raise Preempted(f'{stop.received} received: stopped after step {step} and saved a checkpoint there; '
+                            f'run the same command again to resume')
     if loop['stop_reason'] == 'early_stopping':
         console.message(f'early stopping at step {step}: validation loss has not improved for {patience} '
                         f'validations (best {loop["best_validation_loss"]:.4f} at step {loop["best_step"]})')
@@ -279,4 +328,5 @@ def _summary(config, plan: Plan, loop: dict, selected_step: int, final_step: int
         'validation': strip(validations.get(selected_step)),
         'test': {k: v for k, v in test.items()},
         'train_time_s': loop['elapsed_s'],
+        'skipped_updates': loop.get('skipped_updates', 0),
     }

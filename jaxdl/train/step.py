@@ -22,6 +22,11 @@ from jaxdl.train.state import TrainState
 
 PMAP_AXIS = 'batch'
 MESH_AXIS = 'data'
+# Train metrics beside the task's sums: how many steps had a non-finite loss or gradient (their updates were not
+# applied), and the first such step (1-based, as the loop counts; NO_STEP when there was none). float32 holds
+# step numbers exactly up to 2**24.
+FIRST_NONFINITE = 'first_nonfinite_step'
+NO_STEP = float(2 ** 24)
 
 
 def _psum(tree, axis_name):
@@ -48,11 +53,25 @@ def train_step(state: TrainState, batch: dict, *, task, axis_name=None) -> tuple
         per_example = task.per_example_loss(outputs, batch)
         return jnp.sum(per_example * valid) / global_count, (outputs, per_example, model_state)
 
-    grads, (outputs, per_example, model_state) = jax.grad(loss_fn, has_aux=True)(state.params)
+    (loss, (outputs, per_example, model_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     grads = _psum(grads, axis_name)
-    new_state = state.apply_gradients(grads, model_state)
+    # A non-finite loss or gradient anywhere leaves parameters, optimizer and model state as they were (the step
+    # counter still advances with the data); the loop stops or carries on as train.on_nonfinite says.
+    finite = jnp.isfinite(_psum(loss, axis_name)) & _all_finite(grads)
+    updated = state.apply_gradients(grads, model_state)
+    keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
+    new_state = updated.replace(params=keep(updated.params, state.params),
+                                opt_state=keep(updated.opt_state, state.opt_state),
+                                model_state=keep(updated.model_state, state.model_state))
     metrics = _psum(task.train_metric_sums(outputs, batch, per_example), axis_name)
+    metrics = jax.tree.map(lambda m: jnp.where(finite, m, jnp.zeros_like(m)), metrics)  # skipped steps count nothing
+    metrics['nonfinite_steps'] = 1.0 - finite.astype(jnp.float32)
+    metrics[FIRST_NONFINITE] = jnp.where(finite, NO_STEP, (state.step + 1).astype(jnp.float32))
     return new_state, metrics
+
+
+def _all_finite(tree) -> jax.Array:
+    return jnp.all(jnp.array([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
 
 
 def eval_step(state: TrainState, batch: dict, *, task, axis_name=None) -> dict:
@@ -63,8 +82,9 @@ def eval_step(state: TrainState, batch: dict, *, task, axis_name=None) -> dict:
 
 @jax.jit
 def add_sums(a: dict, b: dict) -> dict:
-    """Metric sums of two batches added on the device: one dispatch (eager jnp.add costs ~1 ms a leaf on CPU)."""
-    return jax.tree.map(jnp.add, a, b)
+    """Metric sums of two batches added on the device: one dispatch (eager jnp.add costs ~1 ms a leaf on CPU).
+    The first non-finite step is the one entry combined by minimum."""
+    return {k: jnp.minimum(a[k], b[k]) if k == FIRST_NONFINITE else jax.tree.map(jnp.add, a[k], b[k]) for k in a}
 
 
 def predict_step(state: TrainState, images, *, task):
