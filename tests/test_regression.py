@@ -12,7 +12,6 @@ from jaxdl.data.builders.rotated_digits import COPIES, rotated_digit
 from jaxdl.data.pipeline import Pipeline
 from jaxdl.tasks import build_task
 from jaxdl.train.loop import fit
-from conftest import ROOT, jaxdl
 
 
 def regression_config(**updates):
@@ -74,7 +73,8 @@ def test_regression_config_errors_name_the_key():
         Pipeline(config.dataset, config.task)
 
 
-def test_a_regression_run_learns_angles_and_predict_prints_them(tmp_path):
+def test_a_regression_run_learns_angles_and_predict_prints_them(tmp_path, capsys):
+    from jaxdl.cli import main
     result = fit(regression_config(), tmp_path / 'run', show_progress=False)
     test = result.summary['test']
     assert test['count'] == 718 and {'rmse', 'mae', 'within_threshold'} <= set(test)
@@ -85,9 +85,9 @@ def test_a_regression_run_learns_angles_and_predict_prints_them(tmp_path):
     digit = np.round(_a_digit())
     path = tmp_path / 'turned.png'
     Image.fromarray(rotated_digit(digit.astype(np.uint8), 30.0)).save(path)
-    out = jaxdl('predict', result.workdir, path, '--json')
-    assert out.returncode == 0, out.stderr
-    angle = json.loads(out.stdout)[0]['angle']
+    capsys.readouterr()
+    assert main(['predict', str(result.workdir), str(path), '--json']) == 0
+    angle = json.loads(capsys.readouterr().out)[0]['angle']
     assert 10.0 < angle < 50.0, angle  # a short run, so a loose bound; the default experiment reaches ~2 degrees
 
 

@@ -20,7 +20,6 @@ from jaxdl.optim import build_optimizer
 from jaxdl.tasks import build_task
 from jaxdl.train.loop import fit
 from jaxdl.transfer import transfer_variables
-from conftest import jaxdl as run_jaxdl
 
 
 def small(**updates):
@@ -172,13 +171,14 @@ def test_bad_sources_fail_before_any_training_step(pretrained, tmp_path):
         assert not (workdir / 'metrics.jsonl').exists(), name
 
 
-def test_rerun_finds_the_source_or_says_it_is_gone(pretrained, tmp_path):
+def test_rerun_finds_the_source_or_says_it_is_gone(pretrained, tmp_path, capsys):
+    from jaxdl.cli import main
     source = tmp_path / 'source'
     shutil.copytree(pretrained, source)
     workdir = tmp_path / 'finetuned'
     fit(finetune(source, train__duration='1 epoch'), workdir, show_progress=False)
-    again = run_jaxdl('rerun', workdir, '--no-progress', cwd=tmp_path)
-    assert again.returncode == 0, again.stderr
+    assert main(['rerun', str(workdir), '--no-progress']) == 0  # the recorded source, found again
+    assert '"match": true' in capsys.readouterr().out
     shutil.rmtree(source)
-    gone = run_jaxdl('rerun', workdir, '--workdir', tmp_path / 'rerun2', '--no-progress', cwd=tmp_path)
-    assert gone.returncode == 2 and f'{source} does not exist' in gone.stderr and 'Traceback' not in gone.stderr
+    assert main(['rerun', str(workdir), '--workdir', str(tmp_path / 'rerun2'), '--no-progress']) == 2
+    assert f'{source} does not exist' in capsys.readouterr().err
