@@ -53,20 +53,30 @@ def test_train_prints_a_table_row_per_validation(trained):
     assert summary['test']['accuracy'] == out['test']['accuracy']
 
 
-def test_evaluate_prints_json_metrics_for_any_split(trained):
+def cli(capsys, *args) -> tuple[int, str, str]:
+    """The same `main` in this process: for the further calls of a test (each subprocess costs seconds)."""
+    from jaxdl.cli import main
+    capsys.readouterr()
+    code = main([str(a) for a in args])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_evaluate_prints_json_metrics_for_any_split(trained, capsys):
     workdir, out = trained
     test = jaxdl('evaluate', workdir)
     assert test.returncode == 0, test.stderr[-2000:]
     metrics = json.loads(test.stdout)
     assert metrics['split'] == 'test' and metrics['count'] == 359
     assert metrics['accuracy'] == pytest.approx(out['test']['accuracy'])
-    validation = json.loads(jaxdl('evaluate', workdir, '--split', 'validation', '--checkpoint', 'latest').stdout)
-    assert validation['count'] == 180 and validation['step'] == 38
-    missing = jaxdl('evaluate', workdir, '--checkpoint', '7')
-    assert missing.returncode == 2 and 'no checkpoint at step 7' in missing.stderr
+    code, stdout, _ = cli(capsys, 'evaluate', workdir, '--split', 'validation', '--checkpoint', 'latest')
+    validation = json.loads(stdout)
+    assert code == 0 and validation['count'] == 180 and validation['step'] == 38
+    code, _, stderr = cli(capsys, 'evaluate', workdir, '--checkpoint', '7')
+    assert code == 2 and 'no checkpoint at step 7' in stderr
 
 
-def test_predict_gives_top_classes_and_converts_or_refuses_images(trained, tmp_path):
+def test_predict_gives_top_classes_and_converts_or_refuses_images(trained, tmp_path, capsys):
     workdir, _ = trained
     example = next(iter(tfds.as_numpy(tfds.builder('digits').as_dataset(split='test'))))
     gray = tmp_path / 'digit.png'
@@ -82,12 +92,12 @@ def test_predict_gives_top_classes_and_converts_or_refuses_images(trained, tmp_p
     assert 'converted RGB to L' in result.stderr and 'resized 32x32' in result.stderr
     wide = tmp_path / 'wide.png'
     Image.fromarray(np.zeros((8, 40), np.uint8)).save(wide)
-    refused = jaxdl('predict', workdir, wide)
-    assert refused.returncode == 2 and 'aspect ratio' in refused.stderr
+    code, _, stderr = cli(capsys, 'predict', workdir, wide)
+    assert code == 2 and 'aspect ratio' in stderr
     broken = tmp_path / 'broken.png'
     broken.write_bytes(b'not an image')
-    refused = jaxdl('predict', workdir, broken)
-    assert refused.returncode == 2 and 'not a readable PNG or JPEG' in refused.stderr
+    code, _, stderr = cli(capsys, 'predict', workdir, broken)
+    assert code == 2 and 'not a readable PNG or JPEG' in stderr
 
 
 def test_rerun_reproduces_the_recorded_metrics(trained, tmp_path):

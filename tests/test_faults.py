@@ -41,26 +41,32 @@ def test_sigint_and_sigterm_become_a_stop_request_inside_fit_only():
     assert signal.getsignal(signal.SIGINT) is before  # the caller's handlers are back
 
 
-def test_sigterm_saves_a_checkpoint_and_the_same_command_resumes(tmp_path, make_config):
-    signum = signal.SIGTERM
+def test_sigterm_saves_a_checkpoint_and_the_same_command_resumes(tmp_path, make_config, capsys):
+    """`jaxdl train` in this process, sent SIGTERM by a watcher thread once training has begun."""
+    import threading
+    from jaxdl.cli import main
     workdir = tmp_path / 'run'
-    command = [sys.executable, '-m', 'jaxdl', 'train', str(EXPERIMENT), '--workdir', str(workdir), '--no-progress',
+    command = ['train', str(EXPERIMENT), '--workdir', str(workdir), '--no-progress',
                '--config.train.duration=150 steps', '--config.train.validate_every=50 steps']
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
-    deadline = time.time() + 120
-    while time.time() < deadline and not (workdir / 'metrics.jsonl').exists():  # training has begun
-        time.sleep(0.05)
-    process.send_signal(signum)
-    _, stderr = process.communicate(timeout=120)
-    assert process.returncode == 75, stderr
+
+    def send_sigterm_once_training():
+        deadline = time.time() + 120
+        while time.time() < deadline and not (workdir / 'metrics.jsonl').exists():
+            time.sleep(0.02)
+        os.kill(os.getpid(), signal.SIGTERM)
+    watcher = threading.Thread(target=send_sigterm_once_training)
+    watcher.start()
+    code = main(command)
+    watcher.join()
+    stderr = capsys.readouterr().err
+    assert code == 75, stderr
     stopped = int(stderr.split('stopped after step ')[1].split()[0])
-    assert f'{signal.Signals(signum).name} received' in stderr and 'run the same command again' in stderr
+    assert 'SIGTERM received' in stderr and 'run the same command again' in stderr
     assert 0 < stopped < 150 and stopped in Checkpoints(workdir / 'checkpoints', read_only=True).all_steps()
-    resumed = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=300)
-    assert resumed.returncode == 0 and f'resuming {workdir} from step {stopped}' in resumed.stderr
+    assert main(command) == 0 and f'resuming {workdir} from step {stopped}' in capsys.readouterr().err
     # The run stopped mid-interval (its pending training sums in the checkpoint) ends as one never stopped.
-    config = make_config(train__duration='150 steps', train__validate_every='50 steps')
-    straight = fit(config, tmp_path / 'straight', show_progress=False)
+    straight = fit(make_config(train__duration='150 steps', train__validate_every='50 steps'), tmp_path / 'straight',
+                   show_progress=False)
     assert records(workdir) == records(tmp_path / 'straight')
     assert same_params(load_run(workdir, 'latest').state.params, load_run(straight.workdir, 'latest').state.params)
 
