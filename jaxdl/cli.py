@@ -27,10 +27,12 @@ def _quiet_libraries() -> None:
 
 
 def cmd_train(args, overrides: list[str]) -> int:
-    from jaxdl import config as config_lib
+    from jaxdl import config as config_lib, distributed
     config = config_lib.load_config_file(args.config)
     config_lib.apply_updates(config, dict(config_lib.parse_override(o) for o in overrides))
     config_lib.validate(config)  # before TensorFlow is imported: a typo is reported in about a second
+    distributed.initialize(coordinator=args.coordinator, num_processes=args.num_processes,
+                           process_id=args.process_id, auto=args.distributed)
     from jaxdl.train.loop import fit
     workdir = args.workdir or str(Path('runs') / Path(args.config.partition(':')[0]).stem)
     result = fit(config, workdir, show_progress=not args.no_progress)
@@ -168,6 +170,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('config', help='experiment file defining get_config(); FILE:ARG passes ARG to get_config')
     p.add_argument('--workdir', help='run directory (default: runs/<config name>)')
     p.add_argument('--no-progress', action='store_true', help='no progress bar or table')
+    g = p.add_argument_group('several processes (docs/distributed.md)')
+    g.add_argument('--distributed', action='store_true', help='join a cluster JAX detects (Cloud TPU, SLURM, Open MPI)')
+    g.add_argument('--coordinator', help='HOST:PORT of process 0 (or $JAXDL_COORDINATOR_ADDRESS)')
+    g.add_argument('--num-processes', type=int, help='how many processes run this command ($JAXDL_NUM_PROCESSES)')
+    g.add_argument('--process-id', type=int, help='this process, 0..N-1 ($JAXDL_PROCESS_ID)')
     p.set_defaults(run=cmd_train, takes_overrides=True)
     p = sub.add_parser('evaluate', help="evaluate a run's checkpoint on a split; JSON metrics on stdout")
     p.add_argument('workdir')

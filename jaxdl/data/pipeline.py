@@ -35,8 +35,13 @@ def get_builder(dataset_cfg) -> tfds.core.DatasetBuilder:
         hint = f' Did you mean {", ".join(map(repr, close))}?' if close else ''
         raise DatasetNotAvailable(f'unknown dataset {name!r}.{hint} `jaxdl datasets` lists the built-in ones.') from None
     if name in builders.BUILTIN and not builder.is_prepared():
-        with contextlib.redirect_stdout(sys.stderr):  # tfds reports on stdout, which is for results
-            builder.download_and_prepare()  # reads only bundled data: no network
+        try:
+            with contextlib.redirect_stdout(sys.stderr):  # tfds reports on stdout, which is for results
+                builder.download_and_prepare()  # reads only bundled data: no network
+        except FileExistsError:
+            # Another process (e.g. a sibling of a multi-process run) prepared it first; tfds renames its
+            # finished copy into place atomically, so theirs is complete.
+            builder = tfds.builder(name, data_dir=data_dir)
     return builder
 
 

@@ -1,0 +1,55 @@
+"""Two cooperating processes on jax.distributed (127.0.0.1, CPU, gloo) end where one process does."""
+import json
+import socket
+import subprocess
+import sys
+
+import jax
+import numpy as np
+
+from jaxdl.evaluate import load_run
+from jaxdl.logging import TIMING_KEYS, read_jsonl
+from jaxdl.train.loop import fit
+from conftest import ROOT
+
+EXPERIMENT = ROOT / 'tests' / 'small_experiment.py'
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_match_one_and_count_every_example_once(tmp_path, make_config):
+    workdir = tmp_path / 'two'
+    port = free_port()
+    processes = [subprocess.Popen(
+        [sys.executable, '-m', 'jaxdl', 'train', str(EXPERIMENT), '--workdir', str(workdir), '--no-progress',
+         '--config.train.duration=1 epoch', '--coordinator', f'127.0.0.1:{port}', '--num-processes', '2',
+         '--process-id', str(i)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+        for i in range(2)]
+    outputs = [p.communicate(timeout=300) for p in processes]
+    for p, (_, err) in zip(processes, outputs):
+        assert p.returncode == 0, err[-3000:]
+    one = fit(make_config(train__duration='1 epoch'), tmp_path / 'one', show_progress=False)
+    environment = json.loads((workdir / 'environment.json').read_text())
+    assert environment['process_count'] == 2 and len(environment['devices']) == 2
+    # The test split (359) does not divide by 2: each process evaluates its own share, every example once.
+    for out, _ in outputs:
+        result = out[out.index('\n{') + 1:] if not out.startswith('{') else out  # gloo's C++ prints a line first
+        assert json.loads(result)['test']['count'] == 359
+    two = load_run(workdir, 'latest').state
+    for a, b in zip(jax.tree.leaves(two.params), jax.tree.leaves(load_run(one.workdir, 'latest').state.params)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)
+    strip = lambda path: [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in read_jsonl(path)]
+    for a, b in zip(strip(workdir / 'metrics.jsonl'), strip(one.workdir / 'metrics.jsonl'), strict=True):
+        assert a.keys() == b.keys() and a['step'] == b['step'] and a['count'] == b['count']
+        assert np.isclose(a['loss'], b['loss'], rtol=1e-4)
+    assert not (workdir / '.jaxdl.lock').exists()
+
+
+def test_incomplete_distributed_settings_are_refused(capsys):
+    from jaxdl.cli import main
+    assert main(['train', str(EXPERIMENT), '--coordinator', '127.0.0.1:1234', '--process-id', '0']) == 2
+    assert 'missing: num_processes' in capsys.readouterr().err
