@@ -44,8 +44,20 @@ class Checkpoints:
         `new_best_loss` is given only when the loop has just declared this step the best (its rule includes
         min_delta), so the checkpoint orbax preserves as best is always the loop's best, never a rival choice."""
         metrics = {BEST_METRIC: float(new_best_loss)} if new_best_loss is not None else None
-        self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state_tree),
-                                                        loop=ocp.args.JsonSave(loop)), metrics=metrics, force=True)
+        try:
+            self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state_tree),
+                                                            loop=ocp.args.JsonSave(loop)), metrics=metrics, force=True)
+        except OSError as e:
+            # orbax writes into a temporary directory and deletes older checkpoints only after a save commits,
+            # so the previous good checkpoint is still there.
+            self._save_failed(step, e)
+
+    def _save_failed(self, step: int, error: OSError):
+        from jaxdl.errors import WorkdirError
+        kept = [s for s in self.all_steps() if s != step]
+        raise WorkdirError(f'saving the checkpoint at step {step} in {self.directory} failed ({error.strerror or error}); '
+                           f'the earlier checkpoints {kept} are untouched. Free space (or fix the disk) and run the '
+                           f'same command to resume from step {max(kept) if kept else 0}.') from None
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
@@ -127,7 +139,10 @@ class Checkpoints:
         return step
 
     def wait(self) -> None:
-        self.manager.wait_until_finished()
+        try:
+            self.manager.wait_until_finished()
+        except OSError as e:  # an asynchronous save that failed in the background
+            self._save_failed(self.latest_step() or 0, e)
 
     def close(self) -> None:
         self.manager.wait_until_finished()

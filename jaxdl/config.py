@@ -11,6 +11,7 @@ import dataclasses
 import difflib
 import importlib.util
 import json
+import math
 import re
 from pathlib import Path
 from typing import Any
@@ -133,6 +134,8 @@ def load_config_file(path: str) -> ConfigDict:
         config = module.get_config(arg) if arg else module.get_config()
     except AttributeError as e:  # a locked ConfigDict refusing an unknown key
         raise ConfigError(f'{file}: {_unknown_key_message(e)}') from None
+    except (TypeError, ValueError) as e:  # a ConfigDict refusing a value of the wrong type
+        raise ConfigError(f'{file}: {e}') from None
     if not isinstance(config, ConfigDict):
         raise ConfigError(f'{file}: get_config() returned {type(config).__name__}, not a ConfigDict')
     return config
@@ -258,9 +261,43 @@ def _choice(config: ConfigDict, key: str, valid) -> None:
         raise ConfigError(f'config key {key!r}: unknown value {value!r}{hint}; valid: {", ".join(sorted(valid))}')
 
 
+def _check_structure(config: ConfigDict) -> None:
+    """Every key of the defaults is present, and each value has its default's type (ints for floats allowed)."""
+    if not isinstance(config, ConfigDict):
+        raise ConfigError(f'a config must be an ml_collections ConfigDict, got {type(config).__name__}')
+    defaults = default_config()
+    present = set(all_keys(config))
+    missing = [k for k in all_keys(defaults) if k not in present]
+    if missing:
+        raise ConfigError(f'config is missing {", ".join(map(repr, missing[:5]))}: build experiment configs from '
+                          f'jaxdl.config.default_config() and change what differs')
+    numbers = (int, float)
+    for key, default in flatten(defaults.to_dict()).items():
+        value = config
+        for part in key.split('.'):
+            value = value[part]
+        if default is None or key == 'optimizer.learning_rate':
+            continue
+        if isinstance(default, bool) or isinstance(value, bool):
+            ok = isinstance(value, bool) == isinstance(default, bool)
+        elif isinstance(default, float):
+            ok = isinstance(value, numbers)
+        else:
+            ok = isinstance(value, type(default))
+        _require(ok, key, f'must be a {type(default).__name__} like its default {default!r}, got {value!r}')
+        if isinstance(value, float):
+            _require(math.isfinite(value), key, f'must be a finite number, got {value!r}')
+
+
+def _positive_ints(values, key: str) -> None:
+    _require(len(values) > 0 and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in values), key,
+             f'must be positive integers, got {values!r}')
+
+
 def validate(config: ConfigDict) -> ConfigDict:
     """Checks every value a run depends on, before any data or device is touched."""
     from jaxdl import models, optim, tasks  # registries; imported here to keep `import jaxdl.config` cheap
+    _check_structure(config)
     _choice(config, 'task.name', tasks.TASKS)
     _choice(config, 'model.name', models.MODELS)
     _choice(config, 'optimizer.name', optim.OPTIMIZERS)
@@ -293,6 +330,22 @@ def validate(config: ConfigDict) -> ConfigDict:
     _require(d.augment.crop_padding >= 0, 'dataset.augment.crop_padding', 'must be >= 0')
     _require(0.0 <= config.model.cnn.dropout < 1.0, 'model.cnn.dropout', 'must be in [0, 1)')
     _require(config.task.top_k >= 1, 'task.top_k', 'must be >= 1')
+    _require(config.task.calibration_bins >= 1, 'task.calibration_bins', 'must be >= 1')
+    _require(bool(config.task.label), 'task.label', 'must name the dataset feature holding the class')
+    m = config.model
+    _positive_ints(m.cnn.features, 'model.cnn.features')
+    _require(m.cnn.dense > 0, 'model.cnn.dense', 'must be positive')
+    _require(m.resnet.depth in (10, 18, 34, 50, 101, 152), 'model.resnet.depth',
+             f'must be one of 10, 18, 34, 50, 101, 152, got {m.resnet.depth!r}')
+    _require(m.resnet.width > 0, 'model.resnet.width', 'must be positive')
+    _choice(config, 'model.resnet.stem', ('imagenet', 'small'))
+    for key in ('momentum', 'rmsprop_decay', 'b1', 'b2'):
+        _require(0.0 <= o[key] < 1.0, f'optimizer.{key}', f'must be in [0, 1), got {o[key]!r}')
+    _require(o.eps > 0, 'optimizer.eps', 'must be positive')
+    _require(o.schedule.drop_factor > 0, 'optimizer.schedule.drop_factor', 'must be positive')
+    _require(0.0 <= o.schedule.final_fraction <= 1.0, 'optimizer.schedule.final_fraction', 'must be in [0, 1]')
+    _require(t.early_stopping.min_delta >= 0, 'train.early_stopping.min_delta', 'must be >= 0')
+    _require(len(d.mean) > 0 and len(d.std) > 0, 'dataset.mean', 'mean and std need at least one value')
     _validate_regression(config)
     _validate_transfer(config)
     _require(not config.model.freeze_batch_norm or config.model.name in models.WITH_BATCH_NORM,

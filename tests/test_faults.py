@@ -148,3 +148,22 @@ def test_an_unwritable_or_full_workdir_fails_before_training(make_config, tmp_pa
     with pytest.raises(WorkdirError, match='MiB free, but checkpoints of this run need about'):
         fit(make_config(), tmp_path / 'full', show_progress=False)
     assert not (tmp_path / 'full' / 'checkpoints').exists()
+
+
+def test_a_failed_save_keeps_the_previous_checkpoint_and_says_so(make_config, tmp_path, monkeypatch):
+    import errno
+    import orbax.checkpoint as ocp
+    real_save, calls = ocp.CheckpointManager.save, []
+
+    def save_until_the_disk_fills(self, step, *args, **kwargs):
+        calls.append(step)
+        if len(calls) > 1:
+            raise OSError(errno.ENOSPC, 'No space left on device')
+        return real_save(self, step, *args, **kwargs)
+    monkeypatch.setattr(ocp.CheckpointManager, 'save', save_until_the_disk_fills)
+    with pytest.raises(WorkdirError, match=r'step 38 .* failed \(No space left on device\); the earlier checkpoints '
+                                           r'\[19\] are untouched'):
+        fit(make_config(train__duration='3 epochs'), tmp_path / 'run', show_progress=False)
+    monkeypatch.undo()
+    assert Checkpoints(tmp_path / 'run' / 'checkpoints', read_only=True).all_steps() == [19]
+    assert int(load_run(tmp_path / 'run', 'latest').state.step) == 19

@@ -1,0 +1,90 @@
+"""Property-based: random wrong types, non-positive sizes, unknown names, unknown keys and missing fields all
+end in a ConfigError that names the key, never in a traceback from deep inside jax or tf.data."""
+import string
+
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from jaxdl.config import ConfigError, all_keys, apply_updates, default_config, validate
+
+text = st.text(alphabet=string.ascii_letters + string.digits + '_-. ', max_size=12)
+not_a_number = st.one_of(text, st.lists(st.integers(), max_size=2), st.none())
+non_positive = st.integers(max_value=0)
+negative = st.integers(max_value=-1)
+outside_unit = st.one_of(st.floats(min_value=1.0, max_value=1e6), st.floats(max_value=-1e-6, min_value=-1e6))
+
+
+def not_in(valid):
+    return text.filter(lambda s: s not in valid)
+
+
+BAD = {
+    'task.name': not_in({'classification', 'regression'}),
+    'model.name': not_in({'cnn', 'resnet'}),
+    'model.dtype': not_in({'float32', 'bfloat16'}),
+    'model.resnet.stem': not_in({'imagenet', 'small'}),
+    'model.resnet.depth': st.integers().filter(lambda d: d not in (10, 18, 34, 50, 101, 152)),
+    'model.resnet.width': non_positive,
+    'model.cnn.dense': non_positive,
+    'model.cnn.features': st.lists(non_positive, min_size=1, max_size=3),
+    'model.cnn.dropout': outside_unit,
+    'optimizer.name': not_in({'sgd', 'rmsprop', 'adam', 'adamw'}),
+    'optimizer.schedule.name': not_in({'constant', 'piecewise', 'cosine'}),
+    'optimizer.learning_rate': st.one_of(st.floats(max_value=0.0, min_value=-1e6), text),
+    'optimizer.momentum': outside_unit,
+    'optimizer.b2': outside_unit,
+    'optimizer.eps': st.floats(max_value=0.0, min_value=-1.0),
+    'optimizer.weight_decay': st.floats(max_value=-1e-9, min_value=-1.0),
+    'optimizer.accumulate_steps': non_positive,
+    'optimizer.schedule.warmup': text.filter(lambda s: not s.strip().split(' ')[0].isdigit()),
+    'optimizer.groups': st.lists(st.tuples(st.just('backbone'), st.floats(max_value=-1e-6, min_value=-9)), min_size=1, max_size=2),
+    'train.batch_size': st.one_of(non_positive, not_a_number),
+    'train.eval_batch_size': non_positive,
+    'train.duration': st.one_of(text.filter(lambda s: not s.strip().split(' ')[0].isdigit()), non_positive),
+    'train.validate_every': st.just('0 steps'),
+    'train.parallel': not_in({'auto', 'jit', 'pmap', 'sharded'}),
+    'train.select': not_in({'best', 'last'}),
+    'train.on_nonfinite': not_in({'stop', 'skip'}),
+    'train.early_stopping.patience': negative,
+    'dataset.name': st.just(''),
+    'dataset.image_size': negative,
+    'dataset.std': st.just((0.0,)),
+    'dataset.shuffle_buffer': negative,
+    'dataset.classes': st.one_of(st.lists(negative, min_size=1, max_size=3), st.just([1, 1])),
+    'dataset.train_examples_per_class': negative,
+    'dataset.augment.crop_padding': negative,
+    'task.top_k': non_positive,
+    'task.label_smoothing': outside_unit,
+    'transfer.checkpoint': not_in({'best', 'latest'}).filter(lambda s: not s.isdigit()),
+    'transfer.reinitialize': st.just(('head(',)),
+}
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.sampled_from(sorted(BAD)), st.data())
+def test_a_bad_value_is_a_config_error_naming_its_key(key, data):
+    value = data.draw(BAD[key], label=key)
+    with pytest.raises(ConfigError) as error:
+        validate(apply_updates(default_config(), {key: value}))
+    assert key.split('.')[-1] in str(error.value) or key in str(error.value)
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.sampled_from(all_keys(default_config())), text.filter(lambda s: s and s.isidentifier()))
+def test_an_unknown_key_is_a_config_error(near, suffix):
+    with pytest.raises(ConfigError, match='unknown config key'):
+        apply_updates(default_config(), {f'{near}_{suffix}': 1})
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.sampled_from([k for k in all_keys(default_config()) if '.' in k]))
+def test_a_missing_field_is_a_config_error(key):
+    config = default_config()
+    *parents, leaf = key.split('.')
+    node = config
+    for part in parents:
+        node = node[part]
+    with config.unlocked():
+        del node[leaf]
+    with pytest.raises(ConfigError, match='missing'):
+        validate(config)
