@@ -224,6 +224,18 @@ def _select(checkpoints: Checkpoints, state: TrainState, step: int, current_step
     return state.from_checkpoint(tree)
 
 
+def _stop_requested(stop: StopSignals, step: int, plan: Plan) -> bool:
+    """Whether to stop after this step for SIGTERM/SIGINT. Several processes must stop (and save) at the same
+    step, so there they agree at every log step through one small all-gather; one process looks every step."""
+    if jax.process_count() == 1:
+        return stop.received is not None
+    if step % plan.log_every:
+        return False
+    import numpy as np
+    from jax.experimental import multihost_utils
+    return bool(np.any(multihost_utils.process_allgather(np.int32(stop.received is not None))))
+
+
 def _host_sums(sums, loop: dict, config, checkpoints: Checkpoints, console: Console) -> dict:
     """Training sums fetched to the host: the one place a non-finite step is noticed (no per-step sync).
 
@@ -287,17 +299,18 @@ def _train(config, plan: Plan, pipeline: Pipeline, runner, task, schedule, devic
         if step == plan.total_steps and loop['stop_reason'] is None:
             loop['stop_reason'] = 'completed'
         loop['finished'] = loop['stop_reason'] is not None
-        save = validate or step % plan.checkpoint_every == 0 or loop['finished'] or stop.received
+        stopping = not loop['finished'] and _stop_requested(stop, step, plan)
+        save = validate or step % plan.checkpoint_every == 0 or loop['finished'] or stopping
         if save:
             if train_sums is not None and config.train.on_nonfinite == 'stop':
                 _host_sums(train_sums, loop, config, checkpoints, console)  # never save past a non-finite step
             loop['pending_train_sums'] = ({k: float(v) for k, v in jax.device_get(train_sums).items()}
                                           if train_sums is not None else None)
             checkpoints.save(step, runner.host_state(device_state).to_checkpoint(), dict(loop), new_best_loss)
-        if stop.received and not loop['finished']:
+        if stopping:
             checkpoints.wait()
-            raise Preempted(f'{stop.received} received: stopped after step {step} and saved a checkpoint there; '
-                            f'run the same command again to resume')
+            raise Preempted(f'{stop.received or "a stop signal (on another process)"} received: stopped after step '
+                            f'{step} and saved a checkpoint there; run the same command again to resume')
     if loop['stop_reason'] == 'early_stopping':
         console.message(f'early stopping at step {step}: validation loss has not improved for {patience} '
                         f'validations (best {loop["best_validation_loss"]:.4f} at step {loop["best_step"]})')
