@@ -8,8 +8,10 @@ BIN := $(VENV)/bin
 train: $(VENV)/.installed
 	$(BIN)/jaxdl train experiments/digits_cnn.py --workdir runs/digits_cnn
 
+# Two workers: much of the suite waits on subprocesses and compilation, so two share the 2-core CI machine
+# well; --dist loadscope keeps each module's shared fixtures (a trained run) on one worker.
 test: $(VENV)/.installed
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadscope
 
 setup: $(VENV)/.installed
 
