@@ -119,8 +119,9 @@ def transfer_variables(new: dict, source: dict, reinitialize) -> tuple[dict, Tra
                             f'{tuple(np.shape(flat_source[path]))}')
         else:
             loaded.append(path)
-    unused = [p for p in flat_source if p not in flat_new and not fresh(p)]
-    problems += [f'{p} {tuple(np.shape(flat_source[p]))}: in the source, not in the new model' for p in unused]
+    absent = [p for p in flat_source if p not in flat_new]  # allowed only where re-initialisation is expected
+    problems += [f'{p} {tuple(np.shape(flat_source[p]))}: in the source, not in the new model'
+                 for p in absent if not fresh(p)]
     if problems:
         raise TransferError('the pretrained source does not fit the new model (paths as collection/module/'
                             'parameter; list expected differences in transfer.reinitialize):\n  ' +
@@ -128,8 +129,7 @@ def transfer_variables(new: dict, source: dict, reinitialize) -> tuple[dict, Tra
     take = {path: np.asarray(flat_source[path]).astype(np.asarray(flat_new[path]).dtype) for path in loaded}
     tree = jax.tree_util.tree_map_with_path(
         lambda path, leaf: take.get(parameter_path(path), leaf), new)
-    unused_fresh = [p for p in flat_source if p not in flat_new]
-    return tree, TransferReport('', None, loaded, reinitialized, unused_fresh)
+    return tree, TransferReport('', None, loaded, reinitialized, absent)
 
 
 def initialize_from(state, transfer_cfg):

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from jaxdl.config import ConfigError, apply_updates, default_config, validate
-from jaxdl.data.builders.digits import split_indices
+from jaxdl.data.builders.digits import load_digit_images, split_indices
 from jaxdl.data.builders.rotated_digits import COPIES, rotated_digit
 from jaxdl.data.pipeline import Pipeline
 from jaxdl.tasks import build_task
@@ -82,15 +82,10 @@ def test_a_regression_run_learns_angles_and_predict_prints_them(tmp_path, capsys
     records = [json.loads(line) for line in (result.workdir / 'metrics.jsonl').read_text().splitlines()]
     assert all('rmse' in r for r in records)
     # `jaxdl predict` on an image file: the angle in degrees, for a rotated digit drawn by the builder's function.
-    digit = np.round(_a_digit())
+    digit = load_digit_images()[0][0]
     path = tmp_path / 'turned.png'
     Image.fromarray(rotated_digit(digit.astype(np.uint8), 30.0)).save(path)
     capsys.readouterr()
     assert main(['predict', str(result.workdir), str(path), '--json']) == 0
     angle = json.loads(capsys.readouterr().out)[0]['angle']
     assert 10.0 < angle < 50.0, angle  # a short run, so a loose bound; the default experiment reaches ~2 degrees
-
-
-def _a_digit():
-    from sklearn.datasets import load_digits
-    return load_digits().images[0] * (255.0 / 16.0)

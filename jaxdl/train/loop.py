@@ -241,7 +241,7 @@ def _host_sums(sums, loop: dict, config, checkpoints: Checkpoints, console: Cons
 
     Such a step's update was not applied (see train_step). With on_nonfinite='stop' the run stops here, before
     any checkpoint is written from this point on; with 'skip' the count is kept and reported."""
-    host = jax.device_get(sums)
+    host = dict(jax.device_get(sums))  # a copy: the caller may still need the counts (a checkpoint carries them)
     skipped = int(host.pop('nonfinite_steps', 0))
     first = int(host.pop(FIRST_NONFINITE, NO_STEP))
     if skipped:
@@ -302,10 +302,10 @@ def _train(config, plan: Plan, pipeline: Pipeline, runner, task, schedule, devic
         stopping = not loop['finished'] and _stop_requested(stop, step, plan)
         save = validate or step % plan.checkpoint_every == 0 or loop['finished'] or stopping
         if save:
-            if train_sums is not None and config.train.on_nonfinite == 'stop':
-                _host_sums(train_sums, loop, config, checkpoints, console)  # never save past a non-finite step
-            loop['pending_train_sums'] = ({k: float(v) for k, v in jax.device_get(train_sums).items()}
-                                          if train_sums is not None else None)
+            pending = jax.device_get(train_sums) if train_sums is not None else None  # fetched once
+            if pending is not None and config.train.on_nonfinite == 'stop':
+                _host_sums(pending, loop, config, checkpoints, console)  # never save past a non-finite step
+            loop['pending_train_sums'] = {k: float(v) for k, v in pending.items()} if pending is not None else None
             checkpoints.save(step, runner.host_state(device_state).to_checkpoint(), dict(loop), new_best_loss)
         if stopping:
             checkpoints.wait()

@@ -17,6 +17,13 @@ def split_indices(num_examples: int, seed: int = SPLIT_SEED) -> dict[str, np.nda
             'test': np.sort(order[n_train + n_val:])}
 
 
+def load_digit_images() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's 1,797 digits as uint8 [N, 8, 8] images (pixel values 0..16 rescaled to 0..255) and labels."""
+    from sklearn.datasets import load_digits
+    digits = load_digits()
+    return np.round(digits.images * (255.0 / 16.0)).astype(np.uint8), digits.target.astype(np.int64)
+
+
 class Digits(tfds.core.GeneratorBasedBuilder):
     """UCI/scikit-learn optical digits, 8x8 grayscale, pixel values rescaled from 0..16 to 0..255."""
 
@@ -37,11 +44,8 @@ class Digits(tfds.core.GeneratorBasedBuilder):
 
     def _split_generators(self, dl_manager):
         del dl_manager  # nothing to download: scikit-learn ships the data
-        from sklearn.datasets import load_digits
-        digits = load_digits()
-        images = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)[..., None]
-        labels = digits.target.astype(np.int64)
-        return {name: self._generate_examples(images, labels, idx)
+        images, labels = load_digit_images()
+        return {name: self._generate_examples(images[..., None], labels, idx)
                 for name, idx in split_indices(len(labels)).items()}
 
     def _generate_examples(self, images, labels, indices):

@@ -8,7 +8,7 @@ rotated copies of each of its images, each with its own angle.
 import numpy as np
 import tensorflow_datasets as tfds
 
-from jaxdl.data.builders.digits import split_indices
+from jaxdl.data.builders.digits import load_digit_images, split_indices
 
 ANGLE_SEED = 20260202
 MAX_ANGLE = 45.0
@@ -50,10 +50,7 @@ class RotatedDigits(tfds.core.GeneratorBasedBuilder):
 
     def _split_generators(self, dl_manager):
         del dl_manager  # nothing to download: scikit-learn ships the data
-        from sklearn.datasets import load_digits
-        digits = load_digits()
-        images = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)
-        labels = digits.target.astype(np.int64)
+        images, labels = load_digit_images()
         return {name: self._generate_examples(images, labels, idx, COPIES[name])
                 for name, idx in split_indices(len(labels)).items()}
 
