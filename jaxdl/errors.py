@@ -38,3 +38,8 @@ class TrainingDiverged(JaxdlError, FloatingPointError):
 
 class Preempted(JaxdlError):
     """SIGTERM or SIGINT: the run finished its step, saved a checkpoint and stopped; rerunning resumes it."""
+
+
+class DataError(JaxdlError, ValueError):
+    """An example that breaks the data contract (a box outside the image, a mask of the wrong size, an unknown
+    class id): the message names the example and the field."""

@@ -15,10 +15,14 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 BUILTIN_DATASETS = {
     'digits': "scikit-learn's 8x8 handwritten digits: 1,797 images, 10 classes (70/10/20 seeded split)",
     'rotated_digits': 'the digits on 28x28, rotated by a seeded angle in [-45, 45] degrees (regression: angle)',
+    'shapes': '64x64 scenes of 1-4 circles, squares, triangles (segmentation masks, detection boxes)',
 }
 # Catalog datasets whose features the classification preprocessing reads as is (image + label). They are
 # never downloaded at run time: prepare them with `tfds build NAME --data_dir DIR` on a machine with internet.
 CATALOG_CLASSIFICATION = ('mnist', 'fashion_mnist', 'cifar10', 'cifar100', 'kmnist', 'emnist', 'svhn_cropped')
+# Catalog datasets the segmentation and detection adapters read (jaxdl.data.adapters); same rule: never downloaded.
+CATALOG_SEGMENTATION = ('oxford_iiit_pet',)
+CATALOG_DETECTION = ('voc', 'coco')
 
 
 def resolve_data_dir(data_dir: str = '') -> str:

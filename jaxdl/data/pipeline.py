@@ -19,8 +19,8 @@ from typing import Iterator
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from jaxdl.data import CATALOG_CLASSIFICATION, builders, preprocess, resolve_data_dir
-from jaxdl.errors import DatasetNotAvailable
+from jaxdl.data import CATALOG_CLASSIFICATION, CATALOG_DETECTION, CATALOG_SEGMENTATION, adapters, builders, checks, preprocess, resolve_data_dir
+from jaxdl.errors import DataError, DatasetNotAvailable
 
 
 def get_builder(dataset_cfg) -> tfds.core.DatasetBuilder:
@@ -30,7 +30,7 @@ def get_builder(dataset_cfg) -> tfds.core.DatasetBuilder:
     try:
         builder = tfds.builder(name, data_dir=data_dir)
     except tfds.core.registered.DatasetNotFoundError:
-        known = list(builders.BUILTIN) + list(CATALOG_CLASSIFICATION)
+        known = [*builders.BUILTIN, *CATALOG_CLASSIFICATION, *CATALOG_SEGMENTATION, *CATALOG_DETECTION]
         close = difflib.get_close_matches(name, known + tfds.list_builders(), n=3)
         hint = f' Did you mean {", ".join(map(repr, close))}?' if close else ''
         raise DatasetNotAvailable(f'unknown dataset {name!r}.{hint} `jaxdl datasets` lists the built-in ones.') from None
@@ -47,8 +47,10 @@ def get_builder(dataset_cfg) -> tfds.core.DatasetBuilder:
 
 def open_split(builder, split: str) -> tf.data.Dataset:
     try:
+        # tfds_id: each example's name in the messages of data-contract checks (jaxdl.data.checks)
         return builder.as_dataset(split=split, shuffle_files=False,
-                                  read_config=tfds.ReadConfig(shuffle_seed=0, interleave_cycle_length=1))
+                                  read_config=tfds.ReadConfig(shuffle_seed=0, interleave_cycle_length=1,
+                                                              add_tfds_id=True))
     except AssertionError:  # tfds' way of saying "not prepared"
         raise DatasetNotAvailable(
             f'dataset {builder.name!r} is not prepared in {builder.data_dir_root!r} and jaxdl never downloads at '
@@ -122,13 +124,25 @@ class Pipeline:
         """The features the task reads exist (a misnamed one fails here, not deep inside tf.data)."""
         features = self.builder.info.features
         t = self.task_cfg
-        needed = {'classification': [t.label], 'regression': list(t.regression.targets)}[t.name]
+        needed = {'classification': [t.label], 'regression': list(t.regression.targets),
+                  'segmentation': ['segmentation_mask'], 'detection': ['objects']}[t.name]
         if self.cfg.classes or self.cfg.train_examples_per_class:
             needed.append(t.label)
         missing = [f for f in dict.fromkeys(needed) if f not in features]
         if missing:
             raise DatasetNotAvailable(f'dataset {self.cfg.name!r} has no feature {", ".join(map(repr, missing))} '
                                       f'(the task reads it); its features: {", ".join(features.keys())}')
+        if t.name == 'segmentation':
+            adapters.mask_source(self.cfg.name)
+        if t.name == 'detection' and not all(k in features['objects'] for k in ('bbox', 'label')):
+            raise DatasetNotAvailable(f'dataset {self.cfg.name!r}: detection reads objects/bbox and objects/label; '
+                                      f'its objects have {", ".join(features["objects"].keys())}')
+        if None in features['image'].shape[:2] and not self.cfg.image_size:
+            raise DatasetNotAvailable(f'dataset {self.cfg.name!r} has images of varying size; set dataset.image_size '
+                                      f'to train on batches of one size (e.g. --config.dataset.image_size=128)')
+        if self.cfg.classes and t.name in ('segmentation', 'detection'):
+            raise DatasetNotAvailable('dataset.classes selects image classes; segmentation and detection use every '
+                                      'class of their masks and boxes')
         if self.cfg.classes:
             label = features[t.label]
             bad = [c for c in self.cfg.classes if not 0 <= c < label.num_classes]
@@ -140,13 +154,23 @@ class Pipeline:
         return self.builder.info.features[self.task_cfg.label] if self.task_cfg.label in self.builder.info.features \
             else None
 
-    @property
-    def spec(self) -> DatasetSpec:
-        element = self._decoded_split(self.cfg.train_split).element_spec
+    def _class_names(self) -> tuple[str, ...]:
+        """The task's classes: of the label feature (classification), of the mask values (segmentation, with
+        background first) or of the objects (detection); () for regression."""
+        if self.task_cfg.name == 'segmentation':
+            return adapters.mask_source(self.cfg.name).class_names
+        if self.task_cfg.name == 'detection':
+            return adapters.detection_class_names(self.builder.info.features)
         label = self._label_feature()
         names = tuple(label.names) if isinstance(label, tfds.features.ClassLabel) else ()
         if self.cfg.classes:
             names = tuple(names[c] for c in self.cfg.classes)
+        return names
+
+    @property
+    def spec(self) -> DatasetSpec:
+        element = self._decoded_split(self.cfg.train_split).element_spec
+        names = self._class_names()
         return DatasetSpec(self.cfg.name, len(names), names, tuple(element['image'].shape))
 
     def _filtering(self, split: str) -> bool:
@@ -185,7 +209,8 @@ class Pipeline:
         """Decoded and normalised examples; cached in memory, shared by every epoch's iterator."""
         if split not in self._decoded:
             fn = preprocess.PREPROCESSORS[self.task_cfg.name]
-            ds = self._selected(split).map(lambda ex: fn(ex, self.cfg, self.task_cfg),
+            num_classes = len(self._class_names())
+            ds = self._selected(split).map(lambda ex: fn(ex, self.cfg, self.task_cfg, num_classes),
                                            num_parallel_calls=tf.data.AUTOTUNE)
             self._decoded[split] = ds.cache() if self.cfg.cache else ds
         return self._decoded[split]
@@ -217,11 +242,11 @@ class Pipeline:
         ds = tf.data.Dataset.range(first_epoch, 2 ** 62).flat_map(epoch).skip(first_batch * global_batch)
         if augmenting:
             augment = preprocess.AUGMENTERS[self.task_cfg.name]
-            ds = ds.map(lambda s, ex: augment(ex, s, self.cfg.augment), num_parallel_calls=tf.data.AUTOTUNE)
+            ds = ds.map(lambda s, ex: augment(ex, s, self.cfg.augment, self.task_cfg), num_parallel_calls=tf.data.AUTOTUNE)
         ds = ds.batch(global_batch, drop_remainder=True)
         lo = self.process_index * local
         ds = ds.map(lambda b: {**{k: v[lo:lo + local] for k, v in b.items()}, 'valid': tf.ones([local], tf.bool)})
-        return ds.prefetch(tf.data.AUTOTUNE).as_numpy_iterator()
+        return _reporting_data_errors(ds.prefetch(tf.data.AUTOTUNE).as_numpy_iterator())
 
     # -- evaluation
     def _process_subsplits(self, split: str) -> list[str]:
@@ -244,4 +269,17 @@ class Pipeline:
         if padding:
             blank = tf.nest.map_structure(lambda s: tf.zeros(s.shape, s.dtype), ds.element_spec)
             ds = ds.concatenate(tf.data.Dataset.from_tensors(blank).repeat(padding))
-        return ds.batch(local, drop_remainder=True).prefetch(tf.data.AUTOTUNE).as_numpy_iterator()
+        return _reporting_data_errors(ds.batch(local, drop_remainder=True).prefetch(tf.data.AUTOTUNE).as_numpy_iterator())
+
+
+def _reporting_data_errors(batches: Iterator[dict]) -> Iterator[dict]:
+    """The batches, with a failed data-contract check (a bad box, mask or label) raised as a DataError that names
+    the example and field instead of a TensorFlow op trace."""
+    while True:
+        try:
+            batch = next(batches)
+        except StopIteration:
+            return
+        except tf.errors.InvalidArgumentError as e:
+            raise DataError(checks.message_of(e)) from None
+        yield batch
