@@ -42,6 +42,17 @@ def default_config() -> ConfigDict:
             huber_delta=1.0,
             threshold=10.0,        # within_threshold: share of predictions within this many units of the truth
         )),
+        segmentation=ConfigDict(dict(
+            ignore_label=255,      # mask value of pixels that count for nothing (e.g. a trimap's border)
+            class_weights=(),      # one loss weight per class (background first); () = all 1
+        )),
+        detection=ConfigDict(dict(
+            max_objects=50,        # ground-truth boxes per image, padded to this; an image with more is an error
+            max_detections=100,    # boxes per image the decoder returns (best scores first)
+            output_stride=4,       # the heatmap's cell size in pixels: 1, 2, 4 or 8
+            size_weight=0.1,       # loss weight of the box size (in cells) relative to the heatmap's focal loss
+            offset_weight=1.0,     # loss weight of the centre's offset inside its cell
+        )),
     ))
     c.dataset = ConfigDict(dict(
         name='digits',
@@ -59,6 +70,7 @@ def default_config() -> ConfigDict:
         augment=ConfigDict(dict(
             flip_left_right=False,
             crop_padding=0,    # random translation: pad by n pixels, crop back
+            crop_area=1.0,     # segmentation, detection: random crop of [crop_area, 1] of the image, resized back
         )),
     ))
     c.model = ConfigDict(dict(
@@ -67,6 +79,9 @@ def default_config() -> ConfigDict:
         freeze_batch_norm=False,  # BatchNorm uses and keeps its running statistics in training too (fine-tuning)
         cnn=ConfigDict(dict(features=(32, 64), dense=128, dropout=0.0)),
         resnet=ConfigDict(dict(depth=18, width=64, stem='imagenet')),
+        # segmentation and detection: encoder widths per level (each level halves the resolution); the decoder
+        # mirrors them. head_width: channels of the detection head's branches.
+        unet=ConfigDict(dict(features=(32, 64, 128, 256), head_width=64)),
     ))
     c.optimizer = ConfigDict(dict(
         name='sgd',
@@ -347,6 +362,7 @@ def validate(config: ConfigDict) -> ConfigDict:
     _require(t.early_stopping.min_delta >= 0, 'train.early_stopping.min_delta', 'must be >= 0')
     _require(len(d.mean) > 0 and len(d.std) > 0, 'dataset.mean', 'mean and std need at least one value')
     _validate_regression(config)
+    _validate_dense_prediction(config)
     _validate_transfer(config)
     _require(not config.model.freeze_batch_norm or config.model.name in models.WITH_BATCH_NORM,
              'model.freeze_batch_norm', f'model {config.model.name!r} has no BatchNorm; models with one: '
@@ -379,6 +395,35 @@ def _validate_regression(config: ConfigDict) -> None:
     _require(r.threshold > 0, 'task.regression.threshold', 'must be positive')
     _require(not d.augment.flip_left_right, 'dataset.augment.flip_left_right',
              'cannot be used for regression: a mirrored image has a different target (a flip negates an angle)')
+
+
+def _validate_dense_prediction(config: ConfigDict) -> None:
+    """Segmentation and detection (and the U-Net they decode) have their own keys."""
+    from jaxdl import models
+    name, m, d = config.task.name, config.model, config.dataset
+    _positive_ints(m.unet.features, 'model.unet.features')
+    _require(m.unet.head_width > 0, 'model.unet.head_width', 'must be positive')
+    _require(0.0 < d.augment.crop_area <= 1.0, 'dataset.augment.crop_area', 'must be in (0, 1] (1 = no crop)')
+    head = {'segmentation': 'pixels', 'detection': 'centernet'}.get(name, 'dense')
+    _require(m.name in models.HEAD_BACKBONES[head], 'model.name',
+             f'task {name!r} needs a model that {"keeps feature maps" if head != "dense" else "ends in a vector"}: '
+             f'{" or ".join(models.HEAD_BACKBONES[head])}')
+    _require(d.augment.crop_area == 1.0 or name in ('segmentation', 'detection'), 'dataset.augment.crop_area',
+             'is for segmentation and detection (classification and regression translate with crop_padding)')
+    s, det = config.task.segmentation, config.task.detection
+    _require(0 <= s.ignore_label, 'task.segmentation.ignore_label', 'must be >= 0')
+    _require(all(isinstance(w, (int, float)) and w >= 0 for w in s.class_weights), 'task.segmentation.class_weights',
+             f'must be numbers >= 0, one per class, got {s.class_weights!r}')
+    _require(det.max_objects > 0, 'task.detection.max_objects', 'must be positive')
+    _require(det.max_detections > 0, 'task.detection.max_detections', 'must be positive')
+    _require(det.output_stride in (1, 2, 4, 8), 'task.detection.output_stride', 'must be 1, 2, 4 or 8')
+    _require(det.size_weight >= 0, 'task.detection.size_weight', 'must be >= 0')
+    _require(det.offset_weight >= 0, 'task.detection.offset_weight', 'must be >= 0')
+    if name == 'detection':
+        levels = len(m.unet.features)
+        _require(2 ** (levels - 1) >= det.output_stride, 'task.detection.output_stride',
+                 f'{det.output_stride} needs an encoder with at least {det.output_stride.bit_length()} levels '
+                 f'(model.unet.features has {levels})')
 
 
 def _validate_transfer(config: ConfigDict) -> None:

@@ -22,14 +22,25 @@ from jaxdl.train.step import StepRunner, add_sums, make_runner, predict_step
 
 
 def evaluate(runner: StepRunner, device_state, batches: Iterable[dict], task) -> dict:
-    """Final metrics of one pass over `batches` (every example once; padding rows count for nothing)."""
-    total = None
+    """Final metrics of one pass over `batches` (every example once; padding rows count for nothing).
+
+    Metric sums stay on the devices until the end. A task with per-example predictions (detection) has them
+    fetched batch by batch and gathered from every process, padding rows included (their `valid` is False)."""
+    total, rows = None, []
     for batch in batches:
-        sums = runner.eval(device_state, batch)
+        sums, predictions = runner.eval(device_state, batch)
         total = sums if total is None else add_sums(total, sums)
+        if predictions:
+            rows.append(jax.device_get(predictions))
     if total is None:
         raise ValueError('evaluation got no batches')
-    return task.summarize(jax.device_get(total))
+    gathered = None
+    if rows:
+        gathered = {k: np.concatenate([r[k] for r in rows]) for k in rows[0]}
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+            gathered = {k: np.asarray(v) for k, v in multihost_utils.process_allgather(gathered, tiled=True).items()}
+    return task.summarize(jax.device_get(total), gathered)
 
 
 @partial(jax.jit, static_argnames='task')
@@ -37,8 +48,10 @@ def _predict(state: TrainState, images, task):
     return predict_step(state, images, task=task)
 
 
-def predict(state: TrainState, images: np.ndarray, task, *, batch_size: int = 256) -> np.ndarray:
-    """Task predictions (class probabilities for classification) for preprocessed images [N, H, W, C].
+def predict(state: TrainState, images: np.ndarray, task, *, batch_size: int = 256):
+    """Task predictions for preprocessed images [N, H, W, C]: class probabilities [N, C] (classification),
+    targets in their units (regression), per-pixel probabilities [N, H, W, C] (segmentation), or a dict of
+    boxes, scores and classes (detection).
 
     The last chunk is padded to `batch_size` so every call reuses one compiled function."""
     images = np.asarray(images, np.float32)
@@ -46,8 +59,8 @@ def predict(state: TrainState, images: np.ndarray, task, *, batch_size: int = 25
     for start in range(0, len(images), batch_size):
         chunk = images[start:start + batch_size]
         padded = np.concatenate([chunk, np.zeros((batch_size - len(chunk), *chunk.shape[1:]), np.float32)])
-        outputs.append(np.asarray(_predict(state, padded, task))[:len(chunk)])
-    return np.concatenate(outputs)
+        outputs.append(jax.tree.map(lambda x: np.asarray(x)[:len(chunk)], _predict(state, padded, task)))
+    return jax.tree.map(lambda *chunks: np.concatenate(chunks), *outputs)
 
 
 # ------------------------------------------------------------------------------------------- trained runs
@@ -85,6 +98,7 @@ def initial_state(config, environment: dict) -> tuple[TrainState, object]:
     """A freshly initialised state with the run's structure (the target a checkpoint restores into)."""
     dataset, plan = environment['dataset'], environment['plan']
     task, state, _ = state_from_config(config, num_classes=dataset['num_classes'], image_shape=dataset['image_shape'],
+                                       class_names=dataset.get('class_names', ()),
                                        steps_per_epoch=plan['steps_per_epoch'], total_steps=plan['total_steps'])
     return state, task
 

@@ -118,6 +118,7 @@ class Console:
         short = {'accuracy': 'acc'}.get(metric, metric)
         self.columns = ('epoch', 'iteration', 'elapsed', 'train loss', f'train {short}', 'val loss', f'val {short}',
                         'learn rate')
+        self.widths = tuple(max(w, len(c)) for w, c in zip(self.WIDTHS, self.columns))
         self.enabled = enabled
         self.progress = enabled and progress
         self.bar = tqdm.tqdm(total=total_steps, initial=initial_step, unit='step', dynamic_ncols=True,
@@ -125,17 +126,18 @@ class Console:
         self._header_done = False
 
     def _line(self, cells) -> str:
-        return ' | '.join(str(c).rjust(w) for c, w in zip(cells, self.WIDTHS))
+        return ' | '.join(str(c).rjust(w) for c, w in zip(cells, self.widths))
 
     def row(self, *, epoch, step, elapsed, train: dict, validation: dict, learning_rate: float) -> None:
         if not self.progress:
             return
         if not self._header_done:
             tqdm.tqdm.write(self._line(self.columns), file=sys.stderr)
-            tqdm.tqdm.write('-+-'.join('-' * w for w in self.WIDTHS), file=sys.stderr)
+            tqdm.tqdm.write('-+-'.join('-' * w for w in self.widths), file=sys.stderr)
             self._header_done = True
-        num = lambda m, k: f'{m[k]:.4f}' if k in m else '-'
-        show = (lambda m, k: f'{100 * m[k]:.2f}%' if k in m else '-') if self.metric.endswith('accuracy') else num
+        known = lambda m, k: isinstance(m.get(k), (int, float))  # absent (e.g. mAP of a training row) or undefined
+        num = lambda m, k: f'{m[k]:.4f}' if known(m, k) else '-'
+        show = (lambda m, k: f'{100 * m[k]:.2f}%' if known(m, k) else '-') if self.metric.endswith('accuracy') else num
         tqdm.tqdm.write(self._line((epoch, step, time.strftime('%H:%M:%S', time.gmtime(elapsed)),
                                     num(train, 'loss'), show(train, self.metric), num(validation, 'loss'),
                                     show(validation, self.metric), f'{learning_rate:.3g}')), file=sys.stderr)

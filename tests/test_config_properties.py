@@ -19,8 +19,8 @@ def not_in(valid):
 
 
 BAD = {
-    'task.name': not_in({'classification', 'regression'}),
-    'model.name': not_in({'cnn', 'resnet'}),
+    'task.name': not_in({'classification', 'regression', 'segmentation', 'detection'}),
+    'model.name': not_in({'cnn', 'resnet', 'unet'}),
     'model.dtype': not_in({'float32', 'bfloat16'}),
     'model.resnet.stem': not_in({'imagenet', 'small'}),
     'model.resnet.depth': st.integers().filter(lambda d: d not in (10, 18, 34, 50, 101, 152)),
@@ -57,6 +57,14 @@ BAD = {
     'task.label_smoothing': outside_unit,
     'transfer.checkpoint': not_in({'best', 'latest'}).filter(lambda s: not s.isdigit()),
     'transfer.reinitialize': st.just(('head(',)),
+    'model.unet.features': st.lists(non_positive, min_size=1, max_size=3),
+    'model.unet.head_width': non_positive,
+    'dataset.augment.crop_area': st.one_of(st.floats(min_value=1.0001, max_value=10), st.floats(max_value=0, min_value=-1)),
+    'task.segmentation.class_weights': st.lists(st.floats(max_value=-1e-6, min_value=-9), min_size=1, max_size=3),
+    'task.detection.max_objects': non_positive,
+    'task.detection.max_detections': non_positive,
+    'task.detection.output_stride': st.integers().filter(lambda s: s not in (1, 2, 4, 8)),
+    'task.detection.size_weight': st.floats(max_value=-1e-6, min_value=-9),
 }
 
 

@@ -78,7 +78,7 @@ def test_eval_sums_match_numpy_and_ignore_padding():
     state, task = make_state()
     valid = np.array([True] * 27 + [False] * 5)
     b = batch(valid=valid)
-    sums = jax.device_get(jax.jit(lambda s, b: jaxdl.eval_step(s, b, task=task))(state, b))
+    sums, _ = jax.device_get(jax.jit(lambda s, b: jaxdl.eval_step(s, b, task=task))(state, b))
     logits = np.asarray(state.apply_fn(state.variables, b['image']), np.float64)[:27]
     labels = b['label'][:27]
     logp = logits - logits.max(-1, keepdims=True)

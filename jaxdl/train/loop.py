@@ -17,6 +17,7 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxdl import config as config_lib
 from jaxdl.checkpoint import Checkpoints
@@ -151,6 +152,7 @@ def _fit_holding_lock(config, workdir: Path, show_progress: bool) -> FitResult:
     batch = config.train.batch_size
     plan = Plan.from_config(config.train, pipeline.steps_per_epoch(batch))
     task, state, schedule = state_from_config(config, num_classes=spec.num_classes, image_shape=spec.image_shape,
+                                              class_names=spec.class_names,
                                               steps_per_epoch=plan.steps_per_epoch, total_steps=plan.total_steps)
     runner = make_runner(config.train.parallel, task)
     if is_main:  # two latest + best + one being written, before any step rather than at the first failed save
@@ -209,7 +211,7 @@ def _fit_holding_lock(config, workdir: Path, show_progress: bool) -> FitResult:
             plot_progress(read_jsonl(log.path), workdir / 'progress.png', title=f'{spec.name}: {config.model.name}',
                           metrics=task.headline[:2], selected_step=selected_step)
         console.message(f'test ({config.dataset.test_split}, step {selected_step}): ' + ', '.join(
-            f'{k} {v:.4f}' for k, v in test.items() if k in task.headline))
+            f'{k} {v:.4f}' for k, v in test.items() if k in task.headline and isinstance(v, (int, float))))
         return FitResult(selected, summary, workdir)
     finally:
         console.close()
@@ -231,7 +233,6 @@ def _stop_requested(stop: StopSignals, step: int, plan: Plan) -> bool:
         return stop.received is not None
     if step % plan.log_every:
         return False
-    import numpy as np
     from jax.experimental import multihost_utils
     return bool(np.any(multihost_utils.process_allgather(np.int32(stop.received is not None))))
 
@@ -265,7 +266,7 @@ def _train(config, plan: Plan, pipeline: Pipeline, runner, task, schedule, devic
     # Training metric sums since the last train record travel in the checkpoint, so a resumed run logs exactly
     # what an uninterrupted one does (float32 -> JSON -> float32 is exact).
     pending = loop.get('pending_train_sums')
-    train_sums = {k: jnp.float32(v) for k, v in pending.items()} if pending else None
+    train_sums = {k: jnp.asarray(v, jnp.float32) for k, v in pending.items()} if pending else None
     train_metrics = {}
     patience = config.train.early_stopping.patience
     in_flight = collections.deque()  # recent steps' metrics: bounds the dispatch queue (see StepRunner)
@@ -305,7 +306,8 @@ def _train(config, plan: Plan, pipeline: Pipeline, runner, task, schedule, devic
             pending = jax.device_get(train_sums) if train_sums is not None else None  # fetched once
             if pending is not None and config.train.on_nonfinite == 'stop':
                 _host_sums(pending, loop, config, checkpoints, console)  # never save past a non-finite step
-            loop['pending_train_sums'] = {k: float(v) for k, v in pending.items()} if pending is not None else None
+            loop['pending_train_sums'] = ({k: np.asarray(v).tolist() for k, v in pending.items()}  # (matrices too)
+                                          if pending is not None else None)
             checkpoints.save(step, runner.host_state(device_state).to_checkpoint(), dict(loop), new_best_loss)
         if stopping:
             checkpoints.wait()

@@ -1,7 +1,7 @@
 """The pure train and eval steps, and the three ways to run them: jit, pmap and sharded (jit over a mesh).
 
     train_step(state, batch, *, task, axis_name=None) -> (new_state, metric_sums)
-    eval_step(state, batch, *, task, axis_name=None) -> metric_sums
+    eval_step(state, batch, *, task, axis_name=None) -> (metric_sums, per_example_predictions)
 
 `axis_name` set means "inside pmap over that axis": the loss is normalised by the *global* count of valid
 examples and gradients and metric sums are summed over the axis, so every device count computes the same
@@ -74,10 +74,12 @@ def _all_finite(tree) -> jax.Array:
     return jnp.all(jnp.array([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
 
 
-def eval_step(state: TrainState, batch: dict, *, task, axis_name=None) -> dict:
+def eval_step(state: TrainState, batch: dict, *, task, axis_name=None) -> tuple[dict, dict]:
+    """Metric sums (reduced over `axis_name`) and the task's per-example predictions for figures that cannot be
+    summed (e.g. detection boxes for COCO mAP; {} for most tasks), one row per example of this shard."""
     outputs, _ = _forward(state, state.params, batch, train=False, axis_name=axis_name)
     per_example = task.per_example_loss(outputs, batch)
-    return _psum(task.eval_metric_sums(outputs, batch, per_example), axis_name)
+    return _psum(task.eval_metric_sums(outputs, batch, per_example), axis_name), task.eval_predictions(outputs, batch)
 
 
 @jax.jit
@@ -103,7 +105,7 @@ class StepRunner:
     """
     kind: str
     train: Callable[[Any, dict], tuple[Any, dict]]
-    eval: Callable[[Any, dict], dict]
+    eval: Callable[[Any, dict], tuple[dict, dict]]  # -> (device metric sums, this process's prediction rows)
     place_state: Callable[[TrainState], Any]
     host_state: Callable[[Any], TrainState]
     num_devices: int
@@ -173,9 +175,25 @@ def _pmap_runner(task) -> StepRunner:
         state, metrics = train(state, split(batch))
         return state, first(metrics)
 
-    return StepRunner('pmap', run_train, lambda s, b: first(evaluate(s, split(b))),
+    def run_eval(state, batch):
+        sums, rows = evaluate(state, split(batch))
+        return first(sums), jax.tree.map(lambda x: x.reshape(-1, *x.shape[2:]), rows)  # [devices, b] -> [rows]
+
+    return StepRunner('pmap', run_train, run_eval,
                       place_state=replicate,
                       host_state=first, num_devices=n)
+
+
+def _process_rows(array: jax.Array) -> np.ndarray:
+    """This process's rows of a batch-sharded global array, in order (what it fed in)."""
+    shards = sorted(array.addressable_shards, key=lambda shard: shard.index[0].start or 0)
+    rows, seen = [], set()
+    for shard in shards:
+        start = shard.index[0].start or 0
+        if start not in seen:  # a row block may be held by several devices
+            seen.add(start)
+            rows.append(np.asarray(shard.data))
+    return np.concatenate(rows)
 
 
 def _sharded_runner(task) -> StepRunner:
@@ -184,12 +202,16 @@ def _sharded_runner(task) -> StepRunner:
     batch_sharding = NamedSharding(mesh, P(MESH_AXIS))
     train = jax.jit(partial(train_step, task=task), donate_argnums=0,
                     out_shardings=(replicated, replicated))
-    evaluate = jax.jit(partial(eval_step, task=task), out_shardings=replicated)
+    evaluate = jax.jit(partial(eval_step, task=task), out_shardings=(replicated, batch_sharding))
 
     def put(batch):  # this process's rows -> one global array (multi-process safe)
         _check_divisible(batch, jax.local_device_count(), 'local devices')
         return jax.tree.map(lambda x: jax.make_array_from_process_local_data(batch_sharding, x), batch)
 
-    return StepRunner('sharded', lambda s, b: train(s, put(b)), lambda s, b: evaluate(s, put(b)),
+    def run_eval(state, batch):
+        sums, rows = evaluate(state, put(batch))
+        return sums, jax.tree.map(_process_rows, rows)
+
+    return StepRunner('sharded', lambda s, b: train(s, put(b)), run_eval,
                       place_state=lambda s: jax.device_put(s, replicated), host_state=lambda s: s,
                       num_devices=jax.device_count())

@@ -1,0 +1,121 @@
+"""U-Net (Ronneberger et al. 2015): an encoder that halves the resolution at each level, and heads that decode
+back up through its skip connections.
+
+The encoder is the backbone (params under 'backbone'), so a trained encoder transfers between segmentation and
+detection runs (or into a new segmentation task) like any other backbone; the decoder belongs to the head.
+
+    UNetEncoder    images [N, H, W, C] -> one feature map per level, [N, H / 2**i, W / 2**i, features[i]]
+    PixelHead      decodes to full resolution: [N, H, W, num_outputs] (per-pixel class scores)
+    CenterNetHead  decodes to H / output_stride: [N, h, w, num_classes + 4] (object-centre heatmap logits, then box
+                   height and width in cells, then the centre's offset inside its cell; see tasks/detection.py)
+"""
+from __future__ import annotations
+
+import math
+from functools import partial
+from typing import Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+
+def _norm(train: bool, freeze: bool, axis_name, dtype):
+    batch_statistics = train and not freeze
+    return partial(nn.BatchNorm, use_running_average=not batch_statistics, momentum=0.9, epsilon=1e-5, dtype=dtype,
+                   axis_name=axis_name if batch_statistics else None)
+
+
+class ConvBlock(nn.Module):
+    """Two 3x3 convolutions, each followed by BatchNorm and ReLU."""
+    width: int
+    norm: partial
+
+    @nn.compact
+    def __call__(self, x):
+        for _ in range(2):
+            x = nn.relu(self.norm()(nn.Conv(self.width, (3, 3), use_bias=False, dtype=x.dtype)(x)))
+        return x
+
+
+class UNetEncoder(nn.Module):
+    features: Sequence[int] = (32, 64, 128, 256)
+    dtype: jnp.dtype = jnp.float32
+    freeze_batch_norm: bool = False
+
+    @nn.compact
+    def __call__(self, x, *, train: bool = False, axis_name=None):
+        norm = _norm(train, self.freeze_batch_norm, axis_name, self.dtype)
+        x = x.astype(self.dtype)
+        levels = []
+        for level, width in enumerate(self.features):
+            if level:
+                x = nn.max_pool(x, (2, 2), strides=(2, 2))
+            x = ConvBlock(width, norm)(x)
+            levels.append(x)
+        return levels
+
+
+class UNetDecoder(nn.Module):
+    """From the deepest level up to `output_level`: 2x transposed convolution, concatenation with the encoder's
+    map of that level, a ConvBlock."""
+    features: Sequence[int]
+    output_level: int
+    dtype: jnp.dtype = jnp.float32
+    freeze_batch_norm: bool = False
+
+    @nn.compact
+    def __call__(self, levels, *, train: bool = False, axis_name=None):
+        if len(levels) <= self.output_level:
+            raise ValueError(f'the encoder has {len(levels)} levels; decoding to level {self.output_level} needs more')
+        norm = _norm(train, self.freeze_batch_norm, axis_name, self.dtype)
+        x = levels[-1]
+        for level in range(len(levels) - 2, self.output_level - 1, -1):
+            skip = levels[level]
+            if x.shape[1] * 2 != skip.shape[1] or x.shape[2] * 2 != skip.shape[2]:
+                raise ValueError(f'image size {levels[0].shape[1:3]} does not halve evenly {len(levels) - 1} times; '
+                                 f'use a size divisible by {2 ** (len(levels) - 1)} (dataset.image_size)')
+            x = nn.ConvTranspose(self.features[level], (2, 2), strides=(2, 2), dtype=self.dtype)(x)
+            x = ConvBlock(self.features[level], norm)(jnp.concatenate([x, skip], axis=-1))
+        return x
+
+
+class PixelHead(nn.Module):
+    """Per-pixel scores at full resolution (segmentation)."""
+    num_outputs: int
+    features: Sequence[int]
+    dtype: jnp.dtype = jnp.float32
+    freeze_batch_norm: bool = False
+
+    @nn.compact
+    def __call__(self, levels, *, train: bool = False, axis_name=None):
+        x = UNetDecoder(self.features, 0, self.dtype, self.freeze_batch_norm)(levels, train=train, axis_name=axis_name)
+        return nn.Conv(self.num_outputs, (1, 1), dtype=self.dtype)(x).astype(jnp.float32)
+
+
+# Heatmap logits start at sigmoid^-1(0.01): almost every cell is background, and a uniform 0.5 start would let the
+# background's focal loss swamp the first steps (CenterNet, following RetinaNet's prior).
+HEATMAP_PRIOR = -math.log((1 - 0.01) / 0.01)
+
+
+class CenterNetHead(nn.Module):
+    """Object centres as a per-class heatmap, plus box size and centre offset, at 1/output_stride resolution
+    (Zhou et al. 2019, "Objects as Points")."""
+    num_classes: int
+    features: Sequence[int]
+    output_stride: int = 4
+    width: int = 64
+    dtype: jnp.dtype = jnp.float32
+    freeze_batch_norm: bool = False
+
+    @nn.compact
+    def __call__(self, levels, *, train: bool = False, axis_name=None):
+        level = int(math.log2(self.output_stride))
+        x = UNetDecoder(self.features, level, self.dtype, self.freeze_batch_norm)(levels, train=train,
+                                                                                   axis_name=axis_name)
+
+        def branch(outputs, bias_init, name):
+            y = nn.relu(nn.Conv(self.width, (3, 3), dtype=self.dtype, name=f'{name}_conv')(x))
+            return nn.Conv(outputs, (1, 1), dtype=self.dtype, bias_init=bias_init, name=name)(y)
+        heatmap = branch(self.num_classes, nn.initializers.constant(HEATMAP_PRIOR), 'heatmap')
+        boxes = branch(4, nn.initializers.zeros, 'box')
+        return jnp.concatenate([heatmap, boxes], axis=-1).astype(jnp.float32)
