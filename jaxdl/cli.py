@@ -19,8 +19,10 @@ EXIT_PREEMPTED = 75  # sysexits' EX_TEMPFAIL: "try again" (the checkpoint is sav
 
 
 def _quiet_libraries() -> None:
+    """Library warnings a user cannot act on (orbax's absl notes, tfds' use of deprecated tf.data ops)."""
     import logging
     logging.getLogger('absl').setLevel(logging.ERROR)
+    logging.getLogger('tensorflow').setLevel(logging.ERROR)
 
 
 # ----------------------------------------------------------------------------------------------- commands
@@ -98,10 +100,14 @@ def cmd_predict(args, _) -> int:
     if images.shape[1:] != run.image_shape:
         raise InputError(f'preprocessed images have shape {images.shape[1:]}, the model takes {run.image_shape}')
     outputs = predict(run.state, images, run.task)
-    if run.config.task.name == 'regression':
-        results = [{'image': path, **{name: float(v) for name, v in zip(run.task.targets, values)}}
+    name = run.config.task.name
+    if name == 'regression':
+        results = [{'image': path, **{target: float(v) for target, v in zip(run.task.targets, values)}}
                    for path, values in zip(args.images, outputs)]
-        describe = lambda r: ', '.join(f'{name} {r[name]:.2f}' for name in run.task.targets)
+        describe = lambda r: ', '.join(f'{target} {r[target]:.2f}' for target in run.task.targets)
+    elif name in ('segmentation', 'detection'):
+        results = _write_pictures(args, run, raw, outputs)
+        describe = lambda r: f"{r['summary']} -> {r['picture']}"
     else:
         results = []
         for path, probs in zip(args.images, outputs):
@@ -115,6 +121,38 @@ def cmd_predict(args, _) -> int:
         for r in results:
             print(f"{r['image']}: {describe(r)}")
     return 0
+
+
+def _write_pictures(args, run, raw, outputs) -> list[dict]:
+    """Segmentation: the class map overlaid on each image, and each class's share of the pixels. Detection: the
+    boxes scoring at least --min-score drawn with labels and scores. One PNG per image in --output-dir."""
+    import numpy as np
+    from PIL import Image
+    from jaxdl import overlays
+    out_dir = Path(args.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results = []
+    for i, path in enumerate(args.images):
+        if run.config.task.name == 'segmentation':
+            class_map = np.argmax(outputs[i], -1)
+            picture = overlays.mask_overlay(raw[i], class_map)
+            shares = {run.class_names[c]: float(np.mean(class_map == c)) for c in range(len(run.class_names))}
+            result = {'image': path, 'pixel_share': shares,
+                      'summary': ', '.join(f'{k} {100 * v:.1f}%' for k, v in shares.items() if v > 0)}
+            suffix = 'segmentation'
+        else:
+            keep = outputs['scores'][i] >= args.min_score
+            boxes, scores, classes = outputs['boxes'][i][keep], outputs['scores'][i][keep], outputs['classes'][i][keep]
+            picture = overlays.draw_boxes(raw[i], boxes, classes, run.class_names, scores)
+            detections = [{'class': run.class_names[int(c)], 'score': float(s), 'box': [float(v) for v in b]}
+                          for b, s, c in zip(boxes, scores, classes)]
+            result = {'image': path, 'detections': detections,
+                      'summary': ', '.join(f"{d['class']} {d['score']:.2f}" for d in detections) or 'no objects'}
+            suffix = 'detections'
+        target = out_dir / f'{Path(path).stem}.{suffix}.png'
+        Image.fromarray(picture).save(target)
+        results.append({**result, 'picture': str(target)})
+    return results
 
 
 def cmd_rerun(args, _) -> int:
@@ -145,17 +183,20 @@ def cmd_rerun(args, _) -> int:
 
 
 def cmd_datasets(args, _) -> int:
-    from jaxdl.data import BUILTIN_DATASETS, CATALOG_CLASSIFICATION, prepared_versions, resolve_data_dir
+    from jaxdl.data import (BUILTIN_DATASETS, CATALOG_CLASSIFICATION, CATALOG_DETECTION, CATALOG_SEGMENTATION,
+                            prepared_versions, resolve_data_dir)
     data_dir = resolve_data_dir(args.data_dir or '')
     print(f'data dir: {data_dir}')
     print('built-in (prepared offline on first use):')
     for name, description in BUILTIN_DATASETS.items():
         versions = prepared_versions(name, data_dir)
         print(f'  {name:<14} {"prepared " + ",".join(versions) if versions else "not prepared yet":<22} {description}')
-    print('catalog (classification; never downloaded at run time, prepare with `tfds build NAME --data_dir DIR`):')
-    for name in CATALOG_CLASSIFICATION:
-        versions = prepared_versions(name, data_dir)
-        print(f'  {name:<14} {"prepared " + ",".join(versions) if versions else "not prepared"}')
+    print('catalog (never downloaded at run time, prepare with `tfds build NAME --data_dir DIR`):')
+    for task, names in (('classification', CATALOG_CLASSIFICATION), ('segmentation', CATALOG_SEGMENTATION),
+                        ('detection', CATALOG_DETECTION)):
+        for name in names:
+            versions = prepared_versions(name, data_dir)
+            print(f'  {name:<16} {"prepared " + ",".join(versions) if versions else "not prepared":<22} {task}')
     return 0
 
 
@@ -181,11 +222,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--split', help="default: the config's test split")
     p.add_argument('--checkpoint', default='best', help='best | latest | STEP (default: best)')
     p.set_defaults(run=cmd_evaluate)
-    p = sub.add_parser('predict', help='predict PNG/JPEG images: top classes with probabilities, or regression targets (e.g. an angle)')
+    p = sub.add_parser('predict', help='predict PNG/JPEG images: top classes with probabilities, regression targets '
+                                       '(e.g. an angle), or a PNG of the mask overlaid or the boxes drawn')
     p.add_argument('workdir')
     p.add_argument('images', nargs='+')
     p.add_argument('--checkpoint', default='best')
     p.add_argument('--top', type=int, default=3)
+    p.add_argument('--output-dir', default='.', help='segmentation, detection: where IMAGE.segmentation.png or '
+                                                     'IMAGE.detections.png go (default: here)')
+    p.add_argument('--min-score', type=float, default=0.3, help='detection: boxes scoring at least this')
     p.add_argument('--json', action='store_true')
     p.set_defaults(run=cmd_predict)
     p = sub.add_parser('rerun', help="rerun a run's recorded config and say whether the final metrics match")
