@@ -31,7 +31,7 @@ def _enlarge(image: np.ndarray) -> tuple[np.ndarray, int]:
     return np.repeat(np.repeat(image, factor, axis=0), factor, axis=1), factor
 
 
-def mask_overlay(image: np.ndarray, class_map: np.ndarray, *, alpha: float = 0.5, background: int = 0,
+def mask_overlay(image: np.ndarray, class_map: np.ndarray, *, alpha: float = 0.7, background: int = 0,
                  enlarge: bool = True) -> np.ndarray:
     """The image with each non-background pixel tinted by its class colour (class c uses colour c - 1, so the
     first object class gets the first colour)."""

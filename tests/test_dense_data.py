@@ -92,10 +92,10 @@ def _voc_examples(self, split, decoders=None, read_config=None, upside_down: int
             boxes = np.array([[0.1, 0.2, 0.5, 0.6], [0.3, 0.3, 0.9, 0.8]], np.float32)
             if i == upside_down:
                 boxes[1] = [0.9, 0.3, 0.3, 0.8]
-            yield {'image': np.full((40 + i, 48, 3), 30 * i, np.uint8), 'tfds_id': f'voc-{split}__{i}',
+            yield {'image': np.full((40 + i, 48, 3), 30 * i, np.uint8),
                    'objects': {'bbox': boxes, 'label': np.array([i % 20, 14], np.int64),
                                'is_difficult': np.array([False, True])}}
-    signature = {'image': tf.TensorSpec([None, None, 3], tf.uint8), 'tfds_id': tf.TensorSpec([], tf.string),
+    signature = {'image': tf.TensorSpec([None, None, 3], tf.uint8),
                  'objects': {'bbox': tf.TensorSpec([None, 4], tf.float32), 'label': tf.TensorSpec([None], tf.int64),
                              'is_difficult': tf.TensorSpec([None], tf.bool)}}
     return tf.data.Dataset.from_generator(examples, output_signature=signature)
@@ -119,12 +119,12 @@ def test_voc_adapter_refuses_bad_boxes_naming_the_example():
     upside_down = lambda *args, **kwargs: _voc_examples(*args, upside_down=3, **kwargs)
     with tfds.testing.mock_data(as_dataset_fn=upside_down), pytest.raises(DataError) as error:
         first_batch(Pipeline(config.dataset, config.task), 'train', 6)
-    assert str(error.value).startswith('voc-train__3 objects/bbox: boxes are (ymin, xmin, ymax, xmax) with ymin <= ymax')
+    assert str(error.value).startswith('voc train example 3 objects/bbox: boxes are (ymin, xmin, ymax, xmax) with ymin <= ymax')
     assert '[0.9 0.3 0.3 0.8]' in str(error.value)
     # tfds' random mock data draws every coordinate and every field's length independently.
     with tfds.testing.mock_data(num_examples=8), pytest.raises(DataError) as error:
         first_batch(Pipeline(config.dataset, config.task), 'train', 8)
-    assert str(error.value).startswith('voc-train.tfrecord-00000-of-00001__0 objects:')
+    assert str(error.value).startswith('voc train example 0 objects:')
 
 
 def _pet_examples(self, split, decoders=None, read_config=None, **kwargs):
@@ -133,9 +133,8 @@ def _pet_examples(self, split, decoders=None, read_config=None, **kwargs):
             trimap = np.full((30, 40, 1), 2, np.uint8)        # background
             trimap[5:25, 10:30] = 3                            # border
             trimap[8:22, 13:27] = 1                            # pet
-            yield {'image': np.zeros((30, 40, 3), np.uint8), 'segmentation_mask': trimap,
-                   'tfds_id': f'oxford_iiit_pet-{split}__{i}'}
-    signature = {'image': tf.TensorSpec([None, None, 3], tf.uint8), 'tfds_id': tf.TensorSpec([], tf.string),
+            yield {'image': np.zeros((30, 40, 3), np.uint8), 'segmentation_mask': trimap}
+    signature = {'image': tf.TensorSpec([None, None, 3], tf.uint8),
                  'segmentation_mask': tf.TensorSpec([None, None, 1], tf.uint8)}
     return tf.data.Dataset.from_generator(examples, output_signature=signature)
 
@@ -155,7 +154,7 @@ def test_pet_adapter_refuses_a_mask_of_another_size():
     config = dense_config('segmentation', 'oxford_iiit_pet', image_size=32)
     with tfds.testing.mock_data(num_examples=4), pytest.raises(DataError) as error:
         first_batch(Pipeline(config.dataset, config.task), 'train', 4)
-    assert 'segmentation_mask' in str(error.value) and 'oxford_iiit_pet-train' in str(error.value)
+    assert str(error.value).startswith('oxford_iiit_pet train example 0 segmentation_mask:')
 
 
 # ------------------------------------------------------------------------------------------- augmentation

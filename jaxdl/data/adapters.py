@@ -63,7 +63,7 @@ def detection_class_names(features) -> tuple[str, ...]:
 
 def read_mask(dataset: str, example: dict, ignore_label: int):
     """(image, class-id mask) of one raw example, checked against the data contract."""
-    example_id = example.get('tfds_id', tf.constant(dataset))
+    example_id = example.get('example_id', tf.constant(dataset))
     source = mask_source(dataset)
     image = example['image']
     mask = source.to_classes(example['segmentation_mask'], example_id, ignore_label)
@@ -73,7 +73,7 @@ def read_mask(dataset: str, example: dict, ignore_label: int):
 
 def read_boxes(example: dict, num_classes: int, max_objects: int):
     """(image, boxes, labels, ignore) of one raw example, checked against the data contract."""
-    example_id = example.get('tfds_id', tf.constant('example'))
+    example_id = example.get('example_id', tf.constant('example'))
     objects = example['objects']
     boxes = tf.reshape(tf.cast(objects['bbox'], tf.float32), [-1, 4])
     flags = [f for f in ('is_crowd', 'is_difficult') if f in objects]

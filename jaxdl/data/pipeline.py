@@ -47,10 +47,8 @@ def get_builder(dataset_cfg) -> tfds.core.DatasetBuilder:
 
 def open_split(builder, split: str) -> tf.data.Dataset:
     try:
-        # tfds_id: each example's name in the messages of data-contract checks (jaxdl.data.checks)
         return builder.as_dataset(split=split, shuffle_files=False,
-                                  read_config=tfds.ReadConfig(shuffle_seed=0, interleave_cycle_length=1,
-                                                              add_tfds_id=True))
+                                  read_config=tfds.ReadConfig(shuffle_seed=0, interleave_cycle_length=1))
     except AssertionError:  # tfds' way of saying "not prepared"
         raise DatasetNotAvailable(
             f'dataset {builder.name!r} is not prepared in {builder.data_dir_root!r} and jaxdl never downloads at '
@@ -197,6 +195,12 @@ class Pipeline:
     def _selected(self, split: str) -> tf.data.Dataset:
         """The split's raw examples after class selection and (training split only) the few-shot subset."""
         ds = open_split(self.builder, split)
+        if self.task_cfg.name in ('segmentation', 'detection'):
+            # Each example's name in the messages of the data-contract checks (jaxdl.data.checks): its position
+            # in the (sub)split it was read from, e.g. "voc train example 17".
+            prefix = f'{self.cfg.name} {split} example '
+            ds = ds.enumerate().map(
+                lambda i, ex: {**ex, 'example_id': tf.strings.join([prefix, tf.strings.as_string(i)])})
         label, classes = self.task_cfg.label, tuple(self.cfg.classes)
         if classes:
             ds = select_classes(ds, label, classes)
