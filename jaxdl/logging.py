@@ -95,8 +95,14 @@ class RunLog:
         import tensorflow as tf
         with self._tb.as_default():
             for key, value in record.items():
-                if key not in ('step', 'epoch', 'split') and isinstance(value, (int, float)):
-                    tf.summary.scalar(f'{record["split"]}/{key}', value, step=record['step'])
+                if key in ('step', 'epoch', 'split'):
+                    continue
+                # per-class figures (IoU, AP) as one scalar each; lists (a confusion matrix) and None stay in JSON
+                parts = value.items() if isinstance(value, dict) else [('', value)]
+                for part, number in parts:
+                    if isinstance(number, (int, float)):
+                        name = f'{record["split"]}/{key}' + (f'/{part}' if part else '')
+                        tf.summary.scalar(name, number, step=record['step'])
         self._tb.flush()
 
     def close(self) -> None:

@@ -199,3 +199,13 @@ def test_detection_trains_evaluates_with_pycocotools_and_draws_its_boxes(tmp_pat
     results = json.loads(capsys.readouterr().out)
     assert len(results[0]['detections']) == 20  # every decoded box at min score 0
     assert Image.open(results[0]['picture']).size == (256, 256)
+
+
+def test_an_image_size_the_unet_cannot_halve_is_a_config_error():
+    import optax
+    from jaxdl.config import ConfigError
+    from jaxdl.models import build_model
+    from jaxdl.train.state import create_train_state
+    config = dense_run_config('segmentation')
+    with pytest.raises(ConfigError, match="dataset.image_size.*divisible by 4"):
+        create_train_state(build_model(config.model, 4, head='pixels'), optax.sgd(0.1), seed=0, image_shape=(30, 30, 3))

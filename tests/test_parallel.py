@@ -2,9 +2,27 @@
 import json
 import sys
 
+import numpy as np
 import pytest
 
 from conftest import ROOT, run
+
+
+def test_detection_predictions_are_gathered_in_order_from_every_device():
+    result = run([sys.executable, str(ROOT / 'tests' / 'multidevice_worker.py'), 'detection'], devices=4)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = json.loads(result.stdout.split('RESULT ', 1)[1])
+    assert out['devices'] == 4
+    reference = out['jit']['rows']
+    assert reference['valid'] == [True] * 20 + [False] * 4 and out['jit']['count'] == 20
+    for kind in ('pmap', 'sharded'):
+        rows = out[kind]['rows']
+        assert out[kind]['count'] == 20
+        for key in ('valid', 'true_boxes', 'true_labels', 'true_valid'):  # the batch's own rows, passed through
+            assert rows[key] == reference[key], (kind, key)
+        for key in ('boxes', 'scores'):  # the same parameters on each row: equal up to float reduction order
+            np.testing.assert_allclose(rows[key], reference[key], rtol=1e-4, atol=1e-5, err_msg=f'{kind} {key}')
+        assert out[kind]['loss'] == pytest.approx(out['jit']['loss'], rel=1e-5)
 
 
 @pytest.mark.parametrize('model', ['cnn', 'resnet'])

@@ -18,6 +18,8 @@ from typing import Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from jaxdl.errors import ConfigError
+
 
 def _norm(train: bool, freeze: bool, axis_name, dtype):
     batch_statistics = train and not freeze
@@ -72,8 +74,9 @@ class UNetDecoder(nn.Module):
         for level in range(len(levels) - 2, self.output_level - 1, -1):
             skip = levels[level]
             if x.shape[1] * 2 != skip.shape[1] or x.shape[2] * 2 != skip.shape[2]:
-                raise ValueError(f'image size {levels[0].shape[1:3]} does not halve evenly {len(levels) - 1} times; '
-                                 f'use a size divisible by {2 ** (len(levels) - 1)} (dataset.image_size)')
+                raise ConfigError(f'config key \'dataset.image_size\': images of {levels[0].shape[1]}x'
+                                  f'{levels[0].shape[2]} do not halve evenly {len(levels) - 1} times in the U-Net; '
+                                  f'use a size divisible by {2 ** (len(levels) - 1)}')
             x = nn.ConvTranspose(self.features[level], (2, 2), strides=(2, 2), dtype=self.dtype)(x)
             x = ConvBlock(self.features[level], norm)(jnp.concatenate([x, skip], axis=-1))
         return x

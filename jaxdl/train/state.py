@@ -1,6 +1,7 @@
 """TrainState: everything a step reads or changes, as one pytree (apply_fn and tx are static)."""
 from __future__ import annotations
 
+from functools import partial
 from typing import Any, Callable
 
 import flax.struct
@@ -37,18 +38,19 @@ class TrainState:
         return self.replace(**tree)
 
 
+@partial(jax.jit, static_argnames=('model', 'image_shape'))
+def _initial_variables(key, model, image_shape: tuple[int, ...]) -> dict:
+    """Jitted (an un-jitted Flax init costs seconds on CPU) and cached by the model's value: Flax modules are
+    hashable dataclasses, so rebuilding a run's model (evaluate, predict, transfer) reuses the compiled init."""
+    return model.init({'params': key, 'dropout': key}, jnp.zeros((1, *image_shape), jnp.float32))
+
+
 def create_train_state(model, tx: optax.GradientTransformation, *, seed: int, image_shape) -> TrainState:
-    """Initialises parameters (jitted: an un-jitted Flax init costs seconds on CPU) and optimizer state."""
+    """Initialises parameters and optimizer state."""
     init_key, state_key = jax.random.split(jax.random.PRNGKey(seed))
-
-    @jax.jit
-    def init(key):
-        variables = model.init({'params': key, 'dropout': key}, jnp.zeros((1, *image_shape), jnp.float32))
-        variables = dict(variables)
-        params = variables.pop('params')
-        return params, variables, tx.init(params)
-
-    params, model_state, opt_state = init(init_key)
+    variables = dict(_initial_variables(init_key, model, tuple(image_shape)))
+    params = variables.pop('params')
+    model_state, opt_state = variables, jax.jit(tx.init)(params)
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, model_state=model_state,
                       opt_state=opt_state, rng=state_key, apply_fn=model.apply, tx=tx)
 
