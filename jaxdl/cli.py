@@ -134,7 +134,7 @@ def _write_pictures(args, run, raw, outputs) -> list[dict]:
     results = []
     for i, path in enumerate(args.images):
         if run.config.task.name == 'segmentation':
-            class_map = np.argmax(outputs[i], -1)
+            class_map = outputs['class_map'][i]
             picture = overlays.mask_overlay(raw[i], class_map)
             shares = {run.class_names[c]: float(np.mean(class_map == c)) for c in range(len(run.class_names))}
             result = {'image': path, 'pixel_share': shares,

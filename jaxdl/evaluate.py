@@ -50,7 +50,7 @@ def _predict(state: TrainState, images, task):
 
 def predict(state: TrainState, images: np.ndarray, task, *, batch_size: int = 256):
     """Task predictions for preprocessed images [N, H, W, C]: class probabilities [N, C] (classification),
-    targets in their units (regression), per-pixel probabilities [N, H, W, C] (segmentation), or a dict of
+    targets in their units (regression), a class map [N, H, W] and per-pixel probabilities (segmentation), or
     boxes, scores and classes (detection).
 
     The last chunk is padded to `batch_size` so every call reuses one compiled function."""

@@ -67,10 +67,11 @@ def main(model_name: str) -> dict:
     return out
 
 
-def detection() -> dict:
+def dense() -> dict:
     """Detection's evaluation gathers per-example predictions (boxes for COCO mAP) from every device: each runner
     must hand back the same rows, in the same order, padding rows included and marked, whatever the device count.
-    The task here returns the gathered rows themselves instead of computing mAP from them."""
+    The task here returns the gathered rows themselves instead of computing mAP from them. Segmentation's
+    metrics come from a confusion matrix summed across devices."""
     import dataclasses
     from jaxdl.tasks import Detection
 
@@ -93,8 +94,18 @@ def detection() -> dict:
         runner = make_runner(kind, task)
         # 20 examples in batches of 8: the last batch has 4 padding rows.
         out[kind] = evaluate(runner, runner.place_state(state), pipeline.eval_batches('validation[:20]', 8), task)
+    # Segmentation's confusion matrix is a metric sum like any other: summed over the devices, then the batches.
+    config = apply_updates(config, {'task.name': 'segmentation'})
+    pipeline = Pipeline(config.dataset, config.task)
+    task = build_task(config.task, 4)
+    model = build_model(config.model, 4, **task.head_options)
+    state = jaxdl.create_train_state(model, tx, seed=0, image_shape=(64, 64, 3))
+    for kind in ('jit', 'pmap', 'sharded'):
+        runner = make_runner(kind, task)
+        out[f'segmentation_{kind}'] = evaluate(runner, runner.place_state(state),
+                                               pipeline.eval_batches('validation[:20]', 8), task)
     return out
 
 
 if __name__ == '__main__':
-    print('RESULT ' + json.dumps(detection() if sys.argv[1] == 'detection' else main(sys.argv[1])))
+    print('RESULT ' + json.dumps(dense() if sys.argv[1] == 'dense' else main(sys.argv[1])))

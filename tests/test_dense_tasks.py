@@ -168,6 +168,21 @@ def test_segmentation_trains_resumes_exactly_and_draws_its_masks(tmp_path, capsy
     assert records(crashed) == records(tmp_path / 'whole')
     jax.tree.map(np.testing.assert_array_equal, resumed.state.params, whole.state.params)
 
+    # The U-Net encoder is a backbone like any other: a detection run starts from the segmentation run's encoder
+    # (weights and BatchNorm statistics) with its own, freshly initialised decoder and heads.
+    from jaxdl.train.state import state_from_config
+    from jaxdl.transfer import initialize_from
+    detection = dense_run_config('detection')
+    detection.transfer.init_from = str(tmp_path / 'whole')
+    _, state, _ = state_from_config(detection, num_classes=3, image_shape=(64, 64, 3), steps_per_epoch=4,
+                                    total_steps=6)
+    started, report = initialize_from(state, detection.transfer)
+    assert report.loaded and all('/backbone/' in path for path in report.loaded)
+    assert report.reinitialized and all('/head/' in path for path in report.reinitialized)
+    jax.tree.map(np.testing.assert_array_equal, started.params['backbone'], whole.state.params['backbone'])
+    jax.tree.map(np.testing.assert_array_equal, started.model_state['batch_stats']['backbone'],
+                 whole.state.model_state['batch_stats']['backbone'])
+
     # predict: the mask overlaid on the image, written as a PNG.
     from PIL import Image
     scene = tmp_path / 'scene.png'

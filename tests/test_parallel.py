@@ -1,4 +1,5 @@
-"""pmap and sharded (jit over a mesh) training on 8 CPU devices equal single-device training."""
+"""pmap and sharded (jit over a mesh) training on 8 CPU devices equal single-device training; dense tasks' evaluation
+(gathered detection rows, summed confusion matrices) on 4 devices equals one device's."""
 import json
 import sys
 
@@ -8,8 +9,8 @@ import pytest
 from conftest import ROOT, run
 
 
-def test_detection_predictions_are_gathered_in_order_from_every_device():
-    result = run([sys.executable, str(ROOT / 'tests' / 'multidevice_worker.py'), 'detection'], devices=4)
+def test_dense_tasks_gather_predictions_in_order_and_sum_confusion_matrices_across_devices():
+    result = run([sys.executable, str(ROOT / 'tests' / 'multidevice_worker.py'), 'dense'], devices=4)
     assert result.returncode == 0, result.stderr[-3000:]
     out = json.loads(result.stdout.split('RESULT ', 1)[1])
     assert out['devices'] == 4
@@ -23,6 +24,10 @@ def test_detection_predictions_are_gathered_in_order_from_every_device():
         for key in ('boxes', 'scores'):  # the same parameters on each row: equal up to float reduction order
             np.testing.assert_allclose(rows[key], reference[key], rtol=1e-4, atol=1e-5, err_msg=f'{kind} {key}')
         assert out[kind]['loss'] == pytest.approx(out['jit']['loss'], rel=1e-5)
+        segmentation, single = out[f'segmentation_{kind}'], out['segmentation_jit']
+        assert segmentation['count'] == single['count'] == 20
+        for metric in ('loss', 'mean_iou', 'pixel_accuracy'):
+            assert segmentation[metric] == pytest.approx(single[metric], rel=1e-4), (kind, metric)
 
 
 @pytest.mark.parametrize('model', ['cnn', 'resnet'])

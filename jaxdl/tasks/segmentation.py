@@ -44,8 +44,9 @@ class Segmentation:
         return jnp.sum(per_pixel * weights, axis=(1, 2)) / jnp.maximum(jnp.sum(weights, axis=(1, 2)), 1e-6)
 
     def predict(self, logits):
-        """Per-pixel class probabilities [N, H, W, num_classes]; their argmax is the class map."""
-        return jax.nn.softmax(logits, axis=-1)
+        """{'class_map': int32 [N, H, W], the most probable class of each pixel; 'probabilities': float32
+        [N, H, W, num_classes]}."""
+        return {'class_map': jnp.argmax(logits, -1).astype(jnp.int32), 'probabilities': jax.nn.softmax(logits, -1)}
 
     def _confusion(self, logits, batch):
         """Pixel counts [true class, predicted class] over labelled pixels of valid images."""
