@@ -92,6 +92,13 @@ def _record_run(workdir: Path, config, environment: dict, has_checkpoints: bool)
     write_json(workdir / 'environment.json', environment)
 
 
+def _device_sum(value):
+    """A metric sum back from a checkpoint's JSON with its step's dtype: int32 counts (a confusion matrix of
+    pixels) stay integers, float32 sums stay float32 (exact through JSON both)."""
+    value = np.asarray(value)
+    return jnp.asarray(value, jnp.int32 if value.dtype.kind in 'iu' else jnp.float32)
+
+
 def _sum(a, b):
     return b if a is None else add_sums(a, b)
 
@@ -266,7 +273,7 @@ def _train(config, plan: Plan, pipeline: Pipeline, runner, task, schedule, devic
     # Training metric sums since the last train record travel in the checkpoint, so a resumed run logs exactly
     # what an uninterrupted one does (float32 -> JSON -> float32 is exact).
     pending = loop.get('pending_train_sums')
-    train_sums = {k: jnp.asarray(v, jnp.float32) for k, v in pending.items()} if pending else None
+    train_sums = {k: _device_sum(v) for k, v in pending.items()} if pending else None
     train_metrics = {}
     patience = config.train.early_stopping.patience
     in_flight = collections.deque()  # recent steps' metrics: bounds the dispatch queue (see StepRunner)
