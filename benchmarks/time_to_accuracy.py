@@ -1,0 +1,52 @@
+"""Wall time from the command to the reported test figure, for each task's experiment, as a user runs it.
+
+    python benchmarks/time_to_accuracy.py                          # every experiment below
+    python benchmarks/time_to_accuracy.py experiments/digits_cnn.py
+
+Each experiment runs as `jaxdl train EXPERIMENT --workdir TMP --no-progress` in a fresh process (dataset already
+prepared: its one-time preparation is not counted); the wall time covers start-up, compilation, training,
+validation, checkpoints and the test split. The figure is read from the run's summary.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+# experiment -> the headline test figure it reports
+EXPERIMENTS = {
+    'experiments/digits_cnn.py': 'accuracy',
+    'experiments/digits_resnet.py': 'accuracy',
+    'experiments/rotation_regression.py': 'rmse',
+    'experiments/shapes_segmentation.py': 'mean_iou',
+    'experiments/shapes_detection.py': 'map_50',
+}
+
+
+def run(experiment: str, metric: str, workdir: Path) -> dict:
+    start = time.perf_counter()
+    subprocess.run([sys.executable, '-m', 'jaxdl', 'train', experiment, '--workdir', str(workdir), '--no-progress'],
+                   cwd=ROOT, check=True, capture_output=True)
+    seconds = time.perf_counter() - start
+    summary = json.loads((workdir / 'summary.json').read_text())
+    return {'experiment': experiment, 'wall_s': round(seconds, 1), 'train_time_s': round(summary['train_time_s'], 1),
+            'steps': summary['final_step'], metric: round(summary['test'][metric], 4)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('experiments', nargs='*', default=list(EXPERIMENTS))
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, experiment in enumerate(args.experiments):
+            metric = EXPERIMENTS.get(experiment, 'loss')
+            print(json.dumps(run(experiment, metric, Path(tmp) / str(i))), flush=True)
+
+
+if __name__ == '__main__':
+    main()
