@@ -19,7 +19,8 @@ from typing import Iterator
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from jaxdl.data import CATALOG_CLASSIFICATION, CATALOG_DETECTION, CATALOG_SEGMENTATION, adapters, builders, checks, preprocess, resolve_data_dir
+from jaxdl.data import (CATALOG_CLASSIFICATION, CATALOG_DETECTION, CATALOG_SEGMENTATION, adapters, builders, checks,
+                        preprocess, resolve_data_dir)
 from jaxdl.errors import DataError, DatasetNotAvailable
 
 
@@ -246,7 +247,8 @@ class Pipeline:
         ds = tf.data.Dataset.range(first_epoch, 2 ** 62).flat_map(epoch).skip(first_batch * global_batch)
         if augmenting:
             augment = preprocess.AUGMENTERS[self.task_cfg.name]
-            ds = ds.map(lambda s, ex: augment(ex, s, self.cfg.augment, self.task_cfg), num_parallel_calls=tf.data.AUTOTUNE)
+            ds = ds.map(lambda s, ex: augment(ex, s, self.cfg.augment, self.task_cfg),
+                        num_parallel_calls=tf.data.AUTOTUNE)
         ds = ds.batch(global_batch, drop_remainder=True)
         lo = self.process_index * local
         ds = ds.map(lambda b: {**{k: v[lo:lo + local] for k, v in b.items()}, 'valid': tf.ones([local], tf.bool)})
@@ -273,7 +275,8 @@ class Pipeline:
         if padding:
             blank = tf.nest.map_structure(lambda s: tf.zeros(s.shape, s.dtype), ds.element_spec)
             ds = ds.concatenate(tf.data.Dataset.from_tensors(blank).repeat(padding))
-        return _reporting_data_errors(ds.batch(local, drop_remainder=True).prefetch(tf.data.AUTOTUNE).as_numpy_iterator())
+        batches = ds.batch(local, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+        return _reporting_data_errors(batches.as_numpy_iterator())
 
 
 def _reporting_data_errors(batches: Iterator[dict]) -> Iterator[dict]:

@@ -178,9 +178,9 @@ def coco_metrics(predictions: dict, class_names: tuple[str, ...]) -> dict:
     images = np.flatnonzero(p['valid'])
     gt, annotations, detections = COCO(), [], []
     for image_id in images:
-        for box, label, ignore in zip(_xywh(p['true_boxes'][image_id])[p['true_valid'][image_id]],
-                                      p['true_labels'][image_id][p['true_valid'][image_id]],
-                                      p['true_ignore'][image_id][p['true_valid'][image_id]]):
+        real = p['true_valid'][image_id]  # the padding rows of an image's boxes are not ground truth
+        for box, label, ignore in zip(_xywh(p['true_boxes'][image_id])[real], p['true_labels'][image_id][real],
+                                      p['true_ignore'][image_id][real]):
             annotations.append({'id': len(annotations) + 1, 'image_id': int(image_id), 'category_id': int(label),
                                 'bbox': [float(v) for v in box], 'area': float(box[2] * box[3]),
                                 'iscrowd': int(ignore)})

@@ -16,6 +16,7 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from jaxdl.train.state import TrainState
@@ -184,18 +185,6 @@ def _pmap_runner(task) -> StepRunner:
                       host_state=first, num_devices=n)
 
 
-def _process_rows(array: jax.Array) -> np.ndarray:
-    """This process's rows of a batch-sharded global array, in order (what it fed in)."""
-    shards = sorted(array.addressable_shards, key=lambda shard: shard.index[0].start or 0)
-    rows, seen = [], set()
-    for shard in shards:
-        start = shard.index[0].start or 0
-        if start not in seen:  # a row block may be held by several devices
-            seen.add(start)
-            rows.append(np.asarray(shard.data))
-    return np.concatenate(rows)
-
-
 def _sharded_runner(task) -> StepRunner:
     mesh = Mesh(np.array(jax.devices()), (MESH_AXIS,))
     replicated = NamedSharding(mesh, P())
@@ -208,9 +197,9 @@ def _sharded_runner(task) -> StepRunner:
         _check_divisible(batch, jax.local_device_count(), 'local devices')
         return jax.tree.map(lambda x: jax.make_array_from_process_local_data(batch_sharding, x), batch)
 
-    def run_eval(state, batch):
+    def run_eval(state, batch):  # the prediction rows back to this process's own rows (the inverse of `put`)
         sums, rows = evaluate(state, put(batch))
-        return sums, jax.tree.map(_process_rows, rows)
+        return sums, multihost_utils.global_array_to_host_local_array(rows, mesh, P(MESH_AXIS))
 
     return StepRunner('sharded', lambda s, b: train(s, put(b)), run_eval,
                       place_state=lambda s: jax.device_put(s, replicated), host_state=lambda s: s,
