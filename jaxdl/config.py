@@ -120,6 +120,7 @@ def default_config() -> ConfigDict:
         log_every='10 steps',
         checkpoint_every='1 epoch',  # also saved at every validation, so 'best' is always on disk
         parallel='auto',             # auto | jit | pmap | sharded
+        cpu_convolutions='eigen',    # eigen | ynnpack (XLA:CPU's default): the kernels of a CPU step's convolutions
         select='best',               # best (by validation loss) | last: the model test is run on
         on_nonfinite='stop',         # a NaN/Inf loss or gradient: stop (naming the step) | skip that update
         early_stopping=ConfigDict(dict(
@@ -320,6 +321,7 @@ def validate(config: ConfigDict) -> ConfigDict:
     _choice(config, 'train.parallel', ('auto', 'jit', 'pmap', 'sharded'))
     _choice(config, 'train.select', ('best', 'last'))
     _choice(config, 'train.on_nonfinite', ('stop', 'skip'))
+    _choice(config, 'train.cpu_convolutions', ('eigen', 'ynnpack'))
     _choice(config, 'model.dtype', ('float32', 'bfloat16'))
     t = config.train
     for key in ('batch_size', 'eval_batch_size'):

@@ -122,7 +122,7 @@ def evaluate_run(workdir: str | Path, split: str, checkpoint: str | int = 'best'
     run = load_run(workdir, checkpoint)
     pipeline = Pipeline(run.config.dataset, run.config.task,
                         process_index=jax.process_index(), process_count=jax.process_count())
-    runner = make_runner(run.config.train.parallel, run.task)
+    runner = make_runner(run.config.train.parallel, run.task, run.config.train.cpu_convolutions)
     batch_size = batch_size or run.config.train.eval_batch_size
     metrics = evaluate(runner, runner.place_state(run.state), pipeline.eval_batches(split, batch_size), run.task)
     return {'split': split, 'step': run.step, **metrics}

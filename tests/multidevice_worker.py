@@ -44,14 +44,15 @@ def main(model_name: str) -> dict:
         out[f'{kind}_eval_count'] = metrics['count']
         out[f'{kind}_eval_loss'] = metrics['loss']
         out[f'{kind}_num_devices'] = runner.num_devices
-    # The float noise of the computation itself: single-device training on the same batches with their rows
-    # reversed is the same mathematics in another reduction order.
-    runner = make_runner('jit', task)
-    state = runner.place_state(jaxdl.create_train_state(model, tx, seed=0, image_shape=(8, 8, 1)))
-    for batch in batches:
-        state, _ = runner.train(state, jax.tree.map(lambda x: x[::-1], batch))
-    params['reordered'] = jax.device_get(state)
-    for kind in ('pmap', 'sharded', 'reordered'):
+    # The float noise of the computation itself: single-device training of the same mathematics in another
+    # reduction order, the batches' rows reversed, or with the other CPU convolution kernels.
+    for kind, reorder, kernels in (('reordered', lambda x: x[::-1], 'eigen'), ('other_kernels', None, 'ynnpack')):
+        runner = make_runner('jit', task, kernels)
+        state = runner.place_state(jaxdl.create_train_state(model, tx, seed=0, image_shape=(8, 8, 1)))
+        for batch in batches:
+            state, _ = runner.train(state, jax.tree.map(reorder, batch) if reorder else batch)
+        params[kind] = jax.device_get(state)
+    for kind in ('pmap', 'sharded', 'reordered', 'other_kernels'):
         for part in ('params', 'model_state'):
             reference = jax.tree.leaves(getattr(params['jit'], part))
             scale = max((float(np.max(np.abs(b))) for b in reference), default=1.0)

@@ -30,6 +30,7 @@ def test_wrong_type_names_key():
     ('optimizer.schedule.name', 'cosin', "did you mean 'cosine'"),
     ('model.name', 'resnt', "did you mean 'resnet'"),
     ('train.parallel', 'pmapp', 'valid: auto, jit, pmap, sharded'),
+    ('train.cpu_convolutions', 'onednn', 'valid: eigen, ynnpack'),
     ('train.batch_size', 0, 'positive integer'),
     ('train.duration', '3 weeks', 'not a duration'),
     ('dataset.std', (0.0,), 'must not contain zero'),

@@ -45,6 +45,7 @@ BAD = {
     'train.parallel': not_in({'auto', 'jit', 'pmap', 'sharded'}),
     'train.select': not_in({'best', 'last'}),
     'train.on_nonfinite': not_in({'stop', 'skip'}),
+    'train.cpu_convolutions': not_in({'eigen', 'ynnpack'}),
     'train.early_stopping.patience': negative,
     'dataset.name': st.just(''),
     'dataset.image_size': negative,

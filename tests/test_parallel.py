@@ -43,12 +43,14 @@ def test_pmap_and_sharded_match_single_device(model):
             assert out[f'{kind}_params_allclose'], f'{kind} params differ from single-device training (rtol 1e-5)'
         else:
             # BatchNorm amplifies reduction-order rounding (measured: sharded, the very program jit runs, drifts
-            # ~2e-5 of the parameter scale in 5 steps), so the bar is the computation's own float noise: the same
-            # single-device training with batch rows reversed. Parallel training must stay within a few times it.
-            noise = max(out['reordered_params_deviation'], 1e-7)
+            # ~2e-4 of the parameter scale in 5 steps), so the bar is the computation's own float noise: the same
+            # single-device training with batch rows reversed, or compiled with the other CPU convolution kernels.
+            # One reordering alone is a poor estimate: the drift comes in jumps (2e-4 with YNNPACK's kernels and
+            # rows reversed, 1e-6 with Eigen's). Parallel training must stay within a few times the larger.
+            noise = max(out['reordered_params_deviation'], out['other_kernels_params_deviation'], 1e-7)
             for part in ('params', 'model_state'):
                 assert out[f'{kind}_{part}_deviation'] <= 5 * noise, (kind, part, out)
-            assert out['reordered_params_deviation'] < 1e-3  # and that noise stays small
+            assert noise < 1e-3  # and that noise stays small
     for kind in ('jit', 'pmap', 'sharded'):
         assert out[f'{kind}_eval_count'] == 359  # every test example once, padding ignored
     assert out['pmap_eval_loss'] == pytest.approx(out['jit_eval_loss'], rel=1e-5)

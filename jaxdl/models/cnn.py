@@ -4,6 +4,8 @@ from typing import Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from jaxdl.models.pooling import max_pool
+
 
 class SmallCNN(nn.Module):
     features: Sequence[int] = (32, 64)
@@ -18,7 +20,7 @@ class SmallCNN(nn.Module):
         for width in self.features:
             x = nn.relu(nn.Conv(width, (3, 3), dtype=self.dtype)(x))
             x = nn.relu(nn.Conv(width, (3, 3), dtype=self.dtype)(x))
-            x = nn.max_pool(x, (2, 2), strides=(2, 2))
+            x = max_pool(x, 2)
         x = x.reshape(x.shape[0], -1)
         x = nn.relu(nn.Dense(self.dense, dtype=self.dtype)(x))
         return nn.Dropout(self.dropout, deterministic=not train or self.dropout == 0.0)(x)

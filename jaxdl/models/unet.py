@@ -18,6 +18,8 @@ from typing import Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from jaxdl.models.pooling import max_pool
+
 from jaxdl.errors import ConfigError
 
 
@@ -51,7 +53,7 @@ class UNetEncoder(nn.Module):
         levels = []
         for level, width in enumerate(self.features):
             if level:
-                x = nn.max_pool(x, (2, 2), strides=(2, 2))
+                x = max_pool(x, 2)
             x = ConvBlock(width, norm)(x)
             levels.append(x)
         return levels

@@ -161,7 +161,7 @@ def _fit_holding_lock(config, workdir: Path, show_progress: bool) -> FitResult:
     task, state, schedule = state_from_config(config, num_classes=spec.num_classes, image_shape=spec.image_shape,
                                               class_names=spec.class_names,
                                               steps_per_epoch=plan.steps_per_epoch, total_steps=plan.total_steps)
-    runner = make_runner(config.train.parallel, task)
+    runner = make_runner(config.train.parallel, task, config.train.cpu_convolutions)
     if is_main:  # two latest + best + one being written, before any step rather than at the first failed save
         check_writable(workdir, needed_bytes=4 * sum(x.nbytes for x in jax.tree.leaves(state.to_checkpoint())))
 

@@ -129,14 +129,37 @@ def choose_parallel(parallel: str) -> str:
     return 'sharded' if jax.device_count() > 1 else 'jit'
 
 
-def make_runner(parallel: str, task) -> StepRunner:
+# What XLA:CPU (jax 0.10) hands to YNNPACK by default, less convolutions: dots and reductions stay (YNNPACK's
+# reductions carry BatchNorm: without them the ResNet step ran 0.89x).
+_YNNPACK_WITHOUT_CONVOLUTIONS = 'LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE'
+
+
+def compiler_options(cpu_convolutions: str = 'eigen') -> dict | None:
+    """XLA options for compiling the steps (`train.cpu_convolutions`); pass them to your own
+    `jax.jit(..., compiler_options=...)` of `train_step` to compile it as fit() does.
+
+    On a CPU, XLA (jax 0.10) hands convolutions to YNNPACK. Eigen's convolutions ran the digits CNN's train step
+    1.27x faster (YNNPACK's weight-gradient convolutions reach ~120 GFLOP/s of the ~360 GFLOP/s this machine's
+    matmul does; benchmarks/xla_cpu.py), so 'eigen' (the default) compiles the steps without them. The option is
+    passed per compilation because XLA_FLAGS only take effect before the backend starts, and only on a CPU: it
+    names a field of XLA:CPU's options."""
+    if cpu_convolutions not in ('eigen', 'ynnpack'):
+        raise ValueError(f"cpu_convolutions must be 'eigen' or 'ynnpack', got {cpu_convolutions!r}")
+    if cpu_convolutions == 'ynnpack' or jax.default_backend() != 'cpu':
+        return None
+    return {'xla_cpu_experimental_ynn_fusion_type': _YNNPACK_WITHOUT_CONVOLUTIONS}
+
+
+def make_runner(parallel: str, task, cpu_convolutions: str = 'eigen') -> StepRunner:
+    """`cpu_convolutions`: see `compiler_options`; every runner compiles its steps with the same options."""
     kind = choose_parallel(parallel)
+    options = compiler_options(cpu_convolutions)
     if kind == 'jit':
-        return _jit_runner(task)
+        return _jit_runner(task, options)
     if kind == 'pmap':
-        return _pmap_runner(task)
+        return _pmap_runner(task, options)
     if kind == 'sharded':
-        return _sharded_runner(task)
+        return _sharded_runner(task, options)
     raise ValueError(f"unknown parallel mode {parallel!r}; valid: auto, jit, pmap, sharded")
 
 
@@ -147,20 +170,37 @@ def _check_divisible(batch: dict, parts: int, what: str):
                          f'choose batch sizes divisible by {parts}')
 
 
-def _jit_runner(task) -> StepRunner:
+def _jit_runner(task, options: dict | None) -> StepRunner:
     device = jax.local_devices()[0]
-    train = jax.jit(partial(train_step, task=task), donate_argnums=0)
-    evaluate = jax.jit(partial(eval_step, task=task))
+    train = jax.jit(partial(train_step, task=task), donate_argnums=0, compiler_options=options)
+    evaluate = jax.jit(partial(eval_step, task=task), compiler_options=options)
     put = lambda batch: jax.device_put(batch, device)
     return StepRunner('jit', lambda s, b: train(s, put(b)), lambda s, b: evaluate(s, put(b)),
                       place_state=lambda s: jax.device_put(s, device), host_state=lambda s: s, num_devices=1)
 
 
-def _pmap_runner(task) -> StepRunner:
+def _with_compiler_options(pmapped, options: dict | None):
+    """jax.pmap takes no compiler options: compile ahead of time with them, once per argument signature."""
+    if options is None:
+        return pmapped
+    executables = {}
+
+    def call(*args):
+        leaves, structure = jax.tree.flatten(args)
+        signature = (structure, tuple((x.shape, x.dtype) for x in leaves))
+        if signature not in executables:
+            executables[signature] = pmapped.lower(*args).compile(compiler_options=options)
+        return executables[signature](*args)
+    return call
+
+
+def _pmap_runner(task, options: dict | None) -> StepRunner:
     devices = jax.local_devices()
     n = len(devices)
-    train = jax.pmap(partial(train_step, task=task, axis_name=PMAP_AXIS), axis_name=PMAP_AXIS, donate_argnums=0)
-    evaluate = jax.pmap(partial(eval_step, task=task, axis_name=PMAP_AXIS), axis_name=PMAP_AXIS)
+    train = _with_compiler_options(jax.pmap(partial(train_step, task=task, axis_name=PMAP_AXIS),
+                                            axis_name=PMAP_AXIS, donate_argnums=0), options)
+    evaluate = _with_compiler_options(jax.pmap(partial(eval_step, task=task, axis_name=PMAP_AXIS),
+                                               axis_name=PMAP_AXIS), options)
 
     def split(batch):
         _check_divisible(batch, n, 'local devices')
@@ -185,13 +225,14 @@ def _pmap_runner(task) -> StepRunner:
                       host_state=first, num_devices=n)
 
 
-def _sharded_runner(task) -> StepRunner:
+def _sharded_runner(task, options: dict | None) -> StepRunner:
     mesh = Mesh(np.array(jax.devices()), (MESH_AXIS,))
     replicated = NamedSharding(mesh, P())
     batch_sharding = NamedSharding(mesh, P(MESH_AXIS))
     train = jax.jit(partial(train_step, task=task), donate_argnums=0,
-                    out_shardings=(replicated, replicated))
-    evaluate = jax.jit(partial(eval_step, task=task), out_shardings=(replicated, batch_sharding))
+                    out_shardings=(replicated, replicated), compiler_options=options)
+    evaluate = jax.jit(partial(eval_step, task=task), out_shardings=(replicated, batch_sharding),
+                       compiler_options=options)
 
     def put(batch):  # this process's rows -> one global array (multi-process safe)
         _check_divisible(batch, jax.local_device_count(), 'local devices')
