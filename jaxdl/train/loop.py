@@ -277,9 +277,22 @@ def _train(config, plan: Plan, pipeline: Pipeline, runner, task, schedule, devic
     train_metrics = {}
     patience = config.train.early_stopping.patience
     in_flight = collections.deque()  # recent steps' metrics: bounds the dispatch queue (see StepRunner)
+    # A log step's record waits until the next step is dispatched: fetching its sums then finds them ready and
+    # the device busy, instead of idle while the host summarises and writes (measured: ResNet fit 0.95 -> ...).
+    deferred = None
+
+    def write_train_record(sums, common):
+        metrics = task.summarize(_host_sums(sums, loop, config, checkpoints, console))
+        rate = float(schedule(common['step'] - 1))  # the rate this step used
+        log.write({**common, 'split': 'train', 'learning_rate': rate, **metrics})
+        return metrics, rate
+
     batches = pipeline.train_batches(seed=config.seed, global_batch=config.train.batch_size, start_step=step)
     while step < plan.total_steps and loop['stop_reason'] is None:
         device_state, sums = runner.train(device_state, next(batches))
+        if deferred is not None:
+            train_metrics, learning_rate = write_train_record(*deferred)
+            deferred = None
         train_sums = _sum(train_sums, sums)
         if runner.max_steps_in_flight:
             in_flight.append(sums)
@@ -290,11 +303,11 @@ def _train(config, plan: Plan, pipeline: Pipeline, runner, task, schedule, devic
         validate = step % plan.validate_every == 0 or step == plan.total_steps
         loop['elapsed_s'] = time.time() - started
         common = {'step': step, 'epoch': step / plan.steps_per_epoch, 'elapsed_s': loop['elapsed_s']}
-        if validate or step % plan.log_every == 0:
-            train_metrics = task.summarize(_host_sums(train_sums, loop, config, checkpoints, console))
+        if validate:
+            train_metrics, learning_rate = write_train_record(train_sums, common)
             train_sums = None
-            learning_rate = float(schedule(step - 1))  # the rate this step used
-            log.write({**common, 'split': 'train', 'learning_rate': learning_rate, **train_metrics})
+        elif step % plan.log_every == 0:
+            deferred, train_sums = (train_sums, common), None
         new_best_loss = None
         if validate:
             validation = evaluate(runner, device_state, pipeline.eval_batches(
@@ -309,6 +322,9 @@ def _train(config, plan: Plan, pipeline: Pipeline, runner, task, schedule, devic
         loop['finished'] = loop['stop_reason'] is not None
         stopping = not loop['finished'] and _stop_requested(stop, step, plan)
         save = validate or step % plan.checkpoint_every == 0 or loop['finished'] or stopping
+        if save and deferred is not None:  # on disk before the checkpoint that follows it
+            train_metrics, learning_rate = write_train_record(*deferred)
+            deferred = None
         if save:
             pending = jax.device_get(train_sums) if train_sums is not None else None  # fetched once
             if pending is not None and config.train.on_nonfinite == 'stop':
@@ -320,6 +336,8 @@ def _train(config, plan: Plan, pipeline: Pipeline, runner, task, schedule, devic
             checkpoints.wait()
             raise Preempted(f'{stop.received or "a stop signal (on another process)"} received: stopped after step '
                             f'{step} and saved a checkpoint there; run the same command again to resume')
+    if deferred is not None:  # (the last step validates, so only a loop left some other way could leave one)
+        write_train_record(*deferred)
     if loop['stop_reason'] == 'early_stopping':
         console.message(f'early stopping at step {step}: validation loss has not improved for {patience} '
                         f'validations (best {loop["best_validation_loss"]:.4f} at step {loop["best_step"]})')
