@@ -62,6 +62,21 @@ def test_run_directory_holds_every_record(finished_run):
     assert np.sum(summary['test']['confusion_matrix']) == 359
 
 
+def test_tensorboard_holds_the_records_scalars(finished_run):
+    import tensorflow as tf
+    _, result = finished_run
+    events = {}
+    for path in (result.workdir / 'tensorboard').glob('events.out.tfevents.*'):
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            for value in event.summary.value:
+                events[(value.tag, event.step)] = float(tf.make_ndarray(value.tensor))
+    records = read_jsonl(result.workdir / 'metrics.jsonl')
+    expected = {(f"{r['split']}/{key}", r['step']): float(np.float32(r[key])) for r in records
+                for key in ('loss', 'accuracy', 'learning_rate') if key in r}
+    assert {key: events.get(key) for key in expected} == expected
+    assert len([tag for tag, step in events if tag == 'train/loss']) == 14  # 11 log steps (5, 10, ..) + 19, 38, 57
+
+
 def test_same_config_and_seed_give_identical_records_and_params(finished_run, tmp_path):
     config, first = finished_run
     second = fit(config, tmp_path / 'b', show_progress=False)
