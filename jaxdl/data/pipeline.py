@@ -16,6 +16,7 @@ import math
 import sys
 from typing import Iterator
 
+import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
@@ -240,19 +241,21 @@ class Pipeline:
         def epoch(e):
             e_seed = epoch_seed(seed, e)
             shuffled = decoded.shuffle(buffer, seed=e_seed, reshuffle_each_iteration=False).take(examples_per_epoch)
-            if not augmenting:  # no per-example work at all: each tf.data map call costs microseconds
-                return shuffled
+            if not augmenting:  # batched here, so whole batches, not examples, pass every later stage: each
+                return shuffled.batch(global_batch, drop_remainder=True)  # per-example stage costs ~1 us
             return shuffled.enumerate().map(lambda i, ex: (tf.stack([e_seed, i]), ex))
 
-        ds = tf.data.Dataset.range(first_epoch, 2 ** 62).flat_map(epoch).skip(first_batch * global_batch)
+        # An epoch is a whole number of batches, so batches never straddle two epochs.
+        ds = tf.data.Dataset.range(first_epoch, 2 ** 62).flat_map(epoch)
         if augmenting:
             augment = preprocess.AUGMENTERS[self.task_cfg.name]
-            ds = ds.map(lambda s, ex: augment(ex, s, self.cfg.augment, self.task_cfg),
-                        num_parallel_calls=tf.data.AUTOTUNE)
-        ds = ds.batch(global_batch, drop_remainder=True)
-        lo = self.process_index * local
-        ds = ds.map(lambda b: {**{k: v[lo:lo + local] for k, v in b.items()}, 'valid': tf.ones([local], tf.bool)})
-        return _reporting_data_errors(ds.prefetch(tf.data.AUTOTUNE).as_numpy_iterator())
+            ds = ds.skip(first_batch * global_batch).map(lambda s, ex: augment(ex, s, self.cfg.augment, self.task_cfg),
+                                                         num_parallel_calls=tf.data.AUTOTUNE)
+            ds = ds.batch(global_batch, drop_remainder=True)
+        else:
+            ds = ds.skip(first_batch)
+        batches = _reporting_data_errors(ds.prefetch(tf.data.AUTOTUNE).as_numpy_iterator())
+        return _process_rows(batches, self.process_index * local, local)
 
     # -- evaluation
     def _process_subsplits(self, split: str) -> list[str]:
@@ -277,6 +280,13 @@ class Pipeline:
             ds = ds.concatenate(tf.data.Dataset.from_tensors(blank).repeat(padding))
         batches = ds.batch(local, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
         return _reporting_data_errors(batches.as_numpy_iterator())
+
+
+def _process_rows(batches: Iterator[dict], start: int, rows: int) -> Iterator[dict]:
+    """This process's rows of each global batch, all valid. Sliced on the host (numpy views): a tf.data map for
+    it cost ~100 us of CPU a batch, 1-2% of a small model's step on two cores."""
+    for batch in batches:
+        yield {**{k: v[start:start + rows] for k, v in batch.items()}, 'valid': np.ones(rows, bool)}
 
 
 def _reporting_data_errors(batches: Iterator[dict]) -> Iterator[dict]:
