@@ -197,30 +197,28 @@ def _with_compiler_options(pmapped, options: dict | None):
 def _pmap_runner(task, options: dict | None) -> StepRunner:
     devices = jax.local_devices()
     n = len(devices)
+    # Metric sums are psummed, the same on every device: out_axes=None hands back one copy (slicing [0] out of
+    # every leaf eagerly cost one dispatch a leaf a step; benchmarks/step_costs.py).
     train = _with_compiler_options(jax.pmap(partial(train_step, task=task, axis_name=PMAP_AXIS),
-                                            axis_name=PMAP_AXIS, donate_argnums=0), options)
+                                            axis_name=PMAP_AXIS, donate_argnums=0, out_axes=(0, None)), options)
     evaluate = _with_compiler_options(jax.pmap(partial(eval_step, task=task, axis_name=PMAP_AXIS),
-                                               axis_name=PMAP_AXIS), options)
+                                               axis_name=PMAP_AXIS, out_axes=(None, 0)), options)
 
     def split(batch):
         _check_divisible(batch, n, 'local devices')
         return jax.tree.map(lambda x: x.reshape(n, x.shape[0] // n, *x.shape[1:]), batch)
 
-    first = lambda tree: jax.tree.map(lambda x: x[0], tree)  # sums are identical on every device after psum
+    first = lambda tree: jax.tree.map(lambda x: x[0], tree)  # the state is identical on every device
     stacked = NamedSharding(Mesh(np.array(devices), (PMAP_AXIS,)), P(PMAP_AXIS))
 
     def replicate(state):  # one copy per local device along a leading axis, as pmap expects
         return jax.device_put(jax.tree.map(lambda x: jnp.broadcast_to(x, (n, *jnp.shape(x))), state), stacked)
 
-    def run_train(state, batch):
-        state, metrics = train(state, split(batch))
-        return state, first(metrics)
-
     def run_eval(state, batch):
         sums, rows = evaluate(state, split(batch))
-        return first(sums), jax.tree.map(lambda x: x.reshape(-1, *x.shape[2:]), rows)  # [devices, b] -> [rows]
+        return sums, jax.tree.map(lambda x: x.reshape(-1, *x.shape[2:]), rows)  # [devices, b] -> [rows]
 
-    return StepRunner('pmap', run_train, run_eval,
+    return StepRunner('pmap', lambda state, batch: train(state, split(batch)), run_eval,
                       place_state=replicate,
                       host_state=first, num_devices=n)
 
