@@ -237,23 +237,21 @@ class Pipeline:
         buffer = self.cfg.shuffle_buffer or self.size(split)
 
         augmenting = preprocess.needs_augmentation(self.cfg.augment)
+        augment = preprocess.AUGMENTERS[self.task_cfg.name]
 
         def epoch(e):
             e_seed = epoch_seed(seed, e)
-            shuffled = decoded.shuffle(buffer, seed=e_seed, reshuffle_each_iteration=False).take(examples_per_epoch)
-            if not augmenting:  # batched here, so whole batches, not examples, pass every later stage: each
-                return shuffled.batch(global_batch, drop_remainder=True)  # per-example stage costs ~1 us
-            return shuffled.enumerate().map(lambda i, ex: (tf.stack([e_seed, i]), ex))
+            examples = decoded.shuffle(buffer, seed=e_seed, reshuffle_each_iteration=False).take(examples_per_epoch)
+            if augmenting:  # seeded by (epoch seed, position in the epoch): redrawn identically on resume
+                examples = examples.enumerate().map(
+                    lambda i, ex: augment(ex, tf.stack([e_seed, i]), self.cfg.augment, self.task_cfg),
+                    num_parallel_calls=tf.data.AUTOTUNE)
+            # An epoch is a whole number of batches, so each is batched here and only whole batches pass the
+            # later stages (each per-example stage costs ~1 us; benchmarks/README.md).
+            return examples.batch(global_batch, drop_remainder=True)
 
-        # An epoch is a whole number of batches, so batches never straddle two epochs.
-        ds = tf.data.Dataset.range(first_epoch, 2 ** 62).flat_map(epoch)
-        if augmenting:
-            augment = preprocess.AUGMENTERS[self.task_cfg.name]
-            ds = ds.skip(first_batch * global_batch).map(lambda s, ex: augment(ex, s, self.cfg.augment, self.task_cfg),
-                                                         num_parallel_calls=tf.data.AUTOTUNE)
-            ds = ds.batch(global_batch, drop_remainder=True)
-        else:
-            ds = ds.skip(first_batch)
+        # Resuming skips the batches of its epoch already trained on (augmented too: at most one epoch's work).
+        ds = tf.data.Dataset.range(first_epoch, 2 ** 62).flat_map(epoch).skip(first_batch)
         batches = _reporting_data_errors(ds.prefetch(tf.data.AUTOTUNE).as_numpy_iterator())
         return _process_rows(batches, self.process_index * local, local)
 
