@@ -278,7 +278,8 @@ def _train(config, plan: Plan, pipeline: Pipeline, runner, task, schedule, devic
     patience = config.train.early_stopping.patience
     in_flight = collections.deque()  # recent steps' metrics: bounds the dispatch queue (see StepRunner)
     # A log step's record waits until the next step is dispatched: fetching its sums then finds them ready and
-    # the device busy, instead of idle while the host summarises and writes (measured: ResNet fit 0.95 -> ...).
+    # the device busy, instead of idle while the host summarises and writes (ResNet fit/hand 0.916 -> 0.939,
+    # benchmarks/README.md). Validation and checkpoint steps write at once: they sync anyway.
     deferred = None
 
     def write_train_record(sums, common):

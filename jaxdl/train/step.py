@@ -139,7 +139,7 @@ def compiler_options(cpu_convolutions: str = 'eigen') -> dict | None:
     `jax.jit(..., compiler_options=...)` of `train_step` to compile it as fit() does.
 
     On a CPU, XLA (jax 0.10) hands convolutions to YNNPACK. Eigen's convolutions ran the digits CNN's train step
-    1.27x faster (YNNPACK's weight-gradient convolutions reach ~120 GFLOP/s of the ~360 GFLOP/s this machine's
+    1.3x faster (YNNPACK's weight-gradient convolutions reach ~120 GFLOP/s of the ~360 GFLOP/s this machine's
     matmul does; benchmarks/xla_cpu.py), so 'eigen' (the default) compiles the steps without them. The option is
     passed per compilation because XLA_FLAGS only take effect before the backend starts, and only on a CPU: it
     names a field of XLA:CPU's options."""
