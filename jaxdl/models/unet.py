@@ -18,9 +18,8 @@ from typing import Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jaxdl.models.pooling import max_pool
-
 from jaxdl.errors import ConfigError
+from jaxdl.models.pooling import max_pool
 
 
 def _norm(train: bool, freeze: bool, axis_name, dtype):

@@ -307,7 +307,7 @@ def _train(config, plan: Plan, pipeline: Pipeline, runner, task, schedule, devic
         if validate:
             train_metrics, learning_rate = write_train_record(train_sums, common)
             train_sums = None
-        elif step % plan.log_every == 0:
+        elif step % plan.log_every == 0:  # (never the last step: that one validates, so nothing stays deferred)
             deferred, train_sums = (train_sums, common), None
         new_best_loss = None
         if validate:
@@ -337,8 +337,6 @@ def _train(config, plan: Plan, pipeline: Pipeline, runner, task, schedule, devic
             checkpoints.wait()
             raise Preempted(f'{stop.received or "a stop signal (on another process)"} received: stopped after step '
                             f'{step} and saved a checkpoint there; run the same command again to resume')
-    if deferred is not None:  # (the last step validates, so only a loop left some other way could leave one)
-        write_train_record(*deferred)
     if loop['stop_reason'] == 'early_stopping':
         console.message(f'early stopping at step {step}: validation loss has not improved for {patience} '
                         f'validations (best {loop["best_validation_loss"]:.4f} at step {loop["best_step"]})')
