@@ -2,7 +2,7 @@
 against the machine's own measured matmul rate.
 
     python benchmarks/xla_cpu.py --repeats 3
-    python benchmarks/xla_cpu.py --models cnn --variants shipped patches --repeats 5
+    python benchmarks/xla_cpu.py --models cnn --variants shipped patches first --repeats 5
 
 Variants of jaxdl's jitted train step (`make_runner('jit', ...)`), each point in a fresh process, alternating:
   - `xla`: what XLA does by default (convolutions, dots and reductions handed to YNNPACK; `flax.linen.max_pool`,
@@ -11,7 +11,9 @@ Variants of jaxdl's jitted train step (`make_runner('jit', ...)`), each point in
   - `tiles`: jaxdl's tile max-pool (`jaxdl.models.pooling`) only;
   - `shipped`: both, jaxdl's defaults;
   - `patches`: the shipped step with every 3x3 convolution of the CNN lowered as patches + one matmul
-    (im2col by nine shifted slices; tried, not shipped).
+    (im2col by nine shifted slices; tried, not shipped);
+  - `first`: the shipped step with only the convolutions of at most 27 inputs per output (the CNN's one-channel
+    input layer) lowered as patches + matmul (tried, not shipped; not run unless named).
 FLOPs per step are XLA's cost analysis of the step before optimisation (the algorithm's work, the same for
 every variant). The matmul rate is a jitted float32 2048x2048 matmul in the same run.
 """
@@ -40,7 +42,7 @@ if variant in ('xla', 'eigen'):  # flax's reduce_window max-pool, as before jaxd
     reduce_window = lambda x, window: nn.max_pool(x, (window, window), strides=(window, window))
     jaxdl.models.cnn.max_pool = jaxdl.models.unet.max_pool = reduce_window
 
-if variant == 'patches':
+if variant in ('patches', 'first'):
     class PatchesConv(nn.Module):  # a SAME, stride-1 convolution as im2col (nine shifted slices) + one matmul
         features: int
         kernel_size: tuple
@@ -54,8 +56,16 @@ if variant == 'patches':
             padded = jnp.pad(x, ((0, 0), (kh // 2, kh // 2), (kw // 2, kw // 2), (0, 0)))
             patches = jnp.concatenate([padded[:, i:i + h, j:j + w] for i in range(kh) for j in range(kw)], -1)
             return (patches.reshape(b * h * w, -1) @ kernel.reshape(-1, self.features)).reshape(b, h, w, -1) + bias
+    class FirstLayerPatchesConv(nn.Module):  # patches only where a patch is small (the one-channel input layer)
+        features: int
+        kernel_size: tuple
+        dtype: object = jnp.float32
+        @nn.compact
+        def __call__(self, x):
+            small = x.shape[-1] * self.kernel_size[0] * self.kernel_size[1] <= 27
+            return (PatchesConv if small else nn.Conv)(self.features, self.kernel_size, dtype=self.dtype)(x)
     jaxdl.models.cnn.nn = type('nn', (), {**{k: getattr(nn, k) for k in dir(nn) if not k.startswith('_')},
-                                          'Conv': PatchesConv})
+                                          'Conv': PatchesConv if variant == 'patches' else FirstLayerPatchesConv})
 
 updates = {'model.name': model_name, 'model.resnet.depth': 10, 'model.resnet.width': 16, 'model.resnet.stem': 'small',
            'train.cpu_convolutions': 'ynnpack' if variant in ('xla', 'tiles') else 'eigen'}
@@ -117,7 +127,7 @@ def main() -> None:
     args = parser.parse_args()
     matmul = []
     for model in args.models:
-        variants = [v for v in args.variants if v != 'patches' or model == 'cnn']
+        variants = [v for v in args.variants if v not in ('patches', 'first') or model == 'cnn']
         rates = {v: [] for v in variants}
         flops = {}
         for _ in range(args.repeats):
