@@ -13,7 +13,7 @@ For each 3x3 SAME layer of the digits CNN at batch 128 (1->32 and 32->32 at 8x8,
     with the contraction contiguous and with it transposed as the patches formulation needs: the ceiling any
     matmul lowering of the weight gradient could reach here;
   - `layer_eigen`, `layer_patches`: forward and both gradients, with XLA's convolution and with the layer as
-    patches + one matmul (the `patches` variant of xla_cpu.py).
+    patches + one matmul (`patches_conv`, which xla_cpu.py's `patches` and `first` variants also use).
 Everything compiles with `jaxdl.train.step.compiler_options('eigen')`, as the train step does. Each repetition
 runs every point once, in order, in this one process; the figures are medians over repetitions.
 """

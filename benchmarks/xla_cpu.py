@@ -25,6 +25,9 @@ import os
 import statistics
 import subprocess
 import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
 
 POINT = r'''
 import json, sys, time
@@ -43,19 +46,17 @@ if variant in ('xla', 'eigen'):  # flax's reduce_window max-pool, as before jaxd
     jaxdl.models.cnn.max_pool = jaxdl.models.unet.max_pool = reduce_window
 
 if variant in ('patches', 'first'):
-    class PatchesConv(nn.Module):  # a SAME, stride-1 convolution as im2col (nine shifted slices) + one matmul
+    from conv_layers import patches_conv  # this directory is on the point's PYTHONPATH (run() below)
+    class PatchesConv(nn.Module):  # a SAME, stride-1 3x3 convolution as im2col (nine shifted slices) + one matmul
         features: int
         kernel_size: tuple
         dtype: object = jnp.float32
         @nn.compact
         def __call__(self, x):
-            kh, kw = self.kernel_size
-            kernel = self.param('kernel', nn.initializers.lecun_normal(), (kh, kw, x.shape[-1], self.features))
+            assert tuple(self.kernel_size) == (3, 3), self.kernel_size
+            kernel = self.param('kernel', nn.initializers.lecun_normal(), (3, 3, x.shape[-1], self.features))
             bias = self.param('bias', nn.initializers.zeros, (self.features,))
-            b, h, w, c = x.shape
-            padded = jnp.pad(x, ((0, 0), (kh // 2, kh // 2), (kw // 2, kw // 2), (0, 0)))
-            patches = jnp.concatenate([padded[:, i:i + h, j:j + w] for i in range(kh) for j in range(kw)], -1)
-            return (patches.reshape(b * h * w, -1) @ kernel.reshape(-1, self.features)).reshape(b, h, w, -1) + bias
+            return patches_conv(x, kernel) + bias
     class FirstLayerPatchesConv(nn.Module):  # patches only where a patch is small (the one-channel input layer)
         features: int
         kernel_size: tuple
@@ -112,8 +113,9 @@ BATCH = {'cnn': 128, 'resnet': 64, 'unet': 32}
 
 
 def run(script: str, *args) -> dict:
+    path = os.pathsep.join(filter(None, [str(HERE), os.environ.get('PYTHONPATH')]))
     out = subprocess.run([sys.executable, '-c', script, *map(str, args)], capture_output=True, text=True,
-                         env={**os.environ, 'TF_CPP_MIN_LOG_LEVEL': '3'})
+                         env={**os.environ, 'TF_CPP_MIN_LOG_LEVEL': '3', 'PYTHONPATH': path})
     if out.returncode:
         raise RuntimeError(out.stderr[-2000:])
     return json.loads(out.stdout.strip().splitlines()[-1])
