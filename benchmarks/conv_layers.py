@@ -46,10 +46,13 @@ def shifted(x):
     return [padded[:, i:i + h, j:j + w] for i in range(3) for j in range(3)]
 
 
+def patches(x):
+    """im2col: one row per output position, its 3x3 neighbourhood's inputs (tap-major), (rows, 9 * channels)."""
+    return jnp.concatenate(shifted(x), -1).reshape(-1, 9 * x.shape[-1])
+
+
 def patches_conv(x, w):
-    patches = jnp.concatenate(shifted(x), -1)
-    return (patches.reshape(-1, w.shape[0] * w.shape[1] * w.shape[2]) @ w.reshape(-1, w.shape[3])).reshape(
-        *x.shape[:3], w.shape[3])
+    return (patches(x) @ w.reshape(-1, w.shape[3])).reshape(*x.shape[:3], w.shape[3])
 
 
 def weight_grad(x, dy):
@@ -58,8 +61,7 @@ def weight_grad(x, dy):
 
 def wgrad_patches(x, dy):
     cin, cout = x.shape[-1], dy.shape[-1]
-    patches = jnp.concatenate(shifted(x), -1).reshape(-1, 9 * cin)
-    return (patches.T @ dy.reshape(-1, cout)).reshape(3, 3, cin, cout)
+    return (patches(x).T @ dy.reshape(-1, cout)).reshape(3, 3, cin, cout)
 
 
 def wgrad_shifts(x, dy):

@@ -17,7 +17,6 @@ import json
 import os
 import statistics
 import sys
-import time
 
 os.environ.setdefault('XLA_FLAGS', '--xla_force_host_platform_device_count=2')
 
@@ -32,6 +31,7 @@ from jaxdl.models import build_model  # noqa: E402
 from jaxdl.tasks import build_task  # noqa: E402
 from jaxdl.train.state import create_train_state  # noqa: E402
 from jaxdl.train.step import PMAP_AXIS, compiler_options, make_runner, train_step  # noqa: E402
+from timing import images_per_s  # noqa: E402  (this script's directory is on sys.path)
 
 BATCH = {'cnn': 128, 'resnet': 64}
 
@@ -47,22 +47,6 @@ def setup(model_name: str):
             'label': rng.integers(0, 10, batch).astype(np.int32)}
     fresh = lambda: create_train_state(model, optax.sgd(0.01, 0.9), seed=0, image_shape=(8, 8, 1))
     return task, data, fresh, batch
-
-
-def images_per_s(run, state, data, batch, bound=None, seconds=2.0) -> float:
-    for _ in range(3):
-        state, sums = run(state, data)
-    jax.block_until_ready(sums)
-    in_flight, steps, start = [], 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        state, sums = run(state, data)
-        steps += 1
-        if bound:
-            in_flight.append(sums)
-            if len(in_flight) > bound:
-                jax.block_until_ready(in_flight.pop(0))
-    jax.block_until_ready(sums)
-    return steps * batch / (time.perf_counter() - start)
 
 
 def guard_cost(model_name: str, repeats: int) -> dict:

@@ -30,7 +30,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 POINT = r'''
-import json, sys, time
+import json, sys
 import flax.linen as nn, jax, jax.numpy as jnp, numpy as np, optax
 import jaxdl.models.cnn, jaxdl.models.unet
 from jaxdl.config import apply_updates, default_config
@@ -87,17 +87,10 @@ else:
     data['label'] = rng.integers(0, outputs, batch).astype(np.int32)
 from functools import partial
 from jaxdl.train.step import train_step
+from timing import images_per_s  # this directory is on the point's PYTHONPATH (run() below)
 flops = jax.jit(partial(train_step, task=task)).lower(state, data).cost_analysis()['flops']
-for _ in range(3):
-    state, sums = runner.train(state, data)
-jax.block_until_ready(sums)
-steps, start = 0, time.perf_counter()
-while time.perf_counter() - start < 4.0 or steps < 10:
-    state, sums = runner.train(state, data)
-    steps += 1
-jax.block_until_ready(sums)
-seconds = (time.perf_counter() - start) / steps
-print(json.dumps({'images_per_s': batch / seconds, 'gflop_per_step': flops / 1e9, 'gflops': flops / seconds / 1e9}))
+rate = images_per_s(runner.train, state, data, batch, seconds=4.0, min_steps=10)
+print(json.dumps({'images_per_s': rate, 'gflop_per_step': flops / 1e9, 'gflops': flops * rate / batch / 1e9}))
 '''
 
 MATMUL = r'''
