@@ -27,6 +27,7 @@ from jaxdl.config import apply_updates, default_config
 from jaxdl.data.pipeline import Pipeline
 from jaxdl.logging import read_jsonl
 from jaxdl.models import build_model
+from jaxdl.config import Plan
 from jaxdl.optim import build_optimizer
 from jaxdl.train.loop import fit
 from jaxdl.train.state import create_train_state
@@ -61,7 +62,8 @@ def hand_written_loop(model_name: str, batch: int, steps: int) -> float:
     stream = pipeline.train_batches(seed=0, global_batch=batch)
     batches = [(b['image'], b['label']) for b in (next(stream) for _ in range(pipeline.steps_per_epoch(batch)))]
     model = build_model(config.model, 10)
-    tx, _ = build_optimizer(config.optimizer, len(batches), steps)
+    config.train.duration = f'{steps} steps'
+    tx, _ = build_optimizer(config.optimizer, Plan.resolve(config, len(batches)))
     state = create_train_state(model, tx, seed=0, image_shape=batches[0][0].shape[1:])
     params, model_state, opt_state = state.params, state.model_state, state.opt_state
     mutable = list(model_state)

@@ -22,6 +22,7 @@ import jax
 
 from jaxdl.config import load_config_file
 from jaxdl.data.pipeline import Pipeline
+from jaxdl.config import Plan
 from jaxdl.train.state import state_from_config
 from jaxdl.train.step import make_runner
 
@@ -36,9 +37,9 @@ def measure(experiment: str, steps: int) -> dict:
     pipeline = Pipeline(config.dataset, config.task)
     spec = pipeline.spec
     per_epoch = pipeline.steps_per_epoch(batch)
+    config.train.duration = '10 epochs'
     task, state, _ = state_from_config(config, num_classes=spec.num_classes, image_shape=spec.image_shape,
-                                       class_names=spec.class_names, steps_per_epoch=per_epoch,
-                                       total_steps=10 * per_epoch)
+                                       class_names=spec.class_names, plan=Plan.resolve(config, per_epoch))
     runner = make_runner('jit', task)
 
     # Pipeline alone, from the second epoch on (the cache is full).

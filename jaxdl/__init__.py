@@ -13,11 +13,12 @@ _EXPORTS = {
     'train_step': 'jaxdl.train.step',
     'eval_step': 'jaxdl.train.step',
     'fit': 'jaxdl.train.loop',
-    'evaluate': 'jaxdl.evaluate',
-    'predict': 'jaxdl.evaluate',
+    'evaluate': 'jaxdl.evaluation',
+    'predict': 'jaxdl.evaluation',
+    'load_run': 'jaxdl.evaluation',
     'default_config': 'jaxdl.config',
 }
-_SUBPACKAGES = ('config', 'data', 'models', 'tasks', 'optim', 'train', 'checkpoint', 'evaluate', 'plots')
+_SUBPACKAGES = ('config', 'data', 'models', 'tasks', 'optim', 'train', 'checkpoint', 'evaluation', 'plots')
 
 __all__ = sorted(_EXPORTS) + list(_SUBPACKAGES)
 

@@ -2,13 +2,19 @@
 
 A checkpoint holds two items: `state` (step, params, model_state, opt_state, rng as plain arrays: orbax alone
 restores it) and `loop` (JSON: where in the data the run stands, early-stopping counters, best step).
-Preservation keeps the two latest and the best; a plain `best_fn` + `max_to_keep` would delete the latest. Two
-latest, so that a damaged newest checkpoint always leaves an intact one to fall back on.
+Preservation keeps the two latest and the best; two latest, so that a damaged newest checkpoint always leaves an
+intact one to fall back on.
+
+Which step is best is read from the `loop` item the checkpoint itself carries, never from orbax's memory of the
+metrics it was given: a manager reopened by a resumed run does not know which earlier step was best (its BestN
+policy then deleted the best checkpoint once it fell out of the latest two), but the loop record it resumes from
+does.
 """
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import jax
 import orbax.checkpoint as ocp
@@ -16,7 +22,15 @@ from orbax.checkpoint import checkpoint_managers as policies
 
 from jaxdl.errors import CheckpointError
 
-BEST_METRIC = 'validation_loss'
+
+@dataclasses.dataclass
+class KeepStep(policies.PreservationPolicy):
+    """Preserves one named step (the loop's best), whatever metrics orbax has or has not recorded for it."""
+    step: int | None = None
+
+    def should_preserve(self, checkpoints: Sequence, *, context) -> Sequence[bool]:
+        del context
+        return [info.step == self.step for info in checkpoints]
 
 
 class DamagedCheckpoint(CheckpointError):
@@ -29,24 +43,25 @@ class DamagedCheckpoint(CheckpointError):
 class Checkpoints:
     def __init__(self, directory: str | Path, *, read_only: bool = False):
         self.directory = Path(directory).absolute()
-        preserve = policies.AnyPreservationPolicy([
-            policies.LatestN(n=2),
-            policies.BestN(get_metric_fn=lambda m: -m[BEST_METRIC], n=1, keep_checkpoints_without_metrics=False),
-        ])
+        self._best = KeepStep()
+        preserve = policies.AnyPreservationPolicy([policies.LatestN(n=2), self._best])
+        # cleanup_tmp_directories: a save killed while being written leaves a temporary directory that no step
+        # lists; a writer removes such leftovers when it opens the directory.
         options = ocp.CheckpointManagerOptions(preservation_policy=preserve, enable_async_checkpointing=True,
                                                read_only=read_only, create=not read_only,
+                                               cleanup_tmp_directories=not read_only,
                                                save_interval_steps=0 if read_only else 1)
         self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=('state', 'loop'))
 
-    def save(self, step: int, state_tree: Any, loop: dict, new_best_loss: float | None = None) -> None:
+    def save(self, step: int, state_tree: Any, loop: dict, best_step: int | None) -> None:
         """Starts an asynchronous save; training continues while it is written.
 
-        `new_best_loss` is given only when the loop has just declared this step the best (its rule includes
-        min_delta), so the checkpoint orbax preserves as best is always the loop's best, never a rival choice."""
-        metrics = {BEST_METRIC: float(new_best_loss)} if new_best_loss is not None else None
+        `best_step` is the step the loop's own rule (min_delta included) declares best, as its `loop` record says:
+        that checkpoint is kept, and the others beyond the two latest are deleted once this save has committed."""
+        self._best.step = best_step
         try:
             self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state_tree),
-                                                            loop=ocp.args.JsonSave(loop)), metrics=metrics, force=True)
+                                                            loop=ocp.args.JsonSave(loop)), force=True)
         except OSError as e:
             # orbax writes into a temporary directory and deletes older checkpoints only after a save commits,
             # so the previous good checkpoint is still there.

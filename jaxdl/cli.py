@@ -49,7 +49,7 @@ def _headline(metrics: dict) -> dict:
 
 
 def cmd_evaluate(args, _) -> int:
-    from jaxdl.evaluate import evaluate_run, read_run_files
+    from jaxdl.evaluation import evaluate_run, read_run_files
     config, _env = read_run_files(Path(args.workdir))
     split = args.split or config.dataset.test_split
     print(json.dumps(evaluate_run(args.workdir, split, args.checkpoint), indent=2))
@@ -93,7 +93,7 @@ def load_image(path: str, shape: tuple[int, int, int]):
 def cmd_predict(args, _) -> int:
     import numpy as np
     from jaxdl.data import preprocess
-    from jaxdl.evaluate import load_run, predict
+    from jaxdl.evaluation import load_run, predict
     run = load_run(args.workdir, args.checkpoint)
     raw = np.stack([load_image(p, run.image_shape) for p in args.images])
     images = np.stack([preprocess.image_to_float(img, run.config.dataset).numpy() for img in raw])
@@ -156,7 +156,7 @@ def _write_pictures(args, run, raw, outputs) -> list[dict]:
 
 
 def cmd_rerun(args, _) -> int:
-    from jaxdl.evaluate import read_run_files
+    from jaxdl.evaluation import read_run_files
     from jaxdl.train.loop import fit
     workdir = Path(args.workdir)
     config, _env = read_run_files(workdir)

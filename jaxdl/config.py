@@ -249,6 +249,28 @@ class Duration:
         return self.amount * steps_per_epoch if self.unit == 'epochs' else self.amount
 
 
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """Every duration of a run in steps, resolved once the epoch length is known: what the loop, the schedule and
+    environment.json read (none of them parses a duration again)."""
+    steps_per_epoch: int
+    total_steps: int
+    validate_every: int
+    log_every: int
+    checkpoint_every: int
+    warmup_steps: int          # optimizer.schedule.warmup
+    drop_every_steps: int      # optimizer.schedule.drop_every (piecewise)
+
+    @classmethod
+    def resolve(cls, config: ConfigDict, steps_per_epoch: int) -> 'Plan':
+        steps = lambda key, text: parse_duration(text, key).in_steps(steps_per_epoch)
+        train = lambda key: max(steps(f'train.{key}', config.train[key]), 1)
+        schedule = config.optimizer.schedule
+        return cls(steps_per_epoch, train('duration'), train('validate_every'), train('log_every'),
+                   train('checkpoint_every'), steps('optimizer.schedule.warmup', schedule.warmup),
+                   max(steps('optimizer.schedule.drop_every', schedule.drop_every), 1))
+
+
 def parse_duration(text: Any, key: str) -> Duration:
     if isinstance(text, int) and not isinstance(text, bool):
         return Duration(text, 'steps')

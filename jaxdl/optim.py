@@ -19,7 +19,7 @@ from typing import Callable
 import jax
 import optax
 
-from jaxdl.config import ConfigError, parse_duration
+from jaxdl.config import ConfigError, Plan
 
 OPTIMIZERS = ('sgd', 'rmsprop', 'adam', 'adamw')
 SCHEDULES = ('constant', 'piecewise', 'cosine')
@@ -37,19 +37,20 @@ def learning_rate(opt_cfg) -> float:
     return float(opt_cfg.learning_rate if opt_cfg.learning_rate is not None else DEFAULT_LEARNING_RATES[opt_cfg.name])
 
 
-def build_schedule(opt_cfg, steps_per_epoch: int, total_steps: int) -> optax.Schedule:
-    """Learning rate against *optimizer* updates (with accumulation, one update per `accumulate_steps` steps)."""
+def build_schedule(opt_cfg, plan: Plan) -> optax.Schedule:
+    """Learning rate against *optimizer* updates (with accumulation, one update per `accumulate_steps` steps); the
+    durations come from the run's plan, in steps."""
     s = opt_cfg.schedule
     _check_name('schedule', s.name, SCHEDULES)
     per_update = max(opt_cfg.accumulate_steps, 1)
     to_updates = lambda steps: max(steps // per_update, 0)
     peak = learning_rate(opt_cfg)
-    warmup = to_updates(parse_duration(s.warmup, 'optimizer.schedule.warmup').in_steps(steps_per_epoch))
-    decay_updates = max(to_updates(total_steps) - warmup, 1)
+    warmup = to_updates(plan.warmup_steps)
+    decay_updates = max(to_updates(plan.total_steps) - warmup, 1)
     if s.name == 'constant':
         main = optax.constant_schedule(peak)
     elif s.name == 'piecewise':
-        every = max(to_updates(parse_duration(s.drop_every, 'optimizer.schedule.drop_every').in_steps(steps_per_epoch)), 1)
+        every = max(to_updates(plan.drop_every_steps), 1)
         main = optax.exponential_decay(peak, transition_steps=every, decay_rate=s.drop_factor, staircase=True)
     else:  # cosine
         main = optax.cosine_decay_schedule(peak, decay_steps=decay_updates, alpha=s.final_fraction)
@@ -128,11 +129,11 @@ def _scaled(schedule: optax.Schedule, multiplier: float) -> optax.Schedule:
     return lambda count: multiplier * schedule(count)
 
 
-def build_optimizer(opt_cfg, steps_per_epoch: int, total_steps: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
+def build_optimizer(opt_cfg, plan: Plan) -> tuple[optax.GradientTransformation, optax.Schedule]:
     """Returns (the optax chain, its schedule as a function of the train step; the full rate, before any
-    group's multiplier)."""
+    group's multiplier). `plan`: the run's durations in steps (`jaxdl.config.Plan.resolve`)."""
     _check_name('optimizer', opt_cfg.name, OPTIMIZERS)
-    schedule = build_schedule(opt_cfg, steps_per_epoch, total_steps)
+    schedule = build_schedule(opt_cfg, plan)
     parts = []
     groups = tuple(opt_cfg.groups)
     if groups:

@@ -1,21 +1,38 @@
 """Shared fixtures. Every test reads datasets from one temporary TFDS data dir (prepared offline once) and
 never touches the network; multi-device tests run in subprocesses so XLA_FLAGS is set before jax loads."""
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 ROOT = Path(__file__).resolve().parents[1]
 
+# Set before anything imports tensorflow_datasets or jax (tfds reads TFDS_DATA_DIR once, at import), and inherited
+# by pytest-xdist's workers and every subprocess: one data dir, prepared offline once for the whole suite, and one
+# persistent XLA compilation cache, so a subprocess that trains the model another test compiled loads it instead.
+if 'JAXDL_TEST_ROOT' not in os.environ:
+    os.environ['JAXDL_TEST_ROOT'] = tempfile.mkdtemp(prefix='jaxdl-tests-')
+    _CREATED_ROOT = True
+else:
+    _CREATED_ROOT = False
+os.environ['TFDS_DATA_DIR'] = os.path.join(os.environ['JAXDL_TEST_ROOT'], 'tfds')
+os.environ['JAX_COMPILATION_CACHE_DIR'] = os.path.join(os.environ['JAXDL_TEST_ROOT'], 'xla_cache')
+os.environ['JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS'] = '0'
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
-@pytest.fixture(scope='session', autouse=True)
-def data_dir(tmp_path_factory):
-    path = tmp_path_factory.mktemp('tfds')
-    os.environ['TFDS_DATA_DIR'] = str(path)  # inherited by subprocesses
-    return str(path)
+
+def pytest_sessionfinish(session):
+    if _CREATED_ROOT and not hasattr(session.config, 'workerinput'):  # the process that made it, not a worker
+        shutil.rmtree(os.environ['JAXDL_TEST_ROOT'], ignore_errors=True)
+
+
+@pytest.fixture(scope='session')
+def data_dir():
+    return os.environ['TFDS_DATA_DIR']
 
 
 @pytest.fixture

@@ -1,18 +1,21 @@
 """Run in a subprocess with XLA_FLAGS=--xla_force_host_platform_device_count=8 (set before jax is imported).
 
-Trains the same global batches with the jit, pmap and sharded runners and prints, as JSON, the largest
+Trains the same global batches with the jit, pmap and sharded runners, and with the pure step under jax.shard_map
+(check_vma on and off), and prints, as JSON, the largest
 deviation of each from single-device training, and what each counts when evaluating a padded split.
 """
 import json
 import sys
+from functools import partial
 
 import jax
 import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec as P
 
 import jaxdl
-from jaxdl.config import apply_updates, default_config
+from jaxdl.config import Plan, apply_updates, default_config
 from jaxdl.data.pipeline import Pipeline
-from jaxdl.evaluate import evaluate
+from jaxdl.evaluation import evaluate
 from jaxdl.models import build_model
 from jaxdl.optim import build_optimizer
 from jaxdl.tasks import build_task
@@ -29,7 +32,7 @@ def main(model_name: str) -> dict:
     batches = [next(stream) for _ in range(5)]
     task = build_task(config.task, 10)
     model = build_model(config.model, 10)
-    tx, _ = build_optimizer(config.optimizer, 19, 100)
+    tx, _ = build_optimizer(config.optimizer, Plan.resolve(config, 19))
     out = {'devices': jax.device_count()}
     params = {}
     for kind in ('jit', 'pmap', 'sharded'):
@@ -44,6 +47,17 @@ def main(model_name: str) -> dict:
         out[f'{kind}_eval_count'] = metrics['count']
         out[f'{kind}_eval_loss'] = metrics['loss']
         out[f'{kind}_num_devices'] = runner.num_devices
+    # The pure step under jax.shard_map directly, with JAX's default check_vma=True (replicated parameters are
+    # invariant there, and their gradients arrive summed) and with it off: the step must sum gradients once.
+    mesh = jax.make_mesh((jax.device_count(),), ('data',))
+    replicated, rows = NamedSharding(mesh, P()), NamedSharding(mesh, P('data'))
+    for check_vma in (True, False):
+        step = jax.jit(jax.shard_map(partial(jaxdl.train_step, task=task, axis_name='data'), mesh=mesh,
+                                     in_specs=(P(), P('data')), out_specs=(P(), P()), check_vma=check_vma))
+        state = jax.device_put(jaxdl.create_train_state(model, tx, seed=0, image_shape=(8, 8, 1)), replicated)
+        for batch in batches:
+            state, _ = step(state, jax.device_put(batch, rows))
+        params[f'shard_map_vma_{str(check_vma).lower()}'] = jax.device_get(state)
     # The float noise of the computation itself: single-device training of the same mathematics in another
     # reduction order, the batches' rows reversed, or with the other CPU convolution kernels.
     for kind, reorder, kernels in (('reordered', lambda x: x[::-1], 'eigen'), ('other_kernels', None, 'ynnpack')):
@@ -52,7 +66,7 @@ def main(model_name: str) -> dict:
         for batch in batches:
             state, _ = runner.train(state, jax.tree.map(reorder, batch) if reorder else batch)
         params[kind] = jax.device_get(state)
-    for kind in ('pmap', 'sharded', 'reordered', 'other_kernels'):
+    for kind in ('pmap', 'sharded', 'shard_map_vma_true', 'shard_map_vma_false', 'reordered', 'other_kernels'):
         for part in ('params', 'model_state'):
             reference = jax.tree.leaves(getattr(params['jit'], part))
             scale = max((float(np.max(np.abs(b))) for b in reference), default=1.0)
@@ -88,7 +102,7 @@ def dense() -> dict:
     pipeline = Pipeline(config.dataset, config.task)
     task = ShowGathered(num_classes=3, max_detections=5)
     model = build_model(config.model, 3, **task.head_options)
-    tx, _ = build_optimizer(config.optimizer, 10, 10)
+    tx, _ = build_optimizer(config.optimizer, Plan.resolve(config, 10))
     state = jaxdl.create_train_state(model, tx, seed=0, image_shape=(64, 64, 3))
     out = {'devices': jax.device_count()}
     for kind in ('jit', 'pmap', 'sharded'):

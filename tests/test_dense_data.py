@@ -37,12 +37,20 @@ def test_shapes_scenes_are_seeded_and_boxes_frame_their_objects():
         scene = shapes.draw_scene(np.random.default_rng([7, i]))
         mask = scene['segmentation_mask'][..., 0]
         assert 1 <= len(scene['objects']['label']) <= 4
+        assert np.all(np.isin(np.unique(mask), [0, 1, 2, 3]))
+        # Each object's whole shape, redrawn from its box (the box frames the shape's pixels exactly).
+        whole = []
         for box, label in zip(scene['objects']['bbox'], scene['objects']['label']):
             top, left, bottom, right = np.round(box * 64).astype(int)
-            inside = mask[top:bottom, left:right] == label + 1
-            # Each object keeps at least half its pixels visible, all of them inside its box.
-            assert inside.sum() > 0
-            assert np.all(np.isin(np.unique(mask), [0, 1, 2, 3]))
+            assert bottom - top == right - left
+            whole.append(shapes._object_mask(int(label), top, left, bottom - top))
+            assert np.all(mask[whole[-1]] != 0) and not np.any(whole[-1][:top]) and not np.any(whole[-1][bottom:])
+        for i, label in enumerate(scene['objects']['label']):
+            # At least half of each object stays visible (not covered by the objects drawn after it), and the
+            # mask gives those pixels its class.
+            visible = whole[i] & ~np.any(np.array(whole[i + 1:] or [np.zeros_like(whole[i])]), axis=0)
+            assert visible.sum() >= 0.5 * whole[i].sum()
+            assert np.all(mask[visible] == label + 1)
         assert np.all((scene['objects']['bbox'] >= 0) & (scene['objects']['bbox'] <= 1))
 
 

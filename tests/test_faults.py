@@ -14,7 +14,7 @@ import pytest
 
 from jaxdl.checkpoint import Checkpoints
 from jaxdl.errors import CheckpointError, TrainingDiverged, WorkdirError
-from jaxdl.evaluate import load_run
+from jaxdl.evaluation import load_run
 from jaxdl.logging import TIMING_KEYS, read_jsonl
 from jaxdl.train.loop import fit
 from conftest import ROOT, jaxdl
@@ -111,6 +111,8 @@ def test_a_damaged_latest_checkpoint_falls_back_to_the_previous_one(make_config,
     resumed = fit(config, workdir, show_progress=False)
     assert list((workdir / 'damaged_checkpoints').iterdir())  # kept, not deleted
     assert resumed.summary['final_step'] == 57 and same_params(resumed.state.params, straight.state.params)
+    # Steps 39-57 were trained again from step 38: the final parameters are those of the run never damaged.
+    assert same_params(load_run(workdir, 'latest').state.to_checkpoint(), load_run(straight.workdir, 'latest').state.to_checkpoint())
     # Every checkpoint damaged: an error, never a silent restart from scratch.
     for path in (workdir / 'checkpoints').rglob('*'):
         if path.is_file() and path.parent.name == 'd':

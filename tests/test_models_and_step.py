@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import jaxdl
-from jaxdl.config import apply_updates, default_config
+from jaxdl.config import Plan, apply_updates, default_config
 from jaxdl.models import build_model
 from jaxdl.optim import build_optimizer
 from jaxdl.tasks import build_task
@@ -17,7 +17,8 @@ def make_state(model_name='cnn', dropout=0.0, seed=0, **model_updates):
                                               'model.resnet.depth': 10, 'model.resnet.width': 8,
                                               'model.resnet.stem': 'small', **model_updates})
     model = build_model(config.model, 10)
-    tx, _ = build_optimizer(config.optimizer, 10, 100)
+    config.train.duration = '100 steps'
+    tx, _ = build_optimizer(config.optimizer, Plan.resolve(config, 10))
     return jaxdl.create_train_state(model, tx, seed=seed, image_shape=(8, 8, 1)), build_task(config.task, 10)
 
 
@@ -54,8 +55,8 @@ def test_train_step_learns_a_fixed_batch_and_is_deterministic():
     s = state
     for _ in range(30):
         s, metrics = step(s, fixed)
-        first_loss = first_loss if first_loss is not None else float(metrics['loss_sum'])
-    assert float(metrics['loss_sum']) < 0.3 * first_loss
+        first_loss = first_loss if first_loss is not None else float(metrics.sums['loss_sum'])
+    assert float(metrics.sums['loss_sum']) < 0.3 * first_loss
     assert int(s.step) == 30
     again = state
     for _ in range(30):
@@ -70,8 +71,8 @@ def test_dropout_randomness_comes_from_the_step_number():
     _, m0 = step(state, fixed)
     _, m0_again = step(state, fixed)
     _, m1 = step(state.replace(step=state.step + 1), fixed)
-    assert float(m0['loss_sum']) == float(m0_again['loss_sum'])
-    assert float(m0['loss_sum']) != float(m1['loss_sum'])
+    assert float(m0.sums['loss_sum']) == float(m0_again.sums['loss_sum'])
+    assert float(m0.sums['loss_sum']) != float(m1.sums['loss_sum'])
 
 
 def test_eval_sums_match_numpy_and_ignore_padding():

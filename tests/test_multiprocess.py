@@ -1,5 +1,7 @@
 """Two cooperating processes on jax.distributed (127.0.0.1, CPU, gloo) end where one process does."""
 import json
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -7,7 +9,7 @@ import sys
 import jax
 import numpy as np
 
-from jaxdl.evaluate import load_run
+from jaxdl.evaluation import load_run
 from jaxdl.logging import TIMING_KEYS, read_jsonl
 from jaxdl.train.loop import fit
 from conftest import ROOT
@@ -53,3 +55,25 @@ def test_incomplete_distributed_settings_are_refused(capsys):
     from jaxdl.cli import main
     assert main(['train', str(EXPERIMENT), '--coordinator', '127.0.0.1:1234', '--process-id', '0']) == 2
     assert 'missing: num_processes' in capsys.readouterr().err
+
+
+def test_a_two_process_run_resumes_as_one_process(tmp_path, make_config):
+    """Both processes stop at the same checkpoint (SIGKILL once it has committed); one process resumes it and
+    ends where a run of one process never stopped does: the global batches do not depend on the process count."""
+    workdir, port = tmp_path / 'two_then_one', free_port()
+    short = {'train__duration': '25 steps', 'train__checkpoint_every': '5 steps', 'train__validate_every': '10 steps'}
+    processes = [subprocess.Popen(
+        [sys.executable, '-m', 'jaxdl', 'train', str(EXPERIMENT), '--workdir', str(workdir), '--no-progress',
+         *[f'--config.{k.replace("__", ".")}={v}' for k, v in short.items()], '--coordinator', f'127.0.0.1:{port}',
+         '--num-processes', '2', '--process-id', str(i)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=ROOT, env={**os.environ, 'JAXDL_KILL_AT': 'saved@10'}) for i in range(2)]
+    for p in processes:
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == -signal.SIGKILL, err[-3000:]
+    resumed = fit(make_config(**short), workdir, show_progress=False)
+    one = fit(make_config(**short), tmp_path / 'one', show_progress=False)
+    assert resumed.summary['final_step'] == 25 and resumed.summary['selected_step'] == one.summary['selected_step']
+    assert json.loads((workdir / 'environment.json').read_text())['process_count'] == 1
+    for a, b in zip(jax.tree.leaves(load_run(workdir, 'latest').state.params),
+                    jax.tree.leaves(load_run(one.workdir, 'latest').state.params), strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)

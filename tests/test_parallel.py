@@ -1,4 +1,5 @@
-"""pmap and sharded (jit over a mesh) training on 8 CPU devices equal single-device training; dense tasks' evaluation
+"""pmap, sharded (jit over a mesh) and the pure step under jax.shard_map (check_vma on and off) on 8 CPU devices
+equal single-device training; dense tasks' evaluation
 (gathered detection rows, summed confusion matrices) on 4 devices equals one device's."""
 import json
 import sys
@@ -37,7 +38,7 @@ def test_pmap_and_sharded_match_single_device(model):
     out = json.loads(result.stdout.split('RESULT ', 1)[1])
     assert out['devices'] == 8 and out['pmap_num_devices'] == 8 and out['sharded_num_devices'] == 8
     assert out['params_moved']
-    for kind in ('pmap', 'sharded'):
+    for kind in ('pmap', 'sharded', 'shard_map_vma_true', 'shard_map_vma_false'):
         assert out[f'{kind}_steps'] == 5
         if model == 'cnn':
             assert out[f'{kind}_params_allclose'], f'{kind} params differ from single-device training (rtol 1e-5)'
@@ -61,7 +62,7 @@ def test_fit_with_pmap_and_sharded_ends_where_single_device_fit_does(tmp_path, m
     import jax
     import numpy as np
 
-    from jaxdl.evaluate import load_run
+    from jaxdl.evaluation import load_run
     from jaxdl.train.loop import fit
     from conftest import jaxdl
 

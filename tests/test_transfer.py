@@ -11,10 +11,10 @@ import optax
 import pytest
 
 import jaxdl
-from jaxdl.config import ConfigError, apply_updates, default_config
+from jaxdl.config import ConfigError, Plan, apply_updates, default_config
 from jaxdl.data.pipeline import Pipeline
 from jaxdl.errors import TransferError
-from jaxdl.evaluate import load_run
+from jaxdl.evaluation import load_run
 from jaxdl.models import build_model
 from jaxdl.optim import build_optimizer
 from jaxdl.tasks import build_task
@@ -33,7 +33,7 @@ def small(**updates):
 def steps_of(config, steps=3, seed=0):
     """(initial state, state after `steps` train steps on random batches) for `config`'s model and optimizer."""
     task = build_task(config.task, 10)
-    tx, _ = build_optimizer(config.optimizer, 10, 100)
+    tx, _ = build_optimizer(config.optimizer, Plan.resolve(config, 10))
     state = jaxdl.create_train_state(build_model(config.model, 10), tx, seed=seed, image_shape=(8, 8, 1))
     step = jax.jit(lambda s, b: jaxdl.train_step(s, b, task=task))
     rng = np.random.default_rng(seed)
@@ -148,7 +148,7 @@ def test_the_initial_state_is_the_sources_backbone(pretrained):
     from jaxdl.train.state import state_from_config
     from jaxdl.transfer import initialize_from
     config = finetune(pretrained)
-    _, state, _ = state_from_config(config, num_classes=5, image_shape=(8, 8, 1), steps_per_epoch=2, total_steps=8)
+    _, state, _ = state_from_config(config, num_classes=5, image_shape=(8, 8, 1), plan=Plan.resolve(config, 2))
     loaded, _ = initialize_from(state, config.transfer)
     source = load_run(pretrained, 'best').state
     for a, b in zip(jax.tree.leaves(loaded.params['backbone']), jax.tree.leaves(source.params['backbone'])):

@@ -21,30 +21,67 @@ import numpy as np
 
 from jaxdl import config as config_lib
 from jaxdl.checkpoint import Checkpoints
+from jaxdl.config import Plan
 from jaxdl.data.pipeline import Pipeline
-from jaxdl.evaluate import evaluate
+from jaxdl.errors import Preempted, TrainingDiverged
+from jaxdl.evaluation import evaluate
 from jaxdl.logging import Console, RunLog, environment_record, read_jsonl, write_json
 from jaxdl.plots import plot_progress
-from jaxdl.train.state import TrainState, state_from_config
-from jaxdl.errors import Preempted, TrainingDiverged
+from jaxdl.train import kill_points
 from jaxdl.train.guard import StopSignals, WorkdirLock, check_writable
-from jaxdl.train.step import FIRST_NONFINITE, NO_STEP, add_sums, make_runner
+from jaxdl.train.state import TrainState, state_from_config
+from jaxdl.train.step import TrainMetrics, add_train_metrics, make_runner
 
 
-@dataclasses.dataclass(frozen=True)
-class Plan:
-    """The run's durations in steps, once the epoch length is known."""
-    steps_per_epoch: int
-    total_steps: int
-    validate_every: int
-    log_every: int
-    checkpoint_every: int
+@dataclasses.dataclass
+class LoopState:
+    """What the loop carries from step to step and through a checkpoint (its `loop` item, as JSON): enough for a
+    resumed run to continue exactly where the checkpointed one stood, early stopping and train records included."""
+    best_step: int | None = None
+    best_validation_loss: float | None = None
+    validations_since_best: int = 0
+    elapsed_s: float = 0.0
+    stop_reason: str | None = None  # None while training; then 'completed' or 'early_stopping'
+    skipped_updates: int = 0        # updates with a non-finite loss or gradient (train.on_nonfinite='skip')
+    # The training metrics summed since the last train record, as JSON (float32 and int32 sums go through JSON
+    # exactly), so a resumed run writes the records an uninterrupted one does.
+    pending_train: dict | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.stop_reason is not None
+
+    def to_json(self) -> dict:
+        return {**dataclasses.asdict(self), 'finished': self.finished}
 
     @classmethod
-    def from_config(cls, train_cfg, steps_per_epoch: int) -> 'Plan':
-        steps = lambda key: max(config_lib.parse_duration(train_cfg[key], f'train.{key}').in_steps(steps_per_epoch), 1)
-        return cls(steps_per_epoch, steps('duration'), steps('validate_every'), steps('log_every'),
-                   steps('checkpoint_every'))
+    def from_json(cls, record: dict) -> 'LoopState':
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in record.items() if k in names})
+
+    def validated(self, step: int, loss: float, min_delta: float, patience: int) -> None:
+        """Early stopping and model selection: validation loss only, an improvement must beat the best by
+        min_delta, and `patience` validations without one stop the run (0: never)."""
+        if self.best_validation_loss is None or loss < self.best_validation_loss - min_delta:
+            self.best_step, self.best_validation_loss, self.validations_since_best = step, loss, 0
+        else:
+            self.validations_since_best += 1
+            if patience and self.validations_since_best >= patience:
+                self.stop_reason = 'early_stopping'
+
+
+def _metrics_to_json(host: TrainMetrics) -> dict:
+    return {'sums': {k: np.asarray(v).tolist() for k, v in host.sums.items()},  # (confusion matrices too)
+            'nonfinite_steps': float(host.nonfinite_steps), 'first_nonfinite_step': float(host.first_nonfinite_step)}
+
+
+def _metrics_from_json(record: dict) -> TrainMetrics:
+    def device_sum(value):  # back with its step's dtype: int32 counts stay integers, float32 sums float32
+        value = np.asarray(value)
+        return jnp.asarray(value, jnp.int32 if value.dtype.kind in 'iu' else jnp.float32)
+    return TrainMetrics(sums={k: device_sum(v) for k, v in record['sums'].items()},
+                        nonfinite_steps=jnp.float32(record['nonfinite_steps']),
+                        first_nonfinite_step=jnp.float32(record['first_nonfinite_step']))
 
 
 @dataclasses.dataclass
@@ -52,12 +89,6 @@ class FitResult:
     state: TrainState        # the selected model (best by validation, or last)
     summary: dict
     workdir: Path
-
-
-def _fresh_loop_state() -> dict:
-    return {'best_step': None, 'best_validation_loss': None, 'validations_since_best': 0,
-            'elapsed_s': 0.0, 'stop_reason': None, 'finished': False, 'pending_train_sums': None,
-            'skipped_updates': 0}
 
 
 def _environment(config, pipeline: Pipeline, plan: Plan, parallel: str, transfer: dict | None) -> dict:
@@ -90,17 +121,6 @@ def _record_run(workdir: Path, config, environment: dict, has_checkpoints: bool)
                 f'resume with the recorded config (`jaxdl rerun`) or train into a new --workdir')
     write_json(config_path, new)
     write_json(workdir / 'environment.json', environment)
-
-
-def _device_sum(value):
-    """A metric sum back from a checkpoint's JSON with its step's dtype: int32 counts (a confusion matrix of
-    pixels) stay integers, float32 sums stay float32 (exact through JSON both)."""
-    value = np.asarray(value)
-    return jnp.asarray(value, jnp.int32 if value.dtype.kind in 'iu' else jnp.float32)
-
-
-def _sum(a, b):
-    return b if a is None else add_sums(a, b)
 
 
 def fit(config, workdir: str | Path, *, show_progress: bool = True) -> FitResult:
@@ -156,11 +176,9 @@ def _fit_holding_lock(config, workdir: Path, show_progress: bool) -> FitResult:
     pipeline = Pipeline(config.dataset, config.task,
                         process_index=jax.process_index(), process_count=jax.process_count())
     spec = pipeline.spec
-    batch = config.train.batch_size
-    plan = Plan.from_config(config.train, pipeline.steps_per_epoch(batch))
+    plan = Plan.resolve(config, pipeline.steps_per_epoch(config.train.batch_size))
     task, state, schedule = state_from_config(config, num_classes=spec.num_classes, image_shape=spec.image_shape,
-                                              class_names=spec.class_names,
-                                              steps_per_epoch=plan.steps_per_epoch, total_steps=plan.total_steps)
+                                              class_names=spec.class_names, plan=plan)
     runner = make_runner(config.train.parallel, task, config.train.cpu_convolutions)
     if is_main:  # two latest + best + one being written, before any step rather than at the first failed save
         check_writable(workdir, needed_bytes=4 * sum(x.nbytes for x in jax.tree.leaves(state.to_checkpoint())))
@@ -178,12 +196,12 @@ def _fit_holding_lock(config, workdir: Path, show_progress: bool) -> FitResult:
         _record_run(workdir, config, _environment(config, pipeline, plan, runner.kind, transfer), latest is not None)
     log = RunLog(workdir, enabled=is_main)
 
-    loop = _fresh_loop_state()
+    loop = LoopState()
     if latest is not None:
         warn = lambda text: Console(0, 0, enabled=is_main, progress=False).message(f'warning: {text}')
-        latest, tree, loop = checkpoints.restore_newest_intact(state.to_checkpoint(), warn)
-        state = state.from_checkpoint(tree)
-    if loop['finished'] and (workdir / 'summary.json').exists():
+        latest, tree, record = checkpoints.restore_newest_intact(state.to_checkpoint(), warn)
+        state, loop = state.from_checkpoint(tree), LoopState.from_json(record)
+    if loop.finished and (workdir / 'summary.json').exists():
         summary = json.loads((workdir / 'summary.json').read_text())
         Console(0, 0, enabled=is_main, progress=False).message(
             f'{workdir} holds a finished run ({summary["stop_reason"]} at step {summary["final_step"]}); '
@@ -197,26 +215,29 @@ def _fit_holding_lock(config, workdir: Path, show_progress: bool) -> FitResult:
                       metric=task.headline[1])
     if transfer_message:
         console.message(transfer_message)
+    # Whatever a stopped run logged after the checkpoint this run starts from (all of it, when it stopped before
+    # its first checkpoint) is trained and logged again.
+    log.truncate_after(latest if latest is not None else 0)
     if latest is not None:
-        log.truncate_after(latest)
         console.message(f'resuming {workdir} from step {latest}')
     try:
         with StopSignals() as stop:
-            device_state, loop = _train(config, plan, pipeline, runner, task, schedule, runner.place_state(state),
-                                        checkpoints, loop, log, console, stop)
+            device_state = _train(config, plan, pipeline, runner, task, schedule, runner.place_state(state),
+                                  checkpoints, loop, log, console, stop)
         final_state = runner.host_state(device_state)
         checkpoints.wait()
-        selected_step = loop['best_step'] if config.train.select == 'best' and loop['best_step'] is not None \
+        selected_step = loop.best_step if config.train.select == 'best' and loop.best_step is not None \
             else int(final_state.step)
         selected = _select(checkpoints, final_state, selected_step, int(final_state.step))
-        test = evaluate(runner, runner.place_state(selected), pipeline.eval_batches(config.dataset.test_split,
-                                                                                   config.train.eval_batch_size), task)
+        test_batches = pipeline.eval_batches(config.dataset.test_split, config.train.eval_batch_size)
+        test = evaluate(runner, runner.place_state(selected), kill_points.after_first(test_batches, 'test'), task)
         log.write({'step': selected_step, 'epoch': selected_step / plan.steps_per_epoch, 'split': 'test', **test})
         summary = _summary(config, plan, loop, selected_step, int(final_state.step), log.path, test)
-        if is_main:
-            write_json(workdir / 'summary.json', summary)
+        if is_main:  # summary.json last: its presence says the run is complete
             plot_progress(read_jsonl(log.path), workdir / 'progress.png', title=f'{spec.name}: {config.model.name}',
                           metrics=task.headline[:2], selected_step=selected_step)
+            write_json(workdir / 'summary.json', summary)
+            kill_points.at('summary')
         console.message(f'test ({config.dataset.test_split}, step {selected_step}): ' + ', '.join(
             f'{k} {v:.4f}' for k, v in test.items() if k in task.headline and isinstance(v, (int, float))))
         return FitResult(selected, summary, workdir)
@@ -244,128 +265,117 @@ def _stop_requested(stop: StopSignals, step: int, plan: Plan) -> bool:
     return bool(np.any(multihost_utils.process_allgather(np.int32(stop.received is not None))))
 
 
-def _host_sums(sums, loop: dict, config, checkpoints: Checkpoints, console: Console) -> dict:
-    """Training sums fetched to the host: the one place a non-finite step is noticed (no per-step sync).
+def _check_finite(metrics: TrainMetrics, loop: LoopState, config, checkpoints: Checkpoints,
+                  console: Console) -> None:
+    """The one place a non-finite step is noticed, on training metrics fetched to the host anyway (no per-step
+    sync). Such a step's update was not applied (see train_step). With on_nonfinite='stop' the run stops here,
+    before any checkpoint is written from this point on; with 'skip' the count is kept and reported."""
+    skipped = int(metrics.nonfinite_steps)
+    if not skipped:
+        return
+    first = int(metrics.first_nonfinite_step)
+    if config.train.on_nonfinite == 'stop':
+        latest = checkpoints.latest_step()
+        raise TrainingDiverged(
+            f'non-finite loss or gradient at step {first}: training stopped (that update was not applied). '
+            f'The last checkpoint ({f"step {latest}" if latest is not None else "none yet"}) is intact. Lower '
+            f'optimizer.learning_rate, set optimizer.clip_global_norm, or set train.on_nonfinite=skip.')
+    loop.skipped_updates += skipped
+    console.message(f'skipped {skipped} update(s) with a non-finite loss or gradient (first at step {first}; '
+                    f'{loop.skipped_updates} in this run)')
 
-    Such a step's update was not applied (see train_step). With on_nonfinite='stop' the run stops here, before
-    any checkpoint is written from this point on; with 'skip' the count is kept and reported."""
-    host = dict(jax.device_get(sums))  # a copy: the caller may still need the counts (a checkpoint carries them)
-    skipped = int(host.pop('nonfinite_steps', 0))
-    first = int(host.pop(FIRST_NONFINITE, NO_STEP))
-    if skipped:
-        if config.train.on_nonfinite == 'stop':
-            latest = checkpoints.latest_step()
-            raise TrainingDiverged(
-                f'non-finite loss or gradient at step {first}: training stopped (that update was not applied). '
-                f'The last checkpoint ({f"step {latest}" if latest is not None else "none yet"}) is intact. Lower '
-                f'optimizer.learning_rate, set optimizer.clip_global_norm, or set train.on_nonfinite=skip.')
-        loop['skipped_updates'] = loop.get('skipped_updates', 0) + skipped
-        console.message(f'skipped {skipped} update(s) with a non-finite loss or gradient (first at step {first}; '
-                        f'{loop["skipped_updates"]} in this run)')
-    return host
 
-
-def _train(config, plan: Plan, pipeline: Pipeline, runner, task, schedule, device_state, checkpoints, loop: dict,
-           log: RunLog, console: Console, stop: StopSignals):
-    """The epoch loop. Returns the device state and the loop state at the end of training."""
+def _train(config, plan: Plan, pipeline: Pipeline, runner, task, schedule, device_state, checkpoints: Checkpoints,
+           loop: LoopState, log: RunLog, console: Console, stop: StopSignals):
+    """The epoch loop: trains from the state's step until the plan's end or early stopping, updating `loop`.
+    Returns the device state at the end of training."""
     step = int(runner.host_state(device_state).step)
-    started = time.time() - loop['elapsed_s']
-    # Training metric sums since the last train record travel in the checkpoint, so a resumed run logs exactly
-    # what an uninterrupted one does (float32 -> JSON -> float32 is exact).
-    pending = loop.get('pending_train_sums')
-    train_sums = {k: _device_sum(v) for k, v in pending.items()} if pending else None
-    train_metrics = {}
+    started = time.time() - loop.elapsed_s
+    train_sums = _metrics_from_json(loop.pending_train) if loop.pending_train else None
+    train_metrics, learning_rate = {}, None
     patience = config.train.early_stopping.patience
     in_flight = collections.deque()  # recent steps' metrics: bounds the dispatch queue (see StepRunner)
     # A log step's record waits until the next step is dispatched: fetching its sums then finds them ready and
-    # the device busy, instead of idle while the host summarises and writes (ResNet fit/hand 0.916 -> 0.939,
-    # benchmarks/README.md). Validation and checkpoint steps write at once: they sync anyway.
+    # the device busy, instead of idle while the host summarises and writes (benchmarks/README.md).
+    # Validation and checkpoint steps write at once: they sync anyway.
     deferred = None
 
-    def write_train_record(sums, common):
-        metrics = task.summarize(_host_sums(sums, loop, config, checkpoints, console))
+    def write_train_record(sums: TrainMetrics, common):
+        host = jax.device_get(sums)
+        _check_finite(host, loop, config, checkpoints, console)
+        metrics = task.summarize(host.sums)
         rate = float(schedule(common['step'] - 1))  # the rate this step used
         log.write({**common, 'split': 'train', 'learning_rate': rate, **metrics})
         return metrics, rate
 
     batches = pipeline.train_batches(seed=config.seed, global_batch=config.train.batch_size, start_step=step)
-    while step < plan.total_steps and loop['stop_reason'] is None:
-        device_state, sums = runner.train(device_state, next(batches))
+    while step < plan.total_steps and not loop.finished:
+        device_state, metrics = runner.train(device_state, next(batches))
         if deferred is not None:
             train_metrics, learning_rate = write_train_record(*deferred)
             deferred = None
-        train_sums = _sum(train_sums, sums)
+        train_sums = metrics if train_sums is None else add_train_metrics(train_sums, metrics)
         if runner.max_steps_in_flight:
-            in_flight.append(sums)
+            in_flight.append(metrics)
             if len(in_flight) > runner.max_steps_in_flight:
                 jax.block_until_ready(in_flight.popleft())
         step += 1
         console.advance()
         validate = step % plan.validate_every == 0 or step == plan.total_steps
-        loop['elapsed_s'] = time.time() - started
-        common = {'step': step, 'epoch': step / plan.steps_per_epoch, 'elapsed_s': loop['elapsed_s']}
+        loop.elapsed_s = time.time() - started
+        common = {'step': step, 'epoch': step / plan.steps_per_epoch, 'elapsed_s': loop.elapsed_s}
         if validate:
             train_metrics, learning_rate = write_train_record(train_sums, common)
             train_sums = None
         elif step % plan.log_every == 0:  # (never the last step: that one validates, so nothing stays deferred)
             deferred, train_sums = (train_sums, common), None
-        new_best_loss = None
         if validate:
-            validation = evaluate(runner, device_state, pipeline.eval_batches(
-                config.dataset.validation_split, config.train.eval_batch_size), task)
+            batches_of = pipeline.eval_batches(config.dataset.validation_split, config.train.eval_batch_size)
+            validation = evaluate(runner, device_state, kill_points.after_first(batches_of, 'validation', step), task)
             log.write({**common, 'split': 'validation', **validation})
-            _update_early_stopping(loop, step, validation['loss'], config.train.early_stopping.min_delta, patience)
-            new_best_loss = validation['loss'] if loop['best_step'] == step else None
-            console.row(epoch=math.ceil(step / plan.steps_per_epoch), step=step, elapsed=loop['elapsed_s'],
+            loop.validated(step, validation['loss'], config.train.early_stopping.min_delta, patience)
+            console.row(epoch=math.ceil(step / plan.steps_per_epoch), step=step, elapsed=loop.elapsed_s,
                         train=train_metrics, validation=validation, learning_rate=learning_rate)
-        if step == plan.total_steps and loop['stop_reason'] is None:
-            loop['stop_reason'] = 'completed'
-        loop['finished'] = loop['stop_reason'] is not None
-        stopping = not loop['finished'] and _stop_requested(stop, step, plan)
-        save = validate or step % plan.checkpoint_every == 0 or loop['finished'] or stopping
+        if step == plan.total_steps and not loop.finished:
+            loop.stop_reason = 'completed'
+        stopping = not loop.finished and _stop_requested(stop, step, plan)
+        save = validate or step % plan.checkpoint_every == 0 or loop.finished or stopping
         if save and deferred is not None:  # on disk before the checkpoint that follows it
             train_metrics, learning_rate = write_train_record(*deferred)
             deferred = None
         if save:
             pending = jax.device_get(train_sums) if train_sums is not None else None  # fetched once
-            if pending is not None and config.train.on_nonfinite == 'stop':
-                _host_sums(pending, loop, config, checkpoints, console)  # never save past a non-finite step
-            loop['pending_train_sums'] = ({k: np.asarray(v).tolist() for k, v in pending.items()}  # (matrices too)
-                                          if pending is not None else None)
-            checkpoints.save(step, runner.host_state(device_state).to_checkpoint(), dict(loop), new_best_loss)
+            if pending is not None and config.train.on_nonfinite == 'stop':  # never save past a non-finite step
+                _check_finite(pending, loop, config, checkpoints, console)
+            loop.pending_train = _metrics_to_json(pending) if pending is not None else None
+            checkpoints.save(step, runner.host_state(device_state).to_checkpoint(), loop.to_json(), loop.best_step)
+            kill_points.at('saving', step)
+            kill_points.at('saved', step, settle=checkpoints.wait)
         if stopping:
             checkpoints.wait()
             raise Preempted(f'{stop.received or "a stop signal (on another process)"} received: stopped after step '
                             f'{step} and saved a checkpoint there; run the same command again to resume')
-    if loop['stop_reason'] == 'early_stopping':
+        kill_points.at('step', step)
+    if loop.stop_reason == 'early_stopping':
         console.message(f'early stopping at step {step}: validation loss has not improved for {patience} '
-                        f'validations (best {loop["best_validation_loss"]:.4f} at step {loop["best_step"]})')
-    return device_state, loop
+                        f'validations (best {loop.best_validation_loss:.4f} at step {loop.best_step})')
+    return device_state
 
 
-def _update_early_stopping(loop: dict, step: int, validation_loss: float, min_delta: float, patience: int) -> None:
-    best = loop['best_validation_loss']
-    if best is None or validation_loss < best - min_delta:
-        loop.update(best_step=step, best_validation_loss=validation_loss, validations_since_best=0)
-    else:
-        loop['validations_since_best'] += 1
-        if patience and loop['validations_since_best'] >= patience:
-            loop['stop_reason'] = 'early_stopping'
-
-
-def _summary(config, plan: Plan, loop: dict, selected_step: int, final_step: int, log_path: Path, test: dict) -> dict:
+def _summary(config, plan: Plan, loop: LoopState, selected_step: int, final_step: int, log_path: Path,
+             test: dict) -> dict:
     validations = {r['step']: r for r in read_jsonl(log_path) if r['split'] == 'validation'}
     strip = lambda r: {k: v for k, v in r.items() if k not in ('split', 'elapsed_s')} if r else None
     return {
-        'stop_reason': loop['stop_reason'],
+        'stop_reason': loop.stop_reason,
         'final_step': final_step,
         'epochs_completed': final_step / plan.steps_per_epoch,
-        'best_step': loop['best_step'],
-        'best_validation_loss': loop['best_validation_loss'],
+        'best_step': loop.best_step,
+        'best_validation_loss': loop.best_validation_loss,
         'selected': config.train.select,
         'selected_step': selected_step,
         'validation': strip(validations.get(selected_step)),
-        'test': {k: v for k, v in test.items()},
-        'train_time_s': loop['elapsed_s'],
-        'skipped_updates': loop.get('skipped_updates', 0),
+        'test': dict(test),
+        'train_time_s': loop.elapsed_s,
+        'skipped_updates': loop.skipped_updates,
     }

@@ -55,15 +55,15 @@ def create_train_state(model, tx: optax.GradientTransformation, *, seed: int, im
                       opt_state=opt_state, rng=state_key, apply_fn=model.apply, tx=tx)
 
 
-def state_from_config(config, *, num_classes: int, image_shape, steps_per_epoch: int, total_steps: int,
-                      class_names=()):
+def state_from_config(config, *, num_classes: int, image_shape, plan, class_names=()):
     """(task, initial TrainState, learning-rate schedule) as a config describes them: what fit() trains and
-    the target a trained run's checkpoint is restored into."""
+    the target a trained run's checkpoint is restored into. `plan`: the run's durations in steps
+    (`jaxdl.config.Plan`)."""
     from jaxdl.models import build_model
     from jaxdl.optim import build_optimizer
     from jaxdl.tasks import build_task
     task = build_task(config.task, num_classes, class_names)
-    tx, schedule = build_optimizer(config.optimizer, steps_per_epoch, total_steps)
+    tx, schedule = build_optimizer(config.optimizer, plan)
     state = create_train_state(build_model(config.model, task.num_outputs, **task.head_options), tx, seed=config.seed,
                                image_shape=tuple(image_shape))
     return task, state, schedule

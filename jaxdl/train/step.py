@@ -1,11 +1,11 @@
 """The pure train and eval steps, and the three ways to run them: jit, pmap and sharded (jit over a mesh).
 
-    train_step(state, batch, *, task, axis_name=None) -> (new_state, metric_sums)
+    train_step(state, batch, *, task, axis_name=None) -> (new_state, TrainMetrics)
     eval_step(state, batch, *, task, axis_name=None) -> (metric_sums, per_example_predictions)
 
-`axis_name` set means "inside pmap over that axis": the loss is normalised by the *global* count of valid
-examples and gradients and metric sums are summed over the axis, so every device count computes the same
-update as one device with the whole batch. Randomness comes from fold_in(state.rng, state.step) only.
+`axis_name` set means "inside a mapped axis" (pmap or shard_map): the loss is normalised by the *global* count of
+valid examples and gradients and metric sums are summed over the axis exactly once, so every device count computes
+the same update as one device with the whole batch. Randomness comes from fold_in(state.rng, state.step) only.
 """
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import dataclasses
 from functools import partial
 from typing import Any, Callable
 
+import flax.struct
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -23,11 +24,18 @@ from jaxdl.train.state import TrainState
 
 PMAP_AXIS = 'batch'
 MESH_AXIS = 'data'
-# Train metrics beside the task's sums: how many steps had a non-finite loss or gradient (their updates were not
-# applied), and the first such step (1-based, as the loop counts; NO_STEP when there was none). float32 holds
-# step numbers exactly up to 2**24.
-FIRST_NONFINITE = 'first_nonfinite_step'
+# float32 holds step numbers exactly up to 2**24: "no non-finite step yet".
 NO_STEP = float(2 ** 24)
+
+
+@flax.struct.dataclass
+class TrainMetrics:
+    """What a train step returns beside the new state, and what the loop sums over steps: the task's metric sums,
+    and apart from them how many steps had a non-finite loss or gradient (their updates were not applied) and the
+    first such step (1-based, as the loop counts; NO_STEP when there was none)."""
+    sums: dict
+    nonfinite_steps: jax.Array
+    first_nonfinite_step: jax.Array
 
 
 def _psum(tree, axis_name):
@@ -42,7 +50,24 @@ def _forward(state: TrainState, params, batch, *, train: bool, axis_name, rng=No
     return out if mutable else (out, state.model_state)
 
 
-def train_step(state: TrainState, batch: dict, *, task, axis_name=None) -> tuple[TrainState, dict]:
+def _device_varying(tree, axis_name):
+    """Each leaf marked as varying over `axis_name` (a no-op outside shard_map's type checking).
+
+    Under `shard_map` with check_vma=True (JAX's default) a replicated input is *invariant*, and the gradient of an
+    invariant value arrives already summed over the axis (the transpose of its implicit broadcast is a psum).
+    Differentiating with respect to a varying copy instead gives every API (pmap, shard_map with or without
+    check_vma) the same per-device gradient, which the step then sums exactly once."""
+    if not axis_name:
+        return tree
+
+    def vary(leaf):
+        if axis_name in getattr(jax.typeof(leaf), 'vma', ()):
+            return leaf
+        return jax.lax.pcast(leaf, axis_name, to='varying')
+    return jax.tree.map(vary, tree)
+
+
+def train_step(state: TrainState, batch: dict, *, task, axis_name=None) -> tuple[TrainState, TrainMetrics]:
     rng = jax.random.fold_in(state.rng, state.step)
     if axis_name:  # each device draws its own dropout mask
         rng = jax.random.fold_in(rng, jax.lax.axis_index(axis_name))
@@ -54,7 +79,8 @@ def train_step(state: TrainState, batch: dict, *, task, axis_name=None) -> tuple
         per_example = task.per_example_loss(outputs, batch)
         return jnp.sum(per_example * valid) / global_count, (outputs, per_example, model_state)
 
-    (loss, (outputs, per_example, model_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    (loss, (outputs, per_example, model_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        _device_varying(state.params, axis_name))
     grads = _psum(grads, axis_name)
     # A non-finite loss or gradient anywhere leaves parameters, optimizer and model state as they were (the step
     # counter still advances with the data); the loop stops or carries on as train.on_nonfinite says.
@@ -64,11 +90,10 @@ def train_step(state: TrainState, batch: dict, *, task, axis_name=None) -> tuple
     new_state = updated.replace(params=keep(updated.params, state.params),
                                 opt_state=keep(updated.opt_state, state.opt_state),
                                 model_state=keep(updated.model_state, state.model_state))
-    metrics = _psum(task.train_metric_sums(outputs, batch, per_example), axis_name)
-    metrics = jax.tree.map(lambda m: jnp.where(finite, m, jnp.zeros_like(m)), metrics)  # skipped steps count nothing
-    metrics['nonfinite_steps'] = 1.0 - finite.astype(jnp.float32)
-    metrics[FIRST_NONFINITE] = jnp.where(finite, NO_STEP, (state.step + 1).astype(jnp.float32))
-    return new_state, metrics
+    sums = _psum(task.train_metric_sums(outputs, batch, per_example), axis_name)
+    sums = jax.tree.map(lambda m: jnp.where(finite, m, jnp.zeros_like(m)), sums)  # skipped steps count nothing
+    return new_state, TrainMetrics(sums=sums, nonfinite_steps=1.0 - finite.astype(jnp.float32),
+                                   first_nonfinite_step=jnp.where(finite, NO_STEP, (state.step + 1).astype(jnp.float32)))
 
 
 def _all_finite(tree) -> jax.Array:
@@ -84,10 +109,15 @@ def eval_step(state: TrainState, batch: dict, *, task, axis_name=None) -> tuple[
 
 
 @jax.jit
-def add_sums(a: dict, b: dict) -> dict:
-    """Metric sums of two batches added on the device: one dispatch (eager jnp.add costs ~1 ms a leaf on CPU).
-    The first non-finite step is the one entry combined by minimum."""
-    return {k: jnp.minimum(a[k], b[k]) if k == FIRST_NONFINITE else jax.tree.map(jnp.add, a[k], b[k]) for k in a}
+def add_sums(a, b):
+    """Metric sums of two batches added on the device, in one dispatch (an eager add is one dispatch a leaf)."""
+    return jax.tree.map(jnp.add, a, b)
+
+
+@jax.jit
+def add_train_metrics(a: TrainMetrics, b: TrainMetrics) -> TrainMetrics:
+    return TrainMetrics(sums=jax.tree.map(jnp.add, a.sums, b.sums), nonfinite_steps=a.nonfinite_steps + b.nonfinite_steps,
+                        first_nonfinite_step=jnp.minimum(a.first_nonfinite_step, b.first_nonfinite_step))
 
 
 def predict_step(state: TrainState, images, *, task):

@@ -96,10 +96,10 @@ def read_run_files(workdir: Path) -> tuple[config_lib.ConfigDict, dict]:
 
 def initial_state(config, environment: dict) -> tuple[TrainState, object]:
     """A freshly initialised state with the run's structure (the target a checkpoint restores into)."""
-    dataset, plan = environment['dataset'], environment['plan']
+    dataset = environment['dataset']
+    plan = config_lib.Plan.resolve(config, environment['plan']['steps_per_epoch'])
     task, state, _ = state_from_config(config, num_classes=dataset['num_classes'], image_shape=dataset['image_shape'],
-                                       class_names=dataset.get('class_names', ()),
-                                       steps_per_epoch=plan['steps_per_epoch'], total_steps=plan['total_steps'])
+                                       class_names=dataset.get('class_names', ()), plan=plan)
     return state, task
 
 
