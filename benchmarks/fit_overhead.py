@@ -37,7 +37,7 @@ from jaxdl.train.step import compiler_options
 def make_config(model: str, batch: int, epochs: int):
     return apply_updates(default_config(), {
         'dataset.mean': (0.5,), 'dataset.std': (0.5,), 'model.name': model,
-        'model.resnet.depth': 10, 'model.resnet.width': 16, 'model.resnet.stem': 'small',
+        'model.options': {'depth': 10, 'width': 16, 'stem': 'small'} if model == 'resnet' else {},
         'train.batch_size': batch, 'train.duration': f'{epochs} epochs',
         # Validate and checkpoint once, at the end (outside the timed window), as a hand-written loop would.
         'train.validate_every': f'{epochs} epochs', 'train.checkpoint_every': f'{epochs} epochs',
@@ -58,7 +58,7 @@ def fit_rate(model: str, batch: int, epochs: int) -> float:
 def hand_written_loop(model_name: str, batch: int, steps: int) -> float:
     """Images per second of the simplest correct JAX training loop (compile excluded)."""
     config = make_config(model_name, batch, 1)
-    pipeline = Pipeline(config.dataset, config.task)
+    pipeline = Pipeline.for_config(config)
     stream = pipeline.train_batches(seed=0, global_batch=batch)
     batches = [(b['image'], b['label']) for b in (next(stream) for _ in range(pipeline.steps_per_epoch(batch)))]
     model = build_model(config.model, 10)

@@ -34,7 +34,7 @@ def measure(experiment: str, steps: int) -> dict:
     config = load_config_file(experiment)
     config.train.parallel = 'jit'
     batch = config.train.batch_size
-    pipeline = Pipeline(config.dataset, config.task)
+    pipeline = Pipeline.for_config(config)
     spec = pipeline.spec
     per_epoch = pipeline.steps_per_epoch(batch)
     config.train.duration = '10 epochs'

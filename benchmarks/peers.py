@@ -28,7 +28,7 @@ from jaxdl.config import apply_updates, default_config
 from jaxdl.data.pipeline import Pipeline
 def digits_batches(batch):
     config = apply_updates(default_config(), {'dataset.mean': (0.5,), 'dataset.std': (0.5,)})
-    pipeline = Pipeline(config.dataset, config.task)
+    pipeline = Pipeline.for_config(config)
     stream = pipeline.train_batches(seed=0, global_batch=batch)
     batches = [next(stream) for _ in range(pipeline.steps_per_epoch(batch))]
     return np.concatenate([b['image'] for b in batches]), np.concatenate([b['label'] for b in batches])

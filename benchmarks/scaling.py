@@ -27,8 +27,8 @@ from jaxdl.tasks import build_task
 from jaxdl.train.state import create_train_state
 from jaxdl.train.step import make_runner
 model, batch, parallel, size = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
-config = apply_updates(default_config(), {'model.name': model, 'model.resnet.depth': 10, 'model.resnet.width': 16,
-                                          'model.resnet.stem': 'small'})
+config = apply_updates(default_config(), {
+    'model.name': model, 'model.options': {'depth': 10, 'width': 16, 'stem': 'small'} if model == 'resnet' else {}})
 task = build_task(config.task, 10)
 runner = make_runner(parallel, task)
 state = runner.place_state(create_train_state(build_model(config.model, 10), optax.sgd(0.01, 0.9), seed=0,

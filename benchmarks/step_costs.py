@@ -37,8 +37,9 @@ BATCH = {'cnn': 128, 'resnet': 64}
 
 
 def setup(model_name: str):
-    config = apply_updates(default_config(), {'model.name': model_name, 'model.resnet.depth': 10,
-                                              'model.resnet.width': 16, 'model.resnet.stem': 'small'})
+    config = apply_updates(default_config(), {
+        'model.name': model_name,
+        'model.options': {'depth': 10, 'width': 16, 'stem': 'small'} if model_name == 'resnet' else {}})
     task = build_task(config.task, 10)
     model = build_model(config.model, 10)
     batch = BATCH[model_name]

@@ -8,7 +8,7 @@ Variants of jaxdl's jitted train step (`make_runner('jit', ...)`), each point in
   - `xla`: what XLA does by default (convolutions, dots and reductions handed to YNNPACK; `flax.linen.max_pool`,
     i.e. reduce_window, and select_and_scatter for its gradient);
   - `eigen`: `train.cpu_convolutions='eigen'` only (Eigen's convolutions; dots and reductions stay YNNPACK's);
-  - `tiles`: jaxdl's tile max-pool (`jaxdl.models.pooling`) only;
+  - `tiles`: jaxdl's tile max-pool (`jaxdl.models.layers.pooling`) only;
   - `shipped`: both, jaxdl's defaults;
   - `patches`: the shipped step with every 3x3 convolution of the CNN lowered as patches + one matmul
     (im2col by nine shifted slices; tried, not shipped);
@@ -41,7 +41,7 @@ from jaxdl.train.step import make_runner
 
 model_name, variant, batch = sys.argv[1], sys.argv[2], int(sys.argv[3])
 
-if variant in ('xla', 'eigen'):  # flax's reduce_window max-pool, as before jaxdl.models.pooling
+if variant in ('xla', 'eigen'):  # flax's reduce_window max-pool, as before jaxdl.models.layers.pooling
     reduce_window = lambda x, window: nn.max_pool(x, (window, window), strides=(window, window))
     jaxdl.models.cnn.max_pool = jaxdl.models.unet.max_pool = reduce_window
 
@@ -68,15 +68,16 @@ if variant in ('patches', 'first'):
     jaxdl.models.cnn.nn = type('nn', (), {**{k: getattr(nn, k) for k in dir(nn) if not k.startswith('_')},
                                           'Conv': PatchesConv if variant == 'patches' else FirstLayerPatchesConv})
 
-updates = {'model.name': model_name, 'model.resnet.depth': 10, 'model.resnet.width': 16, 'model.resnet.stem': 'small',
-           'train.cpu_convolutions': 'ynnpack' if variant in ('xla', 'tiles') else 'eigen'}
+updates = {'model.name': model_name, 'train.cpu_convolutions': 'ynnpack' if variant in ('xla', 'tiles') else 'eigen',
+           'model.options': {'resnet': {'depth': 10, 'width': 16, 'stem': 'small'},
+                             'unet': {'features': (16, 32, 64, 128)}}.get(model_name, {})}
 if model_name == 'unet':
-    updates.update({'task.name': 'segmentation', 'model.unet.features': (16, 32, 64, 128)})
+    updates['task.name'] = 'segmentation'
 config = apply_updates(default_config(), updates)
 size, channels, outputs = (64, 3, 4) if model_name == 'unet' else (8, 1, 10)
 task = build_task(config.task, outputs)
 runner = make_runner('jit', task, config.train.cpu_convolutions)
-model = build_model(config.model, outputs, head='pixels' if model_name == 'unet' else 'dense')
+model = build_model(config.model, outputs, task.head_options)
 state = runner.place_state(create_train_state(model, optax.sgd(0.01, 0.9), seed=0,
                                               image_shape=(size, size, channels)))
 rng = np.random.default_rng(0)

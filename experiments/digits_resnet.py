@@ -9,9 +9,9 @@ def get_config():
     config.dataset.std = (0.5,)
     config.dataset.augment.crop_padding = 1
     config.model.name = 'resnet'
-    config.model.resnet.depth = 10
-    config.model.resnet.width = 16
-    config.model.resnet.stem = 'small'
+    config.model.options.depth = 10
+    config.model.options.width = 16
+    config.model.options.stem = 'small'
     config.optimizer.name = 'sgd'
     config.optimizer.learning_rate = 0.1
     config.optimizer.weight_decay = 5e-4

@@ -19,7 +19,7 @@ def get_config():
     config.dataset.augment.flip_left_right = True
     config.dataset.augment.crop_area = 0.7
     config.model.name = 'unet'
-    config.model.unet.features = (16, 32, 64, 128)
+    config.model.options.features = (16, 32, 64, 128)
     config.optimizer.name = 'adam'
     config.optimizer.learning_rate = 0.003
     config.optimizer.schedule.name = 'cosine'

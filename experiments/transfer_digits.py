@@ -19,8 +19,8 @@ def _base():
     config.dataset.mean = (0.5,)
     config.dataset.std = (0.5,)
     config.model.name = 'cnn'
-    config.model.cnn.features = (32, 64)
-    config.model.cnn.dense = 128
+    config.model.options.features = (32, 64)
+    config.model.options.dense = 128
     config.optimizer.name = 'sgd'
     config.optimizer.learning_rate = 0.05
     config.optimizer.schedule.name = 'cosine'

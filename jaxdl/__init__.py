@@ -12,13 +12,20 @@ _EXPORTS = {
     'create_train_state': 'jaxdl.train.state',
     'train_step': 'jaxdl.train.step',
     'eval_step': 'jaxdl.train.step',
+    'TrainMetrics': 'jaxdl.train.step',
     'fit': 'jaxdl.train.loop',
     'evaluate': 'jaxdl.evaluation',
     'predict': 'jaxdl.evaluation',
     'load_run': 'jaxdl.evaluation',
     'default_config': 'jaxdl.config',
+    'Plan': 'jaxdl.config',
+    'build_model': 'jaxdl.models',
+    'build_task': 'jaxdl.tasks',
+    'Task': 'jaxdl.tasks',
+    'build_optimizer': 'jaxdl.optim',
 }
-_SUBPACKAGES = ('config', 'data', 'models', 'tasks', 'optim', 'train', 'checkpoint', 'evaluation', 'plots')
+_SUBPACKAGES = ('config', 'data', 'models', 'tasks', 'optim', 'train', 'checkpoint', 'evaluation', 'plots',
+                'registry', 'transfer')
 
 __all__ = sorted(_EXPORTS) + list(_SUBPACKAGES)
 

@@ -51,7 +51,15 @@ class Checkpoints:
                                                read_only=read_only, create=not read_only,
                                                cleanup_tmp_directories=not read_only,
                                                save_interval_steps=0 if read_only else 1)
-        self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=('state', 'loop'))
+        import logging
+        absl = logging.getLogger('absl')
+        level = absl.level
+        if read_only:  # orbax notes that a read-only directory is read-only
+            absl.setLevel(logging.ERROR)
+        try:
+            self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=('state', 'loop'))
+        finally:
+            absl.setLevel(level)
 
     def save(self, step: int, state_tree: Any, loop: dict, best_step: int | None) -> None:
         """Starts an asynchronous save; training continues while it is written.

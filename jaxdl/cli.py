@@ -96,16 +96,17 @@ def cmd_predict(args, _) -> int:
     from jaxdl.evaluation import load_run, predict
     run = load_run(args.workdir, args.checkpoint)
     raw = np.stack([load_image(p, run.image_shape) for p in args.images])
-    images = np.stack([preprocess.image_to_float(img, run.config.dataset).numpy() for img in raw])
+    image_format = preprocess.ImageFormat.of(run.config.dataset)
+    images = np.stack([preprocess.image_to_float(img, image_format).numpy() for img in raw])
     if images.shape[1:] != run.image_shape:
         raise InputError(f'preprocessed images have shape {images.shape[1:]}, the model takes {run.image_shape}')
     outputs = predict(run.state, images, run.task)
-    name = run.config.task.name
-    if name == 'regression':
+    kind = run.task.data_kind
+    if kind == 'regression':
         results = [{'image': path, **{target: float(v) for target, v in zip(run.task.targets, values)}}
                    for path, values in zip(args.images, outputs)]
         describe = lambda r: ', '.join(f'{target} {r[target]:.2f}' for target in run.task.targets)
-    elif name in ('segmentation', 'detection'):
+    elif kind in ('segmentation', 'detection'):
         results = _write_pictures(args, run, raw, outputs)
         describe = lambda r: f"{r['summary']} -> {r['picture']}"
     else:
@@ -133,7 +134,7 @@ def _write_pictures(args, run, raw, outputs) -> list[dict]:
     out_dir.mkdir(parents=True, exist_ok=True)
     results = []
     for i, path in enumerate(args.images):
-        if run.config.task.name == 'segmentation':
+        if run.task.data_kind == 'segmentation':
             class_map = outputs['class_map'][i]
             picture = overlays.mask_overlay(raw[i], class_map)
             shares = {run.class_names[c]: float(np.mean(class_map == c)) for c in range(len(run.class_names))}
@@ -183,14 +184,17 @@ def cmd_rerun(args, _) -> int:
 
 
 def cmd_datasets(args, _) -> int:
-    from jaxdl.data import (BUILTIN_DATASETS, CATALOG_CLASSIFICATION, CATALOG_DETECTION, CATALOG_SEGMENTATION,
+    from jaxdl.data import (CATALOG_CLASSIFICATION, CATALOG_DETECTION, CATALOG_SEGMENTATION, builtin_datasets,
                             prepared_versions, resolve_data_dir)
     data_dir = resolve_data_dir(args.data_dir or '')
     print(f'data dir: {data_dir}')
     print('built-in (prepared offline on first use):')
-    for name, description in BUILTIN_DATASETS.items():
+    for name, description in builtin_datasets().items():
+        description = description.split(': ', 1)[-1] if description.startswith('`') else description
         versions = prepared_versions(name, data_dir)
         print(f'  {name:<14} {"prepared " + ",".join(versions) if versions else "not prepared yet":<22} {description}')
+    print("your own: 'folder:PATH' (class subfolders of PNG/JPEG), 'package.module:BuilderClass' (a TFDS builder), "
+          "or the name jaxdl.data.from_arrays returns")
     print('catalog (never downloaded at run time, prepare with `tfds build NAME --data_dir DIR`):')
     for task, names in (('classification', CATALOG_CLASSIFICATION), ('segmentation', CATALOG_SEGMENTATION),
                         ('detection', CATALOG_DETECTION)):

@@ -28,35 +28,17 @@ def default_config() -> ConfigDict:
     """Every key jaxdl reads, with its default. Experiment files override these."""
     c = ConfigDict()
     c.seed = 0
-    c.task = ConfigDict(dict(
-        name='classification',
-        label_smoothing=0.0,
-        top_k=5,               # reported in the test summary as top_k_accuracy
-        calibration_bins=15,   # bins of the expected calibration error
-        label='label',         # classification: the dataset feature holding the class
-        regression=ConfigDict(dict(
-            targets=('angle',),    # dataset features predicted (each a float; one model output per target)
-            mean=(0.0,),           # targets are normalised as (t - mean) / std for the loss; every reported
-            std=(1.0,),            # figure (rmse, mae, predictions) is back in the targets' own units
-            loss='mse',            # mse | huber (on normalised targets)
-            huber_delta=1.0,
-            threshold=10.0,        # within_threshold: share of predictions within this many units of the truth
-        )),
-        segmentation=ConfigDict(dict(
-            ignore_label=255,      # mask value of pixels that count for nothing (e.g. a trimap's border)
-            class_weights=(),      # one loss weight per class (background first); () = all 1
-        )),
-        detection=ConfigDict(dict(
-            max_objects=50,        # ground-truth boxes per image, padded to this; an image with more is an error
-            max_detections=100,    # boxes per image the decoder returns (best scores first)
-            output_stride=4,       # the heatmap's cell size in pixels: 1, 2, 4 or 8
-            size_weight=0.1,       # loss weight of the box size (in cells) relative to the heatmap's focal loss
-            offset_weight=1.0,     # loss weight of the centre's offset inside its cell
-        )),
-    ))
+    # The task and the model: a built-in name or an import path 'package.module:Attr' to your own code, and a
+    # free-form dict of its settings, checked by its own constructor (jaxdl.tasks, jaxdl.models).
+    c.task = ConfigDict(dict(name='classification', options=ConfigDict()))
     c.dataset = ConfigDict(dict(
+        # a built-in (`jaxdl datasets`), a TFDS catalog name, 'folder:PATH' (an image folder), an import path to a
+        # TFDS builder class, or a name jaxdl.data.from_arrays returned
         name='digits',
         data_dir='',           # '' = $TFDS_DATA_DIR or ~/tensorflow_datasets
+        label='label',         # the feature holding each example's class (classification, class selection)
+        split_fractions=(0.8, 0.1, 0.1),  # folder:PATH without train/validation/test subfolders: seeded shares
+        split_seed=0,          # the seed of that split (per class, so every split keeps the class balance)
         train_split='train',
         validation_split='validation',
         test_split='test',
@@ -75,13 +57,9 @@ def default_config() -> ConfigDict:
     ))
     c.model = ConfigDict(dict(
         name='cnn',
-        dtype='float32',
+        options=ConfigDict(),  # e.g. cnn: features, dense, dropout; resnet: depth, width, stem; unet: features
+        dtype='float32',       # the compute dtype (parameters stay float32), for models that take a dtype
         freeze_batch_norm=False,  # BatchNorm uses and keeps its running statistics in training too (fine-tuning)
-        cnn=ConfigDict(dict(features=(32, 64), dense=128, dropout=0.0)),
-        resnet=ConfigDict(dict(depth=18, width=64, stem='imagenet')),
-        # segmentation and detection: encoder widths per level (each level halves the resolution); the decoder
-        # mirrors them. head_width: channels of the detection head's branches.
-        unet=ConfigDict(dict(features=(32, 64, 128, 256), head_width=64)),
     ))
     c.optimizer = ConfigDict(dict(
         name='sgd',
@@ -129,6 +107,8 @@ def default_config() -> ConfigDict:
         )),
     ))
     c.lock()
+    for free_form in (c.task.options, c.model.options):  # their keys are the model's or task's own
+        free_form.unlock()
     return c
 
 
@@ -136,11 +116,18 @@ def default_config() -> ConfigDict:
 
 
 def load_config_file(path: str) -> ConfigDict:
-    """Runs `get_config()` of an experiment file. `path:arg` passes `arg` to `get_config(arg)`."""
+    """Runs `get_config()` of an experiment file. `path:arg` passes `arg` to `get_config(arg)`.
+
+    The file's directory becomes importable (first on sys.path), so a model, task or builder in a file beside the
+    experiment (`model.name='my_models:ViT'`) is found from any current directory."""
+    import sys
     file, _, arg = str(path).partition(':')
     file_path = Path(file)
     if not file_path.is_file():
         raise ConfigError(f'config file {file!r} does not exist (expected a Python file defining get_config())')
+    directory = str(file_path.resolve().parent)
+    if directory not in sys.path:
+        sys.path.insert(0, directory)
     spec = importlib.util.spec_from_file_location(f'jaxdl_experiment_{file_path.stem}', file_path)
     module = importlib.util.module_from_spec(spec)
     try:
@@ -210,18 +197,35 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key, value
 
 
+def _free_form(node) -> bool:
+    """A group whose keys are not declared (model.options, task.options): any key may be set there."""
+    return isinstance(node, ConfigDict) and not node.is_locked
+
+
 def apply_updates(config: ConfigDict, updates: dict[str, Any]) -> ConfigDict:
-    """Sets dotted keys, refusing unknown keys and values of the wrong type with a message naming the key."""
+    """Sets dotted keys, refusing unknown keys and values of the wrong type with a message naming the key.
+    Inside a free-form group (model.options, task.options) any key is accepted; its owner checks it."""
     for key, value in updates.items():
         *parents, leaf = key.split('.')
         node = config
         for part in parents:
+            if _free_form(node) and part not in node:
+                node[part] = ConfigDict()
             if not isinstance(node, ConfigDict) or part not in node:
                 raise ConfigError(f'unknown config key {key!r}{_close_matches(key, config)}')
             node = node[part]
+        if _free_form(node):
+            if leaf in node:
+                del node[leaf]  # free-form: a value of any type replaces the old one
+            node[leaf] = ConfigDict(value) if isinstance(value, dict) else value
+            continue
         if not isinstance(node, ConfigDict) or leaf not in node:
             raise ConfigError(f'unknown config key {key!r}{_close_matches(key, config)}')
         current = node[leaf]
+        if _free_form(current) and isinstance(value, dict):
+            node[leaf] = ConfigDict(value)  # e.g. --config.model.options="{'depth': 10}"
+            node[leaf].unlock()
+            continue
         if isinstance(current, ConfigDict):
             raise ConfigError(f'config key {key!r} is a group; set one of its fields, e.g. {key}.{next(iter(current))}')
         if isinstance(current, tuple) and isinstance(value, (list, int, float)):
@@ -327,23 +331,19 @@ def _check_structure(config: ConfigDict) -> None:
             _require(math.isfinite(value), key, f'must be a finite number, got {value!r}')
 
 
-def _positive_ints(values, key: str) -> None:
-    _require(len(values) > 0 and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in values), key,
-             f'must be positive integers, got {values!r}')
-
-
 def validate(config: ConfigDict) -> ConfigDict:
-    """Checks every value a run depends on, before any data or device is touched."""
-    from jaxdl import models, optim, tasks  # registries; imported here to keep `import jaxdl.config` cheap
+    """Checks every value a run depends on, before any data or device is touched. The model's and the task's
+    options are checked by their own constructors when the run builds them (jaxdl.models, jaxdl.tasks)."""
+    from jaxdl import registry
     _check_structure(config)
-    _choice(config, 'task.name', tasks.TASKS)
-    _choice(config, 'model.name', models.MODELS)
-    _choice(config, 'optimizer.name', optim.OPTIMIZERS)
-    _choice(config, 'optimizer.schedule.name', optim.SCHEDULES)
-    _choice(config, 'train.parallel', ('auto', 'jit', 'pmap', 'sharded'))
+    registry.TASKS.import_path(config.task.name)
+    registry.MODELS.import_path(config.model.name)
+    _choice(config, 'optimizer.name', registry.OPTIMIZERS)
+    _choice(config, 'optimizer.schedule.name', registry.SCHEDULES)
+    _choice(config, 'train.parallel', registry.PARALLEL)
     _choice(config, 'train.select', ('best', 'last'))
     _choice(config, 'train.on_nonfinite', ('stop', 'skip'))
-    _choice(config, 'train.cpu_convolutions', ('eigen', 'ynnpack'))
+    _choice(config, 'train.cpu_convolutions', registry.CPU_CONVOLUTIONS)
     _choice(config, 'model.dtype', ('float32', 'bfloat16'))
     t = config.train
     for key in ('batch_size', 'eval_batch_size'):
@@ -363,21 +363,16 @@ def validate(config: ConfigDict) -> ConfigDict:
     _require(o.weight_decay >= 0, 'optimizer.weight_decay', 'must be >= 0')
     d = config.dataset
     _require(isinstance(d.name, str) and d.name != '', 'dataset.name', 'must name a dataset; `jaxdl datasets` lists them')
+    _require(bool(d.label), 'dataset.label', 'must name the feature holding the class')
     _require(d.image_size >= 0, 'dataset.image_size', 'must be >= 0 (0 keeps the dataset size)')
     _require(all(v != 0 for v in d.std), 'dataset.std', 'must not contain zero')
     _require(d.shuffle_buffer >= 0, 'dataset.shuffle_buffer', 'must be >= 0 (0 = the whole split)')
     _require(d.augment.crop_padding >= 0, 'dataset.augment.crop_padding', 'must be >= 0')
-    _require(0.0 <= config.model.cnn.dropout < 1.0, 'model.cnn.dropout', 'must be in [0, 1)')
-    _require(config.task.top_k >= 1, 'task.top_k', 'must be >= 1')
-    _require(config.task.calibration_bins >= 1, 'task.calibration_bins', 'must be >= 1')
-    _require(bool(config.task.label), 'task.label', 'must name the dataset feature holding the class')
-    m = config.model
-    _positive_ints(m.cnn.features, 'model.cnn.features')
-    _require(m.cnn.dense > 0, 'model.cnn.dense', 'must be positive')
-    _require(m.resnet.depth in (10, 18, 34, 50, 101, 152), 'model.resnet.depth',
-             f'must be one of 10, 18, 34, 50, 101, 152, got {m.resnet.depth!r}')
-    _require(m.resnet.width > 0, 'model.resnet.width', 'must be positive')
-    _choice(config, 'model.resnet.stem', ('imagenet', 'small'))
+    _require(0.0 < d.augment.crop_area <= 1.0, 'dataset.augment.crop_area', 'must be in (0, 1] (1 = no crop)')
+    fractions = d.split_fractions
+    _require(len(fractions) == 3 and all(isinstance(f, (int, float)) and f >= 0 for f in fractions)
+             and abs(sum(fractions) - 1.0) < 1e-6 and fractions[0] > 0, 'dataset.split_fractions',
+             f'must be three shares (train, validation, test) >= 0 summing to 1, train > 0; got {tuple(fractions)!r}')
     for key in ('momentum', 'rmsprop_decay', 'b1', 'b2'):
         _require(0.0 <= o[key] < 1.0, f'optimizer.{key}', f'must be in [0, 1), got {o[key]!r}')
     _require(o.eps > 0, 'optimizer.eps', 'must be positive')
@@ -385,13 +380,7 @@ def validate(config: ConfigDict) -> ConfigDict:
     _require(0.0 <= o.schedule.final_fraction <= 1.0, 'optimizer.schedule.final_fraction', 'must be in [0, 1]')
     _require(t.early_stopping.min_delta >= 0, 'train.early_stopping.min_delta', 'must be >= 0')
     _require(len(d.mean) > 0 and len(d.std) > 0, 'dataset.mean', 'mean and std need at least one value')
-    _validate_regression(config)
-    _validate_dense_prediction(config)
     _validate_transfer(config)
-    _require(not config.model.freeze_batch_norm or config.model.name in models.WITH_BATCH_NORM,
-             'model.freeze_batch_norm', f'model {config.model.name!r} has no BatchNorm; models with one: '
-             f'{", ".join(models.WITH_BATCH_NORM)}')
-    _require(0.0 <= config.task.label_smoothing < 1.0, 'task.label_smoothing', 'must be in [0, 1)')
     return config
 
 
@@ -401,53 +390,6 @@ def _is_regex(text) -> bool:
         return isinstance(text, str)
     except (re.error, TypeError):
         return False
-
-
-def _validate_regression(config: ConfigDict) -> None:
-    r, d = config.task.regression, config.dataset
-    if config.task.name != 'regression':
-        return
-    n = len(r.targets)
-    _require(n >= 1 and all(isinstance(t, str) and t for t in r.targets), 'task.regression.targets',
-             f'must name at least one dataset feature, got {r.targets!r}')
-    for key in ('mean', 'std'):
-        _require(len(r[key]) in (1, n), f'task.regression.{key}', f'needs 1 or {n} values (one per target), '
-                 f'got {len(r[key])}')
-    _require(all(v > 0 for v in r.std), 'task.regression.std', 'must be positive')
-    _choice(config, 'task.regression.loss', ('mse', 'huber'))
-    _require(r.huber_delta > 0, 'task.regression.huber_delta', 'must be positive')
-    _require(r.threshold > 0, 'task.regression.threshold', 'must be positive')
-    _require(not d.augment.flip_left_right, 'dataset.augment.flip_left_right',
-             'cannot be used for regression: a mirrored image has a different target (a flip negates an angle)')
-
-
-def _validate_dense_prediction(config: ConfigDict) -> None:
-    """Segmentation and detection (and the U-Net they decode) have their own keys."""
-    from jaxdl import models
-    name, m, d = config.task.name, config.model, config.dataset
-    _positive_ints(m.unet.features, 'model.unet.features')
-    _require(m.unet.head_width > 0, 'model.unet.head_width', 'must be positive')
-    _require(0.0 < d.augment.crop_area <= 1.0, 'dataset.augment.crop_area', 'must be in (0, 1] (1 = no crop)')
-    head = {'segmentation': 'pixels', 'detection': 'centernet'}.get(name, 'dense')
-    _require(m.name in models.HEAD_BACKBONES[head], 'model.name',
-             f'task {name!r} needs a model that {"keeps feature maps" if head != "dense" else "ends in a vector"}: '
-             f'{" or ".join(models.HEAD_BACKBONES[head])}')
-    _require(d.augment.crop_area == 1.0 or name in ('segmentation', 'detection'), 'dataset.augment.crop_area',
-             'is for segmentation and detection (classification and regression translate with crop_padding)')
-    s, det = config.task.segmentation, config.task.detection
-    _require(0 <= s.ignore_label, 'task.segmentation.ignore_label', 'must be >= 0')
-    _require(all(isinstance(w, (int, float)) and w >= 0 for w in s.class_weights), 'task.segmentation.class_weights',
-             f'must be numbers >= 0, one per class, got {s.class_weights!r}')
-    _require(det.max_objects > 0, 'task.detection.max_objects', 'must be positive')
-    _require(det.max_detections > 0, 'task.detection.max_detections', 'must be positive')
-    _require(det.output_stride in (1, 2, 4, 8), 'task.detection.output_stride', 'must be 1, 2, 4 or 8')
-    _require(det.size_weight >= 0, 'task.detection.size_weight', 'must be >= 0')
-    _require(det.offset_weight >= 0, 'task.detection.offset_weight', 'must be >= 0')
-    if name == 'detection':
-        levels = len(m.unet.features)
-        _require(2 ** (levels - 1) >= det.output_stride, 'task.detection.output_stride',
-                 f'{det.output_stride} needs an encoder with at least {det.output_stride.bit_length()} levels '
-                 f'(model.unet.features has {levels})')
 
 
 def _validate_transfer(config: ConfigDict) -> None:

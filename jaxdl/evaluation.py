@@ -17,6 +17,7 @@ import numpy as np
 from jaxdl import config as config_lib
 from jaxdl.checkpoint import Checkpoints
 from jaxdl.errors import CheckpointError
+from jaxdl.registry import add_code_roots
 from jaxdl.train.state import TrainState, state_from_config
 from jaxdl.train.step import StepRunner, add_sums, make_runner, predict_step
 
@@ -86,20 +87,24 @@ class Run:
 
 
 def read_run_files(workdir: Path) -> tuple[config_lib.ConfigDict, dict]:
+    """A run's config and environment records; the directories of the user code it names become importable."""
     workdir = Path(workdir)
     for name in ('config.json', 'environment.json'):
         if not (workdir / name).is_file():
             raise CheckpointError(f'{workdir} is not a jaxdl run directory (no {name}); train with `jaxdl train` first')
     config = config_lib.config_from_json((workdir / 'config.json').read_text())
-    return config, json.loads((workdir / 'environment.json').read_text())
+    environment = json.loads((workdir / 'environment.json').read_text())
+    add_code_roots(environment.get('code_paths'))
+    return config, environment
 
 
 def initial_state(config, environment: dict) -> tuple[TrainState, object]:
     """A freshly initialised state with the run's structure (the target a checkpoint restores into)."""
+    from jaxdl.tasks import build_task
     dataset = environment['dataset']
     plan = config_lib.Plan.resolve(config, environment['plan']['steps_per_epoch'])
-    task, state, _ = state_from_config(config, num_classes=dataset['num_classes'], image_shape=dataset['image_shape'],
-                                       class_names=dataset.get('class_names', ()), plan=plan)
+    task = build_task(config.task, dataset.get('class_names', ()))
+    state, _ = state_from_config(config, task, image_shape=dataset['image_shape'], plan=plan)
     return state, task
 
 
@@ -120,7 +125,7 @@ def evaluate_run(workdir: str | Path, split: str, checkpoint: str | int = 'best'
     """Metrics of a trained run's checkpoint on any split of its dataset."""
     from jaxdl.data.pipeline import Pipeline
     run = load_run(workdir, checkpoint)
-    pipeline = Pipeline(run.config.dataset, run.config.task,
+    pipeline = Pipeline(run.config.dataset, run.task,
                         process_index=jax.process_index(), process_count=jax.process_count())
     runner = make_runner(run.config.train.parallel, run.task, run.config.train.cpu_convolutions)
     batch_size = batch_size or run.config.train.eval_batch_size

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
+import math
 import os
 import platform
 import subprocess
@@ -124,25 +125,39 @@ class RunLog:
 
 
 class Console:
-    """A progress bar over the run's steps and, at each validation, one row of the training table.
+    """Progress over the run's steps and, at each validation, one row of the training table.
 
-    All of it goes to stderr: stdout is kept for the commands' machine-readable results."""
+    On a terminal the progress is a redrawn bar; elsewhere (CI logs, nohup, a notebook's captured output) it is a
+    short line every `PROGRESS_EVERY` of the run, since a redrawn bar would fill such a log with its frames. All of
+    it goes to stderr: stdout is kept for the commands' machine-readable results."""
     WIDTHS = (6, 10, 9, 11, 10, 9, 10, 11)
+    PROGRESS_EVERY = 0.05
 
     def __init__(self, total_steps: int, initial_step: int, *, enabled: bool = True, progress: bool = True,
-                 metric: str = 'accuracy'):
-        """`enabled`: this process reports at all (process 0); `progress`: also the bar and the table;
+                 metric: str = 'accuracy', stream=None):
+        """`enabled`: this process reports at all (process 0); `progress`: also the progress and the table;
         `metric`: the task's column beside the loss (accuracy, rmse, ...)."""
         self.metric = metric
+        self.stream = stream or sys.stderr
         short = {'accuracy': 'acc'}.get(metric, metric)
         self.columns = ('epoch', 'iteration', 'elapsed', 'train loss', f'train {short}', 'val loss', f'val {short}',
                         'learn rate')
         self.widths = tuple(max(w, len(c)) for w, c in zip(self.WIDTHS, self.columns))
         self.enabled = enabled
         self.progress = enabled and progress
-        self.bar = tqdm.tqdm(total=total_steps, initial=initial_step, unit='step', dynamic_ncols=True,
-                             disable=not self.progress, leave=False)
+        self.terminal = bool(getattr(self.stream, 'isatty', lambda: False)())
+        self.bar = tqdm.tqdm(total=total_steps, initial=initial_step, unit='step', dynamic_ncols=True, file=self.stream,
+                             disable=not (self.progress and self.terminal), leave=False)
+        self.total, self.step, self.started, self.first_step = total_steps, initial_step, time.time(), initial_step
+        self._next_report = self._report_after(initial_step)
         self._header_done = False
+
+    def _report_after(self, step: int) -> int:
+        every = max(math.ceil(self.total * self.PROGRESS_EVERY), 1)
+        return (step // every + 1) * every
+
+    def _write(self, text: str) -> None:
+        tqdm.tqdm.write(text, file=self.stream)
 
     def _line(self, cells) -> str:
         return ' | '.join(str(c).rjust(w) for c, w in zip(cells, self.widths))
@@ -151,22 +166,31 @@ class Console:
         if not self.progress:
             return
         if not self._header_done:
-            tqdm.tqdm.write(self._line(self.columns), file=sys.stderr)
-            tqdm.tqdm.write('-+-'.join('-' * w for w in self.widths), file=sys.stderr)
+            self._write(self._line(self.columns))
+            self._write('-+-'.join('-' * w for w in self.widths))
             self._header_done = True
         known = lambda m, k: isinstance(m.get(k), (int, float))  # absent (e.g. mAP of a training row) or undefined
         num = lambda m, k: f'{m[k]:.4f}' if known(m, k) else '-'
         show = (lambda m, k: f'{100 * m[k]:.2f}%' if known(m, k) else '-') if self.metric.endswith('accuracy') else num
-        tqdm.tqdm.write(self._line((epoch, step, time.strftime('%H:%M:%S', time.gmtime(elapsed)),
-                                    num(train, 'loss'), show(train, self.metric), num(validation, 'loss'),
-                                    show(validation, self.metric), f'{learning_rate:.3g}')), file=sys.stderr)
+        self._write(self._line((epoch, step, time.strftime('%H:%M:%S', time.gmtime(elapsed)),
+                                num(train, 'loss'), show(train, self.metric), num(validation, 'loss'),
+                                show(validation, self.metric), f'{learning_rate:.3g}')))
 
     def message(self, text: str) -> None:
         if self.enabled:
-            tqdm.tqdm.write(text, file=sys.stderr)
+            self._write(text)
 
     def advance(self, steps: int = 1) -> None:
-        self.bar.update(steps)
+        self.step += steps
+        if self.terminal:
+            self.bar.update(steps)
+        elif self.progress and self.step >= self._next_report:
+            self._next_report = self._report_after(self.step)
+            seconds = time.time() - self.started
+            rate = (self.step - self.first_step) / seconds if seconds > 0 else 0.0
+            left = (self.total - self.step) / rate if rate > 0 else 0.0
+            self._write(f'step {self.step}/{self.total} ({100 * self.step / self.total:.0f}%), {rate:.1f} steps/s, '
+                        f'about {time.strftime("%H:%M:%S", time.gmtime(left))} left')
 
     def close(self) -> None:
         self.bar.close()

@@ -20,9 +20,7 @@ import jax
 import optax
 
 from jaxdl.config import ConfigError, Plan
-
-OPTIMIZERS = ('sgd', 'rmsprop', 'adam', 'adamw')
-SCHEDULES = ('constant', 'piecewise', 'cosine')
+from jaxdl.registry import OPTIMIZERS, SCHEDULES
 DEFAULT_LEARNING_RATES = {'sgd': 0.05, 'rmsprop': 1e-3, 'adam': 1e-3, 'adamw': 1e-3}
 
 

@@ -22,12 +22,14 @@ from jaxdl.tasks import build_task
 from jaxdl.train.step import make_runner
 
 
+SMALL_MODELS = {'cnn': {'features': (8, 16), 'dense': 32}, 'resnet': {'depth': 10, 'width': 8, 'stem': 'small'}}
+
+
 def main(model_name: str) -> dict:
     config = apply_updates(default_config(), {
-        'model.name': model_name, 'model.cnn.features': (8, 16), 'model.cnn.dense': 32,
-        'model.resnet.depth': 10, 'model.resnet.width': 8, 'model.resnet.stem': 'small',
+        'model.name': model_name, 'model.options': SMALL_MODELS[model_name],
         'dataset.mean': (0.5,), 'dataset.std': (0.5,), 'optimizer.name': 'sgd', 'optimizer.learning_rate': 0.1})
-    pipeline = Pipeline(config.dataset, config.task)
+    pipeline = Pipeline.for_config(config)
     stream = pipeline.train_batches(seed=0, global_batch=64)
     batches = [next(stream) for _ in range(5)]
     task = build_task(config.task, 10)
@@ -88,7 +90,7 @@ def dense() -> dict:
     The task here returns the gathered rows themselves instead of computing mAP from them. Segmentation's
     metrics come from a confusion matrix summed across devices."""
     import dataclasses
-    from jaxdl.tasks import Detection
+    from jaxdl.tasks.detection import Detection
 
     @dataclasses.dataclass(frozen=True)
     class ShowGathered(Detection):
@@ -96,12 +98,12 @@ def dense() -> dict:
             return {**super().summarize(sums), 'rows': {k: np.asarray(v).tolist() for k, v in predictions.items()}}
 
     config = apply_updates(default_config(), {
-        'task.name': 'detection', 'task.detection.max_objects': 8, 'task.detection.max_detections': 5,
+        'task.name': 'detection', 'task.options.max_objects': 8, 'task.options.max_detections': 5,
         'dataset.name': 'shapes', 'dataset.mean': (0.5,), 'dataset.std': (0.25,), 'model.name': 'unet',
-        'model.unet.features': (8, 16, 16), 'model.unet.head_width': 8})
-    pipeline = Pipeline(config.dataset, config.task)
+        'model.options.features': (8, 16, 16), 'model.options.head_width': 8})
+    pipeline = Pipeline.for_config(config)
     task = ShowGathered(num_classes=3, max_detections=5)
-    model = build_model(config.model, 3, **task.head_options)
+    model = build_model(config.model, 3, task.head_options)
     tx, _ = build_optimizer(config.optimizer, Plan.resolve(config, 10))
     state = jaxdl.create_train_state(model, tx, seed=0, image_shape=(64, 64, 3))
     out = {'devices': jax.device_count()}
@@ -110,10 +112,10 @@ def dense() -> dict:
         # 20 examples in batches of 8: the last batch has 4 padding rows.
         out[kind] = evaluate(runner, runner.place_state(state), pipeline.eval_batches('validation[:20]', 8), task)
     # Segmentation's confusion matrix is a metric sum like any other: summed over the devices, then the batches.
-    config = apply_updates(config, {'task.name': 'segmentation'})
-    pipeline = Pipeline(config.dataset, config.task)
+    config = apply_updates(config, {'task.name': 'segmentation', 'task.options': {}})
+    pipeline = Pipeline.for_config(config)
     task = build_task(config.task, 4)
-    model = build_model(config.model, 4, **task.head_options)
+    model = build_model(config.model, 4, task.head_options)
     state = jaxdl.create_train_state(model, tx, seed=0, image_shape=(64, 64, 3))
     for kind in ('jit', 'pmap', 'sharded'):
         runner = make_runner(kind, task)

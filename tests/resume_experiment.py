@@ -11,9 +11,9 @@ def get_config():
     config.dataset.std = (0.5,)
     config.dataset.train_examples_per_class = 10
     config.dataset.augment.crop_padding = 1
-    config.model.cnn.features = (8, 16)
-    config.model.cnn.dense = 32
-    config.model.cnn.dropout = 0.3
+    config.model.options.features = (8, 16)
+    config.model.options.dense = 32
+    config.model.options.dropout = 0.3
     config.optimizer.name = 'adam'
     config.optimizer.learning_rate = 0.01
     config.train.batch_size = 20

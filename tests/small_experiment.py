@@ -6,8 +6,8 @@ def get_config():
     config = default_config()
     config.dataset.mean = (0.5,)
     config.dataset.std = (0.5,)
-    config.model.cnn.features = (8, 16)
-    config.model.cnn.dense = 32
+    config.model.options.features = (8, 16)
+    config.model.options.dense = 32
     config.optimizer.learning_rate = 0.05
     config.train.batch_size = 64
     config.train.eval_batch_size = 128

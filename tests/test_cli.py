@@ -49,6 +49,9 @@ def test_train_prints_a_table_row_per_validation(trained):
     rows = [line for line in out['stderr'].splitlines() if line.strip().startswith(('1 |', '2 |'))]
     assert len(rows) == 2 and all(len(r.split('|')) == 8 for r in rows)  # epoch .. learning rate
     assert 'val loss' in out['stderr'] and 'learn rate' in out['stderr']
+    # stderr is no terminal here (a CI log): progress is a line every 5% of the run, never a redrawn bar
+    progress = [line for line in out['stderr'].splitlines() if line.startswith('step ')]
+    assert len(progress) == 19 and progress[-1].startswith('step 38/38 (100%)') and '\r' not in out['stderr']
     summary = json.loads((workdir / 'summary.json').read_text())
     assert summary['test']['accuracy'] == out['test']['accuracy']
 

@@ -58,14 +58,22 @@ def test_override_parsing():
 
 
 def test_config_json_round_trip():
-    config = apply_updates(default_config(), {'optimizer.name': 'adam', 'model.cnn.features': (4, 8)})
+    config = apply_updates(default_config(), {'optimizer.name': 'adam', 'model.options.features': (4, 8)})
     again = config_lib.config_from_json(config_lib.to_json(config))
     assert json.loads(config_lib.to_json(again)) == json.loads(config_lib.to_json(config))
 
 
-@pytest.mark.parametrize('path', sorted(p.name for p in (ROOT / 'experiments').glob('*.py')))
-def test_every_experiment_validates(path):
-    validate(config_lib.load_config_file(str(ROOT / 'experiments' / path)))
+EXPERIMENTS = sorted(str(p.relative_to(ROOT / 'experiments')) for p in (ROOT / 'experiments').rglob('*.py')
+                     if 'def get_config' in p.read_text())
+
+
+@pytest.mark.parametrize('path', EXPERIMENTS)
+def test_every_experiment_validates_and_builds_its_task_and_model(path):
+    from jaxdl.models import build_model
+    from jaxdl.tasks import build_task
+    config = validate(config_lib.load_config_file(str(ROOT / 'experiments' / path)))
+    task = build_task(config.task, 4)
+    build_model(config.model, task.num_outputs, task.head_options)
 
 
 @pytest.mark.parametrize('variant', ['sgd', 'rmsprop', 'adam'])

@@ -9,8 +9,9 @@ from jaxdl.config import apply_updates, default_config
 from jaxdl.data.builders.digits import split_indices
 from jaxdl.data.pipeline import Pipeline
 from jaxdl.errors import DatasetNotAvailable
+from jaxdl.tasks.classification import Classification
 
-TASK = default_config().task  # classification of the 'label' feature
+TASK = Classification(num_classes=10)  # of the 'label' feature
 
 
 def epoch_batches(pipeline, *, epoch, seed, global_batch, start_batch=0):

@@ -55,7 +55,7 @@ def test_shapes_scenes_are_seeded_and_boxes_frame_their_objects():
 
 
 def test_shapes_builder_features_and_splits():
-    pipeline = Pipeline(dense_config('detection').dataset, dense_config('detection').task)
+    pipeline = Pipeline.for_config(dense_config('detection'))
     info = pipeline.builder.info
     assert {s: info.splits[s].num_examples for s in ('train', 'validation', 'test')} == shapes.SPLIT_SIZES
     assert isinstance(info.features['objects']['bbox'], tfds.features.BBoxFeature)
@@ -63,7 +63,7 @@ def test_shapes_builder_features_and_splits():
     batch = first_batch(pipeline)
     assert batch['image'].shape == (4, 64, 64, 3) and batch['boxes'].shape == (4, 50, 4)
     assert batch['box_valid'].sum() >= 4 and not batch['box_ignore'].any()
-    seg = Pipeline(dense_config('segmentation').dataset, dense_config('segmentation').task)
+    seg = Pipeline.for_config(dense_config('segmentation'))
     assert seg.spec.class_names == ('background', 'circle', 'square', 'triangle')
     assert first_batch(seg)['mask'].shape == (4, 64, 64)
 
@@ -112,7 +112,7 @@ def _voc_examples(self, split, decoders=None, read_config=None, upside_down: int
 def test_voc_adapter_reads_boxes_and_ignores_difficult_objects():
     config = dense_config('detection', 'voc', image_size=32)
     with tfds.testing.mock_data(as_dataset_fn=_voc_examples):
-        pipeline = Pipeline(config.dataset, config.task)
+        pipeline = Pipeline.for_config(config)
         assert pipeline.spec.num_classes == 20 and pipeline.spec.class_names[14] == 'person'
         batch = first_batch(pipeline, 'validation', 4)
     assert batch['image'].shape == (4, 32, 32, 3)
@@ -126,12 +126,12 @@ def test_voc_adapter_refuses_bad_boxes_naming_the_example():
     config = dense_config('detection', 'voc', image_size=32)
     upside_down = lambda *args, **kwargs: _voc_examples(*args, upside_down=3, **kwargs)
     with tfds.testing.mock_data(as_dataset_fn=upside_down), pytest.raises(DataError) as error:
-        first_batch(Pipeline(config.dataset, config.task), 'train', 6)
+        first_batch(Pipeline.for_config(config), 'train', 6)
     assert str(error.value).startswith('voc train example 3 objects/bbox: boxes are (ymin, xmin, ymax, xmax) with ymin <= ymax')
     assert '[0.9 0.3 0.3 0.8]' in str(error.value)
     # tfds' random mock data draws every coordinate and every field's length independently.
     with tfds.testing.mock_data(num_examples=8), pytest.raises(DataError) as error:
-        first_batch(Pipeline(config.dataset, config.task), 'train', 8)
+        first_batch(Pipeline.for_config(config), 'train', 8)
     assert str(error.value).startswith('voc train example 0 objects:')
 
 
@@ -150,7 +150,7 @@ def _pet_examples(self, split, decoders=None, read_config=None, **kwargs):
 def test_pet_adapter_maps_the_trimap_and_resizes_masks_by_nearest_neighbour():
     config = dense_config('segmentation', 'oxford_iiit_pet', image_size=60)
     with tfds.testing.mock_data(as_dataset_fn=_pet_examples):
-        pipeline = Pipeline(config.dataset, config.task)
+        pipeline = Pipeline.for_config(config)
         assert pipeline.spec.class_names == ('background', 'pet')
         mask = first_batch(pipeline, 'test', 2)['mask'][0]
     assert mask.shape == (60, 60) and set(np.unique(mask)) == {0, 1, 255}  # nothing in between after resizing
@@ -161,7 +161,7 @@ def test_pet_adapter_refuses_a_mask_of_another_size():
     # Random mock data draws the image's and the mask's sizes independently.
     config = dense_config('segmentation', 'oxford_iiit_pet', image_size=32)
     with tfds.testing.mock_data(num_examples=4), pytest.raises(DataError) as error:
-        first_batch(Pipeline(config.dataset, config.task), 'train', 4)
+        first_batch(Pipeline.for_config(config), 'train', 4)
     assert str(error.value).startswith('oxford_iiit_pet train example 0 segmentation_mask:')
 
 
@@ -184,8 +184,8 @@ def test_augmentation_moves_masks_and_boxes_with_the_image():
                'box_valid': tf.constant([True, False])}
     changed = kept = 0
     for seed in range(16):
-        out = preprocess.augment_geometric(example, tf.constant([seed, 3], tf.int64), config.dataset.augment,
-                                           config.task)
+        out = preprocess.augment_geometric(example, tf.constant([seed, 3], tf.int64),
+                                           preprocess.Augmentation.of(config.dataset.augment), ignore_label=255)
         new_image, new_mask = out['image'].numpy(), out['mask'].numpy()
         inside, outside = new_image[..., 2] > 0.999, new_image[..., 2] < 0.001
         assert np.all(new_mask[outside] == 255)

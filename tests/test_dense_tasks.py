@@ -12,7 +12,8 @@ from jaxdl import cli
 from jaxdl.config import default_config
 from jaxdl.evaluation import load_run
 from jaxdl.logging import read_jsonl
-from jaxdl.tasks import Detection, Segmentation
+from jaxdl.tasks.detection import Detection
+from jaxdl.tasks.segmentation import Segmentation
 from jaxdl.train.loop import fit
 from jaxdl.train.step import add_sums
 
@@ -127,8 +128,9 @@ def test_ignored_ground_truth_is_neither_a_miss_nor_a_false_positive():
 def dense_run_config(task: str):
     config = default_config()
     config.task.name = task
-    config.task.detection.max_objects = 8
-    config.task.detection.max_detections = 20
+    if task == 'detection':
+        config.task.options.max_objects = 8
+        config.task.options.max_detections = 20
     config.dataset.name = 'shapes'
     config.dataset.train_split = 'train[:64]'
     config.dataset.validation_split = 'validation[:40]'
@@ -138,8 +140,8 @@ def dense_run_config(task: str):
     config.dataset.augment.flip_left_right = True
     config.dataset.augment.crop_area = 0.7
     config.model.name = 'unet'
-    config.model.unet.features = (8, 16, 16)
-    config.model.unet.head_width = 8
+    config.model.options.features = (8, 16, 16)
+    config.model.options.head_width = 8
     config.optimizer.name = 'adam'
     config.optimizer.learning_rate = 0.003
     config.train.batch_size = 16
@@ -176,7 +178,9 @@ def test_segmentation_trains_resumes_exactly_and_draws_its_masks(tmp_path, capsy
     from jaxdl.transfer import initialize_from
     detection = dense_run_config('detection')
     detection.transfer.init_from = str(tmp_path / 'whole')
-    _, state, _ = state_from_config(detection, num_classes=3, image_shape=(64, 64, 3), plan=Plan.resolve(detection, 4))
+    from jaxdl.tasks import build_task
+    state, _ = state_from_config(detection, build_task(detection.task, 3), image_shape=(64, 64, 3),
+                                 plan=Plan.resolve(detection, 4))
     started, report = initialize_from(state, detection.transfer)
     assert report.loaded and all('/backbone/' in path for path in report.loaded)
     assert report.reinitialized and all('/head/' in path for path in report.reinitialized)
@@ -229,4 +233,4 @@ def test_an_image_size_the_unet_cannot_halve_is_a_config_error():
     from jaxdl.train.state import create_train_state
     config = dense_run_config('segmentation')
     with pytest.raises(ConfigError, match="dataset.image_size.*divisible by 4"):
-        create_train_state(build_model(config.model, 4, head='pixels'), optax.sgd(0.1), seed=0, image_shape=(30, 30, 3))
+        create_train_state(build_model(config.model, 4, {'head': 'pixels'}), optax.sgd(0.1), seed=0, image_shape=(30, 30, 3))

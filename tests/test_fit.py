@@ -29,8 +29,8 @@ def assert_same_params(a, b):
 def finished_run(tmp_path_factory, data_dir):
     from jaxdl.config import apply_updates, default_config
     config = default_config()
-    apply_updates(config, {'dataset.mean': (0.5,), 'dataset.std': (0.5,), 'model.cnn.features': (8, 16),
-                           'model.cnn.dense': 32, 'optimizer.learning_rate': 0.05, 'train.batch_size': 64,
+    apply_updates(config, {'dataset.mean': (0.5,), 'dataset.std': (0.5,), 'model.options.features': (8, 16),
+                           'model.options.dense': 32, 'optimizer.learning_rate': 0.05, 'train.batch_size': 64,
                            'train.eval_batch_size': 128, 'train.duration': '3 epochs', 'train.log_every': '5 steps'})
     workdir = tmp_path_factory.mktemp('run') / 'a'
     return config, fit(config, workdir, show_progress=False)
@@ -152,8 +152,8 @@ def test_missing_checkpoint_is_a_clear_error(tmp_path, finished_run):
 def test_a_catalog_rgb_dataset_trains_end_to_end(tmp_path, make_config):
     import tensorflow_datasets as tfds
     config = make_config(dataset__name='cifar10', dataset__mean=(0.5, 0.5, 0.5), dataset__std=(0.25, 0.25, 0.25),
-                         model__name='resnet', model__resnet__depth=10, model__resnet__width=8,
-                         model__resnet__stem='small', train__batch_size=32, train__eval_batch_size=48,
+                         model__name='resnet', model__options={'depth': 10, 'width': 8, 'stem': 'small'},
+                         train__batch_size=32, train__eval_batch_size=48,
                          train__duration='2 epochs')
     with tfds.testing.mock_data(num_examples=100):
         result = fit(config, tmp_path / 'cifar', show_progress=False)

@@ -11,11 +11,12 @@ from jaxdl.optim import build_optimizer
 from jaxdl.tasks import build_task
 
 
+SMALL_MODELS = {'cnn': {'features': (8, 16), 'dense': 32}, 'resnet': {'depth': 10, 'width': 8, 'stem': 'small'}}
+
+
 def make_state(model_name='cnn', dropout=0.0, seed=0, **model_updates):
-    config = apply_updates(default_config(), {'model.name': model_name, 'model.cnn.features': (8, 16),
-                                              'model.cnn.dense': 32, 'model.cnn.dropout': dropout,
-                                              'model.resnet.depth': 10, 'model.resnet.width': 8,
-                                              'model.resnet.stem': 'small', **model_updates})
+    options = {**SMALL_MODELS[model_name], **({'dropout': dropout} if model_name == 'cnn' else {})}
+    config = apply_updates(default_config(), {'model.name': model_name, 'model.options': options, **model_updates})
     model = build_model(config.model, 10)
     config.train.duration = '100 steps'
     tx, _ = build_optimizer(config.optimizer, Plan.resolve(config, 10))

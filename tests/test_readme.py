@@ -1,22 +1,29 @@
-"""The README's promises: the research script runs as printed (on 2 CPU devices), and it opens with the two
-commands."""
+"""The README's promises: the research script runs as printed (on 2 CPU devices, with jit over a mesh and with
+its shard_map variant), and it opens with the two commands."""
 import re
 import sys
+
+import pytest
 
 from conftest import ROOT, run
 
 
-def readme_script() -> str:
+def readme_block(marker: str) -> str:
     text = (ROOT / 'README.md').read_text()
-    block = re.search(r'<!-- research-script -->\s*```python\n(.*?)```\s*<!-- /research-script -->', text, re.S)
-    assert block, 'README has no research script block'
+    block = re.search(rf'<!-- {marker} -->\s*```python\n(.*?)```\s*<!-- /{marker} -->', text, re.S)
+    assert block, f'README has no {marker} block'
     return block.group(1)
 
 
-def test_research_script_pmaps_the_pure_step(tmp_path):
-    script = tmp_path / 'research.py'
-    script.write_text(readme_script())
-    result = run([sys.executable, str(script)], devices=2, cwd=tmp_path)
+@pytest.mark.parametrize('variant', ['jit', 'shard_map'])
+def test_research_script_trains_the_pure_step_over_a_mesh(tmp_path, variant):
+    script = readme_block('research-script')
+    if variant == 'shard_map':
+        line = next(l for l in script.splitlines() if l.startswith('train = '))
+        script = script.replace(line, readme_block('research-script-shard_map').strip())
+        assert 'shard_map' in script
+    (tmp_path / 'research.py').write_text(script)
+    result = run([sys.executable, str(tmp_path / 'research.py')], devices=2, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     found = re.search(r'test accuracy ([\d.]+) on (\d+) images, (\d+) devices', result.stdout)
     assert found, result.stdout

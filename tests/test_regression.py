@@ -16,8 +16,8 @@ from jaxdl.train.loop import fit
 
 def regression_config(**updates):
     config = apply_updates(default_config(), {
-        'task.name': 'regression', 'task.regression.std': (26.0,), 'dataset.name': 'rotated_digits',
-        'dataset.mean': (0.1,), 'dataset.std': (0.25,), 'model.cnn.features': (8, 16), 'model.cnn.dense': 32,
+        'task.name': 'regression', 'task.options.std': (26.0,), 'dataset.name': 'rotated_digits',
+        'dataset.mean': (0.1,), 'dataset.std': (0.25,), 'model.options.features': (8, 16), 'model.options.dense': 32,
         'optimizer.name': 'adam', 'train.batch_size': 128, 'train.duration': '60 steps',
         'train.validate_every': '30 steps', 'train.log_every': '10 steps'})
     return apply_updates(config, {k.replace('__', '.'): v for k, v in updates.items()})
@@ -25,7 +25,7 @@ def regression_config(**updates):
 
 def test_rotated_digits_keeps_the_digits_split_and_its_angles_straighten_the_image():
     config = regression_config()
-    pipeline = Pipeline(config.dataset, config.task)
+    pipeline = Pipeline.for_config(config)
     sizes = {name: len(idx) * COPIES[name] for name, idx in split_indices(1797).items()}
     assert {s: pipeline.size(s) for s in sizes} == sizes  # every source image in one split only, copies in it
     batch = next(pipeline.eval_batches('test', 64))
@@ -41,8 +41,8 @@ def test_rotated_digits_keeps_the_digits_split_and_its_angles_straighten_the_ima
 
 
 def test_metrics_are_exact_in_target_units_and_ignore_padding():
-    task = build_task(regression_config(task__regression__mean=(5.0,), task__regression__std=(20.0,),
-                                        task__regression__threshold=3.0).task, 0)
+    task = build_task(regression_config(task__options__mean=(5.0,), task__options__std=(20.0,),
+                                        task__options__threshold=3.0).task, 0)
     truth = np.array([[10.0], [-20.0], [0.0], [99.0]], np.float32)
     predicted = np.array([[12.0], [-20.5], [-4.0], [0.0]], np.float32)
     batch = {'target': truth, 'valid': np.array([True, True, True, False])}  # the last row is padding
@@ -56,21 +56,22 @@ def test_metrics_are_exact_in_target_units_and_ignore_padding():
     assert metrics['mae'] == pytest.approx(np.mean(np.abs(errors)), rel=1e-5)
     assert metrics['within_threshold'] == pytest.approx(2 / 3)
     assert metrics['loss'] == pytest.approx(np.mean(0.5 * (errors / 20.0) ** 2), rel=1e-5)
-    huber = build_task(regression_config(task__regression__loss='huber', task__regression__huber_delta=0.01).task, 0)
+    huber = build_task(regression_config(task__options__loss='huber', task__options__huber_delta=0.01).task, 0)
     big_error = huber.per_example_loss(jnp.array([[1.0]]), {'target': jnp.array([[0.0]])})
     assert float(big_error[0]) == pytest.approx(0.01 * (1.0 - 0.005))  # linear beyond delta
 
 
 def test_regression_config_errors_name_the_key():
-    for updates, key in (({'dataset.augment.flip_left_right': True}, 'dataset.augment.flip_left_right'),
-                         ({'task.regression.mean': (0.0, 1.0)}, 'task.regression.mean'),
-                         ({'task.regression.std': (0.0,)}, 'task.regression.std'),
-                         ({'task.regression.loss': 'l1'}, 'task.regression.loss')):
+    for updates, key in (({'task.options.mean': (0.0, 1.0)}, 'task.options.mean'),
+                         ({'task.options.std': (0.0,)}, 'task.options.std'),
+                         ({'task.options.loss': 'l1'}, 'task.options.loss')):
         with pytest.raises(ConfigError, match=key.replace('.', r'\.')):
-            validate(regression_config(**{k.replace('.', '__'): v for k, v in updates.items()}))
+            build_task(regression_config(**{k.replace('.', '__'): v for k, v in updates.items()}).task)
+    with pytest.raises(ConfigError, match=r'dataset\.augment\.flip_left_right'):
+        Pipeline.for_config(regression_config(dataset__augment__flip_left_right=True))
     with pytest.raises(Exception, match="no feature 'angel'"):
-        config = regression_config(task__regression__targets=('angel',))
-        Pipeline(config.dataset, config.task)
+        config = regression_config(task__options__targets=('angel',))
+        Pipeline.for_config(config)
 
 
 def test_a_regression_run_learns_angles_and_predict_prints_them(tmp_path, capsys):

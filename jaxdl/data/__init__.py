@@ -2,6 +2,8 @@
 
 This module itself imports nothing heavy, so `jaxdl datasets` answers without loading TensorFlow.
 """
+import contextlib
+import io
 import os
 from pathlib import Path
 
@@ -11,18 +13,39 @@ from pathlib import Path
 os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '0')
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
-# Built-in datasets: prepared offline on first use by the builders in jaxdl.data.builders.
-BUILTIN_DATASETS = {
-    'digits': "scikit-learn's 8x8 handwritten digits: 1,797 images, 10 classes (70/10/20 seeded split)",
-    'rotated_digits': 'the digits on 28x28, rotated by a seeded angle in [-45, 45] degrees (regression: angle)',
-    'shapes': '64x64 scenes of 1-4 circles, squares, triangles (segmentation masks, detection boxes)',
-}
+
+def builtin_datasets() -> dict[str, str]:
+    """Built-in dataset name -> the first line of its builder module's docstring, read without importing it
+    (`jaxdl datasets` answers without loading TensorFlow)."""
+    import ast
+    import importlib.util
+    from jaxdl.registry import BUILDERS
+    folder = Path(importlib.util.find_spec(BUILDERS.package).submodule_search_locations[0])
+    return {name: (ast.get_docstring(ast.parse((folder / f'{name}.py').read_text())) or '').split('\n')[0]
+            for name in BUILDERS.builtin_names()}
+
+
 # Catalog datasets whose features the classification preprocessing reads as is (image + label). They are
 # never downloaded at run time: prepare them with `tfds build NAME --data_dir DIR` on a machine with internet.
 CATALOG_CLASSIFICATION = ('mnist', 'fashion_mnist', 'cifar10', 'cifar100', 'kmnist', 'emnist', 'svhn_cropped')
 # Catalog datasets the segmentation and detection adapters read (jaxdl.data.adapters); same rule: never downloaded.
 CATALOG_SEGMENTATION = ('oxford_iiit_pet',)
 CATALOG_DETECTION = ('voc', 'coco')
+
+
+@contextlib.contextmanager
+def quiet_tfds():
+    """While tfds prepares a dataset: its progress bars and notes (stdout, stderr, absl's log) say nothing a user
+    of jaxdl needs, and stdout is for results; jaxdl says in one line what it prepares."""
+    import logging
+    absl = logging.getLogger('absl')
+    level = absl.level
+    absl.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            yield
+    finally:
+        absl.setLevel(level)
 
 
 def resolve_data_dir(data_dir: str = '') -> str:
@@ -33,3 +56,10 @@ def prepared_versions(name: str, data_dir: str = '') -> list[str]:
     """Versions of `name` prepared under the data dir (read from disk, without TensorFlow)."""
     root = Path(resolve_data_dir(data_dir)) / name
     return sorted(p.parent.name for p in root.glob('*/dataset_info.json')) if root.is_dir() else []
+
+
+def __getattr__(name):
+    if name == 'from_arrays':  # loads TensorFlow: only when asked for
+        from jaxdl.data.arrays import from_arrays
+        return from_arrays
+    raise AttributeError(f'module jaxdl.data has no attribute {name!r}')

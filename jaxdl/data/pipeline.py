@@ -9,7 +9,6 @@ of batches as every other process and marks padding in `valid`, so every example
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import difflib
 import math
@@ -20,31 +19,52 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from jaxdl.data import (CATALOG_CLASSIFICATION, CATALOG_DETECTION, CATALOG_SEGMENTATION, adapters, builders, checks,
-                        preprocess, resolve_data_dir)
-from jaxdl.errors import DataError, DatasetNotAvailable
+from jaxdl.data import (CATALOG_CLASSIFICATION, CATALOG_DETECTION, CATALOG_SEGMENTATION, adapters, checks,
+                        preprocess, quiet_tfds, resolve_data_dir)
+from jaxdl.errors import ConfigError, DataError, DatasetNotAvailable
+from jaxdl.registry import BUILDERS, is_import_path
 
 
 def get_builder(dataset_cfg) -> tfds.core.DatasetBuilder:
-    """The TFDS builder, prepared. Built-in builders are prepared offline on first use; catalog ones never
-    download here: if they are missing we fail at once with instructions."""
+    """The prepared TFDS builder `dataset.name` names: a built-in (prepared offline on first use), `folder:PATH`
+    (an image folder, prepared once into the data dir), an import path to a user's TFDS builder class (prepared
+    on first use by its own code), or a TFDS name already prepared in the data dir (a catalog dataset, or arrays
+    stored by jaxdl.data.from_arrays). Catalog datasets are never downloaded here: missing, they fail at once with
+    instructions."""
     name, data_dir = dataset_cfg.name, resolve_data_dir(dataset_cfg.data_dir)
+    if name.startswith('folder:'):
+        from jaxdl.data import folder
+        return folder.prepared_builder(name[len('folder:'):], dataset_cfg, data_dir)
+    if name in BUILDERS.builtin_names() or is_import_path(name):
+        builder_class = BUILDERS.resolve(name)
+        if not (isinstance(builder_class, type) and issubclass(builder_class, tfds.core.DatasetBuilder)):
+            raise ConfigError(f"config key 'dataset.name': {name!r} is not a TFDS DatasetBuilder class")
+        builder = builder_class(data_dir=data_dir)
+        if not builder.is_prepared():
+            prepare(builder, 'offline, once' if name in BUILDERS.builtin_names() else 'by its own builder, once')
+            builder = builder_class(data_dir=data_dir)
+        return builder
     try:
-        builder = tfds.builder(name, data_dir=data_dir)
+        return tfds.builder(name, data_dir=data_dir)
     except tfds.core.registered.DatasetNotFoundError:
-        known = [*builders.BUILTIN, *CATALOG_CLASSIFICATION, *CATALOG_SEGMENTATION, *CATALOG_DETECTION]
+        known = [*BUILDERS.builtin_names(), *CATALOG_CLASSIFICATION, *CATALOG_SEGMENTATION, *CATALOG_DETECTION]
         close = difflib.get_close_matches(name, known + tfds.list_builders(), n=3)
         hint = f' Did you mean {", ".join(map(repr, close))}?' if close else ''
-        raise DatasetNotAvailable(f'unknown dataset {name!r}.{hint} `jaxdl datasets` lists the built-in ones.') from None
-    if name in builders.BUILTIN and not builder.is_prepared():
-        try:
-            with contextlib.redirect_stdout(sys.stderr):  # tfds reports on stdout, which is for results
-                builder.download_and_prepare()  # reads only bundled data: no network
-        except FileExistsError:
-            # Another process (e.g. a sibling of a multi-process run) prepared it first; tfds renames its
-            # finished copy into place atomically, so theirs is complete.
-            builder = tfds.builder(name, data_dir=data_dir)
-    return builder
+        raise DatasetNotAvailable(f'unknown dataset {name!r}.{hint} `jaxdl datasets` lists the built-in ones; an '
+                                  f"image folder is 'folder:PATH', your own TFDS builder 'package.module:Class'.") from None
+
+
+def prepare(builder: tfds.core.DatasetBuilder, how: str) -> None:
+    """Prepares a dataset whose code needs no network, saying so in one line on stderr (tfds' own progress bars
+    and "Downloading ..." messages would say something else, on stdout, which is for results)."""
+    print(f'preparing {builder.name} ({how}) in {builder.data_dir_root}', file=sys.stderr, flush=True)
+    try:
+        with quiet_tfds():
+            builder.download_and_prepare()
+    except FileExistsError:
+        # Another process (a sibling of a multi-process run, a parallel test) prepared it first; tfds renames its
+        # finished copy into place atomically, so theirs is complete.
+        pass
 
 
 def open_split(builder, split: str) -> tf.data.Dataset:
@@ -77,7 +97,7 @@ def epoch_seed(seed: int, epoch: tf.Tensor) -> tf.Tensor:
 @dataclasses.dataclass(frozen=True)
 class DatasetSpec:
     name: str
-    num_classes: int                   # of the task's label feature after class selection; 0 if there is none
+    num_classes: int                   # of the task's classes (label, mask or objects); 0 if there are none
     class_names: tuple[str, ...]
     image_shape: tuple[int, int, int]  # after preprocessing
 
@@ -105,73 +125,106 @@ def first_per_class(ds: tf.data.Dataset, label_key: str, num_classes: int, per_c
     return ds.scan(tf.zeros([num_classes], tf.int32), count).filter(kept).map(example)
 
 
-class Pipeline:
-    """The input pipeline of one run: decoded splits cached once, iterators made per epoch or evaluation."""
+def label_feature(builder, dataset_cfg):
+    """The dataset's class feature (dataset.label), or None."""
+    features = builder.info.features
+    return features[dataset_cfg.label] if dataset_cfg.label in features else None
 
-    def __init__(self, dataset_cfg, task_cfg, *, process_index: int = 0, process_count: int = 1):
-        if task_cfg.name not in preprocess.PREPROCESSORS:
-            raise ValueError(f'no preprocessing for task {task_cfg.name!r}')
+
+def class_names(builder, dataset_cfg, data_kind: str) -> tuple[str, ...]:
+    """The classes a task of this data kind sees: of the label feature after class selection (classification),
+    of the mask values, background first (segmentation), of the objects (detection); () for regression."""
+    if data_kind == 'segmentation':
+        return adapters.mask_source(dataset_cfg.name).class_names
+    if data_kind == 'detection':
+        return adapters.detection_class_names(builder.info.features)
+    if data_kind == 'regression':
+        return ()
+    label = label_feature(builder, dataset_cfg)
+    if not isinstance(label, tfds.features.ClassLabel):
+        found = 'no such feature' if label is None else f'a {type(label).__name__}, not a ClassLabel'
+        raise DatasetNotAvailable(f'dataset {dataset_cfg.name!r}: classification reads the class from the feature '
+                                  f'{dataset_cfg.label!r} (dataset.label), which is {found}; its features: '
+                                  f'{", ".join(builder.info.features.keys())}')
+    names = tuple(label.names)
+    if dataset_cfg.classes:
+        bad = [c for c in dataset_cfg.classes if not 0 <= c < len(names)]
+        if bad:
+            raise DatasetNotAvailable(f'dataset.classes {bad} are not class ids of {dataset_cfg.name!r} '
+                                      f'(0..{len(names) - 1})')
+        names = tuple(names[c] for c in dataset_cfg.classes)
+    return names
+
+
+def image_shape(builder, dataset_cfg) -> tuple[int, int, int]:
+    """The model input's shape: the dataset's images, resized to dataset.image_size if set."""
+    height, width, channels = builder.info.features['image'].shape
+    if dataset_cfg.image_size:
+        return dataset_cfg.image_size, dataset_cfg.image_size, channels
+    if height is None or width is None:
+        raise DatasetNotAvailable(f'dataset {dataset_cfg.name!r} has images of varying size; set dataset.image_size '
+                                  f'to train on batches of one size (e.g. --config.dataset.image_size=128)')
+    return height, width, channels
+
+
+class Pipeline:
+    """The input pipeline of one run: decoded splits cached once, iterators made per epoch or evaluation.
+
+    `task` is the run's task (jaxdl.tasks.Task): its `data_kind` says which targets to prepare, with its own
+    settings. `builder` (default: the one `dataset_cfg` names) must be prepared."""
+
+    def __init__(self, dataset_cfg, task, *, builder=None, process_index: int = 0, process_count: int = 1):
         self.cfg = dataset_cfg
-        self.task_cfg = task_cfg
+        self.task = task
+        self.kind = task.data_kind
         self.process_index, self.process_count = process_index, process_count
-        self.builder = get_builder(dataset_cfg)
-        self._check_features()
+        self.builder = builder if builder is not None else get_builder(dataset_cfg)
+        self.augmentation = preprocess.Augmentation.of(dataset_cfg.augment)
+        self._check()
         self._decoded: dict[str, tf.data.Dataset] = {}
         self._sizes: dict[str, int] = {}
 
+    @classmethod
+    def for_config(cls, config, *, process_index: int = 0, process_count: int = 1) -> 'Pipeline':
+        """The pipeline of a run's config, with the run's task built for the dataset's classes."""
+        from jaxdl.tasks import build_task, task_class
+        builder = get_builder(config.dataset)
+        task = build_task(config.task, class_names(builder, config.dataset, task_class(config.task).data_kind))
+        return cls(config.dataset, task, builder=builder, process_index=process_index, process_count=process_count)
+
     # -- metadata
-    def _check_features(self) -> None:
-        """The features the task reads exist (a misnamed one fails here, not deep inside tf.data)."""
+    def _check(self) -> None:
+        """The features the task reads exist and the augmentation keeps its targets (a misnamed feature fails
+        here, not deep inside tf.data)."""
         features = self.builder.info.features
-        t = self.task_cfg
-        needed = {'classification': [t.label], 'regression': list(t.regression.targets),
-                  'segmentation': ['segmentation_mask'], 'detection': ['objects']}[t.name]
+        needed = {'classification': lambda: [self.cfg.label], 'regression': lambda: list(self.task.targets),
+                  'segmentation': lambda: ['segmentation_mask'], 'detection': lambda: ['objects']}[self.kind]()
         if self.cfg.classes or self.cfg.train_examples_per_class:
-            needed.append(t.label)
-        missing = [f for f in dict.fromkeys(needed) if f not in features]
+            needed.append(self.cfg.label)
+        missing = [f for f in dict.fromkeys(['image', *needed]) if f not in features]
         if missing:
             raise DatasetNotAvailable(f'dataset {self.cfg.name!r} has no feature {", ".join(map(repr, missing))} '
-                                      f'(the task reads it); its features: {", ".join(features.keys())}')
-        if t.name == 'segmentation':
+                                      f'(the {self.kind} task reads it); its features: {", ".join(features.keys())}')
+        if self.kind == 'segmentation':
             adapters.mask_source(self.cfg.name)
-        if t.name == 'detection' and not all(k in features['objects'] for k in ('bbox', 'label')):
+        if self.kind == 'detection' and not all(k in features['objects'] for k in ('bbox', 'label')):
             raise DatasetNotAvailable(f'dataset {self.cfg.name!r}: detection reads objects/bbox and objects/label; '
                                       f'its objects have {", ".join(features["objects"].keys())}')
-        if None in features['image'].shape[:2] and not self.cfg.image_size:
-            raise DatasetNotAvailable(f'dataset {self.cfg.name!r} has images of varying size; set dataset.image_size '
-                                      f'to train on batches of one size (e.g. --config.dataset.image_size=128)')
-        if self.cfg.classes and t.name in ('segmentation', 'detection'):
+        image_shape(self.builder, self.cfg)
+        if self.cfg.classes and self.kind in ('segmentation', 'detection'):
             raise DatasetNotAvailable('dataset.classes selects image classes; segmentation and detection use every '
                                       'class of their masks and boxes')
-        if self.cfg.classes:
-            label = features[t.label]
-            bad = [c for c in self.cfg.classes if not 0 <= c < label.num_classes]
-            if bad:
-                raise DatasetNotAvailable(f'dataset.classes {bad} are not class ids of {self.cfg.name!r} '
-                                          f'(0..{label.num_classes - 1})')
-
-    def _label_feature(self):
-        return self.builder.info.features[self.task_cfg.label] if self.task_cfg.label in self.builder.info.features \
-            else None
-
-    def _class_names(self) -> tuple[str, ...]:
-        """The task's classes: of the label feature (classification), of the mask values (segmentation, with
-        background first) or of the objects (detection); () for regression."""
-        if self.task_cfg.name == 'segmentation':
-            return adapters.mask_source(self.cfg.name).class_names
-        if self.task_cfg.name == 'detection':
-            return adapters.detection_class_names(self.builder.info.features)
-        label = self._label_feature()
-        names = tuple(label.names) if isinstance(label, tfds.features.ClassLabel) else ()
-        if self.cfg.classes:
-            names = tuple(names[c] for c in self.cfg.classes)
-        return names
+        if self.augmentation.flip_left_right and getattr(self.task, 'flips_change_targets', False):
+            raise ConfigError("config key 'dataset.augment.flip_left_right': cannot be used for this task: a mirrored "
+                              "image has a different target (a flip negates an angle)")
+        if self.augmentation.crop_area < 1.0 and self.kind not in ('segmentation', 'detection'):
+            raise ConfigError("config key 'dataset.augment.crop_area': is for segmentation and detection "
+                              "(classification and regression translate with crop_padding)")
 
     @property
     def spec(self) -> DatasetSpec:
-        element = self._decoded_split(self.cfg.train_split).element_spec
-        names = self._class_names()
-        return DatasetSpec(self.cfg.name, len(names), names, tuple(element['image'].shape))
+        names = class_names(self.builder, self.cfg, self.kind)
+        return DatasetSpec(self.cfg.name, len(names), names, image_shape(self.builder, self.cfg))
 
     def _filtering(self, split: str) -> bool:
         return bool(self.cfg.classes) or (bool(self.cfg.train_examples_per_class) and split == self.cfg.train_split)
@@ -185,38 +238,36 @@ class Pipeline:
     def steps_per_epoch(self, global_batch: int) -> int:
         steps = self.size(self.cfg.train_split) // global_batch
         if steps == 0:
-            raise ValueError(f'train split {self.cfg.train_split!r} has {self.size(self.cfg.train_split)} examples, '
-                             f'fewer than one batch of {global_batch}; lower train.batch_size')
+            raise ConfigError(f"config key 'train.batch_size': the train split {self.cfg.train_split!r} has "
+                              f"{self.size(self.cfg.train_split)} examples, fewer than one batch of {global_batch}")
         return steps
 
     def _local_batch(self, global_batch: int) -> int:
         if global_batch % self.process_count:
-            raise ValueError(f'batch size {global_batch} does not divide by the {self.process_count} processes')
+            raise ConfigError(f'batch size {global_batch} does not divide by the {self.process_count} processes')
         return global_batch // self.process_count
 
     def _selected(self, split: str) -> tf.data.Dataset:
         """The split's raw examples after class selection and (training split only) the few-shot subset."""
         ds = open_split(self.builder, split)
-        if self.task_cfg.name in ('segmentation', 'detection'):
+        if self.kind in ('segmentation', 'detection'):
             # Each example's name in the messages of the data-contract checks (jaxdl.data.checks): its position
             # in the (sub)split it was read from, e.g. "voc train example 17".
             prefix = f'{self.cfg.name} {split} example '
             ds = ds.enumerate().map(
                 lambda i, ex: {**ex, 'example_id': tf.strings.join([prefix, tf.strings.as_string(i)])})
-        label, classes = self.task_cfg.label, tuple(self.cfg.classes)
+        label, classes = self.cfg.label, tuple(self.cfg.classes)
         if classes:
             ds = select_classes(ds, label, classes)
         if self.cfg.train_examples_per_class and split == self.cfg.train_split:
-            num_classes = len(classes) or self._label_feature().num_classes
+            num_classes = len(classes) or label_feature(self.builder, self.cfg).num_classes
             ds = first_per_class(ds, label, num_classes, self.cfg.train_examples_per_class)
         return ds
 
     def _decoded_split(self, split: str) -> tf.data.Dataset:
         """Decoded and normalised examples; cached in memory, shared by every epoch's iterator."""
         if split not in self._decoded:
-            fn = preprocess.PREPROCESSORS[self.task_cfg.name]
-            num_classes = len(self._class_names())
-            ds = self._selected(split).map(lambda ex: fn(ex, self.cfg, self.task_cfg, num_classes),
+            ds = self._selected(split).map(preprocess.for_task(self.task, self.cfg),
                                            num_parallel_calls=tf.data.AUTOTUNE)
             self._decoded[split] = ds.cache() if self.cfg.cache else ds
         return self._decoded[split]
@@ -235,16 +286,16 @@ class Pipeline:
         first_epoch, first_batch = divmod(start_step, self.steps_per_epoch(global_batch))
         decoded = self._decoded_split(split)
         buffer = self.cfg.shuffle_buffer or self.size(split)
-
-        augmenting = preprocess.needs_augmentation(self.cfg.augment)
-        augment = preprocess.AUGMENTERS[self.task_cfg.name]
+        augmentation = self.augmentation
+        augment = preprocess.AUGMENTERS[self.kind]
+        ignore_label = getattr(self.task, 'ignore_label', 0)
 
         def epoch(e):
             e_seed = epoch_seed(seed, e)
             examples = decoded.shuffle(buffer, seed=e_seed, reshuffle_each_iteration=False).take(examples_per_epoch)
-            if augmenting:  # seeded by (epoch seed, position in the epoch): redrawn identically on resume
+            if augmentation.active:  # seeded by (epoch seed, position in the epoch): redrawn identically on resume
                 examples = examples.enumerate().map(
-                    lambda i, ex: augment(ex, tf.stack([e_seed, i]), self.cfg.augment, self.task_cfg),
+                    lambda i, ex: augment(ex, tf.stack([e_seed, i]), augmentation, ignore_label),
                     num_parallel_calls=tf.data.AUTOTUNE)
             # An epoch is a whole number of batches, so each is batched here and only whole batches pass the
             # later stages (each per-example stage costs ~1 us; benchmarks/README.md).

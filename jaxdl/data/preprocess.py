@@ -5,88 +5,130 @@ Everything here is a tf function of one example, so the same code serves the tf.
 """
 from __future__ import annotations
 
+import dataclasses
+
 import tensorflow as tf
 
 from jaxdl.data import adapters
 
 
-def image_to_float(image: tf.Tensor, dataset_cfg) -> tf.Tensor:
-    """uint8 [H, W, C] -> normalised float32 [S, S, C] (S = dataset.image_size, or the image's own size)."""
+@dataclasses.dataclass(frozen=True)
+class ImageFormat:
+    """How images become model inputs: resized to `size` x `size` (0 keeps their size), scaled to [0, 1] and
+    normalised per channel by `mean` and `std` (one value, or one per channel)."""
+    size: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    @classmethod
+    def of(cls, dataset_cfg) -> 'ImageFormat':
+        return cls(int(dataset_cfg.image_size), tuple(float(v) for v in dataset_cfg.mean),
+                   tuple(float(v) for v in dataset_cfg.std))
+
+
+@dataclasses.dataclass(frozen=True)
+class Augmentation:
+    """Per-example random augmentation of training images (dataset.augment)."""
+    flip_left_right: bool = False
+    crop_padding: int = 0      # random translation: pad by n pixels, crop back
+    crop_area: float = 1.0     # segmentation, detection: a random crop of [crop_area, 1] of the image, resized back
+
+    @classmethod
+    def of(cls, augment_cfg) -> 'Augmentation':
+        return cls(bool(augment_cfg.flip_left_right), int(augment_cfg.crop_padding), float(augment_cfg.crop_area))
+
+    @property
+    def active(self) -> bool:
+        return self.flip_left_right or self.crop_padding > 0 or self.crop_area < 1.0
+
+
+def image_to_float(image: tf.Tensor, image_format: ImageFormat) -> tf.Tensor:
+    """uint8 [H, W, C] -> normalised float32 [S, S, C] (S = the format's size, or the image's own size)."""
     image = tf.cast(image, tf.float32) / 255.0
-    if dataset_cfg.image_size:
-        size = (dataset_cfg.image_size, dataset_cfg.image_size)
-        image = tf.image.resize(image, size, method='bilinear', antialias=True)
-    mean = tf.constant(dataset_cfg.mean, tf.float32)
-    std = tf.constant(dataset_cfg.std, tf.float32)
+    if image_format.size:
+        image = tf.image.resize(image, (image_format.size, image_format.size), method='bilinear', antialias=True)
+    mean = tf.constant(image_format.mean, tf.float32)
+    std = tf.constant(image_format.std, tf.float32)
     return (image - mean) / std
 
 
-def classification(example: dict, dataset_cfg, task_cfg, num_classes: int) -> dict:
-    return {'image': image_to_float(example['image'], dataset_cfg),
-            'label': tf.cast(example[task_cfg.label], tf.int32)}
+def classification(example: dict, image_format: ImageFormat, *, label: str) -> dict:
+    """`label`: int32, the class in the dataset's feature of that name."""
+    return {'image': image_to_float(example['image'], image_format), 'label': tf.cast(example[label], tf.int32)}
 
 
-def regression(example: dict, dataset_cfg, task_cfg, num_classes: int) -> dict:
-    """`target`: float32 [K], the configured features in their own units (the task normalises for the loss)."""
-    targets = [tf.reshape(tf.cast(example[name], tf.float32), []) for name in task_cfg.regression.targets]
-    return {'image': image_to_float(example['image'], dataset_cfg), 'target': tf.stack(targets)}
+def regression(example: dict, image_format: ImageFormat, *, targets: tuple[str, ...]) -> dict:
+    """`target`: float32 [K], the named features in their own units (the task normalises for the loss)."""
+    values = [tf.reshape(tf.cast(example[name], tf.float32), []) for name in targets]
+    return {'image': image_to_float(example['image'], image_format), 'target': tf.stack(values)}
 
 
-def segmentation(example: dict, dataset_cfg, task_cfg, num_classes: int) -> dict:
+def segmentation(example: dict, image_format: ImageFormat, *, dataset: str, ignore_label: int) -> dict:
     """`mask`: int32 [S, S], the class of each pixel (0 background) or the ignore label; resized with the image,
     by nearest neighbour so no pixel gets a class in between two others."""
-    image, mask = adapters.read_mask(dataset_cfg.name, example, task_cfg.segmentation.ignore_label)
-    if dataset_cfg.image_size:
-        size = (dataset_cfg.image_size, dataset_cfg.image_size)
-        mask = tf.image.resize(mask[..., None], size, method='nearest')[..., 0]
-    return {'image': image_to_float(image, dataset_cfg), 'mask': tf.cast(mask, tf.int32)}
+    image, mask = adapters.read_mask(dataset, example, ignore_label)
+    if image_format.size:
+        mask = tf.image.resize(mask[..., None], (image_format.size, image_format.size), method='nearest')[..., 0]
+    return {'image': image_to_float(image, image_format), 'mask': tf.cast(mask, tf.int32)}
 
 
-def detection(example: dict, dataset_cfg, task_cfg, num_classes: int) -> dict:
+def detection(example: dict, image_format: ImageFormat, *, num_classes: int, max_objects: int) -> dict:
     """`boxes` float32 [M, 4] normalised (ymin, xmin, ymax, xmax), `box_labels` int32 [M], `box_valid` and
-    `box_ignore` bool [M]: the objects padded to M = task.detection.max_objects. Normalised boxes need no change
-    when the image is resized."""
-    m = task_cfg.detection.max_objects
+    `box_ignore` bool [M]: the objects padded to M = max_objects. Normalised boxes need no change when the image is
+    resized."""
+    m = max_objects
     image, boxes, labels, ignore = adapters.read_boxes(example, num_classes, m)
     padding = [[0, m - tf.shape(boxes)[0]]]
-    return {'image': image_to_float(image, dataset_cfg),
+    return {'image': image_to_float(image, image_format),
             'boxes': tf.ensure_shape(tf.pad(boxes, padding + [[0, 0]]), [m, 4]),
             'box_labels': tf.ensure_shape(tf.pad(labels, padding), [m]),
             'box_valid': tf.ensure_shape(tf.pad(tf.ones_like(labels, tf.bool), padding), [m]),
             'box_ignore': tf.ensure_shape(tf.pad(ignore, padding), [m])}
 
 
-PREPROCESSORS = {'classification': classification, 'regression': regression, 'segmentation': segmentation,
-                 'detection': detection}
+def for_task(task, dataset_cfg):
+    """example -> the data contract of `task.data_kind`, with the task's own settings (regression's targets,
+    segmentation's ignore label, detection's object count) and the dataset's label feature."""
+    image_format = ImageFormat.of(dataset_cfg)
+    kind = task.data_kind
+    if kind == 'classification':
+        return lambda ex: classification(ex, image_format, label=dataset_cfg.label)
+    if kind == 'regression':
+        return lambda ex: regression(ex, image_format, targets=tuple(task.targets))
+    if kind == 'segmentation':
+        return lambda ex: segmentation(ex, image_format, dataset=dataset_cfg.name, ignore_label=task.ignore_label)
+    return lambda ex: detection(ex, image_format, num_classes=task.num_classes, max_objects=task.max_objects)
 
 
-def augment_classification(example: dict, seed: tf.Tensor, augment_cfg, task_cfg) -> dict:
-    """Random flip and translation drawn from `seed` alone (stateless), so a resumed epoch redraws the same."""
+def augment_image(example: dict, seed: tf.Tensor, augment: Augmentation, ignore_label: int = 0) -> dict:
+    """Random flip and translation of the image alone (classification, regression), drawn from `seed` alone
+    (stateless), so a resumed epoch redraws the same."""
+    del ignore_label
     image = example['image']
     flip_seed, crop_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
-    if augment_cfg.flip_left_right:
+    if augment.flip_left_right:
         image = tf.image.stateless_random_flip_left_right(image, flip_seed)
-    if augment_cfg.crop_padding:
-        pad = augment_cfg.crop_padding
+    if augment.crop_padding:
+        pad = augment.crop_padding
         padded = tf.pad(image, [[pad, pad], [pad, pad], [0, 0]])
         image = tf.image.stateless_random_crop(padded, tf.shape(image), crop_seed)
     return {**example, 'image': image}
 
 
-def _window(seed, size, augment_cfg):
+def _window(seed, size, augment: Augmentation):
     """A random sampling window per axis: (start, step) in source pixel centres, so output pixel i samples the
     source at start + i * step. It zooms in on a crop of [crop_area, 1] of the image area (step < 1) and shifts by
     up to crop_padding pixels (the outside is padding)."""
     area_seed, y_seed, x_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 3))
-    scale = tf.sqrt(tf.random.stateless_uniform([], area_seed, augment_cfg.crop_area, 1.0))
+    scale = tf.sqrt(tf.random.stateless_uniform([], area_seed, augment.crop_area, 1.0))
     size = tf.cast(size, tf.float32)
-    pad = float(augment_cfg.crop_padding)
+    pad = float(augment.crop_padding)
     room = (size - 1) * (1 - scale)  # how far a crop of this scale can move inside the image
     start = lambda axis_seed, n: tf.random.stateless_uniform([], axis_seed, -pad, room[n] + pad)
     return tf.stack([start(y_seed, 0), start(x_seed, 1)]), scale
 
 
-def augment_geometric(example: dict, seed: tf.Tensor, augment_cfg, task_cfg) -> dict:
+def augment_geometric(example: dict, seed: tf.Tensor, augment: Augmentation, ignore_label: int = 0) -> dict:
     """Flip, crop (zoom) and translation applied alike to the image, its mask and its boxes.
 
     One sampling window moves all three: the image is resampled bilinearly, the mask by nearest neighbour (pixels
@@ -95,7 +137,7 @@ def augment_geometric(example: dict, seed: tf.Tensor, augment_cfg, task_cfg) -> 
     image = example['image']
     out = dict(example)
     flip_seed, window_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
-    if augment_cfg.flip_left_right:
+    if augment.flip_left_right:
         flip = tf.random.stateless_uniform([], flip_seed) < 0.5
         image = tf.where(flip, tf.reverse(image, [1]), image)
         if 'mask' in out:
@@ -104,10 +146,10 @@ def augment_geometric(example: dict, seed: tf.Tensor, augment_cfg, task_cfg) -> 
             b = out['boxes']
             mirrored = tf.stack([b[:, 0], 1.0 - b[:, 3], b[:, 2], 1.0 - b[:, 1]], axis=-1)
             out['boxes'] = tf.where(flip, mirrored, b)
-    if augment_cfg.crop_area < 1.0 or augment_cfg.crop_padding:
+    if augment.crop_area < 1.0 or augment.crop_padding:
         hw = tf.shape(image)[:2]
         size = tf.cast(hw, tf.float32)
-        start, step = _window(window_seed, hw, augment_cfg)
+        start, step = _window(window_seed, hw, augment)
         # crop_and_resize's box: (y1, x1, y2, x2) with the source pixel-centre coordinate p = y1 * (H - 1) + ...
         end = start + step * (size - 1)
         box = tf.concat([start / (size - 1), end / (size - 1)], 0)[None]
@@ -115,7 +157,7 @@ def augment_geometric(example: dict, seed: tf.Tensor, augment_cfg, task_cfg) -> 
             tf.cast(x, tf.float32)[None], box, [0], hw, method=method, extrapolation_value=fill)[0]
         image = resample(image, 'bilinear', 0.0)
         if 'mask' in out:
-            ignore = float(task_cfg.segmentation.ignore_label)
+            ignore = float(ignore_label)
             out['mask'] = tf.cast(resample(out['mask'][..., None], 'nearest', ignore)[..., 0], tf.int32)
         if 'boxes' in out:
             # A box edge e (normalised) is at source pixel-centre coordinate e * size - 0.5; the output coordinate
@@ -132,11 +174,7 @@ def augment_geometric(example: dict, seed: tf.Tensor, augment_cfg, task_cfg) -> 
     return out
 
 
-# Regression reuses augment_classification: translation keeps an angle; a flip would negate it, so config
-# validation refuses flip_left_right for regression.
-AUGMENTERS = {'classification': augment_classification, 'regression': augment_classification,
-              'segmentation': augment_geometric, 'detection': augment_geometric}
-
-
-def needs_augmentation(augment_cfg) -> bool:
-    return bool(augment_cfg.flip_left_right or augment_cfg.crop_padding or augment_cfg.crop_area < 1.0)
+# Which augmentation keeps each data contract: classification and regression move the image alone (a flip is
+# refused where it changes the target), segmentation and detection move masks and boxes with it.
+AUGMENTERS = {'classification': augment_image, 'regression': augment_image, 'segmentation': augment_geometric,
+              'detection': augment_geometric}

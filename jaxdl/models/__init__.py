@@ -1,41 +1,87 @@
-"""flax.linen models, each a backbone and a head so transfer learning can swap heads.
+"""Models: flax.linen modules, built-in or the user's own, built from `model.name` and `model.options`.
 
-Every model is called as `model.apply(variables, images, train=..., axis_name=...)`; `axis_name` is the pmap
-axis BatchNorm reduces its batch statistics over, so a pmapped step normalises over the global batch, exactly
-as a single device would.
+`model.name` is a built-in (a module of this package: `cnn`, `resnet`, `unet`, each exporting `MODEL`) or an
+import path `package.module:Attr` to the user's code, where `Attr` is a `flax.linen.Module` class or a function
+returning one. Either is constructed as
 
-The task chooses the head (`task.head_options`): a dense layer on a feature vector (classification, regression),
-per-pixel scores (segmentation) or a CenterNet heatmap and boxes (detection). The last two decode the U-Net
-encoder's feature maps, so they need `model.name='unet'`.
+    Attr(num_outputs=..., **model.options)
+
+plus, only where `Attr` takes them, `dtype` (from `model.dtype`), `freeze_batch_norm` and the task's head options
+(`head`, `output_stride`: which head a built-in backbone ends in). The module is applied as
+`module.apply(variables, images, train=...)`, with `axis_name` (the mapped axis BatchNorm reduces its statistics
+over) only where its `__call__` takes it; every non-param collection it keeps (e.g. `batch_stats`) is model state.
+What it must return is the task's contract (`jaxdl.tasks.Task.check_outputs`). A user's model needs no jaxdl import.
 """
-from jaxdl.models.backbone_head import BackboneAndHead, DenseHead
-from jaxdl.models.cnn import SmallCNN
-from jaxdl.models.resnet import ResNet
-from jaxdl.models.unet import CenterNetHead, PixelHead, UNetEncoder
+from __future__ import annotations
 
-BACKBONES = {'cnn': SmallCNN, 'resnet': ResNet, 'unet': UNetEncoder}
-MODELS = tuple(BACKBONES)
-WITH_BATCH_NORM = ('resnet', 'unet')
-# Which backbones each head can read: a feature vector, or the U-Net encoder's map per level.
-HEAD_BACKBONES = {'dense': ('cnn', 'resnet'), 'pixels': ('unet',), 'centernet': ('unet',)}
+import dataclasses
+import functools
 
+from jaxdl.errors import ConfigError
+from jaxdl.registry import MODELS, frozen, keyword_parameters
 
-def build_model(model_cfg, num_outputs: int, head: str = 'dense', output_stride: int = 1) -> BackboneAndHead:
-    """The model named by config, with a `head` of `num_outputs` units (classes, targets or heatmap channels)."""
+def build_model(model_cfg, num_outputs: int, head_options: dict | None = None):
+    """The flax Module `model_cfg` names, with `num_outputs` outputs (classes, targets, heatmap channels)."""
+    import flax.linen as nn
     import jax.numpy as jnp
-    dtype = jnp.dtype(model_cfg.dtype)
-    if model_cfg.name not in HEAD_BACKBONES[head]:
-        raise ValueError(f'model {model_cfg.name!r} cannot feed a {head!r} head; use one of '
-                         f'{", ".join(HEAD_BACKBONES[head])}')
-    options = dict(model_cfg[model_cfg.name].to_dict(), dtype=dtype)
-    options.pop('head_width', None)  # the detection head's, not the encoder's
-    if model_cfg.name in WITH_BATCH_NORM:
-        options['freeze_batch_norm'] = model_cfg.freeze_batch_norm
-    backbone = BACKBONES[model_cfg.name](**options)
-    if head == 'dense':
-        return BackboneAndHead(backbone=backbone, head=DenseHead(num_outputs=num_outputs, dtype=dtype))
-    decoder = dict(features=tuple(model_cfg.unet.features), dtype=dtype, freeze_batch_norm=model_cfg.freeze_batch_norm)
-    if head == 'pixels':
-        return BackboneAndHead(backbone=backbone, head=PixelHead(num_outputs=num_outputs, **decoder))
-    return BackboneAndHead(backbone=backbone, head=CenterNetHead(num_classes=num_outputs, output_stride=output_stride,
-                                                                 width=model_cfg.unet.head_width, **decoder))
+    name = model_cfg.name
+    target = MODELS.resolve(name)
+    if isinstance(target, type) and not issubclass(target, nn.Module):
+        raise ConfigError(f"config key 'model.name': {name!r} is the class {target.__name__}, not a "
+                          f"flax.linen.Module; name a Module class or a function that returns one")
+    if not callable(target):
+        raise ConfigError(f"config key 'model.name': {name!r} is a {type(target).__name__}, not a flax.linen.Module "
+                          f"class or a function that returns one")
+    options = frozen(model_cfg.options.to_dict())
+    accepted = keyword_parameters(target)
+    extras = {'dtype': jnp.dtype(model_cfg.dtype), 'freeze_batch_norm': model_cfg.freeze_batch_norm,
+              **(head_options or {})}
+    kwargs = {'num_outputs': num_outputs, **options}
+    if accepted is not None:
+        if 'num_outputs' not in accepted:
+            raise ConfigError(f"config key 'model.name': {name!r} takes no num_outputs argument; jaxdl constructs a "
+                              f"model as Attr(num_outputs=..., **model.options)")
+        unknown = sorted(set(options) - accepted)
+        if unknown:
+            valid = sorted(accepted - {'num_outputs', *extras})
+            raise ConfigError(f"config key 'model.options': {', '.join(map(repr, unknown))} "
+                              f"{'is not an option' if len(unknown) == 1 else 'are not options'} of {name!r}; its "
+                              f"options: {', '.join(valid) or 'none'}")
+        kwargs.update({k: v for k, v in extras.items() if k in accepted})
+        if model_cfg.freeze_batch_norm and 'freeze_batch_norm' not in accepted:
+            raise ConfigError(f"config key 'model.freeze_batch_norm': model {name!r} takes no freeze_batch_norm "
+                              f"(it has no BatchNorm to freeze, or does not say so)")
+        if model_cfg.dtype != 'float32' and 'dtype' not in accepted:
+            raise ConfigError(f"config key 'model.dtype': model {name!r} takes no dtype, so it computes in its own; "
+                              f"leave model.dtype at 'float32' or give the model a dtype field")
+    try:
+        module = target(**kwargs)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"config key 'model.options': constructing {name!r} failed: {e}") from None
+    if not isinstance(module, nn.Module):
+        raise ConfigError(f"config key 'model.name': {name!r} returned a {type(module).__name__}, not a "
+                          f"flax.linen.Module")
+    takes = keyword_parameters(type(module).__call__)
+    if takes is not None and 'train' not in takes:
+        raise ConfigError(f"config key 'model.name': {name!r}'s __call__ takes no `train` argument; jaxdl applies a "
+                          f"model as module.apply(variables, images, train=...)")
+    return module
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelApply:
+    """`module.apply(variables, images, train=...)`, passing `axis_name` only to a module whose `__call__` takes
+    it. Hashable by the module's value, so a jitted step that holds it compiles once per model."""
+    module: object
+
+    @functools.cached_property
+    def takes_axis_name(self) -> bool:
+        takes = keyword_parameters(type(self.module).__call__)
+        return takes is None or 'axis_name' in takes
+
+    def __call__(self, variables, images, *, train: bool = False, axis_name=None, **kwargs):
+        if axis_name is not None and self.takes_axis_name:
+            kwargs['axis_name'] = axis_name
+        return self.module.apply(variables, images, train=train, **kwargs)

@@ -4,6 +4,9 @@ from functools import partial
 import flax.linen as nn
 import jax.numpy as jnp
 
+from jaxdl.errors import ConfigError
+from jaxdl.models.layers.heads import BackboneAndHead, DenseHead, check_head
+
 STAGES = {10: (1, 1, 1, 1), 18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3),
           152: (3, 8, 36, 3)}
 
@@ -61,3 +64,19 @@ class ResNet(nn.Module):
                 strides = 2 if stage > 0 and block == 0 else 1
                 x = ResidualBlock(self.width * 2 ** stage, strides, bottleneck, norm)(x)
         return jnp.mean(x, axis=(1, 2))
+
+
+def MODEL(num_outputs: int, *, depth: int = 18, width: int = 64, stem: str = 'imagenet', dtype=jnp.float32,
+          freeze_batch_norm: bool = False, head: str = 'dense') -> BackboneAndHead:
+    """`model.name='resnet'`; `model.options`: depth (10, 18, 34, 50, 101, 152), width (of the first stage),
+    stem ('imagenet': 7x7/2 conv and max-pool; 'small': one 3x3 conv, for tiny images)."""
+    if depth not in STAGES:
+        raise ConfigError(f"config key 'model.options.depth': must be one of {', '.join(map(str, STAGES))}, "
+                          f"got {depth!r}")
+    if not isinstance(width, int) or width <= 0:
+        raise ConfigError(f"config key 'model.options.width': must be a positive integer, got {width!r}")
+    if stem not in ('imagenet', 'small'):
+        raise ConfigError(f"config key 'model.options.stem': must be 'imagenet' or 'small', got {stem!r}")
+    check_head('resnet', 'vector', head)
+    return BackboneAndHead(backbone=ResNet(depth, width, stem, dtype, freeze_batch_norm),
+                           head=DenseHead(num_outputs=num_outputs, dtype=dtype))

@@ -19,7 +19,8 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from jaxdl.errors import ConfigError
-from jaxdl.models.pooling import max_pool
+from jaxdl.models.layers.heads import BackboneAndHead, check_head
+from jaxdl.models.layers.pooling import max_pool
 
 
 def _norm(train: bool, freeze: bool, axis_name, dtype):
@@ -123,3 +124,26 @@ class CenterNetHead(nn.Module):
         heatmap = branch(self.num_classes, nn.initializers.constant(HEATMAP_PRIOR), 'heatmap')
         boxes = branch(4, nn.initializers.zeros, 'box')
         return jnp.concatenate([heatmap, boxes], axis=-1).astype(jnp.float32)
+
+
+def MODEL(num_outputs: int, *, features: Sequence[int] = (32, 64, 128, 256), head_width: int = 64,
+          dtype=jnp.float32, freeze_batch_norm: bool = False, head: str = 'pixels',
+          output_stride: int = 1) -> BackboneAndHead:
+    """`model.name='unet'`; `model.options`: features (encoder widths per level; the decoder mirrors them) and
+    head_width (channels of the detection head's branches). The head is the task's: per-pixel scores
+    (segmentation) or a CenterNet heatmap and boxes at 1/output_stride (detection)."""
+    if not features or not all(isinstance(f, int) and f > 0 for f in features):
+        raise ConfigError(f"config key 'model.options.features': must be positive integers, got {features!r}")
+    if not isinstance(head_width, int) or head_width <= 0:
+        raise ConfigError(f"config key 'model.options.head_width': must be a positive integer, got {head_width!r}")
+    check_head('unet', 'feature_maps', head)
+    features = tuple(features)
+    if head == 'centernet' and 2 ** (len(features) - 1) < output_stride:
+        raise ConfigError(f"config key 'task.options.output_stride': {output_stride} needs an encoder with at least "
+                          f"{output_stride.bit_length()} levels (model.options.features has {len(features)})")
+    decoder = dict(features=features, dtype=dtype, freeze_batch_norm=freeze_batch_norm)
+    backbone = UNetEncoder(features, dtype, freeze_batch_norm)
+    if head == 'pixels':
+        return BackboneAndHead(backbone=backbone, head=PixelHead(num_outputs=num_outputs, **decoder))
+    return BackboneAndHead(backbone=backbone, head=CenterNetHead(num_classes=num_outputs, output_stride=output_stride,
+                                                                 width=head_width, **decoder))

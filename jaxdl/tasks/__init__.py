@@ -1,37 +1,126 @@
-"""Tasks: what a model's output means. Each task gives a per-example loss, metric *sums* (reduced across
-devices and batches, divided once at the end), the final figures computed from those sums, and predictions.
-`task.num_outputs` is the width of the model's head and `task.head_options` says which head reads the backbone.
+"""Tasks: what a model's output means. The contract every task keeps, built-in or the user's, is `Task` below.
 
-A task whose figures cannot be summed (detection's COCO mAP) also returns per-example `eval_predictions`, which
-evaluation gathers over the whole split and hands to `summarize`; for the others that is an empty dict.
+`task.name` is a built-in (a module of this package: `classification`, `regression`, `segmentation`,
+`detection`, each exporting `TASK`) or an import path `package.module:Attr` to the user's own Task class, built as
+
+    Attr(**task.options)   plus num_classes and class_names (of the dataset), where Attr takes them.
+
+A task computes per-example losses and metric *sums* (reduced across devices and batches, divided once at the end
+by `summarize`), and predictions. A task whose figures cannot be summed (detection's COCO mAP) also returns
+per-example `eval_predictions`, which evaluation gathers over the whole split and hands to `summarize`.
 """
-from jaxdl.tasks.classification import Classification
-from jaxdl.tasks.detection import Detection
-from jaxdl.tasks.regression import Regression
-from jaxdl.tasks.segmentation import Segmentation
+from __future__ import annotations
 
-TASKS = ('classification', 'regression', 'segmentation', 'detection')
+from typing import ClassVar, Protocol, runtime_checkable
+
+from jaxdl.errors import ConfigError
+from jaxdl.registry import TASKS, frozen, keyword_parameters
+
+# The data contracts (DESIGN.md) the pipeline prepares; a task reads one of them.
+#   classification: label int32 [B] (from dataset.label)      regression: target float32 [B, K] (task.targets)
+#   segmentation:   mask int32 [B, H, W] (task.ignore_label)   detection:  boxes, box_labels, box_valid, box_ignore
+#                                                                          padded to task.max_objects
+DATA_KINDS = ('classification', 'regression', 'segmentation', 'detection')
 
 
-def build_task(task_cfg, num_classes: int, class_names=()):
-    """`num_classes`: of the dataset's label feature (after class selection): classification's head width; for
-    segmentation every pixel class including background 0; for detection the object classes."""
-    class_names = tuple(class_names)
-    if task_cfg.name == 'classification':
-        return Classification(num_classes=num_classes, label_smoothing=task_cfg.label_smoothing,
-                              top_k=task_cfg.top_k, calibration_bins=task_cfg.calibration_bins)
-    if task_cfg.name == 'regression':
-        r = task_cfg.regression
-        return Regression(targets=tuple(r.targets), mean=tuple(float(v) for v in r.mean),
-                          std=tuple(float(v) for v in r.std), loss=r.loss, huber_delta=float(r.huber_delta),
-                          threshold=float(r.threshold))
-    if task_cfg.name == 'segmentation':
-        s = task_cfg.segmentation
-        return Segmentation(num_classes=num_classes, ignore_label=s.ignore_label,
-                            class_weights=tuple(float(w) for w in s.class_weights), class_names=class_names)
-    if task_cfg.name == 'detection':
-        d = task_cfg.detection
-        return Detection(num_classes=num_classes, output_stride=d.output_stride, max_detections=d.max_detections,
-                         size_weight=float(d.size_weight), offset_weight=float(d.offset_weight),
-                         class_names=class_names)
-    raise ValueError(f'unknown task {task_cfg.name!r}; valid: {", ".join(TASKS)}')
+@runtime_checkable
+class Task(Protocol):
+    """The contract between a task and the rest of jaxdl. Every method is a pure function of its arguments;
+    `outputs` are what the model returned for a batch, `batch` follows the data contract of `data_kind`."""
+    data_kind: ClassVar[str]          # one of DATA_KINDS: the targets the pipeline hands the task
+    num_outputs: int                  # the model's output width (classes, targets, heatmap channels)
+    head_options: dict                # for the built-in models: which head reads the backbone ({'head': 'dense'})
+    headline: tuple[str, ...]         # the loss, then the figures the console table and the progress plot show
+
+    def check_outputs(self, outputs, image_shape: tuple[int, int, int], model: str) -> None:
+        """Raise a ConfigError naming `model` if `outputs` (shapes, for a batch of 2) do not fit the task."""
+
+    def per_example_loss(self, outputs, batch):  # -> float32 [B]
+        ...
+
+    def train_metric_sums(self, outputs, batch, per_example_loss) -> dict:
+        """Sums over the batch's valid rows (`batch['valid']`); must include 'loss_sum' and 'count'."""
+
+    def eval_metric_sums(self, outputs, batch, per_example_loss) -> dict:
+        ...
+
+    def eval_predictions(self, outputs, batch) -> dict:
+        """Per-example rows for figures that cannot be summed; {} when every figure comes from the sums."""
+
+    def summarize(self, sums: dict, predictions: dict | None = None) -> dict:
+        """The final figures from summed metrics (host side, numpy): one division at the very end."""
+
+    def predict(self, outputs):
+        """What a user is shown: probabilities, targets in their units, a class map, boxes."""
+
+
+class TaskDefaults:
+    """What a task may leave out: built-in models read nothing special, evaluation sums what training sums,
+    no per-example rows, and the output is not checked. Subclass it (or a built-in task) to write a new task."""
+    head_options: ClassVar[dict] = {'head': 'dense'}
+
+    def check_outputs(self, outputs, image_shape, model: str) -> None:
+        del outputs, image_shape, model
+
+    def eval_metric_sums(self, outputs, batch, per_example_loss) -> dict:
+        return self.train_metric_sums(outputs, batch, per_example_loss)
+
+    def eval_predictions(self, outputs, batch) -> dict:
+        return {}
+
+
+def output_mismatch(model: str, outputs, needs: str) -> ConfigError:
+    shapes = outputs.shape if hasattr(outputs, 'shape') else type(outputs).__name__
+    return ConfigError(f"config key 'model.name': model {model!r} outputs {shapes} for a batch of 2; the task "
+                       f"needs {needs}")
+
+
+_REQUIRED = ('data_kind', 'num_outputs', 'head_options', 'headline', 'check_outputs', 'per_example_loss',
+             'train_metric_sums', 'eval_metric_sums', 'eval_predictions', 'summarize', 'predict')
+
+
+def task_class(task_cfg) -> type:
+    """The Task class `task.name` names, checked against the protocol before it is constructed."""
+    target = TASKS.resolve(task_cfg.name)
+    if not isinstance(target, type):
+        raise ConfigError(f"config key 'task.name': {task_cfg.name!r} is a {type(target).__name__}, not a Task class")
+    missing = [name for name in _REQUIRED if not hasattr(target, name) and name not in getattr(
+        target, '__dataclass_fields__', {}) and name not in getattr(target, '__annotations__', {})]
+    if missing:
+        raise ConfigError(f"config key 'task.name': {task_cfg.name!r} is not a Task: it lacks {', '.join(missing)} "
+                          f"(see jaxdl.tasks.Task; subclass jaxdl.tasks.TaskDefaults or a built-in task)")
+    if getattr(target, 'data_kind', None) not in DATA_KINDS:
+        raise ConfigError(f"config key 'task.name': {task_cfg.name!r} has data_kind "
+                          f"{getattr(target, 'data_kind', None)!r}; it must be one of {', '.join(DATA_KINDS)}")
+    return target
+
+
+def build_task(task_cfg, class_names=()):
+    """The task `task_cfg` names, for a dataset with these classes (of its label, mask or objects; () if none).
+    `class_names` may also be a count: 10 stands for classes named '0' .. '9'."""
+    target = task_class(task_cfg)
+    class_names = tuple(str(i) for i in range(class_names)) if isinstance(class_names, int) else tuple(class_names)
+    options = frozen(task_cfg.options.to_dict())
+    accepted = keyword_parameters(target)
+    kwargs = dict(options)
+    extras = {'num_classes': len(class_names), 'class_names': class_names}
+    if accepted is not None:
+        unknown = sorted(set(options) - accepted)
+        if unknown:
+            valid = sorted(accepted - set(extras))
+            raise ConfigError(f"config key 'task.options': {', '.join(map(repr, unknown))} "
+                              f"{'is not an option' if len(unknown) == 1 else 'are not options'} of task "
+                              f"{task_cfg.name!r}; its options: {', '.join(valid) or 'none'}")
+        kwargs.update({k: v for k, v in extras.items() if k in accepted})
+    try:
+        return target(**kwargs)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"config key 'task.options': constructing task {task_cfg.name!r} failed: {e}") from None
+
+
+def require_option(ok: bool, option: str, message: str) -> None:
+    """A built-in task's check of one of its options: a ConfigError naming `task.options.<option>`."""
+    if not ok:
+        raise ConfigError(f"config key 'task.options.{option}': {message}")

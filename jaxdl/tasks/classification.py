@@ -8,20 +8,34 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxdl.tasks import TaskDefaults, output_mismatch, require_option
+
 
 @dataclasses.dataclass(frozen=True)
-class Classification:
-    """Static (hashable) description of the task; every method is a pure function of its arguments."""
+class Classification(TaskDefaults):
+    """Static (hashable) description of the task; every method is a pure function of its arguments.
+    `task.options`: label_smoothing, top_k (reported as top_k_accuracy), calibration_bins (of the ECE)."""
     num_classes: int
     label_smoothing: float = 0.0
     top_k: int = 5
     calibration_bins: int = 15
 
-    head_options = {'head': 'dense'}  # jaxdl.models.build_model: one dense layer on the backbone's features
+    data_kind = 'classification'
+
+    def __post_init__(self):
+        require_option(isinstance(self.label_smoothing, (int, float)) and 0.0 <= self.label_smoothing < 1.0,
+                       'label_smoothing', f'must be in [0, 1), got {self.label_smoothing!r}')
+        require_option(isinstance(self.top_k, int) and self.top_k >= 1, 'top_k', f'must be >= 1, got {self.top_k!r}')
+        require_option(isinstance(self.calibration_bins, int) and self.calibration_bins >= 1, 'calibration_bins',
+                       f'must be >= 1, got {self.calibration_bins!r}')
 
     @property
     def num_outputs(self) -> int:
         return self.num_classes
+
+    def check_outputs(self, outputs, image_shape, model: str) -> None:
+        if getattr(outputs, 'shape', None) != (2, self.num_classes):
+            raise output_mismatch(model, outputs, f'[batch, {self.num_classes}]: one score per class')
 
     def per_example_loss(self, logits, batch):
         labels = jax.nn.one_hot(batch['label'], self.num_classes)
@@ -81,3 +95,6 @@ class Classification:
 
     # The metrics a console row and the best-model choice read.
     headline = ('loss', 'accuracy', 'confidence')
+
+
+TASK = Classification

@@ -22,6 +22,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxdl.tasks import TaskDefaults, output_mismatch, require_option
+
 
 def gaussian_radius(height, width, min_overlap: float = 0.7):
     """CenterNet's radius (in cells) within which a box of this size still overlaps the true one by `min_overlap`
@@ -40,13 +42,30 @@ def gaussian_radius(height, width, min_overlap: float = 0.7):
 
 
 @dataclasses.dataclass(frozen=True)
-class Detection:
+class Detection(TaskDefaults):
+    """`task.options`: max_objects (ground-truth boxes per image, padded to this; more is an error),
+    max_detections (boxes per image the decoder returns, best first), output_stride (the heatmap's cell in pixels:
+    1, 2, 4 or 8), size_weight and offset_weight (loss weights of the box size in cells and of the centre's offset
+    inside its cell, relative to the heatmap's focal loss)."""
     num_classes: int
-    output_stride: int = 4
+    max_objects: int = 50
     max_detections: int = 100
+    output_stride: int = 4
     size_weight: float = 0.1
     offset_weight: float = 1.0
     class_names: tuple[str, ...] = ()
+
+    data_kind = 'detection'
+
+    def __post_init__(self):
+        for key in ('max_objects', 'max_detections'):
+            value = getattr(self, key)
+            require_option(isinstance(value, int) and value > 0, key, f'must be a positive integer, got {value!r}')
+        require_option(self.output_stride in (1, 2, 4, 8), 'output_stride',
+                       f'must be 1, 2, 4 or 8, got {self.output_stride!r}')
+        for key in ('size_weight', 'offset_weight'):
+            value = getattr(self, key)
+            require_option(isinstance(value, (int, float)) and value >= 0, key, f'must be >= 0, got {value!r}')
 
     @property
     def num_outputs(self) -> int:
@@ -55,6 +74,13 @@ class Detection:
     @property
     def head_options(self) -> dict:
         return {'head': 'centernet', 'output_stride': self.output_stride}
+
+    def check_outputs(self, outputs, image_shape, model: str) -> None:
+        h, w = image_shape[0] // self.output_stride, image_shape[1] // self.output_stride
+        if getattr(outputs, 'shape', None) != (2, h, w, self.num_classes + 4):
+            raise output_mismatch(model, outputs, f'[batch, {h}, {w}, {self.num_classes + 4}]: at 1/{self.output_stride} '
+                                                  f'of the image, a heatmap logit per class, then box height, width '
+                                                  f'and the centre offset (y, x)')
 
     # ------------------------------------------------------------------------------------------------ targets
     def targets(self, batch, grid_shape):
@@ -136,9 +162,6 @@ class Detection:
                 'size_loss_sum': jnp.sum(size_loss * valid), 'offset_loss_sum': jnp.sum(offset_loss * valid),
                 'count': jnp.sum(valid)}
 
-    def eval_metric_sums(self, outputs, batch, per_example_loss) -> dict:
-        return self.train_metric_sums(outputs, batch, per_example_loss)
-
     def eval_predictions(self, outputs, batch) -> dict:
         """What COCO evaluation reads, per image: decoded detections and the ground truth, in pixels."""
         pixels = jnp.asarray([outputs.shape[1], outputs.shape[2]] * 2, jnp.float32) * self.output_stride
@@ -160,6 +183,9 @@ class Detection:
         return out
 
     headline = ('loss', 'map_50', 'map')
+
+
+TASK = Detection
 
 
 def _xywh(boxes: np.ndarray) -> np.ndarray:

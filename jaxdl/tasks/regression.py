@@ -12,21 +12,48 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxdl.tasks import TaskDefaults, output_mismatch, require_option
+
 
 @dataclasses.dataclass(frozen=True)
-class Regression:
-    targets: tuple[str, ...]
-    mean: tuple[float, ...]      # one per target, or one for all
-    std: tuple[float, ...]
-    loss: str = 'mse'            # mse | huber
+class Regression(TaskDefaults):
+    """`task.options`: targets (the dataset features predicted, each a float), mean and std (one per target, or one
+    for all: targets are normalised as (t - mean) / std for the loss), loss ('mse' or 'huber', on normalised
+    targets), huber_delta, threshold (within_threshold: the share of predictions this close to the truth)."""
+    targets: tuple[str, ...] = ('angle',)
+    mean: tuple[float, ...] = (0.0,)
+    std: tuple[float, ...] = (1.0,)
+    loss: str = 'mse'
     huber_delta: float = 1.0
-    threshold: float = 10.0      # within_threshold counts predictions this close to the truth (target units)
+    threshold: float = 10.0
 
-    head_options = {'head': 'dense'}  # jaxdl.models.build_model: one dense layer on the backbone's features
+    data_kind = 'regression'
+    flips_change_targets = True  # a mirrored image has another target (a flip negates an angle)
+
+    def __post_init__(self):
+        n = len(self.targets)
+        require_option(n >= 1 and all(isinstance(t, str) and t for t in self.targets), 'targets',
+                       f'must name at least one dataset feature, got {self.targets!r}')
+        for key in ('mean', 'std'):
+            values = getattr(self, key)
+            require_option(isinstance(values, tuple) and len(values) in (1, n)
+                           and all(isinstance(v, (int, float)) for v in values), key,
+                           f'needs 1 or {n} numbers (one per target), got {values!r}')
+        require_option(all(v > 0 for v in self.std), 'std', f'must be positive, got {self.std!r}')
+        require_option(self.loss in ('mse', 'huber'), 'loss', f"must be 'mse' or 'huber', got {self.loss!r}")
+        require_option(isinstance(self.huber_delta, (int, float)) and self.huber_delta > 0, 'huber_delta',
+                       f'must be positive, got {self.huber_delta!r}')
+        require_option(isinstance(self.threshold, (int, float)) and self.threshold > 0, 'threshold',
+                       f'must be positive, got {self.threshold!r}')
 
     @property
     def num_outputs(self) -> int:
         return len(self.targets)
+
+    def check_outputs(self, outputs, image_shape, model: str) -> None:
+        if getattr(outputs, 'shape', None) != (2, self.num_outputs):
+            raise output_mismatch(model, outputs, f'[batch, {self.num_outputs}]: one value per target '
+                                                  f'({", ".join(self.targets)})')
 
     def _normalise(self, target):
         return (target - jnp.asarray(self.mean, jnp.float32)) / jnp.asarray(self.std, jnp.float32)
@@ -61,9 +88,6 @@ class Regression:
             sums['squared_error_per_target'] = jnp.sum(jnp.square(error) * valid, axis=0)
         return sums
 
-    def eval_predictions(self, outputs, batch) -> dict:
-        return {}  # every figure comes from the sums
-
     def summarize(self, sums: dict, predictions: dict | None = None) -> dict:
         """Final figures from summed metrics (host side, numpy): one division at the very end."""
         del predictions
@@ -82,3 +106,6 @@ class Regression:
 
     # The metrics a console row and the progress plot show (after the loss).
     headline = ('loss', 'rmse', 'mae')
+
+
+TASK = Regression

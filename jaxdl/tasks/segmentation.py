@@ -14,19 +14,39 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxdl.tasks import TaskDefaults, output_mismatch, require_option
+
 
 @dataclasses.dataclass(frozen=True)
-class Segmentation:
+class Segmentation(TaskDefaults):
+    """`task.options`: ignore_label (the mask value of pixels that count for nothing, e.g. a trimap's border) and
+    class_weights (one loss weight per class, background first; () = all 1)."""
     num_classes: int                          # including the background class 0
     ignore_label: int = 255
-    class_weights: tuple[float, ...] = ()     # () = all 1
+    class_weights: tuple[float, ...] = ()
     class_names: tuple[str, ...] = ()         # for per-class figures; () = the class ids
 
-    head_options = {'head': 'pixels'}  # jaxdl.models.build_model: decode to full resolution
+    data_kind = 'segmentation'
+    head_options = {'head': 'pixels'}  # built-in models: decode to full resolution
+
+    def __post_init__(self):
+        require_option(isinstance(self.ignore_label, int) and self.ignore_label >= 0, 'ignore_label',
+                       f'must be an integer >= 0, got {self.ignore_label!r}')
+        weights = self.class_weights
+        require_option(isinstance(weights, tuple) and all(isinstance(w, (int, float)) and w >= 0 for w in weights),
+                       'class_weights', f'must be numbers >= 0, one per class, got {weights!r}')
+        require_option(len(weights) in (0, self.num_classes), 'class_weights',
+                       f'needs one weight per class ({self.num_classes}: {", ".join(self.class_names)}), got '
+                       f'{len(weights)}')
 
     @property
     def num_outputs(self) -> int:
         return self.num_classes
+
+    def check_outputs(self, outputs, image_shape, model: str) -> None:
+        if getattr(outputs, 'shape', None) != (2, *image_shape[:2], self.num_classes):
+            raise output_mismatch(model, outputs, f'[batch, {image_shape[0]}, {image_shape[1]}, {self.num_classes}]: '
+                                                  f'one score per class for every pixel')
 
     def _labelled(self, batch):
         """(labels with ignored pixels set to 0, float weight of each pixel: 0 ignored, class weight otherwise)."""
@@ -65,12 +85,6 @@ class Segmentation:
         return {'loss_sum': jnp.sum(per_example_loss * valid), 'count': jnp.sum(valid),
                 'confusion': self._confusion(logits, batch)}
 
-    def eval_metric_sums(self, logits, batch, per_example_loss) -> dict:
-        return self.train_metric_sums(logits, batch, per_example_loss)
-
-    def eval_predictions(self, logits, batch) -> dict:
-        return {}
-
     def summarize(self, sums: dict, predictions: dict | None = None) -> dict:
         """Final figures from summed metrics (host side, numpy, in float64)."""
         del predictions
@@ -89,3 +103,6 @@ class Segmentation:
 
     # The metrics a console row and the progress plot show (after the loss).
     headline = ('loss', 'mean_iou', 'pixel_accuracy')
+
+
+TASK = Segmentation

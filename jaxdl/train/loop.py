@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxdl import config as config_lib
+from jaxdl import config as config_lib, registry
 from jaxdl.checkpoint import Checkpoints
 from jaxdl.config import Plan
 from jaxdl.data.pipeline import Pipeline
@@ -101,6 +101,7 @@ def _environment(config, pipeline: Pipeline, plan: Plan, parallel: str, transfer
         'class_names': list(spec.class_names),
         'sizes': {s: pipeline.size(s) for s in (d.train_split, d.validation_split, d.test_split)}}
     environment['plan'] = dataclasses.asdict(plan)
+    environment['code_paths'] = registry.code_roots(config)
     environment['parallel'] = parallel
     if transfer:
         environment['transfer'] = transfer
@@ -173,12 +174,10 @@ def _fit(config, workdir: Path, show_progress: bool) -> FitResult:
 def _fit_holding_lock(config, workdir: Path, show_progress: bool) -> FitResult:
     is_main = jax.process_index() == 0
 
-    pipeline = Pipeline(config.dataset, config.task,
-                        process_index=jax.process_index(), process_count=jax.process_count())
-    spec = pipeline.spec
+    pipeline = Pipeline.for_config(config, process_index=jax.process_index(), process_count=jax.process_count())
+    spec, task = pipeline.spec, pipeline.task
     plan = Plan.resolve(config, pipeline.steps_per_epoch(config.train.batch_size))
-    task, state, schedule = state_from_config(config, num_classes=spec.num_classes, image_shape=spec.image_shape,
-                                              class_names=spec.class_names, plan=plan)
+    state, schedule = state_from_config(config, task, image_shape=spec.image_shape, plan=plan)
     runner = make_runner(config.train.parallel, task, config.train.cpu_convolutions)
     if is_main:  # two latest + best + one being written, before any step rather than at the first failed save
         check_writable(workdir, needed_bytes=4 * sum(x.nbytes for x in jax.tree.leaves(state.to_checkpoint())))

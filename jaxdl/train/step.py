@@ -20,6 +20,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from jaxdl.registry import CPU_CONVOLUTIONS, PARALLEL
 from jaxdl.train.state import TrainState
 
 PMAP_AXIS = 'batch'
@@ -154,6 +155,8 @@ class StepRunner:
 
 
 def choose_parallel(parallel: str) -> str:
+    if parallel not in PARALLEL:
+        raise ValueError(f"unknown parallel mode {parallel!r}; valid: {', '.join(PARALLEL)}")
     if parallel != 'auto':
         return parallel
     return 'sharded' if jax.device_count() > 1 else 'jit'
@@ -173,8 +176,8 @@ def compiler_options(cpu_convolutions: str = 'eigen') -> dict | None:
     matmul does; benchmarks/xla_cpu.py), so 'eigen' (the default) compiles the steps without them. The option is
     passed per compilation because XLA_FLAGS only take effect before the backend starts, and only on a CPU: it
     names a field of XLA:CPU's options."""
-    if cpu_convolutions not in ('eigen', 'ynnpack'):
-        raise ValueError(f"cpu_convolutions must be 'eigen' or 'ynnpack', got {cpu_convolutions!r}")
+    if cpu_convolutions not in CPU_CONVOLUTIONS:
+        raise ValueError(f"cpu_convolutions must be one of {', '.join(CPU_CONVOLUTIONS)}, got {cpu_convolutions!r}")
     if cpu_convolutions == 'ynnpack' or jax.default_backend() != 'cpu':
         return None
     return {'xla_cpu_experimental_ynn_fusion_type': _YNNPACK_WITHOUT_CONVOLUTIONS}
@@ -188,9 +191,7 @@ def make_runner(parallel: str, task, cpu_convolutions: str = 'eigen') -> StepRun
         return _jit_runner(task, options)
     if kind == 'pmap':
         return _pmap_runner(task, options)
-    if kind == 'sharded':
-        return _sharded_runner(task, options)
-    raise ValueError(f"unknown parallel mode {parallel!r}; valid: auto, jit, pmap, sharded")
+    return _sharded_runner(task, options)
 
 
 def _check_divisible(batch: dict, parts: int, what: str):

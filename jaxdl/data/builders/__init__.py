@@ -1,6 +1,4 @@
-"""Offline TFDS builders. Importing this package registers them with tfds under their names."""
-from jaxdl.data.builders.digits import Digits
-from jaxdl.data.builders.rotated_digits import RotatedDigits
-from jaxdl.data.builders.shapes import Shapes
+"""The built-in datasets: offline TFDS builders, one module each, exporting `BUILDER` (see jaxdl.registry).
 
-BUILTIN = {'digits': Digits, 'rotated_digits': RotatedDigits, 'shapes': Shapes}
+Nothing is imported here: resolving a built-in name imports its module, which registers the builder with tfds.
+"""

@@ -51,3 +51,6 @@ class Digits(tfds.core.GeneratorBasedBuilder):
     def _generate_examples(self, images, labels, indices):
         for i in indices:
             yield int(i), {'image': images[i], 'label': int(labels[i])}
+
+
+BUILDER = Digits

@@ -60,3 +60,6 @@ class RotatedDigits(tfds.core.GeneratorBasedBuilder):
                 angle = angle_of(int(i), copy)
                 yield f'{int(i)}_{copy}', {'image': rotated_digit(images[i], angle)[..., None],
                                            'angle': np.float32(angle), 'label': int(labels[i])}
+
+
+BUILDER = RotatedDigits

@@ -127,3 +127,6 @@ class Shapes(tfds.core.GeneratorBasedBuilder):
         checks.check_numpy_examples([(f'shapes example {key}', ex) for key, ex in named],
                                     mask_classes=len(CLASS_NAMES) + 1, box_classes=len(CLASS_NAMES))
         yield from named
+
+
+BUILDER = Shapes
