@@ -9,10 +9,11 @@ train: $(VENV)/.installed
 	$(BIN)/jaxdl train experiments/digits_cnn.py --workdir runs/digits_cnn
 
 # Three workers on the 2-core CI machine: much of the suite is single-threaded XLA compilation or waits on
-# subprocesses, so a third worker fills the idle core time (measured here: the suite in 8.6 min);
-# --dist loadscope keeps each module's shared fixtures (a trained run) on one worker.
+# subprocesses, so a third worker fills the idle core time; --dist loadscope keeps each module's shared fixtures
+# (a trained run) on one worker. PYTEST_ARGS adds to it (.ci/run: '-m "not slow"' on the newest Python).
+PYTEST_ARGS ?=
 test: $(VENV)/.installed
-	$(BIN)/python -m pytest -q -n 3 --dist loadscope
+	$(BIN)/python -m pytest -q -n 3 --dist loadscope $(PYTEST_ARGS)
 
 setup: $(VENV)/.installed
 

@@ -24,6 +24,12 @@ ConfigDict = ml_collections.ConfigDict
 from jaxdl.errors import ConfigError  # noqa: F401  (re-exported: configs raise it)
 
 
+# Where a run's arrays live, not what it computes: a run may resume with other values (another device count or
+# mesh), and its parameters then agree with an unmoved run's to float tolerance.
+PLACEMENT_KEYS = ('train.parallel', 'train.mesh', 'train.sharding_rules', 'train.fsdp_min_size',
+                  'train.cpu_convolutions')
+
+
 def default_config() -> ConfigDict:
     """Every key jaxdl reads, with its default. Experiment files override these."""
     c = ConfigDict()
@@ -97,7 +103,12 @@ def default_config() -> ConfigDict:
         validate_every='1 epoch',
         log_every='10 steps',
         checkpoint_every='1 epoch',  # also saved at every validation, so 'best' is always on disk
-        parallel='auto',             # auto | jit | pmap | sharded
+        # auto | jit | pmap | sharded (jit over a mesh, state replicated) | fsdp (state split over the mesh's fsdp
+        # axis); see jaxdl.train.sharding. These placement keys may change when a run resumes.
+        parallel='auto',
+        mesh='',                     # axis sizes, e.g. 'data=2,fsdp=4' ('' = every device on data, or on fsdp)
+        sharding_rules=(),           # fsdp: (path regex, spec) pairs: '' replicated, 'auto', or per dimension 'fsdp,'
+        fsdp_min_size=1024,          # fsdp: leaves no rule names are split from this many numbers on
         cpu_convolutions='eigen',    # eigen | ynnpack (XLA:CPU's default): the kernels of a CPU step's convolutions
         select='best',               # best (by validation loss) | last: the model test is run on
         on_nonfinite='stop',         # a NaN/Inf loss or gradient: stop (naming the step) | skip that update
@@ -354,6 +365,13 @@ def validate(config: ConfigDict) -> ConfigDict:
     parse_duration(config.optimizer.schedule.warmup, 'optimizer.schedule.warmup')
     _require(parse_duration(config.optimizer.schedule.drop_every, 'optimizer.schedule.drop_every').amount > 0,
              'optimizer.schedule.drop_every', 'must be positive')
+    _require(t.fsdp_min_size >= 1, 'train.fsdp_min_size', 'must be >= 1')
+    for i, rule in enumerate(t.sharding_rules):
+        _require(isinstance(rule, (tuple, list)) and len(rule) == 2 and _is_regex(rule[0]) and isinstance(rule[1], str),
+                 f'train.sharding_rules[{i}]', f"must be a (path regex, spec) pair, e.g. ('.*kernel', 'auto'); got {rule!r}")
+    _require(isinstance(t.mesh, str) and all(part.partition('=')[0].strip() in ('data', 'fsdp') and '=' in part
+                                             for part in t.mesh.split(',')) if t.mesh else True, 'train.mesh',
+             f"must name axis sizes as 'data=2,fsdp=4' (-1: the devices left); got {t.mesh!r}")
     _require(t.early_stopping.patience >= 0, 'train.early_stopping.patience', 'must be >= 0 (0 turns it off)')
     o = config.optimizer
     _require(o.learning_rate is None or (isinstance(o.learning_rate, (int, float)) and o.learning_rate > 0),

@@ -19,7 +19,7 @@ from jaxdl.checkpoint import Checkpoints
 from jaxdl.errors import CheckpointError
 from jaxdl.registry import add_code_roots
 from jaxdl.train.state import TrainState, state_from_config
-from jaxdl.train.step import StepRunner, add_sums, make_runner, predict_step
+from jaxdl.train.step import StepRunner, add_sums, predict_step, runner_for
 
 
 def evaluate(runner: StepRunner, device_state, batches: Iterable[dict], task) -> dict:
@@ -127,7 +127,7 @@ def evaluate_run(workdir: str | Path, split: str, checkpoint: str | int = 'best'
     run = load_run(workdir, checkpoint)
     pipeline = Pipeline(run.config.dataset, run.task,
                         process_index=jax.process_index(), process_count=jax.process_count())
-    runner = make_runner(run.config.train.parallel, run.task, run.config.train.cpu_convolutions)
+    runner = runner_for(run.config.train, run.task)
     batch_size = batch_size or run.config.train.eval_batch_size
     metrics = evaluate(runner, runner.place_state(run.state), pipeline.eval_batches(split, batch_size), run.task)
     return {'split': split, 'step': run.step, **metrics}

@@ -137,7 +137,7 @@ class Registry:
 # Choices implemented inside one module each (jaxdl.optim, jaxdl.train.step), listed here once.
 OPTIMIZERS = ('sgd', 'rmsprop', 'adam', 'adamw')
 SCHEDULES = ('constant', 'piecewise', 'cosine')
-PARALLEL = ('auto', 'jit', 'pmap', 'sharded')
+PARALLEL = ('auto', 'jit', 'pmap', 'sharded', 'fsdp')
 CPU_CONVOLUTIONS = ('eigen', 'ynnpack')
 
 MODELS = Registry('model', 'model.name', 'jaxdl.models', 'MODEL')

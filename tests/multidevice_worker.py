@@ -68,6 +68,7 @@ def main(model_name: str) -> dict:
         for batch in batches:
             state, _ = runner.train(state, jax.tree.map(reorder, batch) if reorder else batch)
         params[kind] = jax.device_get(state)
+        out[f'{kind}_eval_loss'] = evaluate(runner, state, pipeline.eval_batches('test', 56), task)['loss']
     for kind in ('pmap', 'sharded', 'shard_map_vma_true', 'shard_map_vma_false', 'reordered', 'other_kernels'):
         for part in ('params', 'model_state'):
             reference = jax.tree.leaves(getattr(params['jit'], part))
@@ -124,5 +125,91 @@ def dense() -> dict:
     return out
 
 
+def fsdp() -> dict:
+    """The state split over an fsdp mesh axis: training equals one device's, each device holds its share of every
+    large leaf, no step transfers anything implicitly, a checkpoint restores into another mesh, and each bad
+    mesh, rule or batch is named."""
+    import tempfile
+    from jaxdl.checkpoint import Checkpoints
+    from jaxdl.errors import ConfigError
+    from jaxdl.train.state import abstract_train_state, create_train_state
+    config = apply_updates(default_config(), {
+        'model.options': {'features': (8, 16), 'dense': 256}, 'dataset.mean': (0.5,), 'dataset.std': (0.5,),
+        'optimizer.name': 'adam', 'optimizer.learning_rate': 0.003})
+    pipeline = Pipeline.for_config(config)
+    stream = pipeline.train_batches(seed=0, global_batch=64)
+    batches = [next(stream) for _ in range(5)]
+    evaluation = next(iter(pipeline.eval_batches('test', 64)))
+    task = build_task(config.task, 10)
+    model = build_model(config.model, 10)
+    tx, _ = build_optimizer(config.optimizer, Plan.resolve(config, 19))
+    abstract = abstract_train_state(model, tx, image_shape=(8, 8, 1))
+    out = {'devices': jax.device_count()}
+
+    def train(runner):
+        state = runner.place_state(create_train_state(model, tx, seed=0, image_shape=(8, 8, 1),
+                                                      shardings=runner.state_shardings(abstract)))
+        with jax.transfer_guard('disallow'):  # any implicit host<->device transfer in a step is an error
+            for batch in batches:
+                state, metrics = runner.train(state, batch)
+            sums, _ = runner.eval(state, evaluation)
+        return state, sums
+
+    reference, reference_sums = train(make_runner('jit', task))
+    reference = jax.device_get(reference)
+    device = jax.devices()[0]
+    for mesh in ('fsdp=8', 'data=2,fsdp=4'):
+        runner = make_runner('fsdp', task, mesh=mesh)
+        state, sums = train(runner)
+        host = jax.device_get(state)
+        pairs = list(zip(jax.tree.leaves(host.params), jax.tree.leaves(reference.params)))
+        scale = max(float(np.max(np.abs(b))) for _, b in pairs)
+        total = sum(x.nbytes for x in jax.tree.leaves((state.params, state.opt_state)))
+        here = sum(shard.data.nbytes for x in jax.tree.leaves((state.params, state.opt_state))
+                   for shard in x.addressable_shards if shard.device == device)
+        kernel = state.params['backbone']['Dense_0']['kernel']
+        out[mesh] = {'allclose': all(np.allclose(a, b, rtol=1e-5, atol=1e-5 * scale) for a, b in pairs),
+                     'deviation': max(float(np.max(np.abs(a - b))) / scale for a, b in pairs),
+                     'device_share': here / total, 'dense_kernel_spec': list(kernel.sharding.spec),
+                     'dense_kernel_shard': list(kernel.addressable_shards[0].data.shape),
+                     'eval_loss': task.summarize(jax.device_get(sums))['loss'],
+                     'reference_eval_loss': task.summarize(jax.device_get(reference_sums))['loss']}
+    # A checkpoint written from the fsdp=8 mesh restores into one device and into another mesh.
+    with tempfile.TemporaryDirectory() as directory:
+        checkpoints = Checkpoints(directory)
+        checkpoints.save(5, state.to_checkpoint(), {}, None)
+        checkpoints.wait()
+        single = jax.sharding.SingleDeviceSharding(device)
+        targets = {'one_device': jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=single),
+                                              abstract.to_checkpoint()),
+                   'data2_fsdp4': jax.tree.map(
+                       lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract.to_checkpoint(),
+                       make_runner('fsdp', task, mesh='data=2,fsdp=4').state_shardings(abstract).to_checkpoint())}
+        for name, target in targets.items():
+            tree, _ = checkpoints.restore(5, target)
+            out[f'restored_{name}'] = {
+                'equal': all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(jax.device_get(tree)),
+                                                                   jax.tree.leaves(host.to_checkpoint()))),
+                'placed_as_asked': all(a.sharding == t.sharding for a, t in zip(jax.tree.leaves(tree),
+                                                                                 jax.tree.leaves(target)))}
+        checkpoints.close()
+    errors = {}
+    for name, attempt in {
+            'mesh': lambda: make_runner('fsdp', task, mesh='data=3,fsdp=2'),
+            'rule_matches_nothing': lambda: make_runner('fsdp', task, sharding_rules=(('decoder/.*', 'auto'),)
+                                                        ).state_shardings(abstract),
+            'dimension': lambda: make_runner('fsdp', task, sharding_rules=(('head/Dense_0/kernel', ',fsdp'),)
+                                             ).state_shardings(abstract),
+            'batch': lambda: make_runner('fsdp', task).eval(None, {k: v[:12] for k, v in evaluation.items()})}.items():
+        try:
+            attempt()
+            errors[name] = None
+        except ConfigError as e:
+            errors[name] = str(e)
+    out['errors'] = errors
+    return out
+
+
 if __name__ == '__main__':
-    print('RESULT ' + json.dumps(dense() if sys.argv[1] == 'dense' else main(sys.argv[1])))
+    work = {'dense': dense, 'fsdp': fsdp}.get(sys.argv[1], lambda: main(sys.argv[1]))
+    print('RESULT ' + json.dumps(work()))

@@ -29,7 +29,7 @@ def test_wrong_type_names_key():
     ('optimizer.name', 'adma', "did you mean 'adam'.*valid: adam, adamw, rmsprop, sgd"),
     ('optimizer.schedule.name', 'cosin', "did you mean 'cosine'"),
     ('model.name', 'resnt', "did you mean 'resnet'"),
-    ('train.parallel', 'pmapp', 'valid: auto, jit, pmap, sharded'),
+    ('train.parallel', 'pmapp', 'valid: auto, fsdp, jit, pmap, sharded'),
     ('train.cpu_convolutions', 'onednn', 'valid: eigen, ynnpack'),
     ('train.batch_size', 0, 'positive integer'),
     ('train.duration', '3 weeks', 'not a duration'),

@@ -36,7 +36,7 @@ BAD = {
     'train.eval_batch_size': non_positive,
     'train.duration': st.one_of(text.filter(lambda s: not s.strip().split(' ')[0].isdigit()), non_positive),
     'train.validate_every': st.just('0 steps'),
-    'train.parallel': not_in({'auto', 'jit', 'pmap', 'sharded'}),
+    'train.parallel': not_in({'auto', 'jit', 'pmap', 'sharded', 'fsdp'}),
     'train.select': not_in({'best', 'last'}),
     'train.on_nonfinite': not_in({'stop', 'skip'}),
     'train.cpu_convolutions': not_in({'eigen', 'ynnpack'}),
@@ -66,6 +66,10 @@ BAD_OPTIONS = {
     ('model', 'resnet', 'stem'): not_in({'imagenet', 'small'}),
     ('model', 'unet', 'features'): st.lists(non_positive, min_size=1, max_size=3),
     ('model', 'unet', 'head_width'): non_positive,
+    ('model', 'vit', 'size'): not_in({'tiny', 'small', 'base', 'large'}),
+    ('model', 'vit', 'patch'): non_positive,
+    ('model', 'vit', 'pool'): not_in({'cls', 'gap'}),
+    ('model', 'vit', 'dropout'): outside_unit,
     ('task', 'classification', 'label_smoothing'): outside_unit,
     ('task', 'classification', 'top_k'): non_positive,
     ('task', 'classification', 'calibration_bins'): non_positive,
@@ -131,7 +135,7 @@ def test_a_bad_option_is_a_config_error_naming_its_full_key(entry, data):
     assert f'{kind}.options.{option}' in str(error.value)
 
 
-@pytest.mark.parametrize('kind,name', [('model', n) for n in ('cnn', 'resnet', 'unet')] +
+@pytest.mark.parametrize('kind,name', [('model', n) for n in ('cnn', 'resnet', 'unet', 'vit')] +
                          [('task', n) for n in ('classification', 'regression', 'segmentation', 'detection')])
 def test_an_unknown_option_is_named_with_the_valid_ones(kind, name):
     build(kind, name, {})  # the defaults build

@@ -108,3 +108,30 @@ def test_predict_returns_probabilities_for_any_count():
     probabilities = jaxdl.predict(state, batch(n=5)['image'], task, batch_size=4)
     assert probabilities.shape == (5, 10)
     np.testing.assert_allclose(probabilities.sum(-1), 1.0, rtol=1e-5)
+
+
+def test_the_step_path_imports_no_tensorflow():
+    """A GPU machine may have jax with CUDA but no TensorFlow (too large to bring along): config, model, task,
+    optimizer, state and the jitted steps must not import it."""
+    import subprocess
+    import sys
+    code = '''
+import sys
+from functools import partial
+import jax, numpy as np
+import jaxdl
+config = jaxdl.default_config()
+config.model.options.features = (8,)
+task = jaxdl.build_task(config.task, 10)
+model = jaxdl.build_model(config.model, task.num_outputs, task.head_options)
+tx, _ = jaxdl.build_optimizer(config.optimizer, jaxdl.Plan.resolve(config, steps_per_epoch=10))
+state = jaxdl.create_train_state(model, tx, seed=0, image_shape=(8, 8, 1))
+batch = {'image': np.zeros((4, 8, 8, 1), np.float32), 'label': np.zeros(4, np.int32), 'valid': np.ones(4, bool)}
+state, metrics = jax.jit(partial(jaxdl.train_step, task=task))(state, batch)
+sums, _ = jax.jit(partial(jaxdl.eval_step, task=task))(state, batch)
+loaded = sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'tensorflow_datasets', 'keras'))
+assert not loaded, loaded[:5]
+print('ok', task.summarize(jax.device_get(sums))['count'])
+'''
+    result = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and result.stdout.startswith('ok 4'), result.stderr[-2000:]

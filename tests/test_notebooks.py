@@ -8,6 +8,7 @@ import pytest
 
 from conftest import ROOT
 
+pytestmark = pytest.mark.slow
 NOTEBOOKS = sorted((ROOT / 'notebooks').glob('*.ipynb'))
 
 

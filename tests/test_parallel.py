@@ -54,8 +54,14 @@ def test_pmap_and_sharded_match_single_device(model):
             assert noise < 1e-3  # and that noise stays small
     for kind in ('jit', 'pmap', 'sharded'):
         assert out[f'{kind}_eval_count'] == 359  # every test example once, padding ignored
-    assert out['pmap_eval_loss'] == pytest.approx(out['jit_eval_loss'], rel=1e-5)
-    assert out['sharded_eval_loss'] == pytest.approx(out['jit_eval_loss'], rel=1e-5)
+    # The evaluation loss after training, bounded like the parameters by the computation's own float noise (the
+    # same training with rows reordered, or with the other CPU kernels), not by a fixed figure: a fixed 1e-5
+    # failed for the BatchNorm ResNet under jax 0.12 (7e-5), whose noise is of that order; the CNN's is 0.
+    reference = out['jit_eval_loss']
+    noise = max(abs(out[f'{kind}_eval_loss'] - reference) for kind in ('reordered', 'other_kernels'))
+    for kind in ('pmap', 'sharded'):
+        assert abs(out[f'{kind}_eval_loss'] - reference) <= max(5 * noise, 1e-6 * reference), (kind, noise, out)
+    assert noise < 1e-3 * reference
 
 
 def test_fit_with_pmap_and_sharded_ends_where_single_device_fit_does(tmp_path, make_config):
@@ -72,7 +78,7 @@ def test_fit_with_pmap_and_sharded_ends_where_single_device_fit_does(tmp_path, m
                     tmp_path / 'jit', show_progress=False)
     reference_params = load_run(reference.workdir, 'latest').state.params
     floor = 1e-5 * max(float(np.max(np.abs(x))) for x in jax.tree.leaves(reference_params))
-    for kind in ('pmap', 'sharded'):
+    for kind in ('pmap', 'sharded', 'fsdp'):
         result = jaxdl('train', ROOT / 'tests' / 'small_experiment.py', '--workdir', tmp_path / kind, '--no-progress',
                        '--config.train.duration=20 steps', '--config.train.validate_every=10 steps',
                        f'--config.train.parallel={kind}', devices=2)
@@ -82,3 +88,26 @@ def test_fit_with_pmap_and_sharded_ends_where_single_device_fit_does(tmp_path, m
         params = load_run(tmp_path / kind, 'latest').state.params
         for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(reference_params), strict=True):
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=floor)
+
+
+def test_fsdp_splits_the_state_and_trains_as_one_device():
+    result = run([sys.executable, str(ROOT / 'tests' / 'multidevice_worker.py'), 'fsdp'], devices=8)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = json.loads(result.stdout.split('RESULT ', 1)[1])
+    assert out['devices'] == 8
+    for mesh, shard in (('fsdp=8', [64, 32]), ('data=2,fsdp=4', [64, 64])):
+        assert out[mesh]['allclose'], out[mesh]  # the parameters of one device, within the parallel tolerance
+        # the default rule: the dense kernel (64, 256), split along its largest dimension
+        assert out[mesh]['dense_kernel_spec'] == [None, 'fsdp'] and out[mesh]['dense_kernel_shard'] == shard
+        assert out[mesh]['eval_loss'] == pytest.approx(out[mesh]['reference_eval_loss'], rel=1e-5)
+    # Each device holds about 1/8 (1/4 with data=2) of the parameters and optimizer state: the small leaves
+    # (biases, the first convolution) stay whole.
+    assert out['fsdp=8']['device_share'] < 1 / 8 + 0.05
+    assert out['data=2,fsdp=4']['device_share'] < 1 / 4 + 0.05
+    for target in ('one_device', 'data2_fsdp4'):
+        assert out[f'restored_{target}'] == {'equal': True, 'placed_as_asked': True}
+    errors = out['errors']
+    assert 'data 3 x fsdp 2 = 6 devices, but there are 8' in errors['mesh']
+    assert "[('decoder/.*', 'auto')] match no parameter" in errors['rule_matches_nothing']
+    assert 'dimension 1 of head/Dense_0/kernel (256, 10) does not divide by the 8 devices' in errors['dimension']
+    assert 'a batch of 12 rows (per process) does not split across 8 local devices' in errors['batch']

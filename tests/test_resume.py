@@ -64,6 +64,7 @@ def train(workdir, kill_at: str | None = None, **popen) -> subprocess.Popen:
                             text=True, **popen)
 
 
+@pytest.mark.slow
 def test_killed_at_every_kind_of_point_the_same_command_ends_as_a_run_never_stopped(uninterrupted, tmp_path):
     workdir = tmp_path / 'killed'
     points = ['step@2',            # before the first checkpoint
@@ -85,6 +86,7 @@ def test_killed_at_every_kind_of_point_the_same_command_ends_as_a_run_never_stop
     assert_same_outcome(outcome(workdir), uninterrupted)
 
 
+@pytest.mark.slow
 def test_killed_at_random_times_from_outside_the_same_command_ends_as_a_run_never_stopped(uninterrupted, tmp_path):
     workdir, draw = tmp_path / 'killed', random.Random(0)
     kills = 0
@@ -136,16 +138,18 @@ def assert_close_to(workdir, reference):
         assert r['loss'] == pytest.approx(s['loss'], rel=1e-4)
 
 
-@pytest.mark.parametrize('first, then', [(1, 8), (8, 1)], ids=['1-to-8-devices', '8-to-1-device'])
-def test_a_run_resumes_on_another_device_count(first, then, one_device_run, tmp_path):
-    """Orbax restores the checkpoint into the new placement (replicated over 8 devices, or on one) and the data
-    resumes at the same global batch: the run ends where one never moved does, within float tolerance."""
+@pytest.mark.parametrize('first, then, parallel', [(1, 8, 'auto'), (8, 1, 'auto'), (8, 1, 'fsdp')],
+                         ids=['1-to-8-devices', '8-to-1-device', 'fsdp-mesh-of-8-to-1-device'])
+def test_a_run_resumes_on_another_device_count(first, then, parallel, one_device_run, tmp_path):
+    """Orbax restores the checkpoint into the new placement (replicated over 8 devices, split over an fsdp mesh of
+    8, or on one) and the data resumes at the same global batch: the run ends where one never moved does, within
+    float tolerance. The placement is all that may change between a run and its resume."""
     from conftest import jaxdl
     from jaxdl.config import apply_updates
     workdir = tmp_path / 'moved'
     overrides = [f'--config.{k}={v}' for k, v in SHORT.items()]
-    killed = jaxdl('train', SMALL, '--workdir', workdir, '--no-progress', *overrides, devices=first,
-                   env={'JAXDL_KILL_AT': 'saved@10'})
+    killed = jaxdl('train', SMALL, '--workdir', workdir, '--no-progress', *overrides,
+                   f'--config.train.parallel={parallel}', devices=first, env={'JAXDL_KILL_AT': 'saved@10'})
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     if then == 1:
         fit(apply_updates(load_config_file(str(SMALL)), SHORT), workdir, show_progress=False)

@@ -30,7 +30,7 @@ from jaxdl.plots import plot_progress
 from jaxdl.train import kill_points
 from jaxdl.train.guard import StopSignals, WorkdirLock, check_writable
 from jaxdl.train.state import TrainState, state_from_config
-from jaxdl.train.step import TrainMetrics, add_train_metrics, make_runner
+from jaxdl.train.step import TrainMetrics, add_train_metrics, runner_for
 
 
 @dataclasses.dataclass
@@ -109,13 +109,15 @@ def _environment(config, pipeline: Pipeline, plan: Plan, parallel: str, transfer
 
 
 def _record_run(workdir: Path, config, environment: dict, has_checkpoints: bool) -> None:
-    """config.json and environment.json; a resumed run must have the config it started with."""
+    """config.json and environment.json; a resumed run must have the config it started with, but for where its
+    arrays live (config.PLACEMENT_KEYS: another device count, mesh or parallel mode)."""
     config_path = workdir / 'config.json'
     new = json.loads(config_lib.to_json(config))
     if has_checkpoints and config_path.exists():
         old = json.loads(config_path.read_text())
         flat_old, flat_new = config_lib.flatten(old), config_lib.flatten(new)
-        changed = sorted(k for k in set(flat_old) | set(flat_new) if flat_old.get(k) != flat_new.get(k))
+        changed = sorted(k for k in set(flat_old) | set(flat_new)
+                         if flat_old.get(k) != flat_new.get(k) and k not in config_lib.PLACEMENT_KEYS)
         if changed:
             raise config_lib.ConfigError(
                 f'{workdir} holds a run trained with a different config ({", ".join(changed)} differ); '
@@ -177,8 +179,9 @@ def _fit_holding_lock(config, workdir: Path, show_progress: bool) -> FitResult:
     pipeline = Pipeline.for_config(config, process_index=jax.process_index(), process_count=jax.process_count())
     spec, task = pipeline.spec, pipeline.task
     plan = Plan.resolve(config, pipeline.steps_per_epoch(config.train.batch_size))
-    state, schedule = state_from_config(config, task, image_shape=spec.image_shape, plan=plan)
-    runner = make_runner(config.train.parallel, task, config.train.cpu_convolutions)
+    runner = runner_for(config.train, task)
+    state, schedule = state_from_config(config, task, image_shape=spec.image_shape, plan=plan,
+                                        shardings=runner.state_shardings)
     if is_main:  # two latest + best + one being written, before any step rather than at the first failed save
         check_writable(workdir, needed_bytes=4 * sum(x.nbytes for x in jax.tree.leaves(state.to_checkpoint())))
 

@@ -24,7 +24,6 @@ from jaxdl.registry import CPU_CONVOLUTIONS, PARALLEL
 from jaxdl.train.state import TrainState
 
 PMAP_AXIS = 'batch'
-MESH_AXIS = 'data'
 # float32 holds step numbers exactly up to 2**24: "no non-finite step yet".
 NO_STEP = float(2 ** 24)
 
@@ -133,14 +132,18 @@ def predict_step(state: TrainState, images, *, task):
 class StepRunner:
     """Runs the pure steps on the devices present. Host batches go in; device metric sums come out.
 
-    `place_state`/`host_state` move a TrainState onto the devices (replicated) and back to one copy.
+    `state_shardings(abstract_state)` says where each leaf of a state lives (None: one device, or pmap's
+    replicas); `place_state` puts a TrainState there, `host_state` gives it back as one TrainState (the device
+    arrays themselves for mesh runners: a checkpoint writes each shard from where it lives).
     """
     kind: str
-    train: Callable[[Any, dict], tuple[Any, dict]]
+    train: Callable[[Any, dict], tuple[Any, TrainMetrics]]
     eval: Callable[[Any, dict], tuple[dict, dict]]  # -> (device metric sums, this process's prediction rows)
     place_state: Callable[[TrainState], Any]
     host_state: Callable[[Any], TrainState]
     num_devices: int
+    state_shardings: Callable[[Any], Any] = lambda abstract_state: None
+    mesh: Any = None
 
     @property
     def max_steps_in_flight(self) -> int | None:
@@ -172,33 +175,60 @@ def compiler_options(cpu_convolutions: str = 'eigen') -> dict | None:
     `jax.jit(..., compiler_options=...)` of `train_step` to compile it as fit() does.
 
     On a CPU, XLA (jax 0.10) hands convolutions to YNNPACK. Eigen's convolutions ran the digits CNN's train step
-    1.3x faster (YNNPACK's weight-gradient convolutions reach ~120 GFLOP/s of the ~360 GFLOP/s this machine's
-    matmul does; benchmarks/xla_cpu.py), so 'eigen' (the default) compiles the steps without them. The option is
+    1.3x faster (benchmarks/xla_cpu.py), so 'eigen' (the default) compiles the steps without them. The option is
     passed per compilation because XLA_FLAGS only take effect before the backend starts, and only on a CPU: it
-    names a field of XLA:CPU's options."""
+    names a field of XLA:CPU's options. A jaxlib that no longer knows the option compiles with its defaults
+    (one warning), rather than failing the run."""
     if cpu_convolutions not in CPU_CONVOLUTIONS:
         raise ValueError(f"cpu_convolutions must be one of {', '.join(CPU_CONVOLUTIONS)}, got {cpu_convolutions!r}")
     if cpu_convolutions == 'ynnpack' or jax.default_backend() != 'cpu':
         return None
-    return {'xla_cpu_experimental_ynn_fusion_type': _YNNPACK_WITHOUT_CONVOLUTIONS}
+    return _supported({'xla_cpu_experimental_ynn_fusion_type': _YNNPACK_WITHOUT_CONVOLUTIONS})
 
 
-def make_runner(parallel: str, task, cpu_convolutions: str = 'eigen') -> StepRunner:
-    """`cpu_convolutions`: see `compiler_options`; every runner compiles its steps with the same options."""
+def _supported(options: dict) -> dict | None:
+    """`options` if this jaxlib's XLA accepts them (one trivial compilation, once per process), else None."""
+    key = tuple(sorted(options.items()))
+    if key not in _SUPPORTED:
+        try:
+            jax.jit(lambda x: x + 1, compiler_options=options).lower(np.float32(0)).compile()
+            _SUPPORTED[key] = True
+        except Exception as e:  # an unknown option: XLA raises while compiling
+            import warnings
+            warnings.warn(f'XLA does not take the compiler options {options} ({str(e).splitlines()[0][:200]}); '
+                          f'compiling with its defaults', RuntimeWarning, stacklevel=3)
+            _SUPPORTED[key] = False
+    return options if _SUPPORTED[key] else None
+
+
+_SUPPORTED: dict = {}
+
+
+def make_runner(parallel: str, task, cpu_convolutions: str = 'eigen', *, mesh: str = '', sharding_rules=(),
+                fsdp_min_size: int = 1024) -> StepRunner:
+    """The runner `train.parallel` names. `cpu_convolutions`: see `compiler_options` (jit and mesh runners;
+    jax.pmap takes no compiler options). `mesh`, `sharding_rules`, `fsdp_min_size`: see jaxdl.train.sharding."""
     kind = choose_parallel(parallel)
-    options = compiler_options(cpu_convolutions)
+    options = compiler_options(cpu_convolutions) if kind != 'pmap' else None
     if kind == 'jit':
         return _jit_runner(task, options)
     if kind == 'pmap':
-        return _pmap_runner(task, options)
-    return _sharded_runner(task, options)
+        return _pmap_runner(task)
+    return _mesh_runner(kind, task, options, mesh, sharding_rules, fsdp_min_size)
+
+
+def runner_for(train_cfg, task) -> StepRunner:
+    """The runner a run's `train` config describes."""
+    return make_runner(train_cfg.parallel, task, train_cfg.cpu_convolutions, mesh=train_cfg.mesh,
+                       sharding_rules=tuple(train_cfg.sharding_rules), fsdp_min_size=train_cfg.fsdp_min_size)
 
 
 def _check_divisible(batch: dict, parts: int, what: str):
     rows = len(batch['valid'])
     if rows % parts:
-        raise ValueError(f'a batch of {rows} rows does not split across {parts} {what}; '
-                         f'choose batch sizes divisible by {parts}')
+        from jaxdl.errors import ConfigError
+        raise ConfigError(f'a batch of {rows} rows (per process) does not split across {parts} {what}; choose '
+                          f'train.batch_size and train.eval_batch_size divisible by {parts} per process')
 
 
 def _jit_runner(task, options: dict | None) -> StepRunner:
@@ -210,37 +240,24 @@ def _jit_runner(task, options: dict | None) -> StepRunner:
                       place_state=lambda s: jax.device_put(s, device), host_state=lambda s: s, num_devices=1)
 
 
-def _with_compiler_options(pmapped, options: dict | None):
-    """jax.pmap takes no compiler options: compile ahead of time with them, once per argument signature."""
-    if options is None:
-        return pmapped
-    executables = {}
-
-    def call(*args):
-        leaves, structure = jax.tree.flatten(args)
-        signature = (structure, tuple((x.shape, x.dtype) for x in leaves))
-        if signature not in executables:
-            executables[signature] = pmapped.lower(*args).compile(compiler_options=options)
-        return executables[signature](*args)
-    return call
-
-
-def _pmap_runner(task, options: dict | None) -> StepRunner:
+def _pmap_runner(task) -> StepRunner:
+    """JAX's older data-parallel API (since 0.8 itself built on jit(shard_map)): a replica of the state per local
+    device along a leading axis. Kept as the legacy path; it compiles with XLA's default options."""
     devices = jax.local_devices()
     n = len(devices)
     # Metric sums are psummed, the same on every device: out_axes=None hands back one copy (slicing [0] out of
     # every leaf eagerly cost one dispatch a leaf a step; benchmarks/step_costs.py).
-    train = _with_compiler_options(jax.pmap(partial(train_step, task=task, axis_name=PMAP_AXIS),
-                                            axis_name=PMAP_AXIS, donate_argnums=0, out_axes=(0, None)), options)
-    evaluate = _with_compiler_options(jax.pmap(partial(eval_step, task=task, axis_name=PMAP_AXIS),
-                                               axis_name=PMAP_AXIS, out_axes=(None, 0)), options)
+    train = jax.pmap(partial(train_step, task=task, axis_name=PMAP_AXIS), axis_name=PMAP_AXIS, donate_argnums=0,
+                     out_axes=(0, None))
+    evaluate = jax.pmap(partial(eval_step, task=task, axis_name=PMAP_AXIS), axis_name=PMAP_AXIS, out_axes=(None, 0))
 
-    def split(batch):
+    stacked = NamedSharding(Mesh(np.array(devices), (PMAP_AXIS,)), P(PMAP_AXIS))
+
+    def split(batch):  # [rows] -> [devices, rows / devices], put where pmap reads it (no implicit transfer)
         _check_divisible(batch, n, 'local devices')
-        return jax.tree.map(lambda x: x.reshape(n, x.shape[0] // n, *x.shape[1:]), batch)
+        return jax.device_put(jax.tree.map(lambda x: x.reshape(n, x.shape[0] // n, *x.shape[1:]), batch), stacked)
 
     first = lambda tree: jax.tree.map(lambda x: x[0], tree)  # the state is identical on every device
-    stacked = NamedSharding(Mesh(np.array(devices), (PMAP_AXIS,)), P(PMAP_AXIS))
 
     def replicate(state):  # one copy per local device along a leading axis, as pmap expects
         return jax.device_put(jax.tree.map(lambda x: jnp.broadcast_to(x, (n, *jnp.shape(x))), state), stacked)
@@ -250,27 +267,38 @@ def _pmap_runner(task, options: dict | None) -> StepRunner:
         return sums, jax.tree.map(lambda x: x.reshape(-1, *x.shape[2:]), rows)  # [devices, b] -> [rows]
 
     return StepRunner('pmap', lambda state, batch: train(state, split(batch)), run_eval,
-                      place_state=replicate,
-                      host_state=first, num_devices=n)
+                      place_state=replicate, host_state=first, num_devices=n)
 
 
-def _sharded_runner(task, options: dict | None) -> StepRunner:
-    mesh = Mesh(np.array(jax.devices()), (MESH_AXIS,))
-    replicated = NamedSharding(mesh, P())
-    batch_sharding = NamedSharding(mesh, P(MESH_AXIS))
-    train = jax.jit(partial(train_step, task=task), donate_argnums=0,
-                    out_shardings=(replicated, replicated), compiler_options=options)
-    evaluate = jax.jit(partial(eval_step, task=task), out_shardings=(replicated, batch_sharding),
-                       compiler_options=options)
+def _mesh_runner(kind: str, task, options: dict | None, mesh_spec: str, rules, min_size: int) -> StepRunner:
+    """jit over a mesh of every device (of every process): 'sharded' replicates the state, 'fsdp' splits it by
+    the sharding rules. Batches are split over every data-carrying axis; XLA inserts the gathers and sums."""
+    from jaxdl.train import sharding
+    mesh = sharding.build_mesh(mesh_spec, default='fsdp=-1' if kind == 'fsdp' else 'data=-1')
+    replicated, rows = NamedSharding(mesh, P()), sharding.batch_sharding(mesh)
+    shardings_of = lambda abstract: sharding.state_shardings(abstract, mesh, rules, min_size, split=kind == 'fsdp')
+    evaluate = jax.jit(partial(eval_step, task=task), out_shardings=(replicated, rows), compiler_options=options)
+    # The state keeps the shardings it is placed with: train's output is pinned to them (with donation, in place).
+    steps = {}
+
+    def place(state):
+        placed = jax.device_put(state, shardings_of(jax.eval_shape(lambda s: s, state)))
+        steps['train'] = jax.jit(partial(train_step, task=task), donate_argnums=0, compiler_options=options,
+                                 out_shardings=(jax.tree.map(lambda x: x.sharding, placed), replicated))
+        return placed
 
     def put(batch):  # this process's rows -> one global array (multi-process safe)
         _check_divisible(batch, jax.local_device_count(), 'local devices')
-        return jax.tree.map(lambda x: jax.make_array_from_process_local_data(batch_sharding, x), batch)
+        return jax.tree.map(lambda x: jax.make_array_from_process_local_data(rows, x), batch)
+
+    def train(state, batch):
+        if 'train' not in steps:
+            raise RuntimeError('place the state with runner.place_state before training')
+        return steps['train'](state, put(batch))
 
     def run_eval(state, batch):  # the prediction rows back to this process's own rows (the inverse of `put`)
-        sums, rows = evaluate(state, put(batch))
-        return sums, multihost_utils.global_array_to_host_local_array(rows, mesh, P(MESH_AXIS))
+        sums, predictions = evaluate(state, put(batch))
+        return sums, multihost_utils.global_array_to_host_local_array(predictions, mesh, rows.spec)
 
-    return StepRunner('sharded', lambda s, b: train(s, put(b)), run_eval,
-                      place_state=lambda s: jax.device_put(s, replicated), host_state=lambda s: s,
-                      num_devices=jax.device_count())
+    return StepRunner(kind, train, run_eval, place_state=place, host_state=lambda s: s,
+                      num_devices=jax.device_count(), state_shardings=shardings_of, mesh=mesh)

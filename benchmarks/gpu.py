@@ -1,0 +1,192 @@
+"""The GPU checks in one script, for a machine with a GPU and jax with CUDA, with or without TensorFlow:
+
+    python benchmarks/gpu.py --out gpu.json          # about 5 minutes on one H100/H200
+    python benchmarks/gpu.py --smoke                 # tiny sizes: checks the script itself (CPU is fine)
+
+1. jaxdl's jitted train step against a hand-written one (the same model, optimizer and batch): the ratio of
+   images/s. jaxdl's step adds the non-finite guard and the metric sums; the target is >= 0.95.
+2. The ImageNet ResNet-50 and ViT-B/16 train steps in bfloat16 (224x224, Adam): images/s, the FLOP/s XLA
+   counts for the compiled step, and their share of the GPU's peak bf16 rate (--peak-tflops; 989 is the dense
+   bf16 figure NVIDIA gives for the H100 and H200 SXM).
+3. The fsdp runner against the replicated one on the devices present (on one GPU the mesh has one device: the
+   ratio shows what the sharded path costs when it shards nothing).
+4. fit() end to end on the digits ResNet, where TensorFlow is installed (its input pipeline needs it).
+
+The step path imports no TensorFlow (tests/test_models_and_step.py holds that). Each figure is printed as a JSON
+line as soon as it is measured, so a run stopped at its time limit still reports what it finished.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+import jaxdl
+from jaxdl.config import apply_updates
+from jaxdl.train.state import abstract_train_state, create_train_state
+from jaxdl.train.step import make_runner
+
+
+def report(results: list, record: dict) -> None:
+    print(json.dumps(record), flush=True)
+    results.append(record)
+
+
+def setup(model: str, options: dict, image: int, batch: int, dtype: str, classes: int = 1000):
+    config = apply_updates(jaxdl.default_config(), {'model.name': model, 'model.options': options,
+                                                    'model.dtype': dtype, 'optimizer.name': 'adam',
+                                                    'train.duration': '1000 steps'})
+    task = jaxdl.build_task(config.task, classes)
+    module = jaxdl.build_model(config.model, task.num_outputs, task.head_options)
+    tx, _ = jaxdl.build_optimizer(config.optimizer, jaxdl.Plan.resolve(config, 100))
+    rng = np.random.default_rng(0)
+    data = {'image': rng.normal(size=(batch, image, image, 3)).astype(np.float32),
+            'label': rng.integers(0, classes, batch).astype(np.int32), 'valid': np.ones(batch, bool)}
+    return task, module, tx, data
+
+
+def timed(step, state, data, steps: int) -> tuple[float, object]:
+    """Seconds per step (median of three windows) after two warm-up steps; the state threads through."""
+    for _ in range(2):
+        state, out = step(state, data)
+    jax.block_until_ready(out)
+    windows = []
+    for _ in range(3):
+        start = time.perf_counter()
+        for _ in range(steps):
+            state, out = step(state, data)
+        jax.block_until_ready(out)
+        windows.append((time.perf_counter() - start) / steps)
+    return float(np.median(windows)), state
+
+
+def flops_per_step(jitted, *args) -> float | None:
+    try:
+        analysis = jitted.lower(*args).compile().cost_analysis()
+        analysis = analysis[0] if isinstance(analysis, (list, tuple)) else analysis
+        return float(analysis.get('flops')) if analysis and analysis.get('flops') else None
+    except Exception:  # some backends report no cost analysis
+        return None
+
+
+def hand_written_step(module, tx):
+    """The simplest correct step: cross-entropy, value_and_grad, the optax update, BatchNorm statistics kept."""
+    def step(carry, batch):
+        params, model_state, opt_state = carry
+
+        def loss_fn(p):
+            logits, new_state = module.apply({'params': p, **model_state}, batch['image'], train=True,
+                                             mutable=list(model_state))
+            loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch['label']).mean()
+            return loss, new_state
+        (loss, new_state), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return (optax.apply_updates(params, updates), new_state, opt_state), loss
+    return jax.jit(step, donate_argnums=0)
+
+
+def step_ratio(results, model, options, image, batch, dtype, steps):
+    task, module, tx, data = setup(model, options, image, batch, dtype)
+    device = jax.devices()[0]
+    data = jax.device_put(data, device)
+    state = create_train_state(module, tx, seed=0, image_shape=(image, image, 3))
+    jaxdl_step = jax.jit(partial(jaxdl.train_step, task=task), donate_argnums=0)
+    seconds, _ = timed(jaxdl_step, state, data, steps)
+    state = create_train_state(module, tx, seed=0, image_shape=(image, image, 3))
+    hand = hand_written_step(module, tx)
+    hand_seconds, _ = timed(hand, (state.params, state.model_state, state.opt_state), data, steps)
+    report(results, {'check': 'jaxdl step / hand-written step', 'model': model, 'dtype': dtype, 'batch': batch,
+                     'jaxdl_images_per_s': round(batch / seconds, 1), 'hand_images_per_s': round(batch / hand_seconds, 1),
+                     'ratio': round(hand_seconds / seconds, 3)})
+
+
+def model_rate(results, name, model, options, image, batch, dtype, steps, peak_tflops):
+    task, module, tx, data = setup(model, options, image, batch, dtype)
+    runner = make_runner('jit', task)
+    state = runner.place_state(create_train_state(module, tx, seed=0, image_shape=(image, image, 3)))
+    jitted = jax.jit(partial(jaxdl.train_step, task=task), donate_argnums=0)
+    data = jax.device_put(data, jax.devices()[0])
+    flops = flops_per_step(jitted, state, data)
+    seconds, _ = timed(jitted, state, data, steps)
+    record = {'check': 'train step', 'model': name, 'dtype': dtype, 'image': image, 'batch': batch,
+              'images_per_s': round(batch / seconds, 1), 'step_ms': round(1000 * seconds, 2)}
+    if flops:
+        record['tflop_per_s'] = round(flops / seconds / 1e12, 1)
+        record['share_of_peak'] = round(flops / seconds / (peak_tflops * 1e12), 3)
+    report(results, record)
+
+
+def fsdp_against_replicated(results, model, options, image, batch, dtype, steps):
+    task, module, tx, data = setup(model, options, image, batch, dtype)
+    abstract = abstract_train_state(module, tx, image_shape=(image, image, 3))
+    rates = {}
+    for kind in ('sharded', 'fsdp'):
+        runner = make_runner(kind, task, fsdp_min_size=1)
+        state = runner.place_state(create_train_state(module, tx, seed=0, image_shape=(image, image, 3),
+                                                      shardings=runner.state_shardings(abstract)))
+        seconds, _ = timed(runner.train, state, data, steps)
+        rates[kind] = batch / seconds
+    report(results, {'check': 'fsdp / replicated', 'model': model, 'devices': jax.device_count(),
+                     'replicated_images_per_s': round(rates['sharded'], 1), 'fsdp_images_per_s': round(rates['fsdp'], 1),
+                     'ratio': round(rates['fsdp'] / rates['sharded'], 3)})
+
+
+def fit_end_to_end(results, epochs: int):
+    try:
+        import jaxdl.data  # noqa: F401  (sets TensorFlow's environment before it loads)
+        import tensorflow  # noqa: F401  (the input pipeline's; the step path never needs it)
+    except ImportError:
+        report(results, {'check': 'fit end to end', 'skipped': 'no TensorFlow on this machine'})
+        return
+    import tempfile
+    from pathlib import Path
+    from jaxdl.config import load_config_file
+    config = load_config_file(str(Path(__file__).resolve().parents[1] / 'experiments' / 'digits_resnet.py'))
+    apply_updates(config, {'train.duration': f'{epochs} epochs', 'train.validate_every': f'{epochs} epochs',
+                           'train.checkpoint_every': f'{epochs} epochs'})
+    with tempfile.TemporaryDirectory() as workdir:
+        start = time.perf_counter()
+        result = jaxdl.fit(config, workdir, show_progress=False)
+        wall = time.perf_counter() - start
+    report(results, {'check': 'fit end to end', 'experiment': 'digits_resnet', 'epochs': epochs,
+                     'wall_s': round(wall, 1), 'train_time_s': round(result.summary['train_time_s'], 1),
+                     'test_accuracy': round(result.summary['test']['accuracy'], 4)})
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--smoke', action='store_true', help='tiny models and images: checks the script, not the GPU')
+    parser.add_argument('--peak-tflops', type=float, default=989.0, help='the GPU peak dense bf16 TFLOP/s')
+    parser.add_argument('--out', help='also write every record to this JSON file')
+    args = parser.parse_args()
+    results = []
+    report(results, {'check': 'machine', 'backend': jax.default_backend(),
+                     'devices': [d.device_kind for d in jax.devices()], 'jax': jax.__version__})
+    if args.smoke:
+        image, batch, steps, epochs = 32, 4, 2, 1
+        resnet = ('resnet', {'depth': 18, 'width': 8})
+        vit = ('vit', {'size': 'tiny', 'patch': 8, 'depth': 2})
+    else:
+        image, batch, steps, epochs = 224, 128, 20, 5
+        resnet = ('resnet', {'depth': 50})
+        vit = ('vit', {'size': 'base', 'patch': 16})
+    step_ratio(results, *resnet, image, batch, 'bfloat16', steps)
+    model_rate(results, 'ResNet-50' if not args.smoke else 'ResNet-18/8', *resnet, image, batch, 'bfloat16', steps,
+               args.peak_tflops)
+    model_rate(results, 'ViT-B/16' if not args.smoke else 'ViT-tiny/8', *vit, image, batch, 'bfloat16', steps,
+               args.peak_tflops)
+    fsdp_against_replicated(results, *vit, image, batch, 'bfloat16', steps)
+    fit_end_to_end(results, epochs)
+    if args.out:
+        with open(args.out, 'w') as f:
+            json.dump(results, f, indent=1)
+
+
+if __name__ == '__main__':
+    main()

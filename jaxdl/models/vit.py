@@ -1,0 +1,98 @@
+"""Vision Transformer (Dosovitskiy et al. 2021), as big_vision, Scenic and timm build it: a patch embedding, a
+class token (or global average pooling), learned position embeddings, pre-LayerNorm encoder blocks, a final
+LayerNorm; the backbone ends in one feature vector, the head is a dense layer.
+
+Names and conventions follow timm's `vit_*_patch16_*` closely enough that its weights map one to one
+(jaxdl.transfer.import_weights): LayerNorm epsilon 1e-6, exact (erf) GELU, attention scaled by head_dim ** -0.5.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from jaxdl.errors import ConfigError
+from jaxdl.models.layers.heads import BackboneAndHead, DenseHead, check_head
+
+# name -> (width, depth, heads, mlp width)
+SIZES = {'tiny': (192, 12, 3, 768), 'small': (384, 12, 6, 1536), 'base': (768, 12, 12, 3072),
+         'large': (1024, 24, 16, 4096)}
+
+
+class EncoderBlock(nn.Module):
+    width: int
+    heads: int
+    mlp: int
+    dropout: float = 0.0
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, *, train: bool):
+        y = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name='norm1')(x)
+        y = nn.MultiHeadDotProductAttention(num_heads=self.heads, dtype=self.dtype, name='attention')(
+            y, y, deterministic=True)
+        x = x + nn.Dropout(self.dropout, deterministic=not train)(y)
+        y = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name='norm2')(x)
+        y = nn.Dense(self.mlp, dtype=self.dtype, name='fc1')(y)
+        y = nn.Dense(self.width, dtype=self.dtype, name='fc2')(nn.gelu(y, approximate=False))
+        return x + nn.Dropout(self.dropout, deterministic=not train)(y)
+
+
+class ViTEncoder(nn.Module):
+    """images [N, H, W, C] -> the pooled feature vector [N, width]."""
+    patch: int = 16
+    width: int = 192
+    depth: int = 12
+    heads: int = 3
+    mlp: int = 768
+    pool: str = 'cls'          # 'cls': the class token; 'gap': the mean of the patch tokens
+    dropout: float = 0.0
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, images, *, train: bool = False, axis_name=None):
+        del axis_name  # no statistics across examples
+        if images.shape[1] % self.patch or images.shape[2] % self.patch:
+            raise ConfigError(f"config key 'model.options.patch': images of {images.shape[1]}x{images.shape[2]} do "
+                              f"not divide into patches of {self.patch}x{self.patch}; set dataset.image_size to a "
+                              f"multiple of {self.patch}")
+        x = nn.Conv(self.width, (self.patch, self.patch), strides=self.patch, padding='VALID', dtype=self.dtype,
+                    name='patch_embedding')(images.astype(self.dtype))
+        n, h, w, _ = x.shape
+        x = x.reshape(n, h * w, self.width)
+        if self.pool == 'cls':
+            cls = self.param('cls', nn.initializers.zeros, (1, 1, self.width))
+            x = jnp.concatenate([jnp.broadcast_to(cls, (n, 1, self.width)).astype(x.dtype), x], axis=1)
+        position = self.param('position_embedding', nn.initializers.normal(0.02), (1, x.shape[1], self.width))
+        x = nn.Dropout(self.dropout, deterministic=not train)(x + position.astype(x.dtype))
+        for i in range(self.depth):
+            x = EncoderBlock(self.width, self.heads, self.mlp, self.dropout, self.dtype, name=f'block_{i}')(
+                x, train=train)
+        x = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name='norm')(x)
+        return x[:, 0] if self.pool == 'cls' else jnp.mean(x, axis=1)
+
+
+def MODEL(num_outputs: int, *, size: str = 'tiny', patch: int = 16, pool: str = 'cls', dropout: float = 0.0,
+          width: int | None = None, depth: int | None = None, heads: int | None = None, mlp: int | None = None,
+          dtype=jnp.float32, head: str = 'dense') -> BackboneAndHead:
+    """`model.name='vit'`; `model.options`: size (tiny, small, base, large), patch (pixels per side of a patch),
+    pool ('cls' or 'gap'), dropout; width, depth, heads, mlp override the size's."""
+    if size not in SIZES:
+        raise ConfigError(f"config key 'model.options.size': must be one of {', '.join(SIZES)}, got {size!r}")
+    default = dict(zip(('width', 'depth', 'heads', 'mlp'), SIZES[size]))
+    chosen = {k: default[k] if v is None else v for k, v in
+              (('width', width), ('depth', depth), ('heads', heads), ('mlp', mlp))}
+    for key, value in (('patch', patch), *chosen.items()):
+        if not isinstance(value, int) or value <= 0:
+            raise ConfigError(f"config key 'model.options.{key}': must be a positive integer, got {value!r}")
+    if chosen['width'] % chosen['heads']:
+        raise ConfigError(f"config key 'model.options.heads': {chosen['heads']} heads do not divide the width "
+                          f"{chosen['width']}")
+    if pool not in ('cls', 'gap'):
+        raise ConfigError(f"config key 'model.options.pool': must be 'cls' or 'gap', got {pool!r}")
+    if not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
+        raise ConfigError(f"config key 'model.options.dropout': must be in [0, 1), got {dropout!r}")
+    check_head('vit', 'vector', head)
+    return BackboneAndHead(backbone=ViTEncoder(patch, pool=pool, dropout=float(dropout), dtype=dtype, **chosen),
+                           head=DenseHead(num_outputs=num_outputs, dtype=dtype))
