@@ -23,6 +23,11 @@ os.environ['TFDS_DATA_DIR'] = os.path.join(os.environ['JAXDL_TEST_ROOT'], 'tfds'
 os.environ['JAX_COMPILATION_CACHE_DIR'] = os.path.join(os.environ['JAXDL_TEST_ROOT'], 'xla_cache')
 os.environ['JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS'] = '0'
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+# Most of the suite's time is XLA compiling small programs for the CPU, and LLVM's optimisations are most of that:
+# without them a compilation takes about 40% less CPU time (benchmarks/README.md). The tests check what programs
+# compute and compare runs made under the same flags, which this does not change; `jaxdl` itself keeps XLA's default.
+TEST_XLA_FLAGS = '--xla_backend_optimization_level=0'
+os.environ['XLA_FLAGS'] = f"{os.environ.get('XLA_FLAGS', '')} {TEST_XLA_FLAGS}".strip()
 
 
 def pytest_sessionfinish(session):
@@ -51,7 +56,7 @@ def run(args, *, devices: int | None = None, timeout: float = 300, env=None, cwd
     """Runs a command with this interpreter's environment (and `devices` fake CPU devices)."""
     full_env = {**os.environ, **(env or {})}
     if devices:
-        full_env['XLA_FLAGS'] = f'--xla_force_host_platform_device_count={devices}'
+        full_env['XLA_FLAGS'] = f'{TEST_XLA_FLAGS} --xla_force_host_platform_device_count={devices}'
     return subprocess.run(args, capture_output=True, text=True, timeout=timeout, env=full_env, cwd=cwd, **kwargs)
 
 

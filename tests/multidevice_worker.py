@@ -61,15 +61,18 @@ def main(model_name: str) -> dict:
             state, _ = step(state, jax.device_put(batch, rows))
         params[f'shard_map_vma_{str(check_vma).lower()}'] = jax.device_get(state)
     # The float noise of the computation itself: single-device training of the same mathematics in another
-    # reduction order, the batches' rows reversed, or with the other CPU convolution kernels.
-    for kind, reorder, kernels in (('reordered', lambda x: x[::-1], 'eigen'), ('other_kernels', None, 'ynnpack')):
+    # reduction order, the batches' rows reversed, or with the other CPU convolution kernels. The BatchNorm-free
+    # CNN is held to a fixed tolerance instead (its noise measured 0), so only the ResNet pays for these runs.
+    noise_runs = (('reordered', lambda x: x[::-1], 'eigen'), ('other_kernels', None, 'ynnpack'))
+    for kind, reorder, kernels in noise_runs if model_name == 'resnet' else ():
         runner = make_runner('jit', task, kernels)
         state = runner.place_state(jaxdl.create_train_state(model, tx, seed=0, image_shape=(8, 8, 1)))
         for batch in batches:
             state, _ = runner.train(state, jax.tree.map(reorder, batch) if reorder else batch)
         params[kind] = jax.device_get(state)
         out[f'{kind}_eval_loss'] = evaluate(runner, state, pipeline.eval_batches('test', 56), task)['loss']
-    for kind in ('pmap', 'sharded', 'shard_map_vma_true', 'shard_map_vma_false', 'reordered', 'other_kernels'):
+    for kind in [k for k in ('pmap', 'sharded', 'shard_map_vma_true', 'shard_map_vma_false', 'reordered',
+                             'other_kernels') if k in params]:
         for part in ('params', 'model_state'):
             reference = jax.tree.leaves(getattr(params['jit'], part))
             scale = max((float(np.max(np.abs(b))) for b in reference), default=1.0)
@@ -210,6 +213,22 @@ def fsdp() -> dict:
     return out
 
 
+def fit_each_parallel_mode(workdir: str) -> dict:
+    """`fit()` of tests/small_experiment.py (20 steps, through a validation and a checkpoint) with each
+    multi-device runner, one after another in this process: the run directories land under `workdir`."""
+    from pathlib import Path
+    from jaxdl.config import load_config_file
+    from jaxdl.train.loop import fit
+    config = load_config_file(str(Path(__file__).parent / 'small_experiment.py'))
+    for kind in ('pmap', 'sharded', 'fsdp'):
+        fit(apply_updates(config, {'train.duration': '20 steps', 'train.validate_every': '10 steps',
+                                   'train.parallel': kind}), Path(workdir) / kind, show_progress=False)
+    return {'devices': jax.device_count()}
+
+
 if __name__ == '__main__':
+    if sys.argv[1] == 'fit':
+        print('RESULT ' + json.dumps(fit_each_parallel_mode(sys.argv[2])))
+        sys.exit()
     work = {'dense': dense, 'fsdp': fsdp}.get(sys.argv[1], lambda: main(sys.argv[1]))
     print('RESULT ' + json.dumps(work()))

@@ -56,9 +56,11 @@ def test_pmap_and_sharded_match_single_device(model):
         assert out[f'{kind}_eval_count'] == 359  # every test example once, padding ignored
     # The evaluation loss after training, bounded like the parameters by the computation's own float noise (the
     # same training with rows reordered, or with the other CPU kernels), not by a fixed figure: a fixed 1e-5
-    # failed for the BatchNorm ResNet under jax 0.12 (7e-5), whose noise is of that order; the CNN's is 0.
+    # failed for the BatchNorm ResNet under jax 0.12 (7e-5), whose noise is of that order. The CNN's noise
+    # measured 0 on both jax versions, so it is held to 1e-6 relative.
     reference = out['jit_eval_loss']
-    noise = max(abs(out[f'{kind}_eval_loss'] - reference) for kind in ('reordered', 'other_kernels'))
+    noise = max((abs(out[f'{kind}_eval_loss'] - reference) for kind in ('reordered', 'other_kernels')
+                 if f'{kind}_eval_loss' in out), default=0.0)
     for kind in ('pmap', 'sharded'):
         assert abs(out[f'{kind}_eval_loss'] - reference) <= max(5 * noise, 1e-6 * reference), (kind, noise, out)
     assert noise < 1e-3 * reference
@@ -70,7 +72,6 @@ def test_fit_with_pmap_and_sharded_ends_where_single_device_fit_does(tmp_path, m
 
     from jaxdl.evaluation import load_run
     from jaxdl.train.loop import fit
-    from conftest import jaxdl
 
     # 20 steps (through a validation and a checkpoint): longer, this small net's SGD turns chaotic (its loss jumps
     # at step ~50) and amplifies the 1e-7 reduction-order differences of any parallel run to percents.
@@ -78,11 +79,11 @@ def test_fit_with_pmap_and_sharded_ends_where_single_device_fit_does(tmp_path, m
                     tmp_path / 'jit', show_progress=False)
     reference_params = load_run(reference.workdir, 'latest').state.params
     floor = 1e-5 * max(float(np.max(np.abs(x))) for x in jax.tree.leaves(reference_params))
+    # One process trains all three (the CLI's path to fit() is tested in test_cli.py): a process start each costs
+    # more than the 20 steps.
+    result = run([sys.executable, str(ROOT / 'tests' / 'multidevice_worker.py'), 'fit', str(tmp_path)], devices=2)
+    assert result.returncode == 0, result.stderr[-3000:]
     for kind in ('pmap', 'sharded', 'fsdp'):
-        result = jaxdl('train', ROOT / 'tests' / 'small_experiment.py', '--workdir', tmp_path / kind, '--no-progress',
-                       '--config.train.duration=20 steps', '--config.train.validate_every=10 steps',
-                       f'--config.train.parallel={kind}', devices=2)
-        assert result.returncode == 0, result.stderr[-3000:]
         environment = json.loads((tmp_path / kind / 'environment.json').read_text())
         assert environment['parallel'] == kind and len(environment['devices']) == 2
         params = load_run(tmp_path / kind, 'latest').state.params

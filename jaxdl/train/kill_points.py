@@ -16,9 +16,13 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from typing import Callable, Iterable, Iterator
 
 VARIABLE = 'JAXDL_KILL_AT'
+# Process 0 hosts jax.distributed's coordination service: if it died first, a process still waiting for a
+# barrier's answer (orbax's commit barrier) would abort with SIGABRT instead of reaching its own kill point.
+LEADER_GRACE_S = 3.0
 
 
 def at(phase: str, step: int | None = None, *, settle: Callable[[], None] | None = None) -> None:
@@ -27,6 +31,9 @@ def at(phase: str, step: int | None = None, *, settle: Callable[[], None] | None
     if armed and armed == (phase if step is None else f'{phase}@{step}'):
         if settle is not None:
             settle()
+        import jax  # only when armed: the module stays importable without jax
+        if jax.process_count() > 1 and jax.process_index() == 0:
+            time.sleep(LEADER_GRACE_S)
         os.kill(os.getpid(), signal.SIGKILL)
 
 
