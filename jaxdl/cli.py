@@ -1,4 +1,4 @@
-"""`jaxdl train|evaluate|predict|rerun|datasets`.
+"""`jaxdl train|evaluate|predict|rerun|sweep|compare|datasets`.
 
 Heavy libraries (TensorFlow, JAX) are imported inside each command, so `jaxdl --help` and `jaxdl datasets`
 answer at once. Errors a user can fix (config, dataset, checkpoint, image, workdir, divergence) print one line and
@@ -156,11 +156,22 @@ def _write_pictures(args, run, raw, outputs) -> list[dict]:
     return results
 
 
+def placement_differences(recorded: dict, rerun: dict) -> list[str]:
+    """What besides the config changes a run's floats: the backend, the devices, the usable CPU cores (XLA's CPU
+    kernels split sums by thread count), the XLA flags and the library versions."""
+    reasons = []
+    for key, what in (('backend', 'backend'), ('devices', 'devices'), ('cpu_cores', 'usable CPU cores'),
+                      ('xla_flags', 'XLA_FLAGS'), ('versions', 'library versions')):
+        if key in recorded and recorded.get(key) != rerun.get(key):
+            reasons.append(f'{what}: {recorded.get(key)} then, {rerun.get(key)} now')
+    return reasons
+
+
 def cmd_rerun(args, _) -> int:
     from jaxdl.evaluation import read_run_files
     from jaxdl.train.loop import fit
     workdir = Path(args.workdir)
-    config, _env = read_run_files(workdir)
+    config, recorded_env = read_run_files(workdir)
     if not (workdir / 'summary.json').exists():
         raise CheckpointError(f'{workdir} has no summary.json: the run did not finish, so there is nothing to '
                               f'compare; resume it with `jaxdl train` instead')
@@ -180,7 +191,29 @@ def cmd_rerun(args, _) -> int:
                       'differences': differences}, indent=2))
     print('final metrics match the recorded run' if not differences else
           f'final metrics DIFFER from the recorded run in {len(differences)} field(s)', file=sys.stderr)
+    if differences:
+        for reason in placement_differences(recorded_env or {}, json.loads((new / 'environment.json').read_text())):
+            print(f'  the rerun differs from the recording in {reason}', file=sys.stderr)
     return 0 if not differences else EXIT_MISMATCH
+
+
+def cmd_sweep(args, _) -> int:
+    from jaxdl.sweep import parse_grid, sweep
+    records = sweep(args.config, parse_grid(args.grid or []), args.seeds, args.workdir, parallel=args.parallel,
+                    echo=lambda text: print(text, file=sys.stderr, flush=True))
+    print(json.dumps({'workdir': str(Path(args.workdir).absolute()), 'runs': records}, indent=2))
+    failed = [r for r in records if r['status'] != 'finished']
+    return 0 if not failed else EXIT_MISMATCH
+
+
+def cmd_compare(args, _) -> int:
+    from jaxdl.compare import as_json, compare, markdown, plot_curves
+    result = compare(args.runs)
+    print(as_json(result) if args.json else markdown(result, args.metrics.split(',') if args.metrics else None))
+    figure = args.figure or (Path(args.runs[0]) / 'compare.png' if Path(args.runs[0]).is_dir() else None)
+    if figure and not args.no_figure:
+        print(f'validation curves: {plot_curves(result, figure)}', file=sys.stderr)
+    return 0
 
 
 def cmd_datasets(args, _) -> int:
@@ -242,6 +275,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--workdir', dest='workdir_new', help='where the rerun trains (default: WORKDIR-rerun)')
     p.add_argument('--no-progress', action='store_true')
     p.set_defaults(run=cmd_rerun)
+    p = sub.add_parser('sweep', help='train every combination of a grid of config values and of seeds, one run '
+                                     'directory each (resumable: finished runs are skipped)')
+    p.add_argument('config', help='experiment file defining get_config(); FILE:ARG passes ARG to get_config')
+    p.add_argument('--workdir', required=True, help='the sweep directory: one run directory per combination')
+    p.add_argument('--seeds', type=int, default=1, help='seeds 0..N-1 of every combination (default 1)')
+    p.add_argument('--grid', action='append', metavar='KEY=V1,V2',
+                   help='config values to sweep, e.g. optimizer.name=sgd,adam (repeat for more keys)')
+    p.add_argument('--parallel', type=int, default=1, help='runs at once, each on its share of the cores')
+    p.set_defaults(run=cmd_sweep)
+    p = sub.add_parser('compare', help='tabulate runs by configuration: mean, std and range over seeds; plot the '
+                                       'validation curves')
+    p.add_argument('runs', nargs='+', help='run directories, or folders of them (e.g. a sweep directory)')
+    p.add_argument('--json', action='store_true', help='JSON instead of a markdown table (every figure)')
+    p.add_argument('--metrics', help='the table\'s figures, e.g. test.accuracy,validation.loss (default: each split\'s '
+                                     'loss and main figures)')
+    p.add_argument('--figure', help='where the PNG of validation curves goes (default: FIRST_DIR/compare.png)')
+    p.add_argument('--no-figure', action='store_true')
+    p.set_defaults(run=cmd_compare)
     p = sub.add_parser('datasets', help='list the datasets jaxdl can train on and whether they are prepared')
     p.add_argument('--data-dir', help='TFDS data dir (default: $TFDS_DATA_DIR or ~/tensorflow_datasets)')
     p.set_defaults(run=cmd_datasets)

@@ -67,6 +67,8 @@ def environment_record(config) -> dict:
         'devices': [str(d) for d in jax.devices()],
         'process_count': jax.process_count(),
         'xla_flags': os.environ.get('XLA_FLAGS', ''),
+        # XLA's CPU kernels split their sums by the threads they get, so float results depend on the usable cores.
+        'cpu_cores': len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count(),
     }
 
 

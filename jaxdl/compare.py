@@ -1,0 +1,174 @@
+"""`jaxdl compare DIR_OR_RUNS...`: the runs grouped by configuration (every config key but the seed), each
+group's test and validation figures as mean, standard deviation and min..max over its seeds, and a PNG of the
+validation curves with the band over seeds.
+
+It reads only what every run directory holds (config.json, summary.json, metrics.jsonl) and never the current
+default config, so it compares runs written by any jaxdl version. It imports no TensorFlow or JAX.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from jaxdl.errors import CheckpointError, ConfigError
+
+# Record fields that are not figures.
+NOT_FIGURES = ('count', 'step', 'epoch', 'elapsed_s', 'learning_rate')
+# The figures a table shows by default, the first of these each split has (after its loss); --metrics picks others.
+MAIN_FIGURES = ('accuracy', 'mean_iou', 'map_50', 'map', 'rmse', 'mae', 'mean_abs_rank_error', 'pixel_accuracy')
+# Keys that differ between runs without being a different experiment: where the arrays lived, and the seed.
+IGNORED = ('seed', 'train.parallel', 'train.mesh', 'train.sharding_rules', 'train.fsdp_min_size',
+           'train.cpu_convolutions', 'dataset.data_dir')
+
+
+def _flatten(tree: dict, prefix: str = '') -> dict:
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            flat.update(_flatten(value, f'{prefix}{key}.'))
+        else:
+            flat[f'{prefix}{key}'] = json.dumps(value, sort_keys=True) if isinstance(value, (dict, list)) else value
+    return flat
+
+
+def find_runs(paths) -> list[Path]:
+    """The run directories under `paths` (each one a run, or a folder of runs at any depth)."""
+    runs = []
+    for path in map(Path, paths):
+        if not path.exists():
+            raise CheckpointError(f'{path} does not exist')
+        if (path / 'config.json').is_file():
+            runs.append(path)
+            continue
+        found = sorted(p.parent for p in path.rglob('config.json') if (p.parent / 'metrics.jsonl').exists()
+                       and p.parent.name != 'from_scratch')
+        if not found:
+            raise CheckpointError(f'{path} is not a jaxdl run directory and holds none (no config.json with a '
+                                  f'metrics.jsonl beside it)')
+        runs.extend(found)
+    return list(dict.fromkeys(runs))
+
+
+def load(run: Path) -> dict:
+    config = json.loads((run / 'config.json').read_text())
+    summary_path = run / 'summary.json'
+    records = [json.loads(line) for line in (run / 'metrics.jsonl').read_text().splitlines() if line.strip()] \
+        if (run / 'metrics.jsonl').exists() else []
+    return {'path': run, 'config': _flatten(config), 'seed': config.get('seed'),
+            'summary': json.loads(summary_path.read_text()) if summary_path.exists() else None, 'records': records}
+
+
+def _stats(values: list[float]) -> dict:
+    n = len(values)
+    mean = sum(values) / n
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0
+    return {'mean': mean, 'std': std, 'min': min(values), 'max': max(values), 'n': n}
+
+
+def compare(paths) -> dict:
+    """{'keys': the config keys that differ, 'groups': [...], 'unfinished': [...]} for the runs under `paths`."""
+    runs = [load(r) for r in find_runs(paths)]
+    tasks = sorted({str(r['config'].get('task.name')) for r in runs})
+    if len(tasks) > 1:
+        raise ConfigError(f'these runs are of different tasks ({", ".join(tasks)}); their figures do not compare: '
+                          f'compare the runs of one task at a time')
+    keys = sorted({k for r in runs for k in r['config']} - set(IGNORED))
+    differing = [k for k in keys if len({json.dumps(r['config'].get(k), sort_keys=True) for r in runs}) > 1]
+    groups = {}
+    for run in runs:
+        signature = tuple(json.dumps(run['config'].get(k), sort_keys=True) for k in differing)
+        groups.setdefault(signature, []).append(run)
+    out, unfinished = [], []
+    for signature, members in groups.items():
+        finished = [m for m in members if m['summary']]
+        unfinished += [str(m['path']) for m in members if not m['summary']]
+        figures = {}
+        for split in ('test', 'validation'):
+            names = sorted({k for m in finished for k, v in (m['summary'].get(split) or {}).items()
+                            if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in NOT_FIGURES})
+            for name in names:
+                values = [m['summary'][split][name] for m in finished
+                          if isinstance((m['summary'].get(split) or {}).get(name), (int, float))]
+                if values:
+                    figures[f'{split}.{name}'] = _stats(values)
+        out.append({'config': {k: json.loads(v) for k, v in zip(differing, signature)},
+                    'seeds': sorted(m['seed'] for m in finished), 'runs': [str(m['path']) for m in members],
+                    'figures': figures, '_members': finished})
+    return {'task': tasks[0] if tasks else None, 'keys': differing, 'groups': out, 'unfinished': unfinished}
+
+
+def default_figures(result: dict) -> list[str]:
+    """Per split (test, then validation): its loss and the first main figure it has."""
+    present = {n for g in result['groups'] for n in g['figures']}
+    names = []
+    for split in ('test', 'validation'):
+        names += [f'{split}.loss'] if f'{split}.loss' in present else []
+        names += [f'{split}.{m}' for m in MAIN_FIGURES if f'{split}.{m}' in present][:2]
+    return names
+
+
+def markdown(result: dict, metrics=None) -> str:
+    """A table: the differing keys, the seeds, then each figure as mean ± std (min..max)."""
+    groups = result['groups']
+    names = list(metrics or default_figures(result))
+    header = [*result['keys'], 'seeds', *names]
+    lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
+    for group in groups:
+        cells = [str(group['config'][k]) for k in result['keys']]
+        cells.append(f"{len(group['seeds'])} ({', '.join(map(str, group['seeds']))})")
+        for name in names:
+            s = group['figures'].get(name)
+            cells.append('-' if s is None else f"{s['mean']:.4f} ± {s['std']:.4f} ({s['min']:.4f}..{s['max']:.4f})")
+        lines.append('| ' + ' | '.join(cells) + ' |')
+    if result['unfinished']:
+        lines.append('')
+        lines.append(f"unfinished (left out): {', '.join(result['unfinished'])}")
+    return '\n'.join(lines)
+
+
+def as_json(result: dict) -> str:
+    return json.dumps({**result, 'groups': [{k: v for k, v in g.items() if not k.startswith('_')}
+                                            for g in result['groups']]}, indent=2, default=str)
+
+
+def plot_curves(result: dict, path: Path, metric: str | None = None) -> Path:
+    """Validation loss and one more validation figure against the step: per configuration the mean over its seeds
+    as a line, min..max as a band."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    members = [m for g in result['groups'] for m in g['_members']]
+    validation_keys = {k for m in members for r in m['records'] if r.get('split') == 'validation' for k in r}
+    if metric is None:
+        preferred = ('accuracy', 'mean_iou', 'map_50', 'rmse', 'mean_abs_rank_error')
+        metric = next((k for k in preferred if k in validation_keys), None)
+    panels = ['loss'] + ([metric] if metric else [])
+    figure, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4), squeeze=False)
+    colours = plt.rcParams['axes.prop_cycle'].by_key()['color']
+    for g, group in enumerate(result['groups']):
+        label = ', '.join(f'{k}={v}' for k, v in group['config'].items()) or 'runs'
+        for ax, name in zip(axes[0], panels):
+            curves = {}
+            for member in group['_members']:
+                for record in member['records']:
+                    if record.get('split') == 'validation' and isinstance(record.get(name), (int, float)):
+                        curves.setdefault(record['step'], []).append(record[name])
+            steps = sorted(curves)
+            if not steps:
+                continue
+            mean = [sum(curves[s]) / len(curves[s]) for s in steps]
+            colour = colours[g % len(colours)]
+            ax.plot(steps, mean, color=colour, marker='o', markersize=3, label=f'{label} ({len(group["seeds"])} seeds)')
+            ax.fill_between(steps, [min(curves[s]) for s in steps], [max(curves[s]) for s in steps], color=colour,
+                            alpha=0.2, linewidth=0)
+    for ax, name in zip(axes[0], panels):
+        ax.set_xlabel('step')
+        ax.set_ylabel(f'validation {name}')
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    figure.suptitle('validation curves: mean over seeds, band min..max')
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return Path(path)
