@@ -11,6 +11,7 @@ import json
 import math
 from pathlib import Path
 
+from jaxdl.config import PLACEMENT_KEYS, flatten
 from jaxdl.errors import CheckpointError, ConfigError
 
 # Record fields that are not figures.
@@ -18,18 +19,7 @@ NOT_FIGURES = ('count', 'step', 'epoch', 'elapsed_s', 'learning_rate')
 # The figures a table shows by default, the first of these each split has (after its loss); --metrics picks others.
 MAIN_FIGURES = ('accuracy', 'mean_iou', 'map_50', 'map', 'rmse', 'mae', 'mean_abs_rank_error', 'pixel_accuracy')
 # Keys that differ between runs without being a different experiment: where the arrays lived, and the seed.
-IGNORED = ('seed', 'train.parallel', 'train.mesh', 'train.sharding_rules', 'train.fsdp_min_size',
-           'train.cpu_convolutions', 'dataset.data_dir')
-
-
-def _flatten(tree: dict, prefix: str = '') -> dict:
-    flat = {}
-    for key, value in tree.items():
-        if isinstance(value, dict) and value:
-            flat.update(_flatten(value, f'{prefix}{key}.'))
-        else:
-            flat[f'{prefix}{key}'] = json.dumps(value, sort_keys=True) if isinstance(value, (dict, list)) else value
-    return flat
+IGNORED = ('seed', 'dataset.data_dir', *PLACEMENT_KEYS)
 
 
 def find_runs(paths) -> list[Path]:
@@ -55,7 +45,7 @@ def load(run: Path) -> dict:
     summary_path = run / 'summary.json'
     records = [json.loads(line) for line in (run / 'metrics.jsonl').read_text().splitlines() if line.strip()] \
         if (run / 'metrics.jsonl').exists() else []
-    return {'path': run, 'config': _flatten(config), 'seed': config.get('seed'),
+    return {'path': run, 'config': flatten(config), 'seed': config.get('seed'),
             'summary': json.loads(summary_path.read_text()) if summary_path.exists() else None, 'records': records}
 
 
