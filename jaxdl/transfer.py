@@ -2,7 +2,9 @@
 
 The new model is built and initialised as usual; then every parameter and model-state leaf (e.g. BatchNorm
 statistics) whose path matches none of `transfer.reinitialize` is taken from the source, which must hold the
-same path with the same shape. Anything else is a mismatch and an error that names each path and both shapes,
+same path with the same shape, except a ViT's `position_embedding`, which is resized to the new image size's
+token grid (`jaxdl.models.vit.resize_position_embedding`). Anything else is a mismatch and an error that names each
+path and both shapes,
 raised before any training step: a fine-tuning run never starts from a half-loaded backbone. The re-initialised
 paths (by default the head: a new task's head is freshly initialised) are reported, as is every source leaf the
 new model does not use. The optimizer state, step and RNG are the new run's own.
@@ -22,6 +24,13 @@ from jaxdl.errors import CheckpointError, TransferError
 from jaxdl.optim import parameter_path, path_matches
 
 COLLECTION_PARAMS = 'params'
+
+
+def _resizers() -> dict:
+    """Leaf name -> f(source_leaf, new_shape) -> the leaf for the new model, or None where it cannot fit."""
+    from jaxdl.models.vit import resize_position_embedding
+    return {'position_embedding': lambda leaf, shape: resize_position_embedding(leaf, shape[1])
+            if len(shape) == 3 else None}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,16 +93,20 @@ class TransferReport:
     loaded: list[str]
     reinitialized: list[str]
     unused_in_source: list[str]
+    resized: list[str] = dataclasses.field(default_factory=list)   # loaded, resized to the new model's shape
 
     def as_record(self) -> dict:
         return {'source': self.source, 'step': self.step, 'loaded': len(self.loaded),
-                'reinitialized': self.reinitialized, 'unused_in_source': self.unused_in_source}
+                'reinitialized': self.reinitialized, 'unused_in_source': self.unused_in_source,
+                'resized': self.resized}
 
     def describe(self) -> str:
         text = (f'initialised from {self.source}' + (f' (step {self.step})' if self.step is not None else '') +
                 f': {len(self.loaded)} arrays loaded, {len(self.reinitialized)} freshly initialised')
         if self.reinitialized:
             text += ' (' + ', '.join(self.reinitialized) + ')'
+        if self.resized:
+            text += f'; resized to the new shape: {", ".join(self.resized)}'
         if self.unused_in_source:
             text += f'; not used from the source: {", ".join(self.unused_in_source)}'
         return text
@@ -108,15 +121,22 @@ def transfer_variables(new: dict, source: dict, reinitialize) -> tuple[dict, Tra
         parts = path.split('/')
         module_path = '/'.join(parts[1:] if parts[0] == COLLECTION_PARAMS else parts[2:])
         return any(path_matches(p, module_path) for p in reinitialize)
-    loaded, reinitialized, problems = [], [], []
+    loaded, reinitialized, resized, problems = [], [], {}, []
+    resizers = _resizers()
     for path, leaf in flat_new.items():
         if fresh(path):
             reinitialized.append(path)
         elif path not in flat_source:
             problems.append(f'{path} {tuple(np.shape(leaf))}: not in the source')
         elif np.shape(flat_source[path]) != np.shape(leaf):
-            problems.append(f'{path}: the new model has {tuple(np.shape(leaf))}, the source '
-                            f'{tuple(np.shape(flat_source[path]))}')
+            resize = resizers.get(path.rsplit('/', 1)[-1])
+            fitted = resize(flat_source[path], np.shape(leaf)) if resize else None
+            if fitted is not None and np.shape(fitted) == np.shape(leaf):
+                resized[path] = fitted
+                loaded.append(path)
+            else:
+                problems.append(f'{path}: the new model has {tuple(np.shape(leaf))}, the source '
+                                f'{tuple(np.shape(flat_source[path]))}')
         else:
             loaded.append(path)
     absent = [p for p in flat_source if p not in flat_new]  # allowed only where re-initialisation is expected
@@ -126,10 +146,11 @@ def transfer_variables(new: dict, source: dict, reinitialize) -> tuple[dict, Tra
         raise TransferError('the pretrained source does not fit the new model (paths as collection/module/'
                             'parameter; list expected differences in transfer.reinitialize):\n  ' +
                             '\n  '.join(problems))
-    take = {path: np.asarray(flat_source[path]).astype(np.asarray(flat_new[path]).dtype) for path in loaded}
+    take = {path: np.asarray(resized.get(path, flat_source[path])).astype(np.asarray(flat_new[path]).dtype)
+            for path in loaded}
     tree = jax.tree_util.tree_map_with_path(
         lambda path, leaf: take.get(parameter_path(path), leaf), new)
-    return tree, TransferReport('', None, loaded, reinitialized, absent)
+    return tree, TransferReport('', None, loaded, reinitialized, absent, list(resized))
 
 
 def initialize_from(state, transfer_cfg):

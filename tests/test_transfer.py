@@ -99,6 +99,39 @@ def test_mismatches_are_named_with_paths_and_shapes():
     assert report.reinitialized == ['params/head/k'] and len(report.loaded) == 2
 
 
+def test_a_vit_position_embedding_is_resized_for_another_image_size():
+    from jaxdl.models.vit import resize_position_embedding
+    tiny = {'size': 'tiny', 'patch': 2, 'width': 16, 'depth': 1, 'heads': 2, 'mlp': 32}
+
+    def variables(image_size, pool='cls'):
+        config = apply_updates(default_config(), {'model.name': 'vit', 'model.options': {**tiny, 'pool': pool}})
+        return build_model(config.model, 10).init(jax.random.key(0), jnp.zeros((1, image_size, image_size, 1)))
+
+    source, new = variables(8), variables(16)  # 1 + 4x4 tokens, then 1 + 8x8
+    tree, report = transfer_variables(new, source, ('head',))
+    assert report.resized == ['params/backbone/position_embedding']
+    moved = np.asarray(tree['params']['backbone']['position_embedding'])
+    old = np.asarray(source['params']['backbone']['position_embedding'])
+    assert moved.shape == (1, 65, 16)
+    np.testing.assert_array_equal(moved[0, 0], old[0, 0])  # the class token's row is no grid position
+    # A smooth grid stays the same function of the position: its mean survives the resize.
+    grid = np.linspace(0, 1, 16, dtype=np.float32).reshape(4, 4)[..., None] * np.ones(16, np.float32)
+    smooth = resize_position_embedding(np.concatenate([old[:, :1], grid.reshape(1, 16, 16)], axis=1), 65)
+    np.testing.assert_allclose(smooth[0, 1:].reshape(8, 8, 16).mean(), grid.mean(), atol=0.02)
+    row = smooth[0, 1:].reshape(8, 8, 16)[3, :, 0]  # interpolated, not repeated: 8 increasing values from 4
+    assert np.all(np.diff(row) > 0)
+    np.testing.assert_array_equal(resize_position_embedding(old, 17), old)  # the same size: unchanged
+    assert resize_position_embedding(variables(8, 'gap')['params']['backbone']['position_embedding'],
+                                     64).shape == (1, 64, 16)  # no class token: the whole embedding is the grid
+    assert 'resized to the new shape: params/backbone/position_embedding' in report.describe()
+    # What no resize can fit is still a mismatch: another width.
+    other = apply_updates(default_config(), {'model.name': 'vit', 'model.options': {**tiny, 'width': 8,
+                                                                                     'heads': 1}})
+    wider = build_model(other.model, 10).init(jax.random.key(0), jnp.zeros((1, 16, 16, 1)))
+    with pytest.raises(TransferError, match='position_embedding: the new model has \\(1, 65, 8\\), the source'):
+        transfer_variables(wider, source, ('head',))
+
+
 def test_class_selection_and_few_shot_subset():
     config = small(dataset__classes=(5, 6, 7, 8, 9), dataset__train_examples_per_class=3)
     pipeline = Pipeline.for_config(config)

@@ -2,15 +2,18 @@
 class token (or global average pooling), learned position embeddings, pre-LayerNorm encoder blocks, a final
 LayerNorm; the backbone ends in one feature vector, the head is a dense layer.
 
-Names and conventions follow timm's `vit_*_patch16_*` closely enough that its weights map one to one
-(jaxdl.transfer.import_weights): LayerNorm epsilon 1e-6, exact (erf) GELU, attention scaled by head_dim ** -0.5.
+Names and conventions follow timm's `vit_*_patch16_*` closely enough that its weights can map one to one:
+LayerNorm epsilon 1e-6, exact (erf) GELU, attention scaled by head_dim ** -0.5. A checkpoint trained at another
+image size loads through `resize_position_embedding` (jaxdl.transfer calls it for every `position_embedding`).
 """
 from __future__ import annotations
 
 from typing import Any
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxdl.errors import ConfigError
 from jaxdl.models.layers.heads import BackboneAndHead, DenseHead, check_head
@@ -96,3 +99,27 @@ def MODEL(num_outputs: int, *, size: str = 'tiny', patch: int = 16, pool: str = 
     check_head('vit', 'vector', head)
     return BackboneAndHead(backbone=ViTEncoder(patch, pool=pool, dropout=float(dropout), dtype=dtype, **chosen),
                            head=DenseHead(num_outputs=num_outputs, dtype=dtype))
+
+
+def _grid_side(patch_tokens: int) -> int | None:
+    side = int(round(patch_tokens ** 0.5))
+    return side if side > 0 and side * side == patch_tokens else None
+
+
+def resize_position_embedding(embedding, tokens: int):
+    """A learned position embedding [1, T, D] for a model with `tokens` tokens: the class token's row (if any)
+    kept, the square grid of patch rows resized bicubically (as timm and big_vision do when fine-tuning at another
+    resolution). Returns None when the two cannot both be read as [class token +] a square grid."""
+    embedding = np.asarray(embedding)
+    if embedding.ndim != 3 or embedding.shape[0] != 1:
+        return None
+    source = embedding.shape[1]
+    for prefix in (1, 0):  # with a class token, or global-average pooling (no prefix)
+        old, new = _grid_side(source - prefix), _grid_side(tokens - prefix)
+        if old and new:
+            grid = embedding[0, prefix:].reshape(old, old, -1)
+            resized = jax.image.resize(grid.astype(np.float32), (new, new, grid.shape[-1]), method='bicubic')
+            rows = np.concatenate([embedding[0, :prefix].astype(np.float32),
+                                   np.asarray(resized).reshape(new * new, -1)])
+            return rows[None].astype(embedding.dtype)
+    return None
