@@ -307,6 +307,8 @@ def main(argv: list[str] | None = None) -> int:
     if overrides and not getattr(args, 'takes_overrides', False):
         parser.error(f'{args.command} takes no --config overrides (it uses the run\'s recorded config)')
     _quiet_libraries()
+    from jaxdl.sweep import pin_to_assigned_cores
+    pin_to_assigned_cores()
     try:
         return args.run(args, overrides)
     except Preempted as e:

@@ -20,8 +20,11 @@ import sys
 import time
 from pathlib import Path
 
-from jaxdl import config as config_lib
 from jaxdl.errors import ConfigError
+
+# The cores a run started by `--parallel` may use, comma-separated: the run pins itself (jaxdl.cli.main, before
+# XLA or tf.data start their thread pools), so the sweep needs no code between fork and exec.
+AFFINITY_VARIABLE = 'JAXDL_CPU_AFFINITY'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,6 +84,7 @@ def plan_runs(experiment: str, grid: dict[str, list], seeds: int) -> list[SweepR
         raise ConfigError(f'--seeds must be at least 1, got {seeds}')
     if 'seed' in grid:
         raise ConfigError("sweep seeds with --seeds N, not --grid seed=...")
+    from jaxdl import config as config_lib
     base = config_lib.load_config_file(experiment)
     runs = []
     for values in itertools.product(*grid.values()):
@@ -114,8 +118,15 @@ def _start(experiment: str, run: SweepRun, workdir: Path, cores: set[int] | None
     command = [sys.executable, '-m', 'jaxdl', 'train', experiment, '--workdir', str(workdir), '--no-progress',
                *run.arguments()]
     # Pinned to its cores: XLA and tf.data size their thread pools by the cores a process may use.
-    preexec = (lambda: os.sched_setaffinity(0, cores)) if cores else None
-    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log, preexec_fn=preexec)
+    env = {**os.environ, AFFINITY_VARIABLE: ','.join(map(str, sorted(cores)))} if cores else None
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log, env=env)
+
+
+def pin_to_assigned_cores() -> None:
+    """Restricts this process to the cores `AFFINITY_VARIABLE` names, if set (a run of `jaxdl sweep --parallel`)."""
+    cores = os.environ.get(AFFINITY_VARIABLE)
+    if cores and hasattr(os, 'sched_setaffinity'):
+        os.sched_setaffinity(0, {int(c) for c in cores.split(',')})
 
 
 def _headline(workdir: Path) -> str:
