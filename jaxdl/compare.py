@@ -16,7 +16,8 @@ from jaxdl.errors import CheckpointError, ConfigError
 
 # Record fields that are not figures.
 NOT_FIGURES = ('count', 'step', 'epoch', 'elapsed_s', 'learning_rate')
-# The figures a table shows by default, the first of these each split has (after its loss); --metrics picks others.
+# The figures a table shows by default, the first of these each split has (after its loss), and the curve plotted
+# beside the loss; --metrics picks others.
 MAIN_FIGURES = ('accuracy', 'mean_iou', 'map_50', 'map', 'rmse', 'mae', 'mean_abs_rank_error', 'pixel_accuracy')
 # Keys that differ between runs without being a different experiment: where the arrays lived, and the seed.
 IGNORED = ('seed', 'dataset.data_dir', *PLACEMENT_KEYS)
@@ -131,8 +132,7 @@ def plot_curves(result: dict, path: Path, metric: str | None = None) -> Path:
     members = [m for g in result['groups'] for m in g['_members']]
     validation_keys = {k for m in members for r in m['records'] if r.get('split') == 'validation' for k in r}
     if metric is None:
-        preferred = ('accuracy', 'mean_iou', 'map_50', 'rmse', 'mean_abs_rank_error')
-        metric = next((k for k in preferred if k in validation_keys), None)
+        metric = next((k for k in MAIN_FIGURES if k in validation_keys), None)
     panels = ['loss'] + ([metric] if metric else [])
     figure, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4), squeeze=False)
     colours = plt.rcParams['axes.prop_cycle'].by_key()['color']
