@@ -91,7 +91,9 @@ def default_config() -> ConfigDict:
         )),
     ))
     c.transfer = ConfigDict(dict(
-        init_from='',          # a run's workdir or an orbax checkpoint directory to initialise from; '' = scratch
+        # a run's workdir, an orbax checkpoint directory, or a torchvision/timm weights file (.safetensors, .pth)
+        # to initialise from; '' = scratch
+        init_from='',
         checkpoint='best',     # which checkpoint of a workdir: best | latest | STEP
         reinitialize=('head/.*',),  # parameter paths (regex) freshly initialised instead of loaded
         compare_with_scratch=False,  # also train the same budget from scratch and report both test results

@@ -10,7 +10,9 @@ paths (by default the head: a new task's head is freshly initialised) are report
 new model does not use. The optimizer state, step and RNG are the new run's own.
 
 The source is a run's workdir (its `best`, `latest` or numbered checkpoint), one checkpoint step directory, or
-the `state` item directory inside it: plain orbax, read without the source's config.
+the `state` item directory inside it: plain orbax, read without the source's config. Or it is a torchvision or
+timm network's weights (`.safetensors`, `.pth`; see jaxdl.weights), mapped onto jaxdl's `resnet` or `vit`;
+`import_weights` builds such a network as a jaxdl module and its variables, outside any run.
 """
 from __future__ import annotations
 
@@ -108,8 +110,19 @@ class TransferReport:
         if self.resized:
             text += f'; resized to the new shape: {", ".join(self.resized)}'
         if self.unused_in_source:
-            text += f'; not used from the source: {", ".join(self.unused_in_source)}'
+            text += f'; not used from the source: {_summarised(self.unused_in_source)}'
         return text
+
+
+def _summarised(paths: list[str], at_most: int = 6) -> str:
+    """The paths themselves, or, when there are many (a segmentation decoder), their modules with counts."""
+    if len(paths) <= at_most:
+        return ', '.join(paths)
+    counts = {}
+    for path in paths:
+        module = _module_of(path, head_whole=False)
+        counts[module] = counts.get(module, 0) + 1
+    return ', '.join(f'{m} ({n} arrays)' for m, n in counts.items())
 
 
 def transfer_variables(new: dict, source: dict, reinitialize) -> tuple[dict, TransferReport]:
@@ -143,9 +156,11 @@ def transfer_variables(new: dict, source: dict, reinitialize) -> tuple[dict, Tra
     problems += [f'{p} {tuple(np.shape(flat_source[p]))}: in the source, not in the new model'
                  for p in absent if not fresh(p)]
     if problems:
+        accepting = sorted({_module_of(p.split(' ')[0].rstrip(':')) for p in problems})
         raise TransferError('the pretrained source does not fit the new model (paths as collection/module/'
-                            'parameter; list expected differences in transfer.reinitialize):\n  ' +
-                            '\n  '.join(problems))
+                            'parameter):\n  ' + '\n  '.join(problems) + '\nTo initialise these freshly '
+                            'instead of loading them, list them in transfer.reinitialize, e.g. '
+                            f'transfer.reinitialize = {tuple(accepting)!r}')
     take = {path: np.asarray(resized.get(path, flat_source[path])).astype(np.asarray(flat_new[path]).dtype)
             for path in loaded}
     tree = jax.tree_util.tree_map_with_path(
@@ -153,19 +168,99 @@ def transfer_variables(new: dict, source: dict, reinitialize) -> tuple[dict, Tra
     return tree, TransferReport('', None, loaded, reinitialized, absent, list(resized))
 
 
-def initialize_from(state, transfer_cfg):
+def _module_of(path: str, head_whole: bool = True) -> str:
+    """'params/backbone/ResidualBlock_7/Conv_0/kernel' -> 'backbone/ResidualBlock_7': a reinitialize entry (the
+    head as a whole, unless `head_whole` is False)."""
+    parts = path.split('/')
+    parts = parts[1:] if parts[0] == COLLECTION_PARAMS else parts[2:]
+    return 'head' if head_whole and parts and parts[0] == 'head' else '/'.join(parts[:2])
+
+
+def imported_tree(path: str, model_cfg, module, state: dict | None = None) -> dict:
+    """A torchvision/timm weights file (or its `state` dict, already read) as a {'params', 'model_state'} tree in
+    `module`'s layout; names the mapping does not know are an error (the file is not the architecture named)."""
+    from jaxdl import weights
+    state = weights.read_state_dict(path) if state is None else state
+    tree, unmapped = weights.to_jaxdl(state, model_cfg.name, module)
+    if unmapped:
+        shown = ', '.join(f'{k} {tuple(state[k].shape)}' for k in unmapped[:12])
+        more = f' and {len(unmapped) - 12} more' if len(unmapped) > 12 else ''
+        raise TransferError(f'{path}: {len(unmapped)} tensor(s) are not part of a torchvision/timm '
+                            f'{model_cfg.name} as jaxdl maps it: {shown}{more}. '
+                            f'{weights.describe_architecture(state)}')
+    return tree
+
+
+def initialize_from(state, transfer_cfg, model_cfg):
     """The state with the source's weights in place (optimizer state, step and RNG stay the new run's)."""
-    source = resolve_source(transfer_cfg.init_from, transfer_cfg.checkpoint)
-    tree = load_source_tree(source)
-    missing = [k for k in (COLLECTION_PARAMS, 'model_state') if k not in tree]
-    if missing:
-        raise TransferError(f'transfer.init_from: {source.state_dir} is not a jaxdl TrainState checkpoint '
-                            f'(no {" or ".join(missing)})')
+    from jaxdl.weights import is_weights_file
+    if is_weights_file(transfer_cfg.init_from):
+        source = Source(Path(transfer_cfg.init_from).absolute(), Path(transfer_cfg.init_from).absolute(), None)
+        if not source.path.is_file():
+            raise TransferError(f'transfer.init_from: {source.path} does not exist')
+        tree = imported_tree(str(source.path), model_cfg, state.apply_fn.module)
+    else:
+        source = resolve_source(transfer_cfg.init_from, transfer_cfg.checkpoint)
+        tree = load_source_tree(source)
+        missing = [k for k in (COLLECTION_PARAMS, 'model_state') if k not in tree]
+        if missing:
+            raise TransferError(f'transfer.init_from: {source.state_dir} is not a jaxdl TrainState checkpoint '
+                                f'(no {" or ".join(missing)})')
     new = {COLLECTION_PARAMS: state.params, 'model_state': state.model_state}
     variables, report = transfer_variables(new, {COLLECTION_PARAMS: tree[COLLECTION_PARAMS],
                                                  'model_state': tree['model_state']}, transfer_cfg.reinitialize)
     report = dataclasses.replace(report, source=str(source.path), step=source.step)
     return state.replace(params=variables[COLLECTION_PARAMS], model_state=variables['model_state']), report
+
+
+def _source_outputs(state: dict, model_name: str) -> int | None:
+    head = {'resnet': 'fc.weight', 'vit': 'head.weight'}.get(model_name)
+    return state[head].shape[0] if head in state else None
+
+
+def _source_image_size(state: dict, module) -> int:
+    """The image size a ViT's position embedding was learned for (its grid times the patch); 224 for a ResNet."""
+    backbone = module.backbone
+    if 'pos_embed' in state and hasattr(backbone, 'patch'):
+        tokens = state['pos_embed'].shape[1] - (1 if backbone.pool == 'cls' else 0)
+        side = int(round(tokens ** 0.5))
+        if side * side == tokens:
+            return side * backbone.patch
+    return 224
+
+
+def import_weights(path: str, model_cfg, num_outputs: int | None = None, *, seed: int = 0,
+                   image_size: int | None = None):
+    """(module, variables) of a torchvision/timm network's weights as a jaxdl model:
+    `module.apply(variables, images_nhwc, train=False)` gives the source network's logits (images normalised as
+    the source expects). `model_cfg`: a `model` config ({'name': 'resnet', 'options': {'depth': 50}} or a
+    ConfigDict). `num_outputs`: None keeps the source's classifier; another number gets a fresh head (seeded).
+    `image_size`: a ViT's position embedding is resized to it (default: the size it was trained at)."""
+    import jax
+    import jax.numpy as jnp
+    from jaxdl import weights
+    from jaxdl.config import default_config
+    from jaxdl.models import build_model
+    cfg = default_config().model
+    for key, value in (model_cfg.items() if hasattr(model_cfg, 'items') else ()):
+        if key == 'options':
+            cfg.options.update(dict(value))
+        else:
+            setattr(cfg, key, value)
+    state = weights.read_state_dict(path)
+    source_outputs = _source_outputs(state, cfg.name)
+    module = build_model(cfg, num_outputs or source_outputs or 1, {'head': 'dense'})
+    tree = imported_tree(path, cfg, module, state)
+    if num_outputs is None and source_outputs is None:
+        raise TransferError(f'{path} has no classifier head; pass num_outputs for a fresh one')
+    size = image_size or _source_image_size(state, module)
+    variables = jax.jit(lambda key: module.init(key, jnp.zeros((1, size, size, 3)), train=False))(
+        jax.random.PRNGKey(seed))
+    new = {COLLECTION_PARAMS: variables[COLLECTION_PARAMS],
+           'model_state': {k: v for k, v in variables.items() if k != COLLECTION_PARAMS}}
+    reinitialize = ('head',) if num_outputs is not None and num_outputs != source_outputs else ()
+    loaded, _ = transfer_variables(new, tree, reinitialize)
+    return module, {COLLECTION_PARAMS: loaded[COLLECTION_PARAMS], **loaded['model_state']}
 
 
 def scratch_baseline_config(config):

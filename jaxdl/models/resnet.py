@@ -1,4 +1,8 @@
-"""ResNet v1.5 family (He et al. 2016) with BatchNorm; `stem='small'` for tiny images (no stride, no pool)."""
+"""ResNet v1.5 family (He et al. 2016) with BatchNorm; `stem='small'` for tiny images (no stride, no pool).
+
+Laid out as torchvision's and timm's ResNets, so their weights map one to one (jaxdl.weights): the stride on the
+bottleneck's 3x3 convolution, and padding symmetric about the input (k // 2 on each side) rather than XLA's 'SAME',
+which pads a strided convolution more at the bottom and right and so samples other pixels."""
 from functools import partial
 
 import flax.linen as nn
@@ -11,6 +15,10 @@ STAGES = {10: (1, 1, 1, 1), 18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 6, 3)
           152: (3, 8, 36, 3)}
 
 
+def _symmetric(k: int) -> tuple:
+    return ((k // 2, k // 2), (k // 2, k // 2))
+
+
 class ResidualBlock(nn.Module):
     width: int
     strides: int
@@ -19,7 +27,9 @@ class ResidualBlock(nn.Module):
 
     @nn.compact
     def __call__(self, x):
-        conv = partial(nn.Conv, use_bias=False, dtype=x.dtype)
+        def conv(features, kernel, strides=1):
+            return nn.Conv(features, kernel, strides=strides, padding=_symmetric(kernel[0]), use_bias=False,
+                           dtype=x.dtype)
         out_width = self.width * 4 if self.bottleneck else self.width
         if self.bottleneck:
             y = nn.relu(self.norm()(conv(self.width, (1, 1))(x)))
@@ -54,8 +64,9 @@ class ResNet(nn.Module):
                        dtype=self.dtype, axis_name=axis_name if batch_statistics else None)
         x = x.astype(self.dtype)
         if self.stem == 'imagenet':
-            x = nn.relu(norm()(nn.Conv(self.width, (7, 7), strides=2, use_bias=False, dtype=self.dtype)(x)))
-            x = nn.max_pool(x, (3, 3), strides=(2, 2), padding='SAME')
+            x = nn.relu(norm()(nn.Conv(self.width, (7, 7), strides=2, padding=_symmetric(7), use_bias=False,
+                                       dtype=self.dtype)(x)))
+            x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
         else:
             x = nn.relu(norm()(nn.Conv(self.width, (3, 3), use_bias=False, dtype=self.dtype)(x)))
         bottleneck = self.depth >= 50

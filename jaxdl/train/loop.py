@@ -190,7 +190,7 @@ def _fit_holding_lock(config, workdir: Path, show_progress: bool) -> FitResult:
     transfer, transfer_message = None, None
     if config.transfer.init_from and latest is None:  # a resumed run has the transferred weights in its checkpoint
         from jaxdl.transfer import initialize_from
-        state, report = initialize_from(state, config.transfer)
+        state, report = initialize_from(state, config.transfer, config.model)
         transfer, transfer_message = report.as_record(), report.describe()
     elif config.transfer.init_from and (workdir / 'environment.json').exists():
         transfer = json.loads((workdir / 'environment.json').read_text()).get('transfer')
