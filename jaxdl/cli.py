@@ -207,12 +207,17 @@ def cmd_sweep(args, _) -> int:
 
 
 def cmd_compare(args, _) -> int:
-    from jaxdl.compare import as_json, compare, markdown, plot_curves
+    from jaxdl.compare import as_json, compare, markdown, plot_against, plot_curves
     result = compare(args.runs)
     print(as_json(result) if args.json else markdown(result, args.metrics.split(',') if args.metrics else None))
     figure = args.figure or (Path(args.runs[0]) / 'compare.png' if Path(args.runs[0]).is_dir() else None)
     if figure and not args.no_figure:
-        print(f'validation curves: {plot_curves(result, figure)}', file=sys.stderr)
+        if args.against:
+            metric = args.metrics.split(',')[0] if args.metrics else 'test.accuracy'
+            print(f'{metric} against {args.against}: {plot_against(result, args.against, figure, metric)}',
+                  file=sys.stderr)
+        else:
+            print(f'validation curves: {plot_curves(result, figure)}', file=sys.stderr)
     return 0
 
 
@@ -291,6 +296,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--metrics', help='the table\'s figures, e.g. test.accuracy,validation.loss (default: each split\'s '
                                      'loss and main figures)')
     p.add_argument('--figure', help='where the PNG of validation curves goes (default: FIRST_DIR/compare.png)')
+    p.add_argument('--against', metavar='KEY', help='plot a test figure (the first of --metrics, default '
+                                                    'test.accuracy) against this config key instead, e.g. '
+                                                    'dataset.train_examples_per_class: a data-efficiency curve')
     p.add_argument('--no-figure', action='store_true')
     p.set_defaults(run=cmd_compare)
     p = sub.add_parser('datasets', help='list the datasets jaxdl can train on and whether they are prepared')

@@ -162,3 +162,53 @@ def plot_curves(result: dict, path: Path, metric: str | None = None) -> Path:
     figure.savefig(path, dpi=110)
     plt.close(figure)
     return Path(path)
+
+
+def curves_against(result: dict, key: str, metric: str = 'test.accuracy') -> dict[str, list[tuple]]:
+    """{label of the other differing keys: [(value of `key`, [metric of each seed]), ...] sorted by value}."""
+    if key not in result['keys']:
+        raise ConfigError(f'--against {key}: not a config key these runs differ in (they differ in: '
+                          f'{", ".join(result["keys"]) or "nothing"})')
+    split, _, name = metric.partition('.')
+    lines = {}
+    for group in result['groups']:
+        label = ', '.join(f'{k.rsplit(".", 1)[-1]}={v}' for k, v in group['config'].items() if k != key) or 'runs'
+        values = [m['summary'][split][name] for m in group['_members']
+                  if isinstance((m['summary'].get(split) or {}).get(name), (int, float))]
+        if values:
+            lines.setdefault(label, []).append((group['config'][key], values))
+    if not lines:
+        raise ConfigError(f'--metrics {metric}: no finished run reports it (e.g. test.accuracy, validation.loss)')
+    return {label: sorted(points, key=lambda p: p[0]) for label, points in sorted(lines.items())}
+
+
+def plot_against(result: dict, key: str, path: Path, metric: str = 'test.accuracy') -> Path:
+    """`metric` (a summary figure, e.g. test.accuracy) against the config value `key` (e.g. examples per class):
+    one line per configuration of the other differing keys, its mean over seeds, each seed a dot, the band
+    min..max. The data-efficiency curve of a transfer experiment is this with key dataset.train_examples_per_class."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    lines = curves_against(result, key, metric)
+    figure, ax = plt.subplots(figsize=(8, 5))
+    for label, points in lines.items():
+        xs = [p[0] for p in points]
+        means = [sum(v) / len(v) for _, v in points]
+        line, = ax.plot(xs, means, marker='o', label=f'{label} ({len(points[0][1])} seeds)')
+        ax.fill_between(xs, [min(v) for _, v in points], [max(v) for _, v in points], color=line.get_color(),
+                        alpha=0.15, linewidth=0)
+        for x, v in points:
+            ax.scatter([x] * len(v), v, color=line.get_color(), s=10, alpha=0.6)
+    if all(isinstance(x, (int, float)) and x > 0 for points in lines.values() for x, _ in points):
+        ax.set_xscale('log')
+        ticks = sorted({x for points in lines.values() for x, _ in points})
+        ax.set_xticks(ticks, [str(t) for t in ticks])
+    ax.set_xlabel(key)
+    ax.set_ylabel(metric)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    ax.set_title(f'{metric} against {key}: mean over seeds (dots: each seed; band: min..max)', fontsize=9)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return Path(path)

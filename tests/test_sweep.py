@@ -6,7 +6,7 @@ import signal
 
 import pytest
 
-from jaxdl.compare import compare, markdown, plot_curves
+from jaxdl.compare import compare, curves_against, markdown, plot_against, plot_curves
 from jaxdl.config import ConfigError
 from jaxdl.errors import CheckpointError
 from jaxdl.sweep import parse_grid, plan_runs, sweep
@@ -62,12 +62,12 @@ def test_grid_keys_and_values_are_checked_before_any_run(tmp_path):
     assert not (tmp_path / 'sweep').exists()
 
 
-def fake_run(directory, optimizer, seed, accuracy, finished=True, task='classification'):
+def fake_run(directory, optimizer, seed, accuracy, finished=True, task='classification', dataset=None):
     """A run directory as any jaxdl version writes it: compare reads only these three files."""
     directory.mkdir(parents=True)
     (directory / 'config.json').write_text(json.dumps(
         {'seed': seed, 'task': {'name': task}, 'optimizer': {'name': optimizer, 'learning_rate': None},
-         'train': {'parallel': 'jit' if seed else 'sharded'}}))
+         'train': {'parallel': 'jit' if seed else 'sharded'}, 'dataset': dataset or {}}))
     records = [{'step': s, 'split': 'validation', 'loss': 2.0 / s, 'accuracy': accuracy * s / 20} for s in (10, 20)]
     (directory / 'metrics.jsonl').write_text(''.join(json.dumps(r) + '\n' for r in records))
     if finished:
@@ -101,6 +101,25 @@ def test_compare_groups_by_configuration_with_spread_and_missing_seeds(tmp_path)
     (tmp_path / 'empty').mkdir()
     with pytest.raises(CheckpointError, match='is not a jaxdl run directory and holds none'):
         compare([tmp_path / 'empty'])
+
+
+def test_a_figure_against_a_config_key_is_a_data_efficiency_curve(tmp_path):
+    for n, sgd, adam in ((1, 0.3, 0.5), (10, 0.6, 0.8), (50, 0.7, 0.9)):
+        for seed in (0, 1):
+            spread = 0.02 * (seed - 0.5)
+            fake_run(tmp_path / f'sgd{n}_{seed}', 'sgd', seed, sgd + spread, dataset={'per_class': n})
+            fake_run(tmp_path / f'adam{n}_{seed}', 'adam', seed, adam + spread, dataset={'per_class': n})
+    result = compare([tmp_path])
+    curves = curves_against(result, 'dataset.per_class')
+    assert list(curves) == ['name=adam', 'name=sgd']
+    assert [x for x, _ in curves['name=sgd']] == [1, 10, 50]
+    assert [sum(v) / len(v) for _, v in curves['name=sgd']] == pytest.approx([0.3, 0.6, 0.7])
+    assert sorted(curves['name=adam'][1][1]) == pytest.approx([0.79, 0.81])
+    assert plot_against(result, 'dataset.per_class', tmp_path / 'curve.png').stat().st_size > 10_000
+    with pytest.raises(ConfigError, match='not a config key these runs differ in'):
+        curves_against(result, 'optimizer.learning_rate')
+    with pytest.raises(ConfigError, match='no finished run reports it'):
+        curves_against(result, 'dataset.per_class', 'test.map')
 
 
 def test_the_commands_print_a_table_json_and_one_line_errors(tmp_path):
