@@ -8,6 +8,8 @@ detection runs (or into a new segmentation task) like any other backbone; the de
     PixelHead      decodes to full resolution: [N, H, W, num_outputs] (per-pixel class scores)
     CenterNetHead  decodes to H / output_stride: [N, h, w, num_classes + 4] (object-centre heatmap logits, then box
                    height and width in cells, then the centre's offset inside its cell; see tasks/detection.py)
+    PooledHead     reads every level without decoding: [N, num_outputs] (class scores or regression targets) from
+                   each level's global average and maximum, so an encoder pretrained for segmentation classifies
 """
 from __future__ import annotations
 
@@ -126,12 +128,27 @@ class CenterNetHead(nn.Module):
         return jnp.concatenate([heatmap, boxes], axis=-1).astype(jnp.float32)
 
 
+class PooledHead(nn.Module):
+    """A dense layer on every level's global average and global maximum, concatenated. Both poolings, and all
+    levels: the shallow levels hold the outline's edges, the deep ones its parts, and a maximum keeps a small
+    object's response that an average over a mostly empty image would dilute."""
+    num_outputs: int
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, levels, *, train: bool = False, axis_name=None):
+        del train, axis_name
+        pooled = [p for x in levels for p in (jnp.mean(x, axis=(1, 2)), jnp.max(x, axis=(1, 2)))]
+        return nn.Dense(self.num_outputs, dtype=self.dtype)(jnp.concatenate(pooled, axis=-1)).astype(jnp.float32)
+
+
 def MODEL(num_outputs: int, *, features: Sequence[int] = (32, 64, 128, 256), head_width: int = 64,
           dtype=jnp.float32, freeze_batch_norm: bool = False, head: str = 'pixels',
           output_stride: int = 1) -> BackboneAndHead:
     """`model.name='unet'`; `model.options`: features (encoder widths per level; the decoder mirrors them) and
     head_width (channels of the detection head's branches). The head is the task's: per-pixel scores
-    (segmentation) or a CenterNet heatmap and boxes at 1/output_stride (detection)."""
+    (segmentation), a CenterNet heatmap and boxes at 1/output_stride (detection) or, for a vector task
+    (classification, regression), a dense layer on the pooled levels."""
     if not features or not all(isinstance(f, int) and f > 0 for f in features):
         raise ConfigError(f"config key 'model.options.features': must be positive integers, got {features!r}")
     if not isinstance(head_width, int) or head_width <= 0:
@@ -143,6 +160,8 @@ def MODEL(num_outputs: int, *, features: Sequence[int] = (32, 64, 128, 256), hea
                           f"{output_stride.bit_length()} levels (model.options.features has {len(features)})")
     decoder = dict(features=features, dtype=dtype, freeze_batch_norm=freeze_batch_norm)
     backbone = UNetEncoder(features, dtype, freeze_batch_norm)
+    if head == 'dense':
+        return BackboneAndHead(backbone=backbone, head=PooledHead(num_outputs=num_outputs, dtype=dtype))
     if head == 'pixels':
         return BackboneAndHead(backbone=backbone, head=PixelHead(num_outputs=num_outputs, **decoder))
     return BackboneAndHead(backbone=backbone, head=CenterNetHead(num_classes=num_outputs, output_stride=output_stride,

@@ -9,13 +9,13 @@ import jax.numpy as jnp
 from jaxdl.errors import ConfigError
 
 # What a backbone hands its head, and which heads read it.
-HEADS = {'vector': ('dense',), 'feature_maps': ('pixels', 'centernet')}
+HEADS = {'vector': ('dense',), 'feature_maps': ('pixels', 'centernet', 'dense')}  # unet pools for 'dense'
 
 
 def check_head(model: str, gives: str, head: str) -> None:
     """A ConfigError when the task's head cannot read what this built-in backbone gives."""
     if head not in HEADS[gives]:
-        needs = 'keeps feature maps (unet)' if head in HEADS['feature_maps'] else 'ends in a feature vector (cnn, resnet)'
+        needs = 'keeps feature maps (unet)' if head not in HEADS['vector'] else 'ends in a feature vector (cnn, resnet)'
         raise ConfigError(f"config key 'model.name': the task's head {head!r} needs a model that {needs}; "
                           f"{model!r} gives {'a feature vector' if gives == 'vector' else 'feature maps'}")
 
