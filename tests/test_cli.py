@@ -35,6 +35,16 @@ def test_unavailable_dataset_fails_fast(tmp_path):
     assert time.time() - start < 30  # interpreter, TensorFlow import, and no network wait
 
 
+def test_the_vit_experiment_trains_through_the_cli(tmp_path):
+    result = jaxdl('train', ROOT / 'experiments' / 'digits_vit.py', '--workdir', tmp_path / 'vit', '--no-progress',
+                   '--config.train.duration=4 steps', '--config.train.validate_every=2 steps')
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((tmp_path / 'vit' / 'summary.json').read_text())
+    assert summary['final_step'] == 4 and summary['test']['count'] == 359
+    config = json.loads((tmp_path / 'vit' / 'config.json').read_text())
+    assert config['model']['name'] == 'vit' and config['model']['options']['patch'] == 2
+
+
 @pytest.fixture(scope='module')
 def trained(tmp_path_factory):
     workdir = tmp_path_factory.mktemp('cli') / 'run'
