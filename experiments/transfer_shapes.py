@@ -14,12 +14,16 @@ The data-efficiency curve (1, 5, 10, 50 images per class, three seeds each) and 
 
     for variant in finetune probe scratch; do
       jaxdl sweep experiments/transfer_shapes.py:$variant --seeds 3 --workdir runs/transfer_shapes/$variant \\
-        --grid dataset.train_examples_per_class=1,5,10,50 --grid transfer.compare_with_scratch=False
+        --parallel 2 --grid dataset.train_examples_per_class=5,10,50 --grid transfer.compare_with_scratch=False
+      jaxdl sweep experiments/transfer_shapes.py:$variant --seeds 3 --workdir runs/transfer_shapes/$variant \\
+        --parallel 2 --grid dataset.train_examples_per_class=1 --grid train.batch_size=5 \\
+        --grid transfer.compare_with_scratch=False     # 5 images in all: a batch of 5
     done
     jaxdl sweep experiments/transfer_shapes.py:finetune --seeds 3 --workdir runs/transfer_shapes/multiplier \\
-        --grid "optimizer.groups=(('backbone',0.0),),(('backbone',1.0),)" --grid transfer.compare_with_scratch=False
-    jaxdl compare runs/transfer_shapes --against dataset.train_examples_per_class \\
-        --figure docs/figures/transfer_shapes.png
+        --parallel 2 --grid dataset.train_examples_per_class=10 --grid transfer.compare_with_scratch=False \\
+        --grid "optimizer.groups=(('backbone',0.0),),(('backbone',1.0),)"
+    jaxdl compare runs/transfer_shapes --against dataset.train_examples_per_class --ignore train.batch_size \\
+        --metrics test.accuracy --figure docs/figures/transfer_shapes.png
 """
 from jaxdl.config import default_config
 

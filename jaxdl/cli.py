@@ -208,7 +208,7 @@ def cmd_sweep(args, _) -> int:
 
 def cmd_compare(args, _) -> int:
     from jaxdl.compare import as_json, compare, markdown, plot_against, plot_curves
-    result = compare(args.runs)
+    result = compare(args.runs, ignore=args.ignore)
     print(as_json(result) if args.json else markdown(result, args.metrics.split(',') if args.metrics else None))
     figure = args.figure or (Path(args.runs[0]) / 'compare.png' if Path(args.runs[0]).is_dir() else None)
     if figure and not args.no_figure:
@@ -299,6 +299,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--against', metavar='KEY', help='plot a test figure (the first of --metrics, default '
                                                     'test.accuracy) against this config key instead, e.g. '
                                                     'dataset.train_examples_per_class: a data-efficiency curve')
+    p.add_argument('--ignore', metavar='KEY', action='append', default=[],
+                   help='a config key not to group by (repeat for more), e.g. a batch size that differs only '
+                        'where the data was too small for the usual one')
     p.add_argument('--no-figure', action='store_true')
     p.set_defaults(run=cmd_compare)
     p = sub.add_parser('datasets', help='list the datasets jaxdl can train on and whether they are prepared')

@@ -57,14 +57,15 @@ def _stats(values: list[float]) -> dict:
     return {'mean': mean, 'std': std, 'min': min(values), 'max': max(values), 'n': n}
 
 
-def compare(paths) -> dict:
-    """{'keys': the config keys that differ, 'groups': [...], 'unfinished': [...]} for the runs under `paths`."""
+def compare(paths, ignore=()) -> dict:
+    """{'keys': the config keys that differ, 'groups': [...], 'unfinished': [...]} for the runs under `paths`.
+    `ignore`: more keys not to group by (e.g. a batch size that had to shrink for the smallest few-shot subset)."""
     runs = [load(r) for r in find_runs(paths)]
     tasks = sorted({str(r['config'].get('task.name')) for r in runs})
     if len(tasks) > 1:
         raise ConfigError(f'these runs are of different tasks ({", ".join(tasks)}); their figures do not compare: '
                           f'compare the runs of one task at a time')
-    keys = sorted({k for r in runs for k in r['config']} - set(IGNORED))
+    keys = sorted({k for r in runs for k in r['config']} - set(IGNORED) - set(ignore))
     differing = [k for k in keys if len({json.dumps(r['config'].get(k), sort_keys=True) for r in runs}) > 1]
     groups = {}
     for run in runs:

@@ -118,6 +118,13 @@ def test_a_figure_against_a_config_key_is_a_data_efficiency_curve(tmp_path):
     assert plot_against(result, 'dataset.per_class', tmp_path / 'curve.png').stat().st_size > 10_000
     with pytest.raises(ConfigError, match='not a config key these runs differ in'):
         curves_against(result, 'optimizer.learning_rate')
+    # A key that differs only for some points (here one run's learning rate) splits a line, unless ignored.
+    config = json.loads((tmp_path / 'sgd1_0' / 'config.json').read_text())
+    config['optimizer']['learning_rate'] = 0.5
+    (tmp_path / 'sgd1_0' / 'config.json').write_text(json.dumps(config))
+    assert len(curves_against(compare([tmp_path]), 'dataset.per_class')) == 3
+    joined = curves_against(compare([tmp_path], ignore=['optimizer.learning_rate']), 'dataset.per_class')
+    assert [len(v) for _, v in joined['name=sgd']] == [2, 2, 2]
     with pytest.raises(ConfigError, match='no finished run reports it'):
         curves_against(result, 'dataset.per_class', 'test.map')
 
