@@ -23,6 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENTS = {
     'experiments/digits_cnn.py': ('accuracy',),
     'experiments/digits_resnet.py': ('accuracy',),
+    'experiments/digits_vit.py': ('accuracy',),
     'experiments/rotation_regression.py': ('rmse',),
     'experiments/shapes_segmentation.py': ('mean_iou',),
     'experiments/shapes_detection.py': ('map_50', 'map'),  # mAP@.5 and COCO mAP@[.5:.95] (pycocotools)
