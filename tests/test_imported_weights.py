@@ -139,3 +139,14 @@ def test_a_pickle_that_would_run_code_is_refused_without_running_it(tmp_path):
     assert not marker.exists()
     torch.load(tmp_path / 'evil.pth', weights_only=False)  # what a plain unpickler would have done
     assert marker.exists()
+
+
+def test_safetensors_need_no_torch_and_a_pth_without_torch_is_refused(tmp_path, monkeypatch):
+    network = randomize(torchvision.models.resnet18(num_classes=3))
+    safetensors_path = save(network, tmp_path / 'r18.safetensors')
+    pth_path = save(network, tmp_path / 'r18.pth')
+    monkeypatch.setitem(sys.modules, 'torch', None)  # `import torch` now fails, as where it is not installed
+    module, variables = import_weights(str(safetensors_path), {'name': 'resnet', 'options': {'depth': 18}})
+    assert variables['params']['head']['Dense_0']['kernel'].shape == (512, 3)
+    with pytest.raises(TransferError, match=r'is a pickle \(\.pth\).*torch is not installed.*safetensors'):
+        import_weights(str(pth_path), {'name': 'resnet', 'options': {'depth': 18}})
