@@ -11,6 +11,12 @@ import pytest
 from jaxdl.errors import TransferError
 from jaxdl.transfer import import_weights
 
+# torchvision and timm import triton (the CUDA build of torch brings it), whose LLVM clashes with TensorFlow's: in
+# a process that imported TensorFlow first (a pytest worker that collected the other modules) the import is a
+# segmentation fault (`python -c "import tensorflow; import torchvision"` exits 139). Nothing here compiles with
+# triton, so it is left unimportable; torch then runs without it.
+sys.modules.setdefault('triton', None)
+
 if sys.version_info < (3, 12):  # the dev extra installs torch, torchvision and timm here: a missing one is a failure
     import timm
     import torch
