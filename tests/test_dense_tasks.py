@@ -181,7 +181,7 @@ def test_segmentation_trains_resumes_exactly_and_draws_its_masks(tmp_path, capsy
     from jaxdl.tasks import build_task
     state, _ = state_from_config(detection, build_task(detection.task, 3), image_shape=(64, 64, 3),
                                  plan=Plan.resolve(detection, 4))
-    started, report = initialize_from(state, detection.transfer)
+    started, report = initialize_from(state, detection.transfer, detection.model)
     assert report.loaded and all('/backbone/' in path for path in report.loaded)
     assert report.reinitialized and all('/head/' in path for path in report.reinitialized)
     jax.tree.map(np.testing.assert_array_equal, started.params['backbone'], whole.state.params['backbone'])
