@@ -161,8 +161,7 @@ def transfer_variables(new: dict, source: dict, reinitialize) -> tuple[dict, Tra
                             'parameter):\n  ' + '\n  '.join(problems) + '\nTo initialise these freshly '
                             'instead of loading them, list them in transfer.reinitialize, e.g. '
                             f'transfer.reinitialize = {tuple(accepting)!r}')
-    take = {path: np.asarray(resized.get(path, flat_source[path])).astype(np.asarray(flat_new[path]).dtype)
-            for path in loaded}
+    take = {path: np.asarray(resized.get(path, flat_source[path])).astype(flat_new[path].dtype) for path in loaded}
     tree = jax.tree_util.tree_map_with_path(
         lambda path, leaf: take.get(parameter_path(path), leaf), new)
     return tree, TransferReport('', None, loaded, reinitialized, absent, list(resized))
@@ -254,11 +253,13 @@ def import_weights(path: str, model_cfg, num_outputs: int | None = None, *, seed
     if num_outputs is None and source_outputs is None:
         raise TransferError(f'{path} has no classifier head; pass num_outputs for a fresh one')
     size = image_size or _source_image_size(state, module)
-    variables = jax.jit(lambda key: module.init(key, jnp.zeros((1, size, size, 3)), train=False))(
-        jax.random.PRNGKey(seed))
+    reinitialize = ('head',) if num_outputs is not None and num_outputs != source_outputs else ()
+    init = lambda key: module.init(key, jnp.zeros((1, size, size, 3)), train=False)
+    # Only a fresh head needs initial values; otherwise the shapes alone are compared (no compiled init).
+    variables = jax.jit(init)(jax.random.PRNGKey(seed)) if reinitialize else jax.eval_shape(
+        init, jax.random.PRNGKey(seed))
     new = {COLLECTION_PARAMS: variables[COLLECTION_PARAMS],
            'model_state': {k: v for k, v in variables.items() if k != COLLECTION_PARAMS}}
-    reinitialize = ('head',) if num_outputs is not None and num_outputs != source_outputs else ()
     loaded, _ = transfer_variables(new, tree, reinitialize)
     return module, {COLLECTION_PARAMS: loaded[COLLECTION_PARAMS], **loaded['model_state']}
 

@@ -1,6 +1,5 @@
 """Weights imported from torchvision and timm: every listed architecture, made here with random weights (no
 download), saved as safetensors or .pth, imported, and compared with the source network on the same images."""
-import json
 import pickle
 import sys
 from pathlib import Path
@@ -11,57 +10,7 @@ import pytest
 from jaxdl.errors import TransferError
 from jaxdl.transfer import import_weights
 
-# torchvision and timm import triton (the CUDA build of torch brings it), whose LLVM clashes with TensorFlow's: in
-# a process that imported TensorFlow first (a pytest worker that collected the other modules) the import is a
-# segmentation fault (`python -c "import tensorflow; import torchvision"` exits 139). Nothing here compiles with
-# triton, so it is left unimportable; torch then runs without it.
-sys.modules.setdefault('triton', None)
-
-if sys.version_info < (3, 12):  # the dev extra installs torch, torchvision and timm here: a missing one is a failure
-    import timm
-    import torch
-    import torchvision
-else:  # on newer Pythons the registry's torch is a several-GB CUDA build, so the dev extra leaves it out
-    torch = pytest.importorskip('torch')
-    torchvision = pytest.importorskip('torchvision')
-    timm = pytest.importorskip('timm')
-
-from safetensors.torch import save_file  # noqa: E402
-
-
-def randomize(network, seed=0):
-    """Every norm and bias away from its constant init (and BatchNorm's running statistics away from 0 and 1),
-    so a swapped or untransposed tensor shows in the logits."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, tensor in network.state_dict().items():
-            if tensor.dtype != torch.float32:
-                continue
-            if name.endswith('running_var') or ((name.endswith('.weight') and tensor.ndim == 1)):
-                tensor.copy_(0.5 + torch.rand(tensor.shape, generator=generator))
-            elif tensor.ndim == 1 or name.endswith('running_mean') or name in ('cls_token', 'pos_embed'):
-                tensor.copy_(0.1 * torch.randn(tensor.shape, generator=generator))
-    return network.eval()
-
-
-def compare(network, path, model_cfg, size=224):
-    images = np.random.default_rng(0).normal(size=(2, size, size, 3)).astype(np.float32)
-    with torch.no_grad():
-        expected = network(torch.from_numpy(images.transpose(0, 3, 1, 2))).numpy()
-    module, variables = import_weights(str(path), model_cfg)
-    got = np.asarray(module.apply(variables, images, train=False))
-    assert got.shape == expected.shape
-    error = np.max(np.abs(got - expected)) / np.max(np.abs(expected))
-    assert error < 1e-4, f'largest difference {error:.2e} of the largest logit'
-    return module, variables
-
-
-def save(network, path: Path):
-    if path.suffix == '.safetensors':
-        save_file({k: v.contiguous() for k, v in network.state_dict().items()}, str(path))
-    else:
-        torch.save(network.state_dict(), path)
-    return path
+from torch_networks import compare, randomize, save, timm, torch, torchvision
 
 
 RESNETS = [('torchvision', 18), ('torchvision', 34), ('torchvision', 50), ('timm', 18), ('timm', 34),
@@ -74,19 +23,20 @@ def test_a_resnet_gives_the_source_networks_logits(library, depth, tmp_path):
                else timm.create_model(f'resnet{depth}', pretrained=False, num_classes=7))
     randomize(network, depth)
     path = save(network, tmp_path / ('resnet.safetensors' if depth != 34 else 'resnet.pth'))
-    compare(network, path, {'name': 'resnet', 'options': {'depth': depth}}, size=96)
+    compare(network, path, {'name': 'resnet', 'options': {'depth': depth}}, size=64)
 
 
 @pytest.mark.parametrize('size', ['tiny', 'small', pytest.param('base', marks=pytest.mark.slow)])
 def test_a_timm_vit_gives_the_source_networks_logits(size, tmp_path):
-    network = randomize(timm.create_model(f'vit_{size}_patch16_224', pretrained=False, num_classes=5))
+    # At 64x64 (a 4x4 token grid, timm's img_size) rather than 224: the same weights and mapping, a tenth the work.
+    network = randomize(timm.create_model(f'vit_{size}_patch16_224', pretrained=False, num_classes=5, img_size=64))
     path = save(network, tmp_path / 'vit.safetensors')
-    module, variables = compare(network, path, {'name': 'vit', 'options': {'size': size}})
-    # At another image size the position embedding is resized, as timm resizes it for the same weights.
-    resized = timm.create_model(f'vit_{size}_patch16_224', pretrained=False, num_classes=5, img_size=128)
-    resized.load_state_dict({**network.state_dict(), 'pos_embed': resized.state_dict()['pos_embed']})
-    module, variables = import_weights(str(path), {'name': 'vit', 'options': {'size': size}}, image_size=128)
-    assert variables['params']['backbone']['position_embedding'].shape == (1, 1 + 8 * 8, network.embed_dim)
+    compare(network, path, {'name': 'vit', 'options': {'size': size}}, size=64)
+    # At another image size the position embedding is resized to the new grid, the class token's row kept.
+    module, variables = import_weights(str(path), {'name': 'vit', 'options': {'size': size}}, image_size=96)
+    embedding = np.asarray(variables['params']['backbone']['position_embedding'])
+    assert embedding.shape == (1, 1 + 6 * 6, network.embed_dim)
+    np.testing.assert_array_equal(embedding[0, 0], network.pos_embed.detach().numpy()[0, 0])
 
 
 def test_a_new_number_of_outputs_gets_a_fresh_head_and_keeps_the_backbone(tmp_path):
