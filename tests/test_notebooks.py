@@ -18,7 +18,7 @@ def test_notebook_executes(path, tmp_path, monkeypatch):
     monkeypatch.setenv('JAXDL_EXPERIMENTS_DIR', str(ROOT / 'experiments'))
     monkeypatch.setenv('JAXDL_QUICK', '1')
     if path.name == '03_transfer.ipynb':  # XLA's default level: at level 0 the pooled U-Net's gradients are NaN
-        monkeypatch.setenv('XLA_FLAGS', '')  # (tests/test_transfer.py, benchmarks/README.md)
+        monkeypatch.setenv('XLA_FLAGS', '')  # (tests/test_transfer_shapes.py, benchmarks/README.md)
     notebook = nbformat.read(path, as_version=4)
     nbclient.NotebookClient(notebook, timeout=600, kernel_name='python3',
                             resources={'metadata': {'path': str(path.parent)}}).execute()
