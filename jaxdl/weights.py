@@ -15,6 +15,7 @@ containers, and refused outright where torch is not installed.
 """
 from __future__ import annotations
 
+import pickle
 import re
 from pathlib import Path
 
@@ -68,7 +69,7 @@ def _read_pickled_state_dict(path: Path) -> dict:
     try:
         loaded = torch.load(path, map_location='cpu', weights_only=True)
     except Exception as e:  # noqa: BLE001 -- torch raises UnpicklingError, RuntimeError or others for a bad file
-        if isinstance(e, __import__('pickle').UnpicklingError) or 'weights_only' in str(e).lower():
+        if isinstance(e, pickle.UnpicklingError) or 'weights_only' in str(e).lower():
             raise TransferError(f'{path} was refused: it is a pickle holding more than tensors (objects whose '
                                 f'loading can run code), so it is not read. Save only the state dict '
                                 f'(torch.save(model.state_dict(), path)) or, better, as safetensors.') from None
