@@ -181,6 +181,7 @@ class Pipeline:
         self.builder = builder if builder is not None else get_builder(dataset_cfg)
         self.augmentation = preprocess.Augmentation.of(dataset_cfg.augment)
         self._check()
+        self._opened: dict[str, tf.data.Dataset] = {}
         self._decoded: dict[str, tf.data.Dataset] = {}
         self._sizes: dict[str, int] = {}
 
@@ -229,7 +230,16 @@ class Pipeline:
     def _filtering(self, split: str) -> bool:
         return bool(self.cfg.classes) or (bool(self.cfg.train_examples_per_class) and split == self.cfg.train_split)
 
+    def _open(self, split: str) -> tf.data.Dataset:
+        """The split's reader, opened once. A run asks every split's size before its first step, so all its splits
+        are opened then, not while an asynchronous checkpoint is being written (tfds.testing.mock_data redirects
+        the whole process's file system while a split opens)."""
+        if split not in self._opened:
+            self._opened[split] = open_split(self.builder, split)
+        return self._opened[split]
+
     def size(self, split: str) -> int:
+        self._open(split)
         if split not in self._sizes:
             self._sizes[split] = (int(self._selected(split).reduce(0, lambda count, _: count + 1))
                                   if self._filtering(split) else split_size(self.builder, split))
@@ -249,7 +259,7 @@ class Pipeline:
 
     def _selected(self, split: str) -> tf.data.Dataset:
         """The split's raw examples after class selection and (training split only) the few-shot subset."""
-        ds = open_split(self.builder, split)
+        ds = self._open(split)
         if self.kind in ('segmentation', 'detection'):
             # Each example's name in the messages of the data-contract checks (jaxdl.data.checks): its position
             # in the (sub)split it was read from, e.g. "voc train example 17".
