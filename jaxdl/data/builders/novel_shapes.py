@@ -46,10 +46,10 @@ def _cross(radius: float, angle: float, centre) -> list:
     return [(centre[0] + c * x - s * y, centre[1] + s * x + c * y) for x, y in outline]
 
 
-def object_mask(label: int, radius: float, angle: float, centre) -> np.ndarray:
-    """bool [64, 64]: the pixels of one object."""
+def object_mask(label: int, radius: float, angle: float, centre, size: int = SIZE) -> np.ndarray:
+    """bool [size, size]: the pixels of one object."""
     from PIL import Image, ImageDraw
-    canvas = Image.new('L', (SIZE, SIZE), 0)
+    canvas = Image.new('L', (size, size), 0)
     draw = ImageDraw.Draw(canvas)
     x, y = centre
     if label == 0:

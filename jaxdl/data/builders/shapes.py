@@ -30,9 +30,9 @@ MIN_VISIBLE = 0.5                 # share of each object's pixels left uncovered
 MIN_COLOUR_DISTANCE = 90.0        # RGB distance between an object's colour and the background around it
 
 
-def _background(rng: np.random.Generator) -> np.ndarray:
-    """float [64, 64, 3]: a two-colour gradient, a few low-frequency waves and fine noise."""
-    yy, xx = np.mgrid[0:SIZE, 0:SIZE] / SIZE
+def _background(rng: np.random.Generator, size: int = SIZE) -> np.ndarray:
+    """float [size, size, 3]: a two-colour gradient, a few low-frequency waves and fine noise."""
+    yy, xx = np.mgrid[0:size, 0:size] / size
     a, b = rng.uniform(30, 225, 3), rng.uniform(30, 225, 3)
     direction = rng.uniform(0, 2 * np.pi)
     t = (np.cos(direction) * xx + np.sin(direction) * yy + 1.5) / 3.0
