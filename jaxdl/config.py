@@ -55,10 +55,23 @@ def default_config() -> ConfigDict:
         train_examples_per_class=0,  # > 0: the first n training examples of each class only (few-shot data)
         shuffle_buffer=0,      # 0 = the whole split (exact uniform shuffle)
         cache=True,            # keep decoded, normalised images in memory
+        # How examples are read. 'memory': the decoded split cached and shuffled in memory, every process reading
+        # all of it (the built-in datasets). 'stream': each step's examples read by index from ArrayRecord files,
+        # decoded per step, each process reading only its own rows; memory does not grow with the dataset.
+        # 'auto': 'stream' when the decoded split would take more than memory_limit_mb, or a setting below needs it.
+        source='auto',
+        memory_limit_mb=2048,
+        skip_corrupt_images=False,  # stream: an image that does not decode is left out (counted in summary.json)
+        center_crop=0.0,       # stream, evaluation: decode the central square of this share of the shorter side
+                               # (e.g. 0.875), resized to image_size; 0 = the whole image
         augment=ConfigDict(dict(
             flip_left_right=False,
             crop_padding=0,    # random translation: pad by n pixels, crop back
             crop_area=1.0,     # segmentation, detection: random crop of [crop_area, 1] of the image, resized back
+            # stream, classification: the random-resized ("Inception") crop, decoded from the JPEG window alone
+            random_resized_crop=False,
+            crop_scale=(0.08, 1.0),    # its share of the image's area
+            crop_ratio=(0.75, 4 / 3),  # its aspect ratio (width / height)
         )),
     ))
     c.model = ConfigDict(dict(
@@ -389,6 +402,17 @@ def validate(config: ConfigDict) -> ConfigDict:
     _require(d.shuffle_buffer >= 0, 'dataset.shuffle_buffer', 'must be >= 0 (0 = the whole split)')
     _require(d.augment.crop_padding >= 0, 'dataset.augment.crop_padding', 'must be >= 0')
     _require(0.0 < d.augment.crop_area <= 1.0, 'dataset.augment.crop_area', 'must be in (0, 1] (1 = no crop)')
+    _require(d.source in ('auto', 'memory', 'stream'), 'dataset.source', f"must be 'auto', 'memory' or 'stream', "
+             f'got {d.source!r}')
+    _require(d.memory_limit_mb > 0, 'dataset.memory_limit_mb', 'must be > 0')
+    _require(0.0 <= d.center_crop <= 1.0, 'dataset.center_crop', 'must be in [0, 1] (0 = no crop)')
+    scale, ratio = tuple(d.augment.crop_scale), tuple(d.augment.crop_ratio)
+    _require(len(scale) == 2 and 0.0 < scale[0] <= scale[1] <= 1.0, 'dataset.augment.crop_scale',
+             f'must be (low, high) with 0 < low <= high <= 1, got {scale!r}')
+    _require(len(ratio) == 2 and 0.0 < ratio[0] <= ratio[1], 'dataset.augment.crop_ratio',
+             f'must be (low, high) with 0 < low <= high, got {ratio!r}')
+    _require(not ((d.augment.random_resized_crop or d.center_crop) and not d.image_size), 'dataset.image_size',
+             'must be set with augment.random_resized_crop or center_crop (the size the crop is resized to)')
     fractions = d.split_fractions
     _require(len(fractions) == 3 and all(isinstance(f, (int, float)) and f >= 0 for f in fractions)
              and abs(sum(fractions) - 1.0) < 1e-6 and fractions[0] > 0, 'dataset.split_fractions',

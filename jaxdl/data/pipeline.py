@@ -1,6 +1,11 @@
 """tfds -> tf.data -> numpy batches that follow the data contract of DESIGN.md.
 
-Training: each process reads the whole split in the same seeded, epoch-dependent order, batches it by the
+Two ways to read a split, chosen per run by `dataset.source` (`choose_source`): the in-memory path below, and the
+streaming path (`streaming.py`: examples read by index, each process only its own) for datasets too large to
+cache. Both keep the invariants: global batches independent of the process count, exact resume, every
+evaluation example counted once.
+
+In memory: each process reads the whole split in the same seeded, epoch-dependent order, batches it by the
 *global* batch and keeps its own rows, so the global batches (and so the parameters) do not depend on the
 process count. Batches drop the remainder and are all valid. A resumed epoch skips the batches already seen.
 
@@ -19,8 +24,10 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from jaxdl.data import (CATALOG_CLASSIFICATION, CATALOG_DETECTION, CATALOG_SEGMENTATION, adapters, checks,
-                        preprocess, quiet_tfds, resolve_data_dir)
+from jaxdl.data import (CATALOG_CLASSIFICATION, CATALOG_DETECTION, CATALOG_SEGMENTATION, adapters, checks, jpeg,
+                        preprocess, quiet_tfds, resolve_data_dir, streaming)
+from jaxdl.data.records import SplitRecords, is_random_access
+from jaxdl.data.sampling import IndexSampler, epoch_seed
 from jaxdl.errors import ConfigError, DataError, DatasetNotAvailable
 from jaxdl.registry import BUILDERS, is_import_path
 
@@ -68,6 +75,10 @@ def prepare(builder: tfds.core.DatasetBuilder, how: str) -> None:
 
 
 def open_split(builder, split: str) -> tf.data.Dataset:
+    """The split's examples in their stored order, decoded (ArrayRecord files through their records, which
+    `as_dataset` does not read)."""
+    if is_random_access(builder):
+        return streaming.in_order(SplitRecords(builder, split), builder.info.features)
     try:
         return builder.as_dataset(split=split, shuffle_files=False,
                                   read_config=tfds.ReadConfig(shuffle_seed=0, interleave_cycle_length=1))
@@ -85,13 +96,6 @@ def split_size(builder, split: str) -> int:
         return builder.info.splits[split].num_examples
     except (KeyError, ValueError, TypeError):  # e.g. under tfds.testing.mock_data, where info has no splits
         return int(open_split(builder, split).reduce(0, lambda count, _: count + 1))
-
-
-def epoch_seed(seed: int, epoch: tf.Tensor) -> tf.Tensor:
-    """A shuffle seed per (run seed, epoch), computed inside the graph by a stateless op: every epoch is shuffled
-    differently, and a resumed run redraws exactly the same order."""
-    return tf.random.stateless_uniform([], seed=tf.stack([tf.constant(seed, tf.int64), epoch]),
-                                       minval=0, maxval=2 ** 62, dtype=tf.int64)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -167,6 +171,37 @@ def image_shape(builder, dataset_cfg) -> tuple[int, int, int]:
     return height, width, channels
 
 
+def choose_source(dataset_cfg, builder, train_size: int, shape: tuple[int, int, int]) -> str:
+    """'memory' or 'stream' for `dataset.source` ('auto' decides by what the in-memory path would hold: the
+    decoded float32 split when cached or shuffled whole, else the shuffle buffer). Settings only the streaming
+    path implements, and a split too large for memory stored where it cannot be read by index, are errors that
+    say what to change."""
+    d = dataset_cfg
+    streaming_only = [key for key, on in (('dataset.augment.random_resized_crop', d.augment.random_resized_crop),
+                                          ('dataset.center_crop', d.center_crop > 0),
+                                          ('dataset.skip_corrupt_images', d.skip_corrupt_images)) if on]
+    filtering = [key for key, on in (('dataset.classes', d.classes),
+                                     ('dataset.train_examples_per_class', d.train_examples_per_class)) if on]
+    held = train_size if d.cache or not d.shuffle_buffer else min(d.shuffle_buffer, train_size)
+    held_mb = held * math.prod(shape) * 4 / 2 ** 20
+    if d.source == 'memory' or (d.source == 'auto' and not streaming_only and (filtering or held_mb <= d.memory_limit_mb)):
+        if streaming_only:
+            raise ConfigError(f"config key {streaming_only[0]!r}: is implemented by the streaming path; set "
+                              f"dataset.source='stream' or 'auto' (the dataset must be stored as ArrayRecord)")
+        return 'memory'
+    if filtering:
+        raise ConfigError(f"config key {filtering[0]!r}: selects examples on the in-memory path only; set "
+                          f"dataset.source='memory'")
+    if not is_random_access(builder):
+        why = (f'it would hold {held_mb:,.0f} MB in memory (dataset.memory_limit_mb={d.memory_limit_mb})'
+               if not streaming_only else f'{streaming_only[0]} needs the streaming path')
+        raise ConfigError(
+            f"dataset {d.name!r} is stored as {builder.info.file_format.value}, which cannot be read by index, and "
+            f"{why}. Prepare it as ArrayRecord (`tfds build {builder.name} --file_format=array_record`), or set "
+            f"dataset.source='memory' with dataset.cache=False and a dataset.shuffle_buffer to bound its memory.")
+    return 'stream'
+
+
 class Pipeline:
     """The input pipeline of one run: decoded splits cached once, iterators made per epoch or evaluation.
 
@@ -184,6 +219,9 @@ class Pipeline:
         self._opened: dict[str, tf.data.Dataset] = {}
         self._decoded: dict[str, tf.data.Dataset] = {}
         self._sizes: dict[str, int] = {}
+        self._records: dict[str, SplitRecords] = {}
+        self.streaming = choose_source(dataset_cfg, self.builder, split_size(self.builder, dataset_cfg.train_split),
+                                       image_shape(self.builder, dataset_cfg)) == 'stream'
 
     @classmethod
     def for_config(cls, config, *, process_index: int = 0, process_count: int = 1) -> 'Pipeline':
@@ -238,7 +276,20 @@ class Pipeline:
             self._opened[split] = open_split(self.builder, split)
         return self._opened[split]
 
+    def records(self, split: str) -> SplitRecords:
+        """The split's record files, opened (and checked) once: the streaming path's reader."""
+        if split not in self._records:
+            self._records[split] = SplitRecords(self.builder, split)
+        return self._records[split]
+
+    def fingerprints(self, splits) -> dict[str, str] | None:
+        """Each split's record-file fingerprint (streaming path; None in memory), recorded with the run so a
+        resumed run notices a dataset prepared again under it."""
+        return {s: self.records(s).fingerprint() for s in splits} if self.streaming else None
+
     def size(self, split: str) -> int:
+        if self.streaming:
+            return len(self.records(split))
         self._open(split)
         if split not in self._sizes:
             self._sizes[split] = (int(self._selected(split).reduce(0, lambda count, _: count + 1))
@@ -283,13 +334,29 @@ class Pipeline:
         return self._decoded[split]
 
     # -- training
+    def _reader(self, split: str, *, train: bool) -> streaming.ExampleReader:
+        cfg, augment = self.cfg, self.augmentation
+        if train and cfg.augment.random_resized_crop:
+            crop = jpeg.RandomResizedCrop(tuple(cfg.augment.crop_scale), tuple(cfg.augment.crop_ratio))
+        else:
+            crop = jpeg.CenterCrop(cfg.center_crop) if not train and cfg.center_crop else None
+        augmenter = preprocess.AUGMENTERS[self.kind]
+        ignore_label = getattr(self.task, 'ignore_label', 0)
+        return streaming.ExampleReader(
+            self.builder.info.features, preprocess.for_task(self.task, cfg),
+            (lambda ex, seed: augmenter(ex, seed, augment, ignore_label)) if train and augment.active else None,
+            crop, image_shape(self.builder, cfg)[2], f'{cfg.name} {split} example ')
+
     def train_batches(self, *, seed: int, global_batch: int, start_step: int = 0) -> Iterator[dict]:
         """This process's rows of every global batch from step `start_step` on, epoch after epoch, endlessly.
+        (Streaming: `_streamed_train_batches`; in memory, as follows.)
 
         One tf.data pipeline serves the whole run (building one per epoch costs more than a small epoch's
         steps): a flat_map over epochs, each shuffled with its own seed. Resuming at step s skips the s % epoch
         batches of its epoch already seen; augmentation is seeded by (epoch seed, position), so it is redrawn
         identically too."""
+        if self.streaming:
+            return self._streamed_train_batches(seed=seed, global_batch=global_batch, start_step=start_step)
         split = self.cfg.train_split
         local = self._local_batch(global_batch)
         examples_per_epoch = self.steps_per_epoch(global_batch) * global_batch
@@ -316,7 +383,25 @@ class Pipeline:
         batches = _reporting_data_errors(ds.prefetch(tf.data.AUTOTUNE).as_numpy_iterator())
         return _process_rows(batches, self.process_index * local, local)
 
+    def sampler(self, seed: int, global_batch: int) -> IndexSampler:
+        return IndexSampler(seed, self.size(self.cfg.train_split), global_batch, self.steps_per_epoch(global_batch))
+
+    def _streamed_train_batches(self, *, seed: int, global_batch: int, start_step: int) -> Iterator[dict]:
+        split, local = self.cfg.train_split, self._local_batch(global_batch)
+        sampler, first_row = self.sampler(seed, global_batch), self.process_index * local
+        records, reader = self.records(split), self._reader(split, train=True)
+        ds = streaming.train_dataset(records, reader, sampler, start_step=start_step, first_row=first_row,
+                                     rows=local, skip_corrupt=self.cfg.skip_corrupt_images)
+        rows_of = lambda k: [int(i) for i in sampler.step_indices(start_step + k, first_row, local)['index']]
+        return streaming.naming_corrupt_examples(ds.as_numpy_iterator(), records, reader, rows_of)
+
     # -- evaluation
+    def _process_share(self, split: str) -> tuple[int, int]:
+        """Streaming: this process's examples [start, stop) of `split`, the shares tfds.even_splits makes."""
+        n, p, i = self.size(split), self.process_count, self.process_index
+        start = i * (n // p) + min(i, n % p)
+        return start, start + n // p + (1 if i < n % p else 0)
+
     def _process_subsplits(self, split: str) -> list[str]:
         if self.process_count == 1:
             return [split]
@@ -324,12 +409,22 @@ class Pipeline:
 
     def num_eval_batches(self, split: str, global_batch: int) -> int:
         local = self._local_batch(global_batch)
+        if self.streaming:
+            return max(1, math.ceil(math.ceil(self.size(split) / self.process_count) / local))
         largest = max(self.size(s) for s in self._process_subsplits(split))
         return max(1, math.ceil(largest / local))
 
     def eval_batches(self, split: str, global_batch: int) -> Iterator[dict]:
         """Every example of this process's share once, the last batch padded and marked invalid."""
         local = self._local_batch(global_batch)
+        if self.streaming:
+            start, stop = self._process_share(split)
+            records, reader = self.records(split), self._reader(split, train=False)
+            ds = streaming.eval_dataset(records, reader, start=start, stop=stop, rows=local,
+                                        batches=self.num_eval_batches(split, global_batch),
+                                        skip_corrupt=self.cfg.skip_corrupt_images)
+            rows_of = lambda k: list(range(start + k * local, min(start + (k + 1) * local, stop)))
+            return streaming.naming_corrupt_examples(ds.as_numpy_iterator(), records, reader, rows_of)
         subsplit = self._process_subsplits(split)[self.process_index]
         total = self.num_eval_batches(split, global_batch) * local
         ds = self._decoded_split(subsplit).map(lambda ex: {**ex, 'valid': tf.constant(True)})

@@ -23,7 +23,7 @@ from jaxdl import config as config_lib, registry
 from jaxdl.checkpoint import Checkpoints
 from jaxdl.config import Plan
 from jaxdl.data.pipeline import Pipeline
-from jaxdl.errors import Preempted, TrainingDiverged
+from jaxdl.errors import DataError, Preempted, TrainingDiverged
 from jaxdl.evaluation import evaluate
 from jaxdl.logging import Console, RunLog, environment_record, read_jsonl, write_json
 from jaxdl.plots import plot_progress
@@ -43,6 +43,7 @@ class LoopState:
     elapsed_s: float = 0.0
     stop_reason: str | None = None  # None while training; then 'completed' or 'early_stopping'
     skipped_updates: int = 0        # updates with a non-finite loss or gradient (train.on_nonfinite='skip')
+    skipped_images: int = 0         # this process's training examples left out as corrupt (skip_corrupt_images)
     # The training metrics summed since the last train record, as JSON (float32 and int32 sums go through JSON
     # exactly), so a resumed run writes the records an uninterrupted one does.
     pending_train: dict | None = None
@@ -99,7 +100,11 @@ def _environment(config, pipeline: Pipeline, plan: Plan, parallel: str, transfer
     environment['dataset'] = {
         'name': spec.name, 'num_classes': spec.num_classes, 'image_shape': list(spec.image_shape),
         'class_names': list(spec.class_names),
-        'sizes': {s: pipeline.size(s) for s in (d.train_split, d.validation_split, d.test_split)}}
+        'sizes': {s: pipeline.size(s) for s in (d.train_split, d.validation_split, d.test_split)},
+        'source': 'stream' if pipeline.streaming else 'memory'}
+    fingerprints = pipeline.fingerprints((d.train_split, d.validation_split, d.test_split))
+    if fingerprints:
+        environment['dataset']['fingerprints'] = fingerprints
     environment['plan'] = dataclasses.asdict(plan)
     environment['code_paths'] = registry.code_roots(config)
     environment['parallel'] = parallel
@@ -122,8 +127,25 @@ def _record_run(workdir: Path, config, environment: dict, has_checkpoints: bool)
             raise config_lib.ConfigError(
                 f'{workdir} holds a run trained with a different config ({", ".join(changed)} differ); '
                 f'resume with the recorded config (`jaxdl rerun`) or train into a new --workdir')
+    environment_path = workdir / 'environment.json'
+    if has_checkpoints and environment_path.exists():
+        _check_same_data(json.loads(environment_path.read_text()).get('dataset', {}), environment['dataset'],
+                         workdir)
     write_json(config_path, new)
     write_json(workdir / 'environment.json', environment)
+
+
+def _check_same_data(started: dict, now: dict, workdir: Path) -> None:
+    """A resumed streaming run reads examples by index: if the record files changed since it started, the same
+    indices are other examples, so it stops here (its checkpoints untouched)."""
+    before, after = started.get('fingerprints'), now.get('fingerprints')
+    if before and after and before != after:
+        changed = sorted(s for s in set(before) | set(after) if before.get(s) != after.get(s))
+        raise DataError(f'the files of dataset {now["name"]!r} changed since the run in {workdir} started (splits '
+                        f'{", ".join(changed)}: fingerprint {", ".join(str(before.get(s)) for s in changed)} then, '
+                        f'{", ".join(str(after.get(s)) for s in changed)} now), so its example indices no longer '
+                        f'name the same examples. Restore the files it started with to resume, or train into a new '
+                        f'--workdir. Its checkpoints are untouched.')
 
 
 def fit(config, workdir: str | Path, *, show_progress: bool = True) -> FitResult:
@@ -312,7 +334,9 @@ def _train(config, plan: Plan, pipeline: Pipeline, runner, task, schedule, devic
 
     batches = pipeline.train_batches(seed=config.seed, global_batch=config.train.batch_size, start_step=step)
     while step < plan.total_steps and not loop.finished:
-        device_state, metrics = runner.train(device_state, next(batches))
+        batch = next(batches)
+        loop.skipped_images += batch['valid'].size - int(batch['valid'].sum())  # dataset.skip_corrupt_images
+        device_state, metrics = runner.train(device_state, batch)
         if deferred is not None:
             train_metrics, learning_rate = write_train_record(*deferred)
             deferred = None
@@ -380,4 +404,12 @@ def _summary(config, plan: Plan, loop: LoopState, selected_step: int, final_step
         'test': dict(test),
         'train_time_s': loop.elapsed_s,
         'skipped_updates': loop.skipped_updates,
+        'skipped_corrupt_images': _all_processes_sum(loop.skipped_images),
     }
+
+
+def _all_processes_sum(count: int) -> int:
+    if jax.process_count() == 1:
+        return count
+    from jax.experimental import multihost_utils
+    return int(np.sum(multihost_utils.process_allgather(np.int64(count))))

@@ -1,0 +1,148 @@
+"""The streaming input path: examples read by index, decoded and augmented per step, nothing cached.
+
+Training: for every step, `sampling.IndexSampler` gives this process's rows of the global batch (indices and
+their positions in the epoch); `records.SplitRecords.read` fetches just those serialized examples; tf.data parses,
+decodes (only the crop window of a JPEG, `jpeg.py`), converts to the data contract and augments them in parallel.
+Memory is the prefetch buffers, whatever the dataset's size; a process reads only its own examples; a resumed run
+starts reading at its step. Augmentation is seeded by (epoch seed, position in the epoch), as on the in-memory path.
+
+Evaluation: each process reads its contiguous share of the split in order (the shares `tfds.even_splits` makes),
+padded to the same number of batches, padding marked in `valid`.
+
+A corrupt image (one that does not decode) stops the run with a `DataError` naming the example and the record file
+it is in, or, with `dataset.skip_corrupt_images`, becomes a blank example marked invalid: the step's loss and the
+evaluation's sums leave it out, the batch keeps its shape, and the loop counts it for summary.json.
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import Callable, Iterator
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from jaxdl.data import checks, jpeg, preprocess
+from jaxdl.data.records import SplitRecords
+from jaxdl.data.sampling import IndexSampler, epoch_seed
+from jaxdl.errors import DataError
+
+
+@dataclasses.dataclass(frozen=True)
+class ExampleReader:
+    """Serialized example -> the data contract: parse, decode (a crop window only, where a JPEG transform is
+    set), convert for the task, augment (training), mark valid."""
+    features: tfds.features.FeaturesDict
+    to_contract: Callable           # preprocess.for_task(task, dataset_cfg)
+    augment: Callable | None        # (example, seed) -> example; None: no augmentation
+    crop: object | None             # jpeg.RandomResizedCrop / jpeg.CenterCrop, or None (decode whole)
+    channels: int
+    example_prefix: str             # e.g. 'jpeg_shapes train example ', for the data-contract messages
+
+    def __call__(self, record: tf.Tensor, index: tf.Tensor, seed: tf.Tensor) -> dict:
+        if self.crop is not None:
+            example = self.features.deserialize_example(record, decoders={'image': tfds.decode.SkipDecoding()})
+            crop_seed = tf.random.experimental.stateless_fold_in(seed, 1)  # apart from the augmentation's draws
+            example = {**example, 'image': jpeg.decode_window(example['image'], self.crop, crop_seed, self.channels)}
+        else:
+            example = self.features.deserialize_example(record)
+        example['example_id'] = tf.strings.join([self.example_prefix, tf.strings.as_string(index)])
+        out = self.to_contract(example)
+        if self.augment is not None:
+            out = self.augment(out, seed)
+        return {**out, 'valid': tf.constant(True)}
+
+
+def _read(records: SplitRecords, indices: tf.Tensor) -> tf.Tensor:
+    serialized = tf.numpy_function(records.read, [indices], tf.string, stateful=False)
+    return tf.ensure_shape(serialized, indices.shape)
+
+
+def _decoded(ds: tf.data.Dataset, reader: ExampleReader, skip_corrupt: bool) -> tf.data.Dataset:
+    """Elements (record, index, seed) -> examples, in order. With `skip_corrupt`, an example whose decoding
+    fails becomes a blank marked invalid (each decoded in a one-element dataset that drops its error, then
+    padded back to one element)."""
+    if not skip_corrupt:
+        return ds.map(reader, num_parallel_calls=tf.data.AUTOTUNE)
+    spec = ds.take(1).map(reader).element_spec
+    blank = tf.nest.map_structure(lambda s: tf.zeros(s.shape, s.dtype), spec)
+
+    def one(record, index, seed):
+        return (tf.data.Dataset.from_tensors((record, index, seed)).map(reader).ignore_errors()
+                .concatenate(tf.data.Dataset.from_tensors(blank)).take(1))
+
+    return ds.interleave(one, cycle_length=16, block_length=1, num_parallel_calls=tf.data.AUTOTUNE,
+                         deterministic=True)
+
+
+def in_order(records: SplitRecords, features: tfds.features.FeaturesDict, chunk: int = 64) -> tf.data.Dataset:
+    """Every example of the split in stored order, decoded as `as_dataset` would (the in-memory path's reader for
+    ArrayRecord files)."""
+    ds = tf.data.Dataset.range(len(records)).batch(chunk)
+    ds = ds.map(lambda indices: _read(records, indices), num_parallel_calls=tf.data.AUTOTUNE).unbatch()
+    return ds.map(features.deserialize_example, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def train_dataset(records: SplitRecords, reader: ExampleReader, sampler: IndexSampler, *, start_step: int,
+                  first_row: int, rows: int, skip_corrupt: bool) -> tf.data.Dataset:
+    """This process's rows of every global batch from `start_step` on, endlessly, as batches of `rows`."""
+    def step_records(step):
+        chosen = sampler.step_indices(step, first_row, rows)
+        e_seed = epoch_seed(sampler.seed, chosen['epoch'])
+        seeds = tf.stack([tf.fill([rows], e_seed), chosen['position']], axis=1)
+        return _read(records, chosen['index']), chosen['index'], seeds
+
+    steps = tf.data.Dataset.range(start_step, 2 ** 62)
+    ds = steps.map(step_records, num_parallel_calls=tf.data.AUTOTUNE).unbatch()
+    return _decoded(ds, reader, skip_corrupt).batch(rows, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+
+
+def eval_dataset(records: SplitRecords, reader: ExampleReader, *, start: int, stop: int, rows: int, batches: int,
+                 skip_corrupt: bool) -> tf.data.Dataset:
+    """Examples [start, stop) of the split in order, in `batches` batches of `rows`, the padding marked invalid."""
+    chunk = max(rows, 1)
+    ds = tf.data.Dataset.range(start, stop).batch(chunk)
+    ds = ds.map(lambda indices: (_read(records, indices), indices), num_parallel_calls=tf.data.AUTOTUNE).unbatch()
+    ds = _decoded(ds.map(lambda record, index: (record, index, tf.zeros([2], tf.int64))), reader, skip_corrupt)
+    padding = batches * rows - (stop - start)
+    if padding:
+        blank = tf.nest.map_structure(lambda s: tf.zeros(s.shape, s.dtype), ds.element_spec)
+        ds = ds.concatenate(tf.data.Dataset.from_tensors(blank).repeat(padding))
+    return ds.batch(rows, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+
+
+def naming_corrupt_examples(batches: Iterator[dict], records: SplitRecords, reader: ExampleReader,
+                            indices_of_batch: Callable[[int], list[int]]) -> Iterator[dict]:
+    """The batches, with a decoding failure raised as a DataError naming the example(s) of the failed batch that
+    do not decode, and the record file each is in. `indices_of_batch(k)`: the example indices of the k-th batch
+    this iterator yields (found again only after a failure, by decoding each eagerly)."""
+    k = 0
+    while True:
+        try:
+            batch = next(batches)
+        except StopIteration:
+            return
+        except tf.errors.InvalidArgumentError as e:
+            raise DataError(_describe_failure(e, records, reader, indices_of_batch(k))) from None
+        k += 1
+        yield batch
+
+
+def _describe_failure(error: tf.errors.InvalidArgumentError, records: SplitRecords, reader: ExampleReader,
+                      indices: list[int]) -> str:
+    if 'assertion failed' in error.message:  # a data-contract check (box, mask, label): it names the example
+        return checks.message_of(error)
+    bad = []
+    for index, record in zip(indices, records.read(np.asarray(indices, np.int64))):
+        try:
+            reader(tf.constant(record), tf.constant(index, tf.int64), tf.zeros([2], tf.int64))
+        except (tf.errors.InvalidArgumentError, ValueError) as e:
+            why = re.sub(r'\{\{.*?\}\}\s*', '', getattr(e, 'message', str(e))).split(' [Op:')[0]
+            bad.append((index, why.splitlines()[0][:160].rstrip('.')))
+    if not bad:
+        return f'{records.dataset} {records.split}: an example does not decode: {error.message.splitlines()[0]}'
+    named = '; '.join(f'example {i} (its index in the split; {records.locate(i)}): {why}' for i, why in bad[:5])
+    return (f'{records.dataset} {records.split}: {len(bad)} example(s) of this batch do not decode: {named}. '
+            f'Repair or remove them and prepare the dataset again, or set dataset.skip_corrupt_images=True to '
+            f'leave them out (the count goes to summary.json).')
