@@ -62,8 +62,9 @@ def default_config() -> ConfigDict:
         source='auto',
         memory_limit_mb=2048,
         skip_corrupt_images=False,  # stream: an image that does not decode is left out (counted in summary.json)
-        center_crop=0.0,       # stream, evaluation: decode the central square of this share of the shorter side
-                               # (e.g. 0.875), resized to image_size; 0 = the whole image
+        center_crop=0.0,       # keep the central square of this share of the shorter side (e.g. 0.875), resized
+                               # to image_size: ImageNet's evaluation crop (training too, unless the random-
+                               # resized crop draws the window there); 0 = the whole image
         augment=ConfigDict(dict(
             flip_left_right=False,
             crop_padding=0,    # random translation: pad by n pixels, crop back

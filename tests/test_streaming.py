@@ -191,14 +191,14 @@ def test_a_truncated_record_file_and_changed_files_are_refused_naming_them(strea
 
 
 def test_settings_only_the_streaming_path_has_are_refused_on_the_in_memory_path(stream_config):
-    with pytest.raises(ConfigError, match="dataset.center_crop.*streaming path"):
-        Pipeline.for_config(stream_config(dataset__source='memory', dataset__center_crop=0.875))
+    with pytest.raises(ConfigError, match="dataset.augment.random_resized_crop.*streaming path"):
+        Pipeline.for_config(stream_config(dataset__source='memory', dataset__augment__random_resized_crop=True))
     with pytest.raises(ConfigError, match="dataset.train_examples_per_class.*dataset.source='memory'"):
         Pipeline.for_config(stream_config(dataset__train_examples_per_class=2))
     # A dataset stored as TFRecord cannot be streamed: the message says how to prepare it as ArrayRecord.
     with pytest.raises(ConfigError, match='tfds build digits --file_format=array_record'):
-        Pipeline.for_config(stream_config(dataset__name='digits', dataset__image_size=8, dataset__center_crop=0.5,
-                                          dataset__source='auto'))
+        Pipeline.for_config(stream_config(dataset__name='digits', dataset__image_size=8, dataset__source='auto',
+                                          dataset__augment__random_resized_crop=True))
 
 
 def test_auto_streams_a_split_larger_than_the_memory_limit(stream_config):

@@ -1,11 +1,11 @@
-"""ImageNet-style image input: decode only the window a transform keeps.
+"""ImageNet-style training input: decode only the window the random-resized crop keeps.
 
-Training's random-resized ("Inception") crop draws a window of `scale` of the image's area and an aspect ratio in
-`ratio` (TF's `sample_distorted_bounding_box`, the transform of the Inception and ResNet papers and of
-torchvision's RandomResizedCrop); evaluation's centre crop keeps the central square of `fraction` of the shorter
-side (0.875 is the usual 224/256). For a JPEG, `tf.image.decode_and_crop_jpeg` decodes only the rows and columns of
-the window; other formats are decoded whole and cropped. The window is then resized to the model's input size with
-the dataset's other images (`preprocess.image_to_float`).
+The random-resized ("Inception") crop draws a window of `scale` of the image's area and an aspect ratio in `ratio`
+(TF's `sample_distorted_bounding_box`, the transform of the Inception and ResNet papers and of torchvision's
+RandomResizedCrop). For a JPEG, `tf.image.decode_and_crop_jpeg` decodes only the rows and columns of the window
+(benchmarks/streaming_input.py measures the pipeline against decoding whole images); other formats are decoded whole and cropped. The window is then resized to the model's input size like every image
+(`preprocess.image_to_float`). Evaluation's centre crop is `preprocess.center_crop`, shared with `jaxdl predict`:
+it does not depend on a random draw, so it is applied to decoded images on both input paths.
 """
 from __future__ import annotations
 
@@ -26,17 +26,6 @@ class RandomResizedCrop:
             aspect_ratio_range=self.ratio, area_range=self.scale, max_attempts=10,
             use_image_if_no_bounding_boxes=True)
         return tf.stack([begin[0], begin[1], size[0], size[1]])
-
-
-@dataclasses.dataclass(frozen=True)
-class CenterCrop:
-    fraction: float = 0.875
-
-    def window(self, shape: tf.Tensor, seed: tf.Tensor | None = None) -> tf.Tensor:
-        del seed
-        height, width = shape[0], shape[1]
-        side = tf.cast(self.fraction * tf.cast(tf.minimum(height, width), tf.float32), tf.int32)
-        return tf.stack([(height - side) // 2, (width - side) // 2, side, side])
 
 
 def decode_window(image_bytes: tf.Tensor, crop, seed: tf.Tensor | None, channels: int) -> tf.Tensor:

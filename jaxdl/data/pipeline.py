@@ -178,7 +178,6 @@ def choose_source(dataset_cfg, builder, train_size: int, shape: tuple[int, int, 
     say what to change."""
     d = dataset_cfg
     streaming_only = [key for key, on in (('dataset.augment.random_resized_crop', d.augment.random_resized_crop),
-                                          ('dataset.center_crop', d.center_crop > 0),
                                           ('dataset.skip_corrupt_images', d.skip_corrupt_images)) if on]
     filtering = [key for key, on in (('dataset.classes', d.classes),
                                      ('dataset.train_examples_per_class', d.train_examples_per_class)) if on]
@@ -256,6 +255,11 @@ class Pipeline:
         if self.augmentation.flip_left_right and getattr(self.task, 'flips_change_targets', False):
             raise ConfigError("config key 'dataset.augment.flip_left_right': cannot be used for this task: a mirrored "
                               "image has a different target (a flip negates an angle)")
+        if self.cfg.augment.random_resized_crop and (self.kind not in ('classification', 'regression')
+                                                     or self.augmentation.crop_padding):
+            raise ConfigError("config key 'dataset.augment.random_resized_crop': crops the image alone, for "
+                              "classification and regression, and replaces crop_padding's translation "
+                              "(segmentation and detection: crop_area)")
         if self.augmentation.crop_area < 1.0 and self.kind not in ('segmentation', 'detection'):
             raise ConfigError("config key 'dataset.augment.crop_area': is for segmentation and detection "
                               "(classification and regression translate with crop_padding)")
@@ -336,14 +340,15 @@ class Pipeline:
     # -- training
     def _reader(self, split: str, *, train: bool) -> streaming.ExampleReader:
         cfg, augment = self.cfg, self.augmentation
-        if train and cfg.augment.random_resized_crop:
+        image_format = preprocess.ImageFormat.of(cfg)
+        crop = None
+        if train and cfg.augment.random_resized_crop:  # the window replaces the centre crop
             crop = jpeg.RandomResizedCrop(tuple(cfg.augment.crop_scale), tuple(cfg.augment.crop_ratio))
-        else:
-            crop = jpeg.CenterCrop(cfg.center_crop) if not train and cfg.center_crop else None
+            image_format = dataclasses.replace(image_format, center_crop=0.0)
         augmenter = preprocess.AUGMENTERS[self.kind]
         ignore_label = getattr(self.task, 'ignore_label', 0)
         return streaming.ExampleReader(
-            self.builder.info.features, preprocess.for_task(self.task, cfg),
+            self.builder.info.features, preprocess.for_task(self.task, cfg, image_format),
             (lambda ex, seed: augmenter(ex, seed, augment, ignore_label)) if train and augment.active else None,
             crop, image_shape(self.builder, cfg)[2], f'{cfg.name} {split} example ')
 

@@ -14,16 +14,23 @@ from jaxdl.data import adapters
 
 @dataclasses.dataclass(frozen=True)
 class ImageFormat:
-    """How images become model inputs: resized to `size` x `size` (0 keeps their size), scaled to [0, 1] and
-    normalised per channel by `mean` and `std` (one value, or one per channel)."""
+    """How images become model inputs: the central square of `center_crop` of the shorter side kept (0 keeps the
+    whole image), resized to `size` x `size` (0 keeps their size; `antialias` filters a reduction), scaled to
+    [0, 1] and normalised per channel by `mean` and `std` (one value, or one per channel)."""
     size: int
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    center_crop: float = 0.0
+    antialias: bool = True
 
     @classmethod
     def of(cls, dataset_cfg) -> 'ImageFormat':
+        # The ImageNet-style transforms resample as TF's and big_vision's ImageNet input do (bilinear, no
+        # antialiasing filter): the filtered resize took 3.7x the time of the whole JPEG decode per image
+        # (benchmarks/README.md), and training and evaluation must resample alike.
+        imagenet_style = bool(dataset_cfg.augment.random_resized_crop or dataset_cfg.center_crop)
         return cls(int(dataset_cfg.image_size), tuple(float(v) for v in dataset_cfg.mean),
-                   tuple(float(v) for v in dataset_cfg.std))
+                   tuple(float(v) for v in dataset_cfg.std), float(dataset_cfg.center_crop), not imagenet_style)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,11 +49,21 @@ class Augmentation:
         return self.flip_left_right or self.crop_padding > 0 or self.crop_area < 1.0
 
 
+def center_crop(image: tf.Tensor, fraction: float) -> tf.Tensor:
+    """The central square of `fraction` of the shorter side (the evaluation crop of ImageNet models: 0.875)."""
+    height, width = tf.shape(image)[0], tf.shape(image)[1]
+    side = tf.maximum(tf.cast(fraction * tf.cast(tf.minimum(height, width), tf.float32), tf.int32), 1)
+    return tf.image.crop_to_bounding_box(image, (height - side) // 2, (width - side) // 2, side, side)
+
+
 def image_to_float(image: tf.Tensor, image_format: ImageFormat) -> tf.Tensor:
     """uint8 [H, W, C] -> normalised float32 [S, S, C] (S = the format's size, or the image's own size)."""
+    if image_format.center_crop:
+        image = center_crop(image, image_format.center_crop)
     image = tf.cast(image, tf.float32) / 255.0
     if image_format.size:
-        image = tf.image.resize(image, (image_format.size, image_format.size), method='bilinear', antialias=True)
+        image = tf.image.resize(image, (image_format.size, image_format.size), method='bilinear',
+                                antialias=image_format.antialias)
     mean = tf.constant(image_format.mean, tf.float32)
     std = tf.constant(image_format.std, tf.float32)
     return (image - mean) / std
@@ -86,10 +103,11 @@ def detection(example: dict, image_format: ImageFormat, *, num_classes: int, max
             'box_ignore': tf.ensure_shape(tf.pad(ignore, padding), [m])}
 
 
-def for_task(task, dataset_cfg):
+def for_task(task, dataset_cfg, image_format: ImageFormat | None = None):
     """example -> the data contract of `task.data_kind`, with the task's own settings (regression's targets,
-    segmentation's ignore label, detection's object count) and the dataset's label feature."""
-    image_format = ImageFormat.of(dataset_cfg)
+    segmentation's ignore label, detection's object count) and the dataset's label feature. `image_format`:
+    the dataset's (ImageFormat.of), or another for a reader whose images arrive already cropped."""
+    image_format = image_format or ImageFormat.of(dataset_cfg)
     kind = task.data_kind
     if kind == 'classification':
         return lambda ex: classification(ex, image_format, label=dataset_cfg.label)

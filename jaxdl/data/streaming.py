@@ -34,9 +34,9 @@ class ExampleReader:
     """Serialized example -> the data contract: parse, decode (a crop window only, where a JPEG transform is
     set), convert for the task, augment (training), mark valid."""
     features: tfds.features.FeaturesDict
-    to_contract: Callable           # preprocess.for_task(task, dataset_cfg)
+    to_contract: Callable           # preprocess.for_task(task, dataset_cfg, image_format)
     augment: Callable | None        # (example, seed) -> example; None: no augmentation
-    crop: object | None             # jpeg.RandomResizedCrop / jpeg.CenterCrop, or None (decode whole)
+    crop: jpeg.RandomResizedCrop | None  # None: decode the whole image
     channels: int
     example_prefix: str             # e.g. 'jpeg_shapes train example ', for the data-contract messages
 
@@ -45,13 +45,19 @@ class ExampleReader:
             example = self.features.deserialize_example(record, decoders={'image': tfds.decode.SkipDecoding()})
             crop_seed = tf.random.experimental.stateless_fold_in(seed, 1)  # apart from the augmentation's draws
             example = {**example, 'image': jpeg.decode_window(example['image'], self.crop, crop_seed, self.channels)}
+            # The window's augmentation (a flip: the random-resized crop is its translation) before it is resized:
+            # on the small uint8 window rather than the model-sized float image, 15% of the pipeline's time.
+            if self.augment is not None:
+                example = self.augment(example, seed)
+            out = self.to_contract({**example, 'example_id': self._example_id(index)})
         else:
-            example = self.features.deserialize_example(record)
-        example['example_id'] = tf.strings.join([self.example_prefix, tf.strings.as_string(index)])
-        out = self.to_contract(example)
-        if self.augment is not None:
-            out = self.augment(out, seed)
+            out = self.to_contract({**self.features.deserialize_example(record), 'example_id': self._example_id(index)})
+            if self.augment is not None:
+                out = self.augment(out, seed)
         return {**out, 'valid': tf.constant(True)}
+
+    def _example_id(self, index: tf.Tensor) -> tf.Tensor:
+        return tf.strings.join([self.example_prefix, tf.strings.as_string(index)])
 
 
 def _read(records: SplitRecords, indices: tf.Tensor) -> tf.Tensor:
