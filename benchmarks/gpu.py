@@ -11,6 +11,9 @@
 3. The fsdp runner against the replicated one on the devices present (on one GPU the mesh has one device: the
    ratio shows what the sharded path costs when it shards nothing).
 4. fit() end to end on the digits ResNet, where TensorFlow is installed (its input pipeline needs it).
+5. The streaming ImageNet-style pipeline (`jpeg_shapes`, JPEG, random-resized crop) on the machine's cores
+   feeding the ResNet-50 step at 224x224, where TensorFlow is installed: images/s and the share of time spent
+   waiting for data (`jpeg_shapes` is prepared on first use, about a minute).
 
 The step path imports no TensorFlow (tests/test_models_and_step.py holds that). Each figure is printed as a JSON
 line as soon as it is measured, so a run stopped at its time limit still reports what it finished.
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from functools import partial
 
@@ -159,6 +163,44 @@ def fit_end_to_end(results, epochs: int):
                      'test_accuracy': round(result.summary['test']['accuracy'], 4)})
 
 
+def streamed_resnet50(results, image: int, batch: int, steps: int, model: tuple) -> None:
+    """The streaming JPEG pipeline (experiments/jpeg_shapes_resnet.py at `image` px) feeding the ResNet step on
+    this machine's cores: images/s and the share of the loop's time spent waiting in next() for data."""
+    try:
+        import jaxdl.data  # noqa: F401  (sets TensorFlow's environment before it loads)
+        import tensorflow  # noqa: F401
+    except ImportError:
+        report(results, {'check': 'streamed input feeding ResNet-50', 'skipped': 'no TensorFlow on this machine'})
+        return
+    from pathlib import Path
+    from jaxdl.config import load_config_file
+    from jaxdl.data.pipeline import Pipeline
+    from jaxdl.train.state import state_from_config
+    config = load_config_file(str(Path(__file__).resolve().parents[1] / 'experiments' / 'jpeg_shapes_resnet.py'))
+    apply_updates(config, {'dataset.image_size': image, 'model.name': model[0], 'model.options': model[1],
+                           'model.dtype': 'bfloat16', 'train.batch_size': batch})
+    pipeline = Pipeline.for_config(config)
+    runner = make_runner('jit', pipeline.task)
+    state, _ = state_from_config(config, pipeline.task, image_shape=pipeline.spec.image_shape,
+                                 plan=jaxdl.Plan.resolve(config, pipeline.steps_per_epoch(batch)))
+    state = runner.place_state(state)
+    batches = pipeline.train_batches(seed=0, global_batch=batch)
+    for _ in range(3):
+        state, metrics = runner.train(state, next(batches))
+    jax.block_until_ready(metrics)
+    waiting, start = 0.0, time.perf_counter()
+    for _ in range(steps):
+        before = time.perf_counter()
+        data = next(batches)
+        waiting += time.perf_counter() - before
+        state, metrics = runner.train(state, data)
+    jax.block_until_ready(metrics)
+    wall = time.perf_counter() - start
+    report(results, {'check': 'streamed input feeding ResNet-50', 'image': image, 'batch': batch,
+                     'images_per_s': round(batch * steps / wall, 1), 'share_waiting_for_data': round(waiting / wall, 3),
+                     'cores': os.cpu_count()})
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--smoke', action='store_true', help='tiny models and images: checks the script, not the GPU')
@@ -183,6 +225,7 @@ def main() -> None:
                args.peak_tflops)
     fsdp_against_replicated(results, *vit, image, batch, 'bfloat16', steps)
     fit_end_to_end(results, epochs)
+    streamed_resnet50(results, image, batch, 4 * steps, resnet)
     if args.out:
         with open(args.out, 'w') as f:
             json.dump(results, f, indent=1)
