@@ -82,7 +82,6 @@ def in_subprocess(*args) -> dict:
 
 # -- measurements, each in its own process
 def peak(scale: str, source: str) -> dict:
-    import resource
     from jaxdl.data.pipeline import Pipeline
     pipeline = Pipeline.for_config(config_for(scale, source))
     start = time.perf_counter()
@@ -91,7 +90,9 @@ def peak(scale: str, source: str) -> dict:
         next(batches)
     for _ in pipeline.eval_batches('test', 32):
         pass
-    return {'peak_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024,
+    # VmHWM: this process's peak RSS (ru_maxrss would also count the parent's size, copied at fork)
+    peak_kb = next(int(line.split()[1]) for line in open('/proc/self/status') if line.startswith('VmHWM'))
+    return {'peak_mb': peak_kb // 1024,
             'epoch_s': round(time.perf_counter() - start, 1)}
 
 

@@ -82,7 +82,7 @@ def test_a_resume_mid_epoch_reads_nothing_before_its_position_and_continues_iden
 
 
 MEASURE_PEAK = '''
-import resource, sys
+import sys
 sys.path.insert(0, {tests!r})
 from jaxdl.config import default_config
 from jaxdl.data.pipeline import Pipeline
@@ -94,7 +94,8 @@ for _ in range(pipeline.steps_per_epoch(32) + 2):
     next(batches)
 for _ in pipeline.eval_batches('test', 32):
     pass
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
+# VmHWM: this process's peak RSS (ru_maxrss would also hold the forking pytest worker's size, copied at fork)
+print(next(int(line.split()[1]) for line in open('/proc/self/status') if line.startswith('VmHWM')) // 1024)
 '''
 
 
@@ -129,7 +130,6 @@ def streamed_run(tmp_path_factory):
 
 
 def corrupt_index(pipeline: Pipeline) -> int:
-    from jaxdl.data.streaming import ExampleReader  # noqa: F401  (the reader the pipeline decodes with)
     import tensorflow as tf
     reader = pipeline._reader('train', train=False)
     records = pipeline.records('train')

@@ -9,6 +9,7 @@ the image's, or a class id out of range is an error.
 from __future__ import annotations
 
 import re
+from typing import Callable, Iterator
 
 import numpy as np
 import tensorflow as tf
@@ -61,6 +62,22 @@ def checked(example: dict, checks: list) -> dict:
     """`example` with `checks` as control dependencies (graph mode), so it cannot be read without passing them."""
     with tf.control_dependencies(checks):
         return tf.nest.map_structure(tf.identity, example)
+
+
+def reporting_data_errors(batches: Iterator[dict], describe: Callable | None = None) -> Iterator[dict]:
+    """The batches, with a failed data-contract check (a bad box, mask or label) or a failed decode raised as a
+    DataError that names the example instead of a TensorFlow op trace. `describe(error, k)` words the failure of
+    the k-th batch (default: `message_of`, for the checks, which name their example themselves)."""
+    k = 0
+    while True:
+        try:
+            batch = next(batches)
+        except StopIteration:
+            return
+        except tf.errors.InvalidArgumentError as e:
+            raise DataError(describe(e, k) if describe else message_of(e)) from None
+        k += 1
+        yield batch
 
 
 def message_of(error: tf.errors.InvalidArgumentError) -> str:

@@ -28,7 +28,7 @@ from jaxdl.data import (CATALOG_CLASSIFICATION, CATALOG_DETECTION, CATALOG_SEGME
                         preprocess, quiet_tfds, resolve_data_dir, streaming)
 from jaxdl.data.records import SplitRecords, is_random_access
 from jaxdl.data.sampling import IndexSampler, epoch_seed
-from jaxdl.errors import ConfigError, DataError, DatasetNotAvailable
+from jaxdl.errors import ConfigError, DatasetNotAvailable
 from jaxdl.registry import BUILDERS, is_import_path
 
 
@@ -385,7 +385,7 @@ class Pipeline:
 
         # Resuming skips the batches of its epoch already trained on (augmented too: at most one epoch's work).
         ds = tf.data.Dataset.range(first_epoch, 2 ** 62).flat_map(epoch).skip(first_batch)
-        batches = _reporting_data_errors(ds.prefetch(tf.data.AUTOTUNE).as_numpy_iterator())
+        batches = checks.reporting_data_errors(ds.prefetch(tf.data.AUTOTUNE).as_numpy_iterator())
         return _process_rows(batches, self.process_index * local, local)
 
     def sampler(self, seed: int, global_batch: int) -> IndexSampler:
@@ -438,7 +438,7 @@ class Pipeline:
             blank = tf.nest.map_structure(lambda s: tf.zeros(s.shape, s.dtype), ds.element_spec)
             ds = ds.concatenate(tf.data.Dataset.from_tensors(blank).repeat(padding))
         batches = ds.batch(local, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
-        return _reporting_data_errors(batches.as_numpy_iterator())
+        return checks.reporting_data_errors(batches.as_numpy_iterator())
 
 
 def _process_rows(batches: Iterator[dict], start: int, rows: int) -> Iterator[dict]:
@@ -446,16 +446,3 @@ def _process_rows(batches: Iterator[dict], start: int, rows: int) -> Iterator[di
     it cost ~100 us of CPU a batch, 1-2% of a small model's step on two cores."""
     for batch in batches:
         yield {**{k: v[start:start + rows] for k, v in batch.items()}, 'valid': np.ones(rows, bool)}
-
-
-def _reporting_data_errors(batches: Iterator[dict]) -> Iterator[dict]:
-    """The batches, with a failed data-contract check (a bad box, mask or label) raised as a DataError that names
-    the example and field instead of a TensorFlow op trace."""
-    while True:
-        try:
-            batch = next(batches)
-        except StopIteration:
-            return
-        except tf.errors.InvalidArgumentError as e:
-            raise DataError(checks.message_of(e)) from None
-        yield batch

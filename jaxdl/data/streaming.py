@@ -23,11 +23,9 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from jaxdl.data import checks, jpeg, preprocess
+from jaxdl.data import checks, jpeg
 from jaxdl.data.records import SplitRecords
 from jaxdl.data.sampling import IndexSampler, epoch_seed
-from jaxdl.errors import DataError
-
 
 @dataclasses.dataclass(frozen=True)
 class ExampleReader:
@@ -123,16 +121,8 @@ def naming_corrupt_examples(batches: Iterator[dict], records: SplitRecords, read
     """The batches, with a decoding failure raised as a DataError naming the example(s) of the failed batch that
     do not decode, and the record file each is in. `indices_of_batch(k)`: the example indices of the k-th batch
     this iterator yields (found again only after a failure, by decoding each eagerly)."""
-    k = 0
-    while True:
-        try:
-            batch = next(batches)
-        except StopIteration:
-            return
-        except tf.errors.InvalidArgumentError as e:
-            raise DataError(_describe_failure(e, records, reader, indices_of_batch(k))) from None
-        k += 1
-        yield batch
+    return checks.reporting_data_errors(
+        batches, lambda error, k: _describe_failure(error, records, reader, indices_of_batch(k)))
 
 
 def _describe_failure(error: tf.errors.InvalidArgumentError, records: SplitRecords, reader: ExampleReader,
