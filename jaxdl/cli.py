@@ -233,7 +233,8 @@ def cmd_datasets(args, _) -> int:
         print(f'  {name:<14} {"prepared " + ",".join(versions) if versions else "not prepared yet":<22} {description}')
     print("your own: 'folder:PATH' (class subfolders of PNG/JPEG), 'package.module:BuilderClass' (a TFDS builder), "
           "or the name jaxdl.data.from_arrays returns")
-    print('catalog (never downloaded at run time, prepare with `tfds build NAME --data_dir DIR`):')
+    print("catalog (never downloaded at run time, prepare with `tfds build NAME --data_dir DIR`; add "
+          "`--file_format=array_record` to stream it):")
     for task, names in (('classification', CATALOG_CLASSIFICATION), ('segmentation', CATALOG_SEGMENTATION),
                         ('detection', CATALOG_DETECTION)):
         for name in names:

@@ -2,6 +2,7 @@
 never touches the network; multi-device tests run in subprocesses so XLA_FLAGS is set before jax loads."""
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -58,6 +59,13 @@ def run(args, *, devices: int | None = None, timeout: float = 300, env=None, cwd
     if devices:
         full_env['XLA_FLAGS'] = f'{TEST_XLA_FLAGS} --xla_force_host_platform_device_count={devices}'
     return subprocess.run(args, capture_output=True, text=True, timeout=timeout, env=full_env, cwd=cwd, **kwargs)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 free now, for a jax.distributed coordinator."""
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
 
 
 def jaxdl(*args, **kwargs) -> subprocess.CompletedProcess:

@@ -2,7 +2,6 @@
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 
@@ -12,15 +11,9 @@ import numpy as np
 from jaxdl.evaluation import load_run
 from jaxdl.logging import TIMING_KEYS, read_jsonl
 from jaxdl.train.loop import fit
-from conftest import ROOT
+from conftest import ROOT, free_port
 
 EXPERIMENT = ROOT / 'tests' / 'small_experiment.py'
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
 
 
 def test_two_processes_match_one_and_count_every_example_once(tmp_path, make_config):

@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import ROOT, run
+from conftest import ROOT, free_port, run
 from jaxdl.data.pipeline import Pipeline
 from jaxdl.errors import ConfigError, DataError
 
@@ -205,3 +205,28 @@ def test_auto_streams_a_split_larger_than_the_memory_limit(stream_config):
     # 2000 16x16x3 float32 images are 5.9 MB decoded.
     assert Pipeline.for_config(stream_config(dataset__source='auto', dataset__memory_limit_mb=5)).streaming
     assert not Pipeline.for_config(stream_config(dataset__source='auto', dataset__memory_limit_mb=6)).streaming
+
+
+def test_two_jax_processes_each_read_only_their_rows_of_the_same_global_batches(stream_config):
+    """The same property as above with two real processes joined by jax.distributed (127.0.0.1)."""
+    import subprocess
+    port, steps = free_port(), 3
+    worker = [sys.executable, str(ROOT / 'tests' / 'streaming_process.py'), f'127.0.0.1:{port}', '2']
+    processes = [subprocess.Popen([*worker, str(i), str(steps)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  text=True, cwd=ROOT) for i in range(2)]
+    outputs = [p.communicate(timeout=300) for p in processes]
+    for p, (_, err) in zip(processes, outputs):
+        assert p.returncode == 0, err[-3000:]
+    results = sorted((json.loads(out.strip().splitlines()[-1]) for out, _ in outputs), key=lambda r: r['process'])
+    pipeline = Pipeline.for_config(stream_config())
+    sampler = pipeline.sampler(seed=3, global_batch=8)
+    epoch = [sampler.global_batch_indices(s) for s in range(sampler.steps_per_epoch)]
+    single = pipeline.train_batches(seed=3, global_batch=8)
+    for step in range(steps):
+        batch = next(single)
+        assert sum((r['labels'][step] for r in results), []) == batch['label'].tolist()
+        np.testing.assert_allclose(sum((r['image_sums'][step] for r in results), []),
+                                   batch['image'].sum(axis=(1, 2, 3)), atol=1e-2)
+    for r in results:
+        own = {index for batch in epoch for index in batch[r['process'] * 4:(r['process'] + 1) * 4]}
+        assert r['read'] and set(r['read']) <= own, f'process {r["process"]} read examples of the other'
