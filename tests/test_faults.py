@@ -17,7 +17,7 @@ from jaxdl.errors import CheckpointError, TrainingDiverged, WorkdirError
 from jaxdl.evaluation import load_run
 from jaxdl.logging import TIMING_KEYS, read_jsonl
 from jaxdl.train.loop import fit
-from conftest import ROOT, jaxdl
+from conftest import ROOT
 
 EXPERIMENT = ROOT / 'tests' / 'small_experiment.py'
 

@@ -1,6 +1,5 @@
 """Weights imported from torchvision and timm: every listed architecture, made here with random weights (no
 download), saved as safetensors or .pth, imported, and compared with the source network on the same images."""
-import pickle
 import sys
 from pathlib import Path
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jaxdl.config import ConfigError, apply_updates, default_config, validate
+from jaxdl.config import ConfigError, apply_updates, default_config
 from jaxdl.data.builders.digits import load_digit_images, split_indices
 from jaxdl.data.builders.rotated_digits import COPIES, rotated_digit
 from jaxdl.data.pipeline import Pipeline

@@ -13,6 +13,8 @@ from jaxdl.data.pipeline import Pipeline
 from jaxdl.errors import ConfigError, DataError
 
 TESTS = str(ROOT / 'tests')
+# Its module-scoped fixtures (a trained run) are shared by its tests, so they run on one worker (Makefile).
+pytestmark = pytest.mark.xdist_group('test_streaming')
 
 
 @pytest.fixture
@@ -86,6 +88,7 @@ import sys
 sys.path.insert(0, {tests!r})
 from jaxdl.config import default_config
 from jaxdl.data.pipeline import Pipeline
+
 c = default_config()
 c.dataset.name, c.dataset.source, c.dataset.image_size = 'streaming_builders:' + sys.argv[1], sys.argv[2], 64
 pipeline = Pipeline.for_config(c)

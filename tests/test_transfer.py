@@ -7,7 +7,6 @@ from collections import Counter
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 
 import jaxdl
@@ -20,6 +19,9 @@ from jaxdl.optim import build_optimizer
 from jaxdl.tasks import build_task
 from jaxdl.train.loop import fit
 from jaxdl.transfer import transfer_variables
+
+# Its module-scoped fixtures (a trained run) are shared by its tests, so they run on one worker (Makefile).
+pytestmark = pytest.mark.xdist_group('test_transfer')
 
 
 def small(**updates):

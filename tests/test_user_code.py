@@ -2,7 +2,6 @@
 jaxdl: a flax model in a file outside the checkout, a Task class, a TFDS builder class, an image folder and numpy
 arrays; and each kind of bad input as one clear error before any training step."""
 import json
-import sys
 
 import numpy as np
 import pytest
@@ -13,6 +12,9 @@ from jaxdl.errors import DatasetNotAvailable
 from jaxdl.logging import read_jsonl
 from jaxdl.train.loop import fit
 from conftest import ROOT, jaxdl
+
+# Its module-scoped fixtures (a trained run) are shared by its tests, so they run on one worker (Makefile).
+pytestmark = pytest.mark.xdist_group('test_user_code')
 
 USER_MODELS = '''
 import flax.linen as nn
@@ -47,6 +49,7 @@ def not_a_model(num_outputs):
 
 USER_EXPERIMENT = '''
 from jaxdl.config import default_config
+
 
 
 def get_config():

@@ -273,9 +273,7 @@ class Pipeline:
         return bool(self.cfg.classes) or (bool(self.cfg.train_examples_per_class) and split == self.cfg.train_split)
 
     def _open(self, split: str) -> tf.data.Dataset:
-        """The split's reader, opened once. A run asks every split's size before its first step, so all its splits
-        are opened then, not while an asynchronous checkpoint is being written (tfds.testing.mock_data redirects
-        the whole process's file system while a split opens)."""
+        """The split's reader, opened once (fit sizes every split it reads before anything else starts)."""
         if split not in self._opened:
             self._opened[split] = open_split(self.builder, split)
         return self._opened[split]

@@ -199,6 +199,11 @@ def _fit_holding_lock(config, workdir: Path, show_progress: bool) -> FitResult:
     is_main = jax.process_index() == 0
 
     pipeline = Pipeline.for_config(config, process_index=jax.process_index(), process_count=jax.process_count())
+    # Every split the run reads is opened (and sized) now, before anything runs in another thread: a missing split
+    # fails here, and tfds.testing.mock_data, which redirects the whole process's file system while a split opens,
+    # cannot redirect the listing orbax's checkpoint manager starts in its own thread when it is created.
+    for split in (config.dataset.train_split, config.dataset.validation_split, config.dataset.test_split):
+        pipeline.size(split)
     spec, task = pipeline.spec, pipeline.task
     plan = Plan.resolve(config, pipeline.steps_per_epoch(config.train.batch_size))
     runner = runner_for(config.train, task)
