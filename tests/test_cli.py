@@ -9,9 +9,6 @@ from PIL import Image
 
 from conftest import ROOT, jaxdl
 
-# Its module-scoped fixtures (a trained run) are shared by its tests, so they run on one worker (Makefile).
-pytestmark = pytest.mark.xdist_group('test_cli')
-
 EXPERIMENT = ROOT / 'tests' / 'small_experiment.py'
 
 

@@ -11,9 +11,6 @@ from jaxdl.data.pipeline import Pipeline
 from jaxdl.errors import DatasetNotAvailable
 from jaxdl.tasks.classification import Classification
 
-# Its module-scoped fixtures (a trained run) are shared by its tests, so they run on one worker (Makefile).
-pytestmark = pytest.mark.xdist_group('test_data')
-
 TASK = Classification(num_classes=10)  # of the 'label' feature
 
 

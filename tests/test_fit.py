@@ -15,9 +15,6 @@ from jaxdl.logging import TIMING_KEYS, read_jsonl
 from jaxdl.train.loop import fit
 from conftest import run
 
-# Its module-scoped fixtures (a trained run) are shared by its tests, so they run on one worker (Makefile).
-pytestmark = pytest.mark.xdist_group('test_fit')
-
 
 def records_without_timings(workdir):
     return [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in read_jsonl(workdir / 'metrics.jsonl')]

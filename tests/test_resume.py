@@ -22,9 +22,6 @@ from jaxdl.logging import TIMING_KEYS, read_jsonl
 from jaxdl.train.loop import fit
 from conftest import ROOT
 
-# Its module-scoped fixtures (a trained run) are shared by its tests, so they run on one worker (Makefile).
-pytestmark = pytest.mark.xdist_group('test_resume')
-
 EXPERIMENT = ROOT / 'tests' / 'resume_experiment.py'
 BEST, FINAL = 55, 65
 

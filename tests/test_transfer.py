@@ -20,9 +20,6 @@ from jaxdl.tasks import build_task
 from jaxdl.train.loop import fit
 from jaxdl.transfer import transfer_variables
 
-# Its module-scoped fixtures (a trained run) are shared by its tests, so they run on one worker (Makefile).
-pytestmark = pytest.mark.xdist_group('test_transfer')
-
 
 def small(**updates):
     config = apply_updates(default_config(), {

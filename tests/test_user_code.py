@@ -13,9 +13,6 @@ from jaxdl.logging import read_jsonl
 from jaxdl.train.loop import fit
 from conftest import ROOT, jaxdl
 
-# Its module-scoped fixtures (a trained run) are shared by its tests, so they run on one worker (Makefile).
-pytestmark = pytest.mark.xdist_group('test_user_code')
-
 USER_MODELS = '''
 import flax.linen as nn
 
@@ -49,7 +46,6 @@ def not_a_model(num_outputs):
 
 USER_EXPERIMENT = '''
 from jaxdl.config import default_config
-
 
 
 def get_config():
