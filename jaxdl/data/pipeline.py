@@ -431,10 +431,7 @@ class Pipeline:
         subsplit = self._process_subsplits(split)[self.process_index]
         total = self.num_eval_batches(split, global_batch) * local
         ds = self._decoded_split(subsplit).map(lambda ex: {**ex, 'valid': tf.constant(True)})
-        padding = total - self.size(subsplit)
-        if padding:
-            blank = tf.nest.map_structure(lambda s: tf.zeros(s.shape, s.dtype), ds.element_spec)
-            ds = ds.concatenate(tf.data.Dataset.from_tensors(blank).repeat(padding))
+        ds = streaming.padded(ds, total - self.size(subsplit))
         batches = ds.batch(local, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
         return checks.reporting_data_errors(batches.as_numpy_iterator())
 

@@ -2,8 +2,8 @@
 
 `SplitRecords` opens every file of the split once (a truncated or missing file fails here, naming it, before any
 step), reads any examples by index (`read`, called from tf.data through `tf.numpy_function`), says where an
-example lives (`locate`, for messages) and fingerprints the files (their names, sizes and record counts), so a
-resumed run notices a dataset prepared again under it.
+example lives (`locate`, for messages) and fingerprints the files (`fingerprint`), so a resumed run notices a
+dataset prepared again under it.
 """
 from __future__ import annotations
 
@@ -38,7 +38,6 @@ class SplitRecords:
         self._instructions = list(self._source._read_instructions)
         self._check_files()
         self._starts = np.cumsum([0] + [i.end - i.start for i in self._instructions])
-        self.reads = 0  # examples read by this process (a figure for benchmarks and tests)
 
     def _check_files(self) -> None:
         """Each file opens and holds the records the dataset's metadata says: ArrayRecord keeps its index in a
@@ -63,7 +62,6 @@ class SplitRecords:
 
     def read(self, indices: np.ndarray) -> np.ndarray:
         """The serialized examples at `indices` (int64 [n]), as a numpy array of bytes."""
-        self.reads += len(indices)
         return np.array(self._source.__getitems__([int(i) for i in indices]), dtype=object)
 
     def locate(self, index: int) -> str:

@@ -27,6 +27,7 @@ from jaxdl.data import checks, jpeg
 from jaxdl.data.records import SplitRecords
 from jaxdl.data.sampling import IndexSampler, epoch_seed
 
+
 @dataclasses.dataclass(frozen=True)
 class ExampleReader:
     """Serialized example -> the data contract: parse, decode (a crop window only, where a JPEG transform is
@@ -69,8 +70,7 @@ def _decoded(ds: tf.data.Dataset, reader: ExampleReader, skip_corrupt: bool) -> 
     padded back to one element)."""
     if not skip_corrupt:
         return ds.map(reader, num_parallel_calls=tf.data.AUTOTUNE)
-    spec = ds.take(1).map(reader).element_spec
-    blank = tf.nest.map_structure(lambda s: tf.zeros(s.shape, s.dtype), spec)
+    blank = _blank(ds.take(1).map(reader).element_spec)
 
     def one(record, index, seed):
         return (tf.data.Dataset.from_tensors((record, index, seed)).map(reader).ignore_errors()
@@ -105,15 +105,19 @@ def train_dataset(records: SplitRecords, reader: ExampleReader, sampler: IndexSa
 def eval_dataset(records: SplitRecords, reader: ExampleReader, *, start: int, stop: int, rows: int, batches: int,
                  skip_corrupt: bool) -> tf.data.Dataset:
     """Examples [start, stop) of the split in order, in `batches` batches of `rows`, the padding marked invalid."""
-    chunk = max(rows, 1)
-    ds = tf.data.Dataset.range(start, stop).batch(chunk)
+    ds = tf.data.Dataset.range(start, stop).batch(rows)
     ds = ds.map(lambda indices: (_read(records, indices), indices), num_parallel_calls=tf.data.AUTOTUNE).unbatch()
     ds = _decoded(ds.map(lambda record, index: (record, index, tf.zeros([2], tf.int64))), reader, skip_corrupt)
-    padding = batches * rows - (stop - start)
-    if padding:
-        blank = tf.nest.map_structure(lambda s: tf.zeros(s.shape, s.dtype), ds.element_spec)
-        ds = ds.concatenate(tf.data.Dataset.from_tensors(blank).repeat(padding))
-    return ds.batch(rows, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+    return padded(ds, batches * rows - (stop - start)).batch(rows, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+
+
+def _blank(spec) -> dict:
+    return tf.nest.map_structure(lambda s: tf.zeros(s.shape, s.dtype), spec)
+
+
+def padded(ds: tf.data.Dataset, count: int) -> tf.data.Dataset:
+    """`ds` followed by `count` all-zero examples (`valid` False): evaluation's padding, on both input paths."""
+    return ds.concatenate(tf.data.Dataset.from_tensors(_blank(ds.element_spec)).repeat(count)) if count else ds
 
 
 def naming_corrupt_examples(batches: Iterator[dict], records: SplitRecords, reader: ExampleReader,
