@@ -26,6 +26,8 @@ from jaxdl.errors import CheckpointError, TransferError
 from jaxdl.optim import parameter_path, path_matches
 
 COLLECTION_PARAMS = 'params'
+ACCEPTED_SOURCES = ("a trained run's workdir, one of its checkpoint step directories (checkpoints/STEP) or that "
+                    "step's state directory, or a torchvision/timm weights file (.safetensors or .pth)")
 
 
 def _resizers() -> dict:
@@ -47,8 +49,11 @@ def resolve_source(init_from: str, which: str = 'best') -> Source:
     from jaxdl.checkpoint import Checkpoints
     path = Path(init_from).absolute()
     if not path.exists():
-        raise TransferError(f'transfer.init_from: {path} does not exist. It must be the workdir of a trained run '
-                            f'(or one of its checkpoint directories); train the source first or fix the path.')
+        raise TransferError(f'transfer.init_from: {path} does not exist. It takes {ACCEPTED_SOURCES}; train the '
+                            f'source first or fix the path.')
+    if not path.is_dir():
+        raise TransferError(f'transfer.init_from: {path} is a file that is not a weights file; it takes '
+                            f'{ACCEPTED_SOURCES}.')
     if (path / 'state' / '_METADATA').is_file():           # a step directory: checkpoints/STEP
         return Source(path, path / 'state', int(path.name) if path.name.isdigit() else None)
     if (path / '_METADATA').is_file():                      # the state item itself

@@ -215,3 +215,17 @@ def test_rerun_finds_the_source_or_says_it_is_gone(pretrained, tmp_path, capsys)
     shutil.rmtree(source)
     assert main(['rerun', str(workdir), '--workdir', str(tmp_path / 'rerun2'), '--no-progress']) == 2
     assert f'{source} does not exist' in capsys.readouterr().err
+
+
+def test_init_from_a_file_that_is_not_weights_is_one_line_naming_what_it_takes_before_any_step(tmp_path, capsys):
+    from conftest import ROOT
+    from jaxdl.cli import main
+    notes = tmp_path / 'hostname'
+    notes.write_text('a file that is neither a run, a checkpoint nor weights\n')
+    code = main(['train', str(ROOT / 'tests' / 'small_experiment.py'), '--workdir', str(tmp_path / 'run'),
+                 '--no-progress', f'--config.transfer.init_from={notes}'])
+    errors = [line for line in capsys.readouterr().err.splitlines() if 'error' in line.lower()]
+    assert code == 2 and len(errors) == 1, errors
+    assert f'jaxdl train: error: transfer.init_from: {notes} is a file that is not a weights file' in errors[0]
+    assert "a trained run's workdir" in errors[0] and '(.safetensors or .pth)' in errors[0]
+    assert not (tmp_path / 'run' / 'metrics.jsonl').exists()
