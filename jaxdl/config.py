@@ -28,6 +28,7 @@ from jaxdl.errors import ConfigError  # noqa: F401  (re-exported: configs raise 
 # mesh), and its parameters then agree with an unmoved run's to float tolerance.
 PLACEMENT_KEYS = ('train.parallel', 'train.mesh', 'train.sharding_rules', 'train.fsdp_min_size',
                   'train.cpu_convolutions')
+FSDP_MIN_SIZE = 1024
 
 
 def default_config() -> ConfigDict:
@@ -124,7 +125,7 @@ def default_config() -> ConfigDict:
         parallel='auto',
         mesh='',                     # axis sizes, e.g. 'data=2,fsdp=4' ('' = every device on data, or on fsdp)
         sharding_rules=(),           # fsdp: (path regex, spec) pairs: '' replicated, 'auto', or per dimension 'fsdp,'
-        fsdp_min_size=1024,          # fsdp: leaves no rule names are split from this many numbers on
+        fsdp_min_size=FSDP_MIN_SIZE,  # fsdp: leaves no rule names are split from this many numbers on
         cpu_convolutions='eigen',    # eigen | ynnpack (XLA:CPU's default): the kernels of a CPU step's convolutions
         select='best',               # best (by validation loss) | last: the model test is run on
         on_nonfinite='stop',         # a NaN/Inf loss or gradient: stop (naming the step) | skip that update
@@ -383,11 +384,14 @@ def validate(config: ConfigDict) -> ConfigDict:
              'optimizer.schedule.drop_every', 'must be positive')
     _require(t.fsdp_min_size >= 1, 'train.fsdp_min_size', 'must be >= 1')
     for i, rule in enumerate(t.sharding_rules):
-        _require(isinstance(rule, (tuple, list)) and len(rule) == 2 and _is_regex(rule[0]) and isinstance(rule[1], str),
-                 f'train.sharding_rules[{i}]', f"must be a (path regex, spec) pair, e.g. ('.*kernel', 'auto'); got {rule!r}")
+        _require(isinstance(rule, (tuple, list)) and len(rule) == 2 and isinstance(rule[0], str)
+                 and isinstance(rule[1], str), f'train.sharding_rules[{i}]',
+                 f"must be a (path regex, spec) pair, e.g. ('.*kernel', 'auto'); got {rule!r}")
+        require_regex(rule[0], f'train.sharding_rules[{i}]')
     _require(isinstance(t.mesh, str) and all(part.partition('=')[0].strip() in ('data', 'fsdp') and '=' in part
                                              for part in t.mesh.split(',')) if t.mesh else True, 'train.mesh',
              f"must name axis sizes as 'data=2,fsdp=4' (-1: the devices left); got {t.mesh!r}")
+    check_placement(t.parallel, t.mesh, t.sharding_rules, t.fsdp_min_size)
     _require(t.early_stopping.patience >= 0, 'train.early_stopping.patience', 'must be >= 0 (0 turns it off)')
     o = config.optimizer
     _require(o.learning_rate is None or (isinstance(o.learning_rate, (int, float)) and o.learning_rate > 0),
@@ -429,12 +433,32 @@ def validate(config: ConfigDict) -> ConfigDict:
     return config
 
 
-def _is_regex(text) -> bool:
+def check_placement(parallel: str, mesh: str, sharding_rules, fsdp_min_size: int) -> None:
+    """A placement setting the chosen runner cannot use is an error, never ignored: only 'sharded' and 'fsdp' run
+    over a mesh, and only 'fsdp' splits the state ('auto' picks the runner these settings need)."""
+    if mesh and parallel in ('jit', 'pmap'):
+        raise ConfigError(f"config key 'train.mesh': {mesh!r} needs a runner over a mesh, and train.parallel="
+                          f"{parallel!r} has none; set train.parallel to 'sharded' or 'fsdp' (or 'auto', which then "
+                          f"picks one), or leave train.mesh empty")
+    if parallel == 'fsdp' and mesh and 'fsdp' not in [part.partition('=')[0].strip() for part in mesh.split(',')]:
+        raise ConfigError(f"config key 'train.mesh': {mesh!r} has no fsdp axis, so train.parallel='fsdp' would split "
+                          f"nothing; add one (e.g. 'data=2,fsdp=-1'), or use train.parallel='sharded'")
+    for key, given in (('train.sharding_rules', bool(sharding_rules)),
+                       ('train.fsdp_min_size', fsdp_min_size != FSDP_MIN_SIZE)):
+        if given and parallel in ('jit', 'pmap', 'sharded'):
+            raise ConfigError(f"config key {key!r}: only train.parallel='fsdp' splits the state, and "
+                              f"train.parallel={parallel!r} keeps it whole; set train.parallel to 'fsdp' (or 'auto', "
+                              f"which then picks it), or leave {key} at its default")
+
+
+def require_regex(pattern: str, key: str) -> None:
+    """A pattern that does not compile is named with the reason `re` gives and where in the pattern it is."""
     try:
-        re.compile(text)
-        return isinstance(text, str)
-    except (re.error, TypeError):
-        return False
+        re.compile(pattern)
+    except re.error as e:
+        where = f' at position {e.pos}' if e.pos is not None else ''
+        raise ConfigError(f'config key {key!r}: the regular expression {pattern!r} does not compile: {e.msg}{where}'
+                          f' (escape a literal character with a backslash, e.g. {re.escape(pattern)!r})') from None
 
 
 def _validate_transfer(config: ConfigDict) -> None:
@@ -443,12 +467,14 @@ def _validate_transfer(config: ConfigDict) -> None:
              'dataset.classes', f'must be distinct class ids (integers >= 0), got {d.classes!r}')
     _require(d.train_examples_per_class >= 0, 'dataset.train_examples_per_class', 'must be >= 0 (0 = all)')
     for i, group in enumerate(o.groups):
-        ok = (isinstance(group, (tuple, list)) and len(group) == 2 and _is_regex(group[0])
+        ok = (isinstance(group, (tuple, list)) and len(group) == 2 and isinstance(group[0], str)
               and isinstance(group[1], (int, float)) and not isinstance(group[1], bool) and group[1] >= 0)
         _require(ok, f'optimizer.groups[{i}]', f"must be a (path regex, learning-rate multiplier >= 0) pair, "
                  f"e.g. ('backbone', 0.1); got {group!r}")
-    for pattern in t.reinitialize:
-        _require(_is_regex(pattern), 'transfer.reinitialize', f'{pattern!r} is not a regular expression')
+        require_regex(group[0], f'optimizer.groups[{i}]')
+    for i, pattern in enumerate(t.reinitialize):
+        _require(isinstance(pattern, str), f'transfer.reinitialize[{i}]', f'must be a path regex, got {pattern!r}')
+        require_regex(pattern, f'transfer.reinitialize[{i}]')
     _require(t.checkpoint in ('best', 'latest') or str(t.checkpoint).isdigit(), 'transfer.checkpoint',
              f"must be 'best', 'latest' or a step number, got {t.checkpoint!r}")
     _require(not t.compare_with_scratch or bool(t.init_from), 'transfer.compare_with_scratch',

@@ -80,3 +80,42 @@ def test_every_experiment_validates_and_builds_its_task_and_model(path):
 def test_default_experiment_variants(variant):
     config = config_lib.load_config_file(f'{ROOT}/experiments/digits_cnn.py:{variant}')
     assert validate(config).optimizer.name == variant
+
+
+@pytest.mark.parametrize('key,value,message', [
+    ('train.sharding_rules', (('[', 'fsdp'),), r"sharding_rules\[0\]': the regular expression '\[' does not compile: "
+                                               r"unterminated character set at position 0"),
+    ('optimizer.groups', (('backbone/(', 0.1),), r"groups\[0\]': the regular expression 'backbone/\(' does not "
+                                                r"compile: missing \), unterminated subpattern at position 9"),
+    ('transfer.reinitialize', ('*head',), r"reinitialize\[0\]': the regular expression '\*head' does not compile: "
+                                          r"nothing to repeat at position 0"),
+])
+def test_a_regex_that_does_not_compile_is_named_with_the_reason(key, value, message):
+    with pytest.raises(ConfigError, match=message):
+        validate(apply_updates(default_config(), {key: value}))
+
+
+@pytest.mark.parametrize('updates,message', [
+    ({'train.mesh': 'data=3'}, r"'train.mesh': 'data=3' needs a runner over a mesh, and train.parallel='jit' has none"),
+    ({'train.mesh': 'data=2', 'train.parallel': 'pmap'}, r"train.parallel='pmap' has none"),
+    ({'train.mesh': 'data=2', 'train.parallel': 'fsdp'}, r"'data=2' has no fsdp axis"),
+    ({'train.sharding_rules': (('.*', 'auto'),), 'train.parallel': 'sharded'},
+     r"'train.sharding_rules': only train.parallel='fsdp' splits the state, and train.parallel='sharded' keeps it"),
+    ({'train.fsdp_min_size': 10, 'train.parallel': 'jit'}, r"'train.fsdp_min_size': only train.parallel='fsdp'"),
+])
+def test_a_placement_setting_the_runner_cannot_use_is_an_error(updates, message):
+    config = apply_updates(default_config(), {'train.parallel': 'jit', **updates})
+    with pytest.raises(ConfigError, match=message):
+        validate(config)
+
+
+def test_auto_picks_the_runner_a_mesh_needs_and_the_mesh_must_fit_the_devices():
+    from jaxdl.tasks import build_task
+    from jaxdl.train.step import choose_parallel, make_runner
+    assert choose_parallel('auto', mesh='data=2') == 'sharded'
+    assert choose_parallel('auto', mesh='data=1,fsdp=-1') == 'fsdp'
+    assert choose_parallel('auto', splits_state=True) == 'fsdp'
+    assert choose_parallel('auto') == 'jit'  # one CPU device here
+    validate(apply_updates(default_config(), {'train.mesh': 'data=3'}))  # auto: a mesh runner is chosen
+    with pytest.raises(ConfigError, match=r"'train.mesh': data 3 = 3 devices, but there are 1"):
+        make_runner('auto', build_task(default_config().task, 10), mesh='data=3')

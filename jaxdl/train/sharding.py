@@ -16,20 +16,20 @@ optimizer state follows its parameters (optax.tree_utils.tree_map_params); step 
 from __future__ import annotations
 
 import math
-import re
 
 import jax
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
+from jaxdl.config import require_regex
 from jaxdl.errors import ConfigError
 
 AXES = ('data', 'fsdp')
 
 
-def mesh_sizes(spec: str, device_count: int, default: str) -> dict[str, int]:
-    """'data=2,fsdp=4' -> {'data': 2, 'fsdp': 4}, checked against the device count."""
-    text = (spec or default).replace(' ', '')
+def parse_mesh(spec: str) -> dict[str, int]:
+    """'data=2,fsdp=-1' -> {'data': 2, 'fsdp': -1}: the axes named and their sizes as written."""
+    text = spec.replace(' ', '')
     sizes = {}
     for part in text.split(','):
         name, equals, value = part.partition('=')
@@ -41,6 +41,12 @@ def mesh_sizes(spec: str, device_count: int, default: str) -> dict[str, int]:
         except ValueError:
             raise ConfigError(f"config key 'train.mesh': the size of axis {name!r} must be an integer, "
                               f"got {value!r}") from None
+    return sizes
+
+
+def mesh_sizes(spec: str, device_count: int, default: str) -> dict[str, int]:
+    """'data=2,fsdp=4' -> {'data': 2, 'fsdp': 4}, checked against the device count."""
+    sizes = parse_mesh(spec or default)
     free = [name for name, size in sizes.items() if size == -1]
     if len(free) > 1 or any(size == 0 or size < -1 for size in sizes.values()):
         raise ConfigError(f"config key 'train.mesh': {spec!r}: sizes must be positive, and at most one -1")
@@ -130,11 +136,8 @@ def state_shardings(abstract_state, mesh: Mesh, rules=(), min_size: int = 1024, 
     if not split:
         return jax.tree.map(lambda _: replicated, abstract_state)
     rules = tuple((str(p), str(s)) for p, s in rules)
-    for pattern, _ in rules:
-        try:
-            re.compile(pattern)
-        except re.error as e:
-            raise ConfigError(f"config key 'train.sharding_rules': {pattern!r} is not a regular expression ({e})") from None
+    for i, (pattern, _) in enumerate(rules):
+        require_regex(pattern, f'train.sharding_rules[{i}]')
     used = set()
     named = lambda spec: NamedSharding(mesh, spec)
     params = jax.tree.map(named, leaf_specs(abstract_state.params, mesh, rules, min_size, used=used),

@@ -20,7 +20,9 @@ import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from jaxdl.config import FSDP_MIN_SIZE, check_placement
 from jaxdl.registry import CPU_CONVOLUTIONS, PARALLEL
+from jaxdl.train import sharding
 from jaxdl.train.state import TrainState
 
 PMAP_AXIS = 'batch'
@@ -157,11 +159,18 @@ class StepRunner:
         return None
 
 
-def choose_parallel(parallel: str) -> str:
+def choose_parallel(parallel: str, *, mesh: str = '', splits_state: bool = False) -> str:
+    """The runner `parallel` names; 'auto' picks the one the other placement settings need: 'fsdp' where they
+    split the state (sharding rules, an fsdp axis), 'sharded' where they name a mesh, else 'sharded' on several
+    devices and 'jit' on one."""
     if parallel not in PARALLEL:
         raise ValueError(f"unknown parallel mode {parallel!r}; valid: {', '.join(PARALLEL)}")
     if parallel != 'auto':
         return parallel
+    if splits_state or (mesh and 'fsdp' in sharding.parse_mesh(mesh)):
+        return 'fsdp'
+    if mesh:
+        return 'sharded'
     return 'sharded' if jax.device_count() > 1 else 'jit'
 
 
@@ -205,10 +214,11 @@ _SUPPORTED: dict = {}
 
 
 def make_runner(parallel: str, task, cpu_convolutions: str = 'eigen', *, mesh: str = '', sharding_rules=(),
-                fsdp_min_size: int = 1024) -> StepRunner:
+                fsdp_min_size: int = FSDP_MIN_SIZE) -> StepRunner:
     """The runner `train.parallel` names. `cpu_convolutions`: see `compiler_options` (jit and mesh runners;
     jax.pmap takes no compiler options). `mesh`, `sharding_rules`, `fsdp_min_size`: see jaxdl.train.sharding."""
-    kind = choose_parallel(parallel)
+    check_placement(parallel, mesh, sharding_rules, fsdp_min_size)
+    kind = choose_parallel(parallel, mesh=mesh, splits_state=bool(sharding_rules) or fsdp_min_size != FSDP_MIN_SIZE)
     options = compiler_options(cpu_convolutions) if kind != 'pmap' else None
     if kind == 'jit':
         return _jit_runner(task, options)
@@ -273,7 +283,6 @@ def _pmap_runner(task) -> StepRunner:
 def _mesh_runner(kind: str, task, options: dict | None, mesh_spec: str, rules, min_size: int) -> StepRunner:
     """jit over a mesh of every device (of every process): 'sharded' replicates the state, 'fsdp' splits it by
     the sharding rules. Batches are split over every data-carrying axis; XLA inserts the gathers and sums."""
-    from jaxdl.train import sharding
     mesh = sharding.build_mesh(mesh_spec, default='fsdp=-1' if kind == 'fsdp' else 'data=-1')
     replicated, rows = NamedSharding(mesh, P()), sharding.batch_sharding(mesh)
     shardings_of = lambda abstract: sharding.state_shardings(abstract, mesh, rules, min_size, split=kind == 'fsdp')
