@@ -1,4 +1,4 @@
-"""`jaxdl train|evaluate|predict|rerun|sweep|compare|datasets`.
+"""`jaxdl train|evaluate|predict|rerun|sweep|compare|datasets|prepare`.
 
 Heavy libraries (TensorFlow, JAX) are imported inside each command, so `jaxdl --help` and `jaxdl datasets`
 answer at once. Errors a user can fix (config, dataset, checkpoint, image, workdir, divergence) print one line and
@@ -223,7 +223,7 @@ def cmd_compare(args, _) -> int:
 
 def cmd_datasets(args, _) -> int:
     from jaxdl.data import (CATALOG_CLASSIFICATION, CATALOG_DETECTION, CATALOG_SEGMENTATION, builtin_datasets,
-                            prepared_versions, resolve_data_dir)
+                            prepare_command, prepared_versions, resolve_data_dir)
     data_dir = resolve_data_dir(args.data_dir or '')
     print(f'data dir: {data_dir}')
     print('built-in (prepared offline on first use):')
@@ -233,13 +233,23 @@ def cmd_datasets(args, _) -> int:
         print(f'  {name:<14} {"prepared " + ",".join(versions) if versions else "not prepared yet":<22} {description}')
     print("your own: 'folder:PATH' (class subfolders of PNG/JPEG), 'package.module:BuilderClass' (a TFDS builder), "
           "or the name jaxdl.data.from_arrays returns")
-    print("catalog (never downloaded at run time, prepare with `tfds build NAME --data_dir DIR`; add "
-          "`--file_format=array_record` to stream it):")
+    print(f"catalog (never downloaded at run time; prepare one with `{prepare_command('NAME', data_dir)}` on a "
+          "machine with internet; add --array-record to stream it):")
     for task, names in (('classification', CATALOG_CLASSIFICATION), ('segmentation', CATALOG_SEGMENTATION),
                         ('detection', CATALOG_DETECTION)):
         for name in names:
             versions = prepared_versions(name, data_dir)
             print(f'  {name:<16} {"prepared " + ",".join(versions) if versions else "not prepared":<22} {task}')
+    return 0
+
+
+def cmd_prepare(args, _) -> int:
+    from jaxdl.data import resolve_data_dir
+    from jaxdl.data.pipeline import prepare_dataset
+    data_dir = resolve_data_dir(args.data_dir or '')
+    builder = prepare_dataset(args.name, data_dir, array_record=args.array_record)
+    print(json.dumps({'name': args.name, 'data_dir': data_dir, 'file_format': builder.info.file_format.value,
+                      'splits': {k: v.num_examples for k, v in builder.info.splits.items()}}, indent=2))
     return 0
 
 
@@ -308,6 +318,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser('datasets', help='list the datasets jaxdl can train on and whether they are prepared')
     p.add_argument('--data-dir', help='TFDS data dir (default: $TFDS_DATA_DIR or ~/tensorflow_datasets)')
     p.set_defaults(run=cmd_datasets)
+    p = sub.add_parser('prepare', help='prepare a dataset into the data dir (a catalog dataset downloads: run it on '
+                                       'a machine with internet), as ArrayRecord with --array-record to stream it')
+    p.add_argument('name', help="a built-in, a TFDS builder class 'package.module:Class', or a TFDS catalog name")
+    p.add_argument('--data-dir', help='TFDS data dir (default: $TFDS_DATA_DIR or ~/tensorflow_datasets)')
+    p.add_argument('--array-record', action='store_true', help='ArrayRecord files, read by index (dataset.source='
+                                                               "'stream')")
+    p.set_defaults(run=cmd_prepare)
     return parser
 
 

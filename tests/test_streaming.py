@@ -202,10 +202,33 @@ def test_settings_only_the_streaming_path_has_are_refused_on_the_in_memory_path(
         Pipeline.for_config(stream_config(dataset__source='memory', dataset__augment__random_resized_crop=True))
     with pytest.raises(ConfigError, match="dataset.train_examples_per_class.*dataset.source='memory'"):
         Pipeline.for_config(stream_config(dataset__train_examples_per_class=2))
-    # A dataset stored as TFRecord cannot be streamed: the message says how to prepare it as ArrayRecord.
-    with pytest.raises(ConfigError, match='tfds build digits --file_format=array_record'):
+    with pytest.raises(ConfigError, match='jaxdl prepare digits --data-dir .* --array-record'):
         Pipeline.for_config(stream_config(dataset__name='digits', dataset__image_size=8, dataset__source='auto',
                                           dataset__augment__random_resized_crop=True))
+
+
+def test_both_ways_out_that_a_dataset_too_large_for_memory_is_told_work_as_written(stream_config):
+    """A built-in stored as TFRecord, too large for memory at its image size: the error's command, run as printed,
+    prepares it as ArrayRecord where the config it names streams it; its other advice trains in memory."""
+    import re
+    import shlex
+    config = stream_config(dataset__name='digits', dataset__image_size=64, dataset__source='auto',
+                           dataset__memory_limit_mb=1)
+    with pytest.raises(ConfigError) as error:
+        Pipeline.for_config(config)
+    message = str(error.value)
+    command = shlex.split(re.search(r'`(jaxdl prepare [^`]+)`', message).group(1))
+    prepared = run([sys.executable, '-m', 'jaxdl', *command[1:]], timeout=300)
+    assert prepared.returncode == 0, prepared.stderr[-2000:]
+    data_dir = re.search(r'set dataset\.data_dir=(\S+?),? or', message).group(1)
+    streamed = Pipeline.for_config(stream_config(dataset__name='digits', dataset__image_size=64, dataset__source='auto',
+                                                 dataset__memory_limit_mb=1, dataset__data_dir=data_dir))
+    assert streamed.streaming and next(streamed.train_batches(seed=0, global_batch=8))['image'].shape == (8, 64, 64, 1)
+    assert "set dataset.source='memory' with dataset.cache=False and a dataset.shuffle_buffer (e.g. 10000)" in message
+    in_memory = Pipeline.for_config(stream_config(dataset__name='digits', dataset__image_size=64, dataset__source='memory',
+                                                  dataset__memory_limit_mb=1, dataset__cache=False,
+                                                  dataset__shuffle_buffer=10000))
+    assert not in_memory.streaming and next(in_memory.train_batches(seed=0, global_batch=8))['image'].shape == (8, 64, 64, 1)
 
 
 def test_auto_streams_a_split_larger_than_the_memory_limit(stream_config):

@@ -26,7 +26,7 @@ def builtin_datasets() -> dict[str, str]:
 
 
 # Catalog datasets whose features the classification preprocessing reads as is (image + label). They are
-# never downloaded at run time: prepare them with `tfds build NAME --data_dir DIR` on a machine with internet.
+# never downloaded at run time: prepare them with `jaxdl prepare NAME` (prepare_command) on a machine with internet.
 CATALOG_CLASSIFICATION = ('mnist', 'fashion_mnist', 'cifar10', 'cifar100', 'kmnist', 'emnist', 'svhn_cropped')
 # Catalog datasets the segmentation and detection adapters read (jaxdl.data.adapters); same rule: never downloaded.
 CATALOG_SEGMENTATION = ('oxford_iiit_pet',)
@@ -46,6 +46,13 @@ def quiet_tfds():
             yield
     finally:
         absl.setLevel(level)
+
+
+def prepare_command(name: str, data_dir: str, *, array_record: bool = False) -> str:
+    """The one command that prepares a dataset (`jaxdl prepare`), as every message that advises it writes it."""
+    import shlex
+    return (f'jaxdl prepare {shlex.quote(name)} --data-dir {shlex.quote(str(data_dir))}' +
+            (' --array-record' if array_record else ''))
 
 
 def resolve_data_dir(data_dir: str = '') -> str:

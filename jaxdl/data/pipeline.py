@@ -25,8 +25,8 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from jaxdl.data import (CATALOG_CLASSIFICATION, CATALOG_DETECTION, CATALOG_SEGMENTATION, adapters, checks, jpeg,
-                        preprocess, quiet_tfds, resolve_data_dir, streaming)
-from jaxdl.data.records import SplitRecords, is_random_access
+                        prepare_command, preprocess, quiet_tfds, resolve_data_dir, streaming)
+from jaxdl.data.records import SplitRecords, array_record_advice, is_random_access
 from jaxdl.data.sampling import IndexSampler, epoch_seed
 from jaxdl.errors import ConfigError, DatasetNotAvailable
 from jaxdl.registry import BUILDERS, is_import_path
@@ -61,6 +61,34 @@ def get_builder(dataset_cfg) -> tfds.core.DatasetBuilder:
                                   f"image folder is 'folder:PATH', your own TFDS builder 'package.module:Class'.") from None
 
 
+def prepare_dataset(name: str, data_dir: str, *, array_record: bool = False) -> tfds.core.DatasetBuilder:
+    """`jaxdl prepare`: a built-in, a user's builder class or a catalog name prepared into `data_dir` (a catalog
+    dataset downloads: run it on a machine with internet), as ArrayRecord files (`array_record`) for the streaming
+    path or TFDS's default TFRecord. A version already prepared there in another format is an error: tfds keeps
+    one format per prepared version, so the other format goes into a data dir of its own."""
+    file_format = 'array_record' if array_record else None
+    if name in BUILDERS.builtin_names() or is_import_path(name):
+        builder_class = BUILDERS.resolve(name)
+        make = lambda fmt: builder_class(data_dir=data_dir, file_format=fmt)
+    elif name in tfds.list_builders():
+        make = lambda fmt: tfds.builder(name, data_dir=data_dir, file_format=fmt)
+    else:
+        raise DatasetNotAvailable(f'{name!r} is neither a built-in (`jaxdl datasets`), a TFDS builder '
+                                  f"class 'package.module:Class' nor a TFDS catalog name; an image folder or arrays "
+                                  f'are prepared by the run that names them')
+    builder = make(None)
+    if builder.is_prepared():
+        wanted = tfds.core.file_adapters.FileFormat('array_record' if array_record else 'tfrecord')
+        if builder.info.file_format != wanted:
+            raise DatasetNotAvailable(
+                f'{name!r} is already prepared in {data_dir} as {builder.info.file_format.value}; prepare it as '
+                f'{wanted.value} into another data dir (`{prepare_command(name, f"{data_dir}-{wanted.value}", array_record=array_record)}`)')
+        return builder
+    builder = make(file_format)
+    prepare(builder, 'once' + (', as ArrayRecord' if array_record else ''))
+    return make(file_format)
+
+
 def prepare(builder: tfds.core.DatasetBuilder, how: str) -> None:
     """Prepares a dataset whose code needs no network, saying so in one line on stderr (tfds' own progress bars
     and "Downloading ..." messages would say something else, on stdout, which is for results)."""
@@ -85,7 +113,7 @@ def open_split(builder, split: str) -> tf.data.Dataset:
     except AssertionError:  # tfds' way of saying "not prepared"
         raise DatasetNotAvailable(
             f'dataset {builder.name!r} is not prepared in {builder.data_dir_root!r} and jaxdl never downloads at '
-            f'run time. On a machine with internet run `tfds build {builder.name} --data_dir DIR`, copy DIR here '
+            f'run time. On a machine with internet run `{prepare_command(builder.name, "DIR")}`, copy DIR here '
             f'and set --config.dataset.data_dir=DIR (or TFDS_DATA_DIR).') from None
     except ValueError as e:  # an unknown split name
         raise DatasetNotAvailable(f'dataset {builder.name!r} has no split {split!r}: {e}') from None
@@ -196,8 +224,8 @@ def choose_source(dataset_cfg, builder, train_size: int, shape: tuple[int, int, 
                if not streaming_only else f'{streaming_only[0]} needs the streaming path')
         raise ConfigError(
             f"dataset {d.name!r} is stored as {builder.info.file_format.value}, which cannot be read by index, and "
-            f"{why}. Prepare it as ArrayRecord (`tfds build {builder.name} --file_format=array_record`), or set "
-            f"dataset.source='memory' with dataset.cache=False and a dataset.shuffle_buffer to bound its memory.")
+            f"{why}. To stream it, {array_record_advice(d.name, builder)}set dataset.source='memory' with "
+            f"dataset.cache=False and a dataset.shuffle_buffer (e.g. 10000) to bound its memory.")
     return 'stream'
 
 

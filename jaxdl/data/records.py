@@ -13,7 +13,9 @@ import os
 import numpy as np
 import tensorflow_datasets as tfds
 
+from jaxdl.data import prepare_command
 from jaxdl.errors import DataError, DatasetNotAvailable
+from jaxdl.registry import BUILDERS, is_import_path
 
 FINGERPRINT_BYTES = 64 * 1024
 
@@ -22,14 +24,24 @@ def is_random_access(builder) -> bool:
     return builder.info.file_format == tfds.core.file_adapters.FileFormat.ARRAY_RECORD
 
 
+def array_record_advice(name: str, builder) -> str:
+    """How dataset `name` (as dataset.name writes it) gets ArrayRecord files, as a sentence ending in ', or ', or
+    '' where jaxdl cannot prepare it again (an image folder or arrays, prepared from files). A data dir of its own:
+    the dataset's TFRecord files stay where they are, and tfds keeps one file format per prepared version."""
+    if not (name in BUILDERS.builtin_names() or is_import_path(name) or name in tfds.list_builders()):
+        return ''
+    target = f'{str(builder.data_dir_root).rstrip("/")}-array_record'
+    return (f'prepare it as ArrayRecord into a data dir of its own (`{prepare_command(name, target, array_record=True)}`)'
+            f' and set dataset.data_dir={target}, or ')
+
+
 class SplitRecords:
     def __init__(self, builder, split: str):
         if not is_random_access(builder):
             raise DatasetNotAvailable(
                 f'dataset {builder.name!r} is stored as {builder.info.file_format.value} files, which cannot be read '
-                f'by index; the streaming pipeline needs ArrayRecord. Prepare it again with '
-                f'`tfds build {builder.name} --file_format=array_record` (a builder of your own: pass '
-                f"file_format='array_record' to its constructor), or set dataset.source='memory'.")
+                f'by index; the streaming pipeline needs ArrayRecord: {array_record_advice(builder.name, builder)}'
+                f"set dataset.source='memory'.")
         self.dataset, self.split = builder.name, split
         try:
             self._source = builder.as_data_source(split).data_source  # array_record's raw-bytes source
