@@ -11,6 +11,9 @@
 3. The fsdp runner against the replicated one on the devices present (on one GPU the mesh has one device: the
    ratio shows what the sharded path costs when it shards nothing).
 4. fit() end to end on the digits ResNet, where TensorFlow is installed (its input pipeline needs it).
+6. Reruns (`train.deterministic`): the same ResNet training (fixed batches, bf16) in four fresh processes, two
+   with XLA's deterministic GPU ops and two without; whether each pair's parameters agree bit for bit, and the
+   images/s the setting costs (XLA reads the flag when its backend starts, hence the processes).
 5. The streaming ImageNet-style pipeline (`jpeg_shapes`, JPEG, random-resized crop) on the machine's cores
    feeding the ResNet-50 step at 224x224, where TensorFlow is installed: images/s and the share of time spent
    waiting for data (`jpeg_shapes` is prepared on first use, about a minute).
@@ -200,15 +203,49 @@ def streamed_resnet50(results, image: int, batch: int, steps: int, model: tuple)
                      'cores': os.cpu_count()})
 
 
+def determinism_worker(deterministic: bool, model, options, image, batch, dtype, steps) -> None:
+    """One fresh process's training: a digest of the parameters after `steps` steps, and the images/s."""
+    import hashlib
+    from jaxdl import determinism
+    determinism.request(deterministic)  # before this process's first JAX computation
+    task, module, tx, data = setup(model, options, image, batch, dtype)
+    state = create_train_state(module, tx, seed=0, image_shape=(image, image, 3))
+    step = jax.jit(partial(jaxdl.train_step, task=task), donate_argnums=0)
+    seconds, state = timed(step, state, jax.device_put(data, jax.devices()[0]), steps)
+    digest = hashlib.sha256(b''.join(np.asarray(leaf).tobytes() for leaf in jax.tree.leaves(state.params)))
+    print(json.dumps({'digest': digest.hexdigest(), 'images_per_s': batch / seconds,
+                      'flags': os.environ.get('XLA_FLAGS', '')}), flush=True)
+
+
+def reruns(results, model, options, image, batch, dtype, steps, smoke: bool) -> None:
+    import subprocess
+    import sys
+    runs = {}
+    for deterministic in (True, False, True, False):  # alternated, so drift in the machine hits both alike
+        command = [sys.executable, __file__, '--determinism-worker', 'on' if deterministic else 'off'] + \
+            (['--smoke'] if smoke else [])
+        done = subprocess.run(command, capture_output=True, text=True, timeout=900)
+        if done.returncode:
+            report(results, {'check': 'reruns', 'error': done.stderr[-1500:]})
+            return
+        runs.setdefault(deterministic, []).append(json.loads(done.stdout.strip().splitlines()[-1]))
+    rate = lambda d: float(np.mean([r['images_per_s'] for r in runs[d]]))
+    report(results, {'check': 'reruns: parameters after the same training twice', 'model': model, 'dtype': dtype,
+                     'image': image, 'batch': batch, 'steps': 2 + 3 * steps,
+                     'bit_identical_with_deterministic_ops': runs[True][0]['digest'] == runs[True][1]['digest'],
+                     'bit_identical_without': runs[False][0]['digest'] == runs[False][1]['digest'],
+                     'images_per_s_with': round(rate(True), 1), 'images_per_s_without': round(rate(False), 1),
+                     'cost_ratio': round(rate(True) / rate(False), 3)})
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--smoke', action='store_true', help='tiny models and images: checks the script, not the GPU')
     parser.add_argument('--peak-tflops', type=float, default=989.0, help='the GPU peak dense bf16 TFLOP/s')
     parser.add_argument('--out', help='also write every record to this JSON file')
+    parser.add_argument('--determinism-worker', choices=('on', 'off'), help=argparse.SUPPRESS)  # check 6's processes
     args = parser.parse_args()
     results = []
-    report(results, {'check': 'machine', 'backend': jax.default_backend(),
-                     'devices': [d.device_kind for d in jax.devices()], 'jax': jax.__version__})
     if args.smoke:
         image, batch, steps, epochs = 32, 4, 2, 1
         resnet = ('resnet', {'depth': 18, 'width': 8})
@@ -217,12 +254,18 @@ def main() -> None:
         image, batch, steps, epochs = 224, 128, 20, 5
         resnet = ('resnet', {'depth': 50})
         vit = ('vit', {'size': 'base', 'patch': 16})
+    if args.determinism_worker:
+        determinism_worker(args.determinism_worker == 'on', *resnet, image, batch, 'bfloat16', steps)
+        return
+    report(results, {'check': 'machine', 'backend': jax.default_backend(),
+                     'devices': [d.device_kind for d in jax.devices()], 'jax': jax.__version__})
     step_ratio(results, *resnet, image, batch, 'bfloat16', steps)
     model_rate(results, 'ResNet-50' if not args.smoke else 'ResNet-18/8', *resnet, image, batch, 'bfloat16', steps,
                args.peak_tflops)
     model_rate(results, 'ViT-B/16' if not args.smoke else 'ViT-tiny/8', *vit, image, batch, 'bfloat16', steps,
                args.peak_tflops)
     fsdp_against_replicated(results, *vit, image, batch, 'bfloat16', steps)
+    reruns(results, *resnet, image, batch, 'bfloat16', steps, args.smoke)
     fit_end_to_end(results, epochs)
     streamed_resnet50(results, image, batch, 4 * steps, resnet)
     if args.out:

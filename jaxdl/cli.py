@@ -158,13 +158,15 @@ def _write_pictures(args, run, raw, outputs) -> list[dict]:
 
 def placement_differences(recorded: dict, rerun: dict) -> list[str]:
     """What besides the config changes a run's floats: the backend, the devices, the usable CPU cores (XLA's CPU
-    kernels split sums by thread count), the XLA flags and the library versions."""
+    kernels split sums by thread count), the XLA flags, deterministic GPU ops and the library versions."""
+    from jaxdl.determinism import rerun_reasons
     reasons = []
     for key, what in (('backend', 'backend'), ('devices', 'devices'), ('cpu_cores', 'usable CPU cores'),
-                      ('xla_flags', 'XLA_FLAGS'), ('versions', 'library versions')):
+                      ('xla_flags', 'XLA_FLAGS'), ('deterministic', 'deterministic ops'),
+                      ('versions', 'library versions')):
         if key in recorded and recorded.get(key) != rerun.get(key):
             reasons.append(f'{what}: {recorded.get(key)} then, {rerun.get(key)} now')
-    return reasons
+    return reasons + rerun_reasons(recorded, rerun)
 
 
 def cmd_rerun(args, _) -> int:
@@ -191,7 +193,7 @@ def cmd_rerun(args, _) -> int:
                       'differences': differences}, indent=2))
     print('final metrics match the recorded run' if not differences else
           f'final metrics DIFFER from the recorded run in {len(differences)} field(s)', file=sys.stderr)
-    if differences:
+    if differences:  # the reasons are named besides the metrics: the differing numbers are the result
         for reason in placement_differences(recorded_env or {}, json.loads((new / 'environment.json').read_text())):
             print(f'  the rerun differs from the recording in {reason}', file=sys.stderr)
     return 0 if not differences else EXIT_MISMATCH

@@ -26,8 +26,9 @@ from jaxdl.errors import ConfigError  # noqa: F401  (re-exported: configs raise 
 
 # Where a run's arrays live, not what it computes: a run may resume with other values (another device count or
 # mesh), and its parameters then agree with an unmoved run's to float tolerance.
+# train.deterministic chooses how the backend orders its sums, likewise not what a run computes.
 PLACEMENT_KEYS = ('train.parallel', 'train.mesh', 'train.sharding_rules', 'train.fsdp_min_size',
-                  'train.cpu_convolutions')
+                  'train.cpu_convolutions', 'train.deterministic')
 FSDP_MIN_SIZE = 1024
 
 
@@ -127,6 +128,9 @@ def default_config() -> ConfigDict:
         sharding_rules=(),           # fsdp: (path regex, spec) pairs: '' replicated, 'auto', or per dimension 'fsdp,'
         fsdp_min_size=FSDP_MIN_SIZE,  # fsdp: leaves no rule names are split from this many numbers on
         cpu_convolutions='eigen',    # eigen | ynnpack (XLA:CPU's default): the kernels of a CPU step's convolutions
+        # GPU: deterministic reductions and kernels (XLA's --xla_gpu_deterministic_ops, set before the backend
+        # starts), so a rerun gives the same bits; see jaxdl.determinism. XLA:CPU is deterministic either way.
+        deterministic=True,
         select='best',               # best (by validation loss) | last: the model test is run on
         on_nonfinite='stop',         # a NaN/Inf loss or gradient: stop (naming the step) | skip that update
         early_stopping=ConfigDict(dict(

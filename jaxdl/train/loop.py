@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxdl import config as config_lib, registry
+from jaxdl import config as config_lib, determinism, registry
 from jaxdl.checkpoint import Checkpoints
 from jaxdl.config import Plan
 from jaxdl.data.pipeline import Pipeline
@@ -108,6 +108,7 @@ def _environment(config, pipeline: Pipeline, plan: Plan, parallel: str, transfer
     environment['plan'] = dataclasses.asdict(plan)
     environment['code_paths'] = registry.code_roots(config)
     environment['parallel'] = parallel
+    environment['deterministic'] = determinism.record(config.train.deterministic)
     if transfer:
         environment['transfer'] = transfer
     return environment
@@ -155,6 +156,7 @@ def fit(config, workdir: str | Path, *, show_progress: bool = True) -> FitResult
     `transfer.compare_with_scratch` the same budget is also trained from scratch into WORKDIR/from_scratch and
     both test results are reported side by side in summary.json under `comparison`."""
     config = config_lib.validate(config)
+    determinism.request(config.train.deterministic)  # before fit's first JAX computation starts the backend
     if config.transfer.init_from:  # recorded absolute, so a rerun from anywhere finds the same source
         config = copy.deepcopy(config)
         config.transfer.init_from = str(Path(config.transfer.init_from).absolute())
