@@ -50,9 +50,9 @@ def _headline(metrics: dict) -> dict:
 
 def cmd_evaluate(args, _) -> int:
     from jaxdl.evaluation import evaluate_run, read_run_files
-    config, _env = read_run_files(Path(args.workdir))
+    config, _env = read_run_files(Path(args.workdir), trust_code=args.trust_code)
     split = args.split or config.dataset.test_split
-    print(json.dumps(evaluate_run(args.workdir, split, args.checkpoint), indent=2))
+    print(json.dumps(evaluate_run(args.workdir, split, args.checkpoint, trust_code=args.trust_code), indent=2))
     return 0
 
 
@@ -94,7 +94,7 @@ def cmd_predict(args, _) -> int:
     import numpy as np
     from jaxdl.data import preprocess
     from jaxdl.evaluation import load_run, predict
-    run = load_run(args.workdir, args.checkpoint)
+    run = load_run(args.workdir, args.checkpoint, trust_code=args.trust_code)
     raw = np.stack([load_image(p, run.image_shape) for p in args.images])
     image_format = preprocess.ImageFormat.of(run.config.dataset)
     images = np.stack([preprocess.image_to_float(img, image_format).numpy() for img in raw])
@@ -173,7 +173,7 @@ def cmd_rerun(args, _) -> int:
     from jaxdl.evaluation import read_run_files
     from jaxdl.train.loop import fit
     workdir = Path(args.workdir)
-    config, recorded_env = read_run_files(workdir)
+    config, recorded_env = read_run_files(workdir, trust_code=args.trust_code)
     if not (workdir / 'summary.json').exists():
         raise CheckpointError(f'{workdir} has no summary.json: the run did not finish, so there is nothing to '
                               f'compare; resume it with `jaxdl train` instead')
@@ -258,6 +258,10 @@ def cmd_prepare(args, _) -> int:
 # ----------------------------------------------------------------------------------------------- parsing
 
 
+TRUST_CODE_HELP = ("import the model, task or dataset code the run names from the folders it recorded, outside "
+                   "the installed packages and the current directory (that code runs: only for runs you trust)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog='jaxdl', description='Train, evaluate and use JAX image models.')
     sub = parser.add_subparsers(dest='command', required=True)
@@ -276,6 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('workdir')
     p.add_argument('--split', help="default: the config's test split")
     p.add_argument('--checkpoint', default='best', help='best | latest | STEP (default: best)')
+    p.add_argument('--trust-code', action='store_true', help=TRUST_CODE_HELP)
     p.set_defaults(run=cmd_evaluate)
     p = sub.add_parser('predict', help='predict PNG/JPEG images: top classes with probabilities, regression targets '
                                        '(e.g. an angle), or a PNG of the mask overlaid or the boxes drawn')
@@ -287,11 +292,13 @@ def build_parser() -> argparse.ArgumentParser:
                                                      'IMAGE.detections.png go (default: here)')
     p.add_argument('--min-score', type=float, default=0.3, help='detection: boxes scoring at least this')
     p.add_argument('--json', action='store_true')
+    p.add_argument('--trust-code', action='store_true', help=TRUST_CODE_HELP)
     p.set_defaults(run=cmd_predict)
     p = sub.add_parser('rerun', help="rerun a run's recorded config and say whether the final metrics match")
     p.add_argument('workdir')
     p.add_argument('--workdir', dest='workdir_new', help='where the rerun trains (default: WORKDIR-rerun)')
     p.add_argument('--no-progress', action='store_true')
+    p.add_argument('--trust-code', action='store_true', help=TRUST_CODE_HELP)
     p.set_defaults(run=cmd_rerun)
     p = sub.add_parser('sweep', help='train every combination of a grid of config values and of seeds, one run '
                                      'directory each (resumable: finished runs are skipped)')

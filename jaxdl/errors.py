@@ -43,3 +43,8 @@ class Preempted(JaxdlError):
 class DataError(JaxdlError, ValueError):
     """An example that breaks the data contract (a box outside the image, a mask of the wrong size, an unknown
     class id): the message names the example and the field."""
+
+
+class UntrustedCode(JaxdlError):
+    """A run directory names code from outside the installed packages and the current project; importing it would
+    run it. The message names the modules and folders, and the opt-in (`--trust-code`)."""

@@ -86,15 +86,16 @@ class Run:
         return tuple(self.environment['dataset']['image_shape'])
 
 
-def read_run_files(workdir: Path) -> tuple[config_lib.ConfigDict, dict]:
-    """A run's config and environment records; the directories of the user code it names become importable."""
+def read_run_files(workdir: Path, *, trust_code: bool = False) -> tuple[config_lib.ConfigDict, dict]:
+    """A run's config and environment records; the directories of the user code it names become importable (from
+    outside the installed packages and the current directory only with `trust_code`: registry.add_code_roots)."""
     workdir = Path(workdir)
     for name in ('config.json', 'environment.json'):
         if not (workdir / name).is_file():
             raise CheckpointError(f'{workdir} is not a jaxdl run directory (no {name}); train with `jaxdl train` first')
     config = config_lib.config_from_json((workdir / 'config.json').read_text())
     environment = json.loads((workdir / 'environment.json').read_text())
-    add_code_roots(environment.get('code_paths'))
+    add_code_roots(config, environment.get('code_paths'), trust=trust_code, run=str(workdir))
     return config, environment
 
 
@@ -108,9 +109,9 @@ def initial_state(config, environment: dict) -> tuple[TrainState, object]:
     return state, task
 
 
-def load_run(workdir: str | Path, checkpoint: str | int = 'best') -> Run:
+def load_run(workdir: str | Path, checkpoint: str | int = 'best', *, trust_code: bool = False) -> Run:
     workdir = Path(workdir)
-    config, environment = read_run_files(workdir)
+    config, environment = read_run_files(workdir, trust_code=trust_code)
     state, task = initial_state(config, environment)
     checkpoints = Checkpoints(workdir / 'checkpoints', read_only=True)
     try:
@@ -121,10 +122,11 @@ def load_run(workdir: str | Path, checkpoint: str | int = 'best') -> Run:
     return Run(workdir, config, environment, task, state.from_checkpoint(tree), step)
 
 
-def evaluate_run(workdir: str | Path, split: str, checkpoint: str | int = 'best', batch_size: int | None = None) -> dict:
+def evaluate_run(workdir: str | Path, split: str, checkpoint: str | int = 'best', batch_size: int | None = None, *,
+                 trust_code: bool = False) -> dict:
     """Metrics of a trained run's checkpoint on any split of its dataset."""
     from jaxdl.data.pipeline import Pipeline
-    run = load_run(workdir, checkpoint)
+    run = load_run(workdir, checkpoint, trust_code=trust_code)
     pipeline = Pipeline(run.config.dataset, run.task,
                         process_index=jax.process_index(), process_count=jax.process_count())
     runner = runner_for(run.config.train, run.task)

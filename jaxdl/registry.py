@@ -12,13 +12,14 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import importlib
+import importlib.machinery
 import importlib.util
 import inspect
 import pkgutil
 import sys
 from pathlib import Path
 
-from jaxdl.errors import ConfigError
+from jaxdl.errors import ConfigError, UntrustedCode
 
 
 def keyword_parameters(target) -> set[str] | None:
@@ -97,11 +98,34 @@ def code_roots(config) -> list[str]:
     return sorted({root for root in (code_root(n) for n in names if is_import_path(n)) if root})
 
 
-def add_code_roots(roots) -> None:
-    """Makes a run's recorded code directories importable (first, as they were when it trained)."""
-    for root in reversed([r for r in roots or () if r]):
+def add_code_roots(config, roots, *, trust: bool = False, run: str = 'the run') -> None:
+    """Makes the user code a recorded run names (model, task, dataset builder) importable from the directories
+    the run recorded, as Hugging Face's `trust_remote_code` does: a module importable as things stand (an installed
+    package, the current directory) is imported from there; one only a recorded directory other than the current
+    directory holds would run code that came with the run, so that needs `trust`, else an UntrustedCode error
+    naming each module and folder, before anything is imported. Recorded directories go last on sys.path, so they
+    never shadow an installed package."""
+    here = Path.cwd().resolve()
+    needed, outside = [], []
+    for key, name in (('model.name', config.model.name), ('task.name', config.task.name),
+                      ('dataset.name', config.dataset.name)):
+        if not is_import_path(name):
+            continue
+        top = name.partition(':')[0].split('.')[0]
+        if top in sys.modules or importlib.machinery.PathFinder.find_spec(top, sys.path) is not None:
+            continue
+        holders = [r for r in roots or () if r and importlib.machinery.PathFinder.find_spec(top, [r]) is not None]
+        if holders:
+            needed.append(holders[0])
+            if Path(holders[0]).resolve() != here:
+                outside.append(f'{top} ({key} {name!r}) from {holders[0]}')
+    if outside and not trust:
+        raise UntrustedCode(f"{run} names code from outside the installed packages and the current directory: "
+                            f"{'; '.join(outside)}. Importing it runs that code; if you trust where the run came "
+                            f"from, pass --trust-code")
+    for root in needed:
         if root not in sys.path:
-            sys.path.insert(0, root)
+            sys.path.append(root)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -87,17 +87,20 @@ def test_a_user_model_outside_the_checkout_trains_and_its_run_is_used_from_anywh
     assert out['test']['accuracy'] > 0.8 and out['test']['count'] == 359  # chance is 0.1
     environment = json.loads((workdir / 'environment.json').read_text())
     assert environment['code_paths'] == [str(user_code)]
-    # evaluate in a fresh process, from another directory: the run says where my_models.py lives
-    evaluated = jaxdl('evaluate', workdir, cwd=tmp_path)
+    # evaluate in a fresh process, from another directory: the run says where my_models.py lives, and that code
+    # is imported from there only when asked to
+    refused = jaxdl('evaluate', workdir, cwd=tmp_path)
+    assert refused.returncode == 2 and f'my_models (model.name \'my_models:TinyNet\') from {user_code}' in refused.stderr
+    evaluated = jaxdl('evaluate', workdir, '--trust-code', cwd=tmp_path)
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
     assert json.loads(evaluated.stdout)['accuracy'] == pytest.approx(out['test']['accuracy'])
     from jaxdl.cli import main
     monkeypatch.chdir(tmp_path)
     digit = tmp_path / 'digit.png'
     Image.fromarray(np.full((8, 8), 200, np.uint8)).save(digit)
-    assert main(['predict', str(workdir), str(digit), '--json']) == 0
+    assert main(['predict', str(workdir), str(digit), '--json', '--trust-code']) == 0
     assert len(json.loads(capsys.readouterr().out)[0]['top']) == 3
-    assert main(['rerun', str(workdir), '--workdir', str(tmp_path / 'again'), '--no-progress']) == 0
+    assert main(['rerun', str(workdir), '--workdir', str(tmp_path / 'again'), '--no-progress', '--trust-code']) == 0
     assert json.loads(capsys.readouterr().out)['match'] is True
     # fine-tuning starts from the user's run like from any run: everything but the classifier is loaded
     finetune = load_config_file(str(user_code / 'my_experiment.py'))
@@ -108,11 +111,39 @@ def test_a_user_model_outside_the_checkout_trains_and_its_run_is_used_from_anywh
     # with its code gone, the run says which module is missing
     (user_code / 'my_models.py').rename(user_code / 'moved_away.py')
     try:
-        missing = jaxdl('evaluate', workdir, cwd=tmp_path)
+        missing = jaxdl('evaluate', workdir, '--trust-code', cwd=tmp_path)
     finally:
         (user_code / 'moved_away.py').rename(user_code / 'my_models.py')
     assert missing.returncode == 2 and "no module named 'my_models'" in missing.stderr
     assert len(missing.stderr.strip().splitlines()) == 1 and 'Traceback' not in missing.stderr
+
+
+def shared_run(folder):
+    """A run directory as someone might send it: config.json naming `shared_net:Net`, environment.json listing its
+    own folder, and shared_net.py beside them, which leaves a mark when it runs; beside it a `safetensors.py` that
+    would shadow the installed package."""
+    from jaxdl.config import to_json
+    folder.mkdir()
+    config = apply_updates(load_config_file(str(ROOT / 'tests' / 'small_experiment.py')), {'model.name': 'shared_net:Net'})
+    (folder / 'config.json').write_text(to_json(config))
+    (folder / 'environment.json').write_text(json.dumps({'code_paths': [str(folder)], 'dataset': {
+        'image_shape': [8, 8, 1], 'class_names': [str(i) for i in range(10)]}, 'plan': {'steps_per_epoch': 19}}))
+    mark = "import pathlib; pathlib.Path(__file__).with_suffix('.ran').write_text('ran')\n"
+    (folder / 'shared_net.py').write_text(mark + 'import safetensors\nNet = None\n')
+    (folder / 'safetensors.py').write_text(mark)
+    return folder
+
+
+def test_a_run_directory_runs_no_code_it_carries_unless_trusted(tmp_path):
+    run, here = shared_run(tmp_path / 'received'), tmp_path
+    for command in (['evaluate', run], ['predict', run, tmp_path / 'x.png'], ['rerun', run]):
+        refused = jaxdl(*command, cwd=here)
+        assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+        assert f"shared_net (model.name 'shared_net:Net') from {run}" in refused.stderr and '--trust-code' in refused.stderr
+        assert not (run / 'shared_net.ran').exists()
+    trusted = jaxdl('evaluate', run, '--trust-code', cwd=here)
+    assert (run / 'shared_net.ran').exists(), trusted.stderr[-2000:]  # it ran, and then failed as the model it is
+    assert not (run / 'safetensors.ran').exists()  # the recorded folder comes after the installed packages
 
 
 @pytest.mark.parametrize('name,options,message', [
