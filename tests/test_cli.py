@@ -31,7 +31,8 @@ def test_unavailable_dataset_fails_fast(tmp_path):
     start = time.time()
     result = jaxdl('train', EXPERIMENT, '--workdir', tmp_path / 'x', '--config.dataset.name=cifar10',
                    f'--config.dataset.data_dir={tmp_path}')
-    assert result.returncode == 2 and 'tfds build cifar10' in result.stderr
+    assert result.returncode == 2 and f'is not prepared in {tmp_path} ' in result.stderr
+    assert 'run `jaxdl prepare cifar10 --data-dir DIR`' in result.stderr
     assert time.time() - start < 30  # interpreter, TensorFlow import, and no network wait
 
 

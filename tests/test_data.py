@@ -121,7 +121,7 @@ def test_catalog_datasets_through_the_same_pipeline(name, shape):
 
 def test_missing_catalog_dataset_fails_fast_with_instructions(tmp_path):
     start = time.time()
-    with pytest.raises(DatasetNotAvailable, match='tfds build mnist'):
+    with pytest.raises(DatasetNotAvailable, match='jaxdl prepare mnist --data-dir DIR'):
         Pipeline(dataset_config(name='mnist', data_dir=str(tmp_path)), TASK).size('train')
     assert time.time() - start < 10
 

@@ -112,7 +112,7 @@ def open_split(builder, split: str) -> tf.data.Dataset:
                                   read_config=tfds.ReadConfig(shuffle_seed=0, interleave_cycle_length=1))
     except AssertionError:  # tfds' way of saying "not prepared"
         raise DatasetNotAvailable(
-            f'dataset {builder.name!r} is not prepared in {builder.data_dir_root!r} and jaxdl never downloads at '
+            f'dataset {builder.name!r} is not prepared in {builder.data_dir_root} and jaxdl never downloads at '
             f'run time. On a machine with internet run `{prepare_command(builder.name, "DIR")}`, copy DIR here '
             f'and set --config.dataset.data_dir=DIR (or TFDS_DATA_DIR).') from None
     except ValueError as e:  # an unknown split name
