@@ -121,6 +121,38 @@ def test_peak_memory_of_the_streaming_path_does_not_grow_with_the_dataset():
     assert stream_10x - stream_1x < 30, f'streaming peak grew from {stream_1x} MB to {stream_10x} MB at 10x data'
 
 
+MEASURE_EPOCHS = '''
+import json, sys
+sys.path.insert(0, {tests!r})
+from tensorflow.python.ops import script_ops
+from jaxdl.config import default_config
+from jaxdl.data.pipeline import Pipeline
+c = default_config()
+c.dataset.name, c.dataset.source, c.dataset.image_size = 'streaming_builders:MemoryJpegShapes', 'stream', 32
+pipeline = Pipeline.for_config(c)
+batches = pipeline.train_batches(seed=0, global_batch=32)
+anonymous, readers = {{}}, {{}}
+for epoch in range(1, 41):  # as fit() runs them: an epoch of steps, then a validation
+    for _ in range(pipeline.steps_per_epoch(32)):
+        next(batches)
+    for _ in pipeline.eval_batches('validation', 8):
+        pass
+    if epoch in (10, 40):
+        anonymous[epoch] = next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('RssAnon')) // 1024
+        readers[epoch] = script_ops._py_funcs.size()  # numpy_function readers TensorFlow holds for the process
+print(json.dumps([anonymous, readers]))
+'''
+
+
+def test_memory_plateaus_over_many_streamed_epochs_and_validations():
+    """Forty epochs, each validated: what one validation builds is built once, and memory stops growing."""
+    result = run([sys.executable, '-c', MEASURE_EPOCHS.format(tests=TESTS)], timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    anonymous, readers = json.loads(result.stdout.strip().splitlines()[-1])
+    assert readers['40'] == readers['10'], f'every validation left a reader behind: {readers}'
+    assert anonymous['40'] - anonymous['10'] < 20, f'anonymous memory grew over 30 epochs: {anonymous} MB'
+
+
 @pytest.fixture(scope='module')
 def streamed_run(tmp_path_factory):
     """A short streamed run with the ImageNet-style transforms, on a private copy of the dataset's files."""

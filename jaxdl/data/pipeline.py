@@ -247,6 +247,8 @@ class Pipeline:
         self._decoded: dict[str, tf.data.Dataset] = {}
         self._sizes: dict[str, int] = {}
         self._records: dict[str, SplitRecords] = {}
+        self._eval_readers: dict[str, streaming.ExampleReader] = {}
+        self._eval_datasets: dict[tuple[str, int], tf.data.Dataset] = {}
         self.streaming = choose_source(dataset_cfg, self.builder, split_size(self.builder, dataset_cfg.train_split),
                                        image_shape(self.builder, dataset_cfg)) == 'stream'
 
@@ -445,23 +447,40 @@ class Pipeline:
         largest = max(self.size(s) for s in self._process_subsplits(split))
         return max(1, math.ceil(largest / local))
 
-    def eval_batches(self, split: str, global_batch: int) -> Iterator[dict]:
-        """Every example of this process's share once, the last batch padded and marked invalid."""
-        local = self._local_batch(global_batch)
+    def _eval_reader(self, split: str) -> streaming.ExampleReader:
+        if split not in self._eval_readers:
+            self._eval_readers[split] = self._reader(split, train=False)
+        return self._eval_readers[split]
+
+    def _eval_dataset(self, split: str, global_batch: int) -> tf.data.Dataset:
+        """This process's share of the split in batches, the padding marked invalid: built once per split and batch
+        size and iterated anew at each evaluation. Built anew each time, every validation of a run added its traced
+        functions (and, streaming, its `numpy_function` reader) to TensorFlow's process-wide registries, which
+        never release them: a streamed run's memory grew with its epochs."""
+        key = (split, global_batch)
+        if key in self._eval_datasets:
+            return self._eval_datasets[key]
+        local, batches = self._local_batch(global_batch), self.num_eval_batches(split, global_batch)
         if self.streaming:
             start, stop = self._process_share(split)
-            records, reader = self.records(split), self._reader(split, train=False)
-            ds = streaming.eval_dataset(records, reader, start=start, stop=stop, rows=local,
-                                        batches=self.num_eval_batches(split, global_batch),
-                                        skip_corrupt=self.cfg.skip_corrupt_images)
-            rows_of = lambda k: list(range(start + k * local, min(start + (k + 1) * local, stop)))
-            return streaming.naming_corrupt_examples(ds.as_numpy_iterator(), records, reader, rows_of)
-        subsplit = self._process_subsplits(split)[self.process_index]
-        total = self.num_eval_batches(split, global_batch) * local
-        ds = self._decoded_split(subsplit).map(lambda ex: {**ex, 'valid': tf.constant(True)})
-        ds = streaming.padded(ds, total - self.size(subsplit))
-        batches = ds.batch(local, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
-        return checks.reporting_data_errors(batches.as_numpy_iterator())
+            ds = streaming.eval_dataset(self.records(split), self._eval_reader(split), start=start, stop=stop,
+                                        rows=local, batches=batches, skip_corrupt=self.cfg.skip_corrupt_images)
+        else:
+            subsplit = self._process_subsplits(split)[self.process_index]
+            ds = self._decoded_split(subsplit).map(lambda ex: {**ex, 'valid': tf.constant(True)})
+            ds = streaming.padded(ds, batches * local - self.size(subsplit))
+            ds = ds.batch(local, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+        self._eval_datasets[key] = ds
+        return ds
+
+    def eval_batches(self, split: str, global_batch: int) -> Iterator[dict]:
+        """Every example of this process's share once, the last batch padded and marked invalid."""
+        batches = self._eval_dataset(split, global_batch).as_numpy_iterator()
+        if not self.streaming:
+            return checks.reporting_data_errors(batches)
+        local, (start, stop) = self._local_batch(global_batch), self._process_share(split)
+        rows_of = lambda k: list(range(start + k * local, min(start + (k + 1) * local, stop)))
+        return streaming.naming_corrupt_examples(batches, self.records(split), self._eval_reader(split), rows_of)
 
 
 def _process_rows(batches: Iterator[dict], start: int, rows: int) -> Iterator[dict]:
