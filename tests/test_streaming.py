@@ -229,11 +229,15 @@ def test_a_truncated_record_file_and_changed_files_are_refused_naming_them(strea
     assert json.loads((result.workdir / 'summary.json').read_text()) == result.summary  # nothing saved was lost
 
 
-def test_settings_only_the_streaming_path_has_are_refused_on_the_in_memory_path(stream_config):
+def test_settings_of_one_input_path_are_refused_on_the_other(stream_config):
     with pytest.raises(ConfigError, match="dataset.augment.random_resized_crop.*streaming path"):
         Pipeline.for_config(stream_config(dataset__source='memory', dataset__augment__random_resized_crop=True))
     with pytest.raises(ConfigError, match="dataset.train_examples_per_class.*dataset.source='memory'"):
         Pipeline.for_config(stream_config(dataset__train_examples_per_class=2))
+    for key, value in (('shuffle_buffer', 100), ('cache', False)):  # and the other way round
+        with pytest.raises(ConfigError, match=f"'dataset.{key}': applies to the in-memory path only, and this run "
+                                              f"streams"):
+            Pipeline.for_config(stream_config(**{f'dataset__{key}': value}))
     with pytest.raises(ConfigError, match='jaxdl prepare digits --data-dir .* --array-record'):
         Pipeline.for_config(stream_config(dataset__name='digits', dataset__image_size=8, dataset__source='auto',
                                           dataset__augment__random_resized_crop=True))

@@ -226,6 +226,12 @@ def choose_source(dataset_cfg, builder, train_size: int, shape: tuple[int, int, 
             f"dataset {d.name!r} is stored as {builder.info.file_format.value}, which cannot be read by index, and "
             f"{why}. To stream it, {array_record_advice(d.name, builder)}set dataset.source='memory' with "
             f"dataset.cache=False and a dataset.shuffle_buffer (e.g. 10000) to bound its memory.")
+    memory_only = [key for key, on in (('dataset.shuffle_buffer', d.shuffle_buffer), ('dataset.cache', not d.cache))
+                   if on]
+    if memory_only:
+        raise ConfigError(f"config key {memory_only[0]!r}: applies to the in-memory path only, and this run streams "
+                          f"(dataset.source={d.source!r}): the stream shuffles every epoch whole, by index, and "
+                          f"caches nothing. Leave it at its default, or set dataset.source='memory'")
     return 'stream'
 
 
