@@ -193,9 +193,9 @@ def cmd_rerun(args, _) -> int:
                       'differences': differences}, indent=2))
     print('final metrics match the recorded run' if not differences else
           f'final metrics DIFFER from the recorded run in {len(differences)} field(s)', file=sys.stderr)
-    if differences:  # the reasons are named besides the metrics: the differing numbers are the result
+    if differences:
         for reason in placement_differences(recorded_env or {}, json.loads((new / 'environment.json').read_text())):
-            print(f'  the rerun differs from the recording in {reason}', file=sys.stderr)
+            print(f'  a possible cause: {reason}', file=sys.stderr)
     return 0 if not differences else EXIT_MISMATCH
 
 

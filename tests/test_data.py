@@ -93,6 +93,17 @@ def test_evaluation_counts_every_example_exactly_once(batch_size, process_count)
     assert sorted(seen.values()) == sorted(reference.values())
 
 
+def test_every_evaluation_pass_starts_at_the_first_batch_even_after_one_left_unfinished():
+    pipeline = Pipeline(dataset_config(), TASK)  # one evaluation stream per split, read pass after pass
+    first = list(pipeline.eval_batches('test', 100))
+    assert next(pipeline.eval_batches('test', 100))['label'].tolist() == first[0]['label'].tolist()  # then stops
+    again = list(pipeline.eval_batches('test', 100))
+    assert len(again) == len(first) == 4
+    for a, b in zip(first, again):
+        np.testing.assert_array_equal(a['image'], b['image'])
+        np.testing.assert_array_equal(a['valid'], b['valid'])
+
+
 def test_augmentation_is_per_example_seeded_and_resumable():
     cfg = dataset_config(augment__crop_padding=2, augment__flip_left_right=True)
     pipeline = Pipeline(cfg, TASK)

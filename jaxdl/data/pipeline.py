@@ -14,11 +14,12 @@ of batches as every other process and marks padding in `valid`, so every example
 """
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import difflib
 import math
 import sys
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import tensorflow as tf
@@ -253,8 +254,7 @@ class Pipeline:
         self._decoded: dict[str, tf.data.Dataset] = {}
         self._sizes: dict[str, int] = {}
         self._records: dict[str, SplitRecords] = {}
-        self._eval_readers: dict[str, streaming.ExampleReader] = {}
-        self._eval_datasets: dict[tuple[str, int], tf.data.Dataset] = {}
+        self._eval_passes: dict[tuple[str, int], Callable[[], Iterator[dict]]] = {}
         self.streaming = choose_source(dataset_cfg, self.builder, split_size(self.builder, dataset_cfg.train_split),
                                        image_shape(self.builder, dataset_cfg)) == 'stream'
 
@@ -453,40 +453,51 @@ class Pipeline:
         largest = max(self.size(s) for s in self._process_subsplits(split))
         return max(1, math.ceil(largest / local))
 
-    def _eval_reader(self, split: str) -> streaming.ExampleReader:
-        if split not in self._eval_readers:
-            self._eval_readers[split] = self._reader(split, train=False)
-        return self._eval_readers[split]
+    def eval_batches(self, split: str, global_batch: int) -> Iterator[dict]:
+        """Every example of this process's share once, the last batch padded and marked invalid.
 
-    def _eval_dataset(self, split: str, global_batch: int) -> tf.data.Dataset:
-        """This process's share of the split in batches, the padding marked invalid: built once per split and batch
-        size and iterated anew at each evaluation. Built anew each time, every validation of a run added its traced
-        functions (and, streaming, its `numpy_function` reader) to TensorFlow's process-wide registries, which
-        never release them: a streamed run's memory grew with its epochs."""
+        Each split's evaluation pipeline is built once and a new iterator started over it at each evaluation.
+        Built anew each time, every validation added its traced functions (and, streaming, its `numpy_function`
+        reader) to TensorFlow's process-wide registries, which never release them. (An iterator kept across
+        evaluations, repeating, would read ahead into the next pass in its threads, and still be calling into
+        Python when the interpreter exits.)"""
         key = (split, global_batch)
-        if key in self._eval_datasets:
-            return self._eval_datasets[key]
+        if key not in self._eval_passes:
+            self._eval_passes[key] = self._eval_pass(split, global_batch)
+        return _returning_freed_memory(self._eval_passes[key]())
+
+    def _eval_pass(self, split: str, global_batch: int) -> Callable[[], Iterator[dict]]:
+        """A function that starts one pass over this process's share of the split, in batches, the padding
+        marked invalid, a failed example named."""
         local, batches = self._local_batch(global_batch), self.num_eval_batches(split, global_batch)
         if self.streaming:
             start, stop = self._process_share(split)
-            ds = streaming.eval_dataset(self.records(split), self._eval_reader(split), start=start, stop=stop,
-                                        rows=local, batches=batches, skip_corrupt=self.cfg.skip_corrupt_images)
-        else:
-            subsplit = self._process_subsplits(split)[self.process_index]
-            ds = self._decoded_split(subsplit).map(lambda ex: {**ex, 'valid': tf.constant(True)})
-            ds = streaming.padded(ds, batches * local - self.size(subsplit))
-            ds = ds.batch(local, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
-        self._eval_datasets[key] = ds
-        return ds
+            records, reader = self.records(split), self._reader(split, train=False)
+            ds = streaming.eval_dataset(records, reader, start=start, stop=stop, rows=local, batches=batches,
+                                        skip_corrupt=self.cfg.skip_corrupt_images)
+            rows_of = lambda k: list(range(start + k * local, min(start + (k + 1) * local, stop)))
+            return lambda: streaming.naming_corrupt_examples(ds.as_numpy_iterator(), records, reader, rows_of)
+        subsplit = self._process_subsplits(split)[self.process_index]
+        ds = self._decoded_split(subsplit).map(lambda ex: {**ex, 'valid': tf.constant(True)})
+        ds = streaming.padded(ds, batches * local - self.size(subsplit))
+        ds = ds.batch(local, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+        return lambda: checks.reporting_data_errors(ds.as_numpy_iterator())
 
-    def eval_batches(self, split: str, global_batch: int) -> Iterator[dict]:
-        """Every example of this process's share once, the last batch padded and marked invalid."""
-        batches = self._eval_dataset(split, global_batch).as_numpy_iterator()
-        if not self.streaming:
-            return checks.reporting_data_errors(batches)
-        local, (start, stop) = self._local_batch(global_batch), self._process_share(split)
-        rows_of = lambda k: list(range(start + k * local, min(start + (k + 1) * local, stop)))
-        return streaming.naming_corrupt_examples(batches, self.records(split), self._eval_reader(split), rows_of)
+
+def _returning_freed_memory(batches: Iterator[dict]) -> Iterator[dict]:
+    """The batches; then what the process freed since the last pass goes back to the system (glibc's malloc_trim;
+    elsewhere nothing).
+
+    glibc keeps what a thread frees in that thread's arena for its next allocations, and TensorFlow raises the
+    threshold above which it would give it back. The decoding threads of the input pipelines and XLA's threads
+    each fill arenas of their own, and a streamed run's resident memory grew with its epochs by what they kept
+    (benchmarks/README.md: streamed_epochs_memory.py). Trimmed after every evaluation pass, it levels off."""
+    yield from batches
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
+
+
+_MALLOC_TRIM = getattr(ctypes.CDLL(None), 'malloc_trim', None)
 
 
 def _process_rows(batches: Iterator[dict], start: int, rows: int) -> Iterator[dict]:
