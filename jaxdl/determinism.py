@@ -3,8 +3,10 @@
 XLA:CPU computes the same numbers for the same program and thread count. XLA:GPU does not by default: scatter-adds
 and some reductions accumulate with atomics in whatever order threads arrive, and autotuning times several
 convolution and matmul algorithms at each compilation and may keep a different one each time.
-`--xla_gpu_deterministic_ops=true` makes XLA:GPU use deterministic implementations of those ops and keep autotuning
-to deterministic algorithms (it implies `--xla_gpu_exclude_nondeterministic_ops`). XLA reads XLA_FLAGS once, when
+`--xla_gpu_deterministic_ops=true` ("guarantees run-to-run determinism on GPU") makes XLA:GPU use deterministic
+implementations of those ops and stops autotuning from choosing by timing (it implies
+`--xla_gpu_exclude_nondeterministic_ops`, under which XLA refuses to compile `select_and_scatter`, the gradient of
+flax's max_pool: the built-in models pool without it, `models/layers/pooling.py`). XLA reads XLA_FLAGS once, when
 its backend starts, so `request` must run before the first JAX computation of the process: fit() calls it first.
 """
 from __future__ import annotations

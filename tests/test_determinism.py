@@ -49,3 +49,43 @@ def test_a_gpu_backend_started_without_it_is_an_error_and_rerun_names_it(monkeyp
     assert reasons[0].startswith('deterministic ops: ') and len(reasons) == 2
     assert reasons[1].startswith('the recorded run trained on a GPU without deterministic ops')
     assert placement_differences(rerun, rerun) == []
+
+
+def test_the_strided_max_pool_is_flax_max_pool_with_a_gradient_free_of_select_and_scatter():
+    """XLA:GPU refuses select_and_scatter (flax max_pool's gradient) under deterministic ops: the ResNet stem's
+    3x3 / 2 pool computes the same function without it."""
+    import flax.linen as nn
+    import jax
+    import numpy as np
+    from jaxdl.models.layers.pooling import strided_max_pool
+    rng = np.random.default_rng(0)
+    reference = lambda x: nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+    for shape in ((2, 16, 16, 3), (1, 15, 13, 2)):
+        x = rng.integers(-2, 3, size=shape).astype(np.float32)  # few distinct values: ties in most windows
+        pooled, pool_vjp = jax.vjp(lambda x: strided_max_pool(x, 3, 2, 1), x)
+        expected, expected_vjp = jax.vjp(reference, x)
+        np.testing.assert_array_equal(pooled, expected)
+        cotangent = rng.normal(size=expected.shape).astype(np.float32)
+        # the same windows' first maxima take the gradient; overlapping windows add in another order
+        np.testing.assert_allclose(pool_vjp(cotangent)[0], expected_vjp(cotangent)[0], rtol=0, atol=1e-6)
+    step_text = jax.jit(jax.grad(lambda x: strided_max_pool(x, 3, 2, 1).sum())).lower(x).as_text()
+    assert 'select_and_scatter' not in step_text
+
+
+@pytest.mark.parametrize('model,options', [
+    ('resnet', {'depth': 10, 'width': 8, 'stem': 'imagenet'}), ('cnn', {'features': (8, 16), 'dense': 16}),
+    ('unet', {'features': (8, 16)}), ('vit', {'size': 'tiny', 'patch': 8, 'depth': 1})])
+def test_no_built_in_train_step_holds_an_op_xla_gpu_refuses_under_deterministic_ops(model, options):
+    import jax
+    import numpy as np
+    import jaxdl
+    from jaxdl.config import apply_updates, default_config
+    config = apply_updates(default_config(), {'model.name': model, 'model.options': options,
+                                              'train.duration': '10 steps'})
+    task = jaxdl.build_task(config.task, 10)
+    module = jaxdl.build_model(config.model, task.num_outputs, task.head_options)
+    tx, _ = jaxdl.build_optimizer(config.optimizer, jaxdl.Plan.resolve(config, 10))
+    state = jaxdl.create_train_state(module, tx, seed=0, image_shape=(32, 32, 3))
+    batch = {'image': np.zeros((2, 32, 32, 3), np.float32), 'label': np.zeros(2, np.int32), 'valid': np.ones(2, bool)}
+    text = jax.jit(lambda s, b: jaxdl.train_step(s, b, task=task)).lower(state, batch).as_text()
+    assert 'select_and_scatter' not in text

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 
 from jaxdl.errors import ConfigError
 from jaxdl.models.layers.heads import BackboneAndHead, DenseHead, check_head
+from jaxdl.models.layers.pooling import strided_max_pool
 
 STAGES = {10: (1, 1, 1, 1), 18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3),
           152: (3, 8, 36, 3)}
@@ -66,7 +67,7 @@ class ResNet(nn.Module):
         if self.stem == 'imagenet':
             x = nn.relu(norm()(nn.Conv(self.width, (7, 7), strides=2, padding=_symmetric(7), use_bias=False,
                                        dtype=self.dtype)(x)))
-            x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+            x = strided_max_pool(x, 3, 2, 1)  # nn.max_pool's function; its gradient compiles under deterministic ops
         else:
             x = nn.relu(norm()(nn.Conv(self.width, (3, 3), use_bias=False, dtype=self.dtype)(x)))
         bottleneck = self.depth >= 50
