@@ -24,22 +24,27 @@ def backend_started() -> bool:
     return xla_bridge.backends_are_initialized()
 
 
-def _flags() -> list[str]:
-    return os.environ.get('XLA_FLAGS', '').split()
+def flag_value() -> bool | None:
+    """What XLA_FLAGS says of the flag, as XLA reads it (a bare flag is on, the last one wins); None: nothing."""
+    value = None
+    for flag in os.environ.get('XLA_FLAGS', '').split():
+        name, equals, text = flag.partition('=')
+        if name == FLAG_NAME:
+            value = not equals or text.lower() in ('true', '1')
+    return value
 
 
 def request(deterministic: bool) -> None:
     """Adds the flag to XLA_FLAGS while the backend has not started (a value the user set there is kept)."""
-    flags = _flags()
-    if deterministic and not backend_started() and not any(f.startswith(FLAG_NAME + '=') for f in flags):
-        os.environ['XLA_FLAGS'] = ' '.join([*flags, FLAG])
+    if deterministic and not backend_started() and flag_value() is None:
+        os.environ['XLA_FLAGS'] = f"{os.environ.get('XLA_FLAGS', '')} {FLAG}".strip()
 
 
 def record(deterministic: bool) -> dict:
     """What environment.json keeps: whether the run asked for deterministic ops and whether the backend has them.
     A GPU backend that started without them while the run asks for them is an error: the setting could not act."""
     import jax
-    active = FLAG in _flags()
+    active = bool(flag_value())
     if deterministic and not active and jax.default_backend() == 'gpu':
         raise ConfigError(f"config key 'train.deterministic': the GPU backend started without {FLAG} (XLA_FLAGS="
                           f"{os.environ.get('XLA_FLAGS', '')!r}), before fit() could set it, so reruns would not give "

@@ -32,6 +32,16 @@ def test_the_setting_reaches_the_backend_and_the_run_records_it(tmp_path, determ
     assert ('--xla_gpu_deterministic_ops=true' in environment['xla_flags']) == deterministic
 
 
+@pytest.mark.parametrize('flags,value', [('', None), ('--xla_gpu_deterministic_ops', True),
+                                         ('--xla_gpu_deterministic_ops=1', True),
+                                         ('--xla_gpu_deterministic_ops=true --xla_gpu_deterministic_ops=false', False),
+                                         ('--xla_gpu_deterministic_ops_x=true', None)])
+def test_the_flag_is_read_as_xla_reads_it(monkeypatch, flags, value):
+    from jaxdl import determinism
+    monkeypatch.setenv('XLA_FLAGS', flags)
+    assert determinism.flag_value() is value
+
+
 def test_a_gpu_backend_started_without_it_is_an_error_and_rerun_names_it(monkeypatch):
     import jax
     from jaxdl import determinism
