@@ -2,12 +2,13 @@
 loop, on the same model (the small CNN: two 3x3 conv blocks of 32 and 64 with 2x2 max-pooling, dense 128, dense
 10), the same digits training batches, SGD with momentum 0.9, batch 128.
 
-    pip install keras torch==2.13.0            # peers only; not jaxdl dependencies
+    pip install keras torch            # peers only; not jaxdl dependencies (the test extra has torch)
     python benchmarks/peers.py --repeats 3
 
 Each framework runs in its own fresh process (Keras picks its backend at import), alternating, for the same number
 of epochs; the rate is images per second after the first epoch (compilation and warm-up excluded). jaxdl's is
-read from fit()'s own records, as in fit_overhead.py.
+read from fit()'s own records, as in fit_overhead.py. The peers read the batches from a file this script writes
+once: they import neither jaxdl nor TensorFlow (torch 2.14 in one process with TensorFlow dies with SIGSEGV).
 """
 from __future__ import annotations
 
@@ -17,22 +18,32 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 
-# The training batches every framework sees: the digits train split, normalised as the jaxdl config does.
+# The training batches every framework sees (the digits train split, normalised as the jaxdl config does), written
+# once by `write_batches`; each peer reads them with numpy alone.
 DATA = r'''
+import sys
 import numpy as np
-from jaxdl.config import apply_updates, default_config
-from jaxdl.data.pipeline import Pipeline
 def digits_batches(batch):
+    data = np.load(sys.argv[3])
+    return data['x'], data['y']
+'''
+
+
+def write_batches(batch: int, path: Path) -> None:
+    import numpy as np
+    from jaxdl.config import apply_updates, default_config
+    from jaxdl.data.pipeline import Pipeline
     config = apply_updates(default_config(), {'dataset.mean': (0.5,), 'dataset.std': (0.5,)})
     pipeline = Pipeline.for_config(config)
     stream = pipeline.train_batches(seed=0, global_batch=batch)
     batches = [next(stream) for _ in range(pipeline.steps_per_epoch(batch))]
-    return np.concatenate([b['image'] for b in batches]), np.concatenate([b['label'] for b in batches])
-'''
+    np.savez(path, x=np.concatenate([b['image'] for b in batches]), y=np.concatenate([b['label'] for b in batches]))
+
 
 KERAS = DATA + r'''
 import os, sys, time, json
@@ -86,9 +97,11 @@ print(json.dumps({'rate': (epochs - 1) * len(x) / (ends[-1] - ends[0]), 'threads
 '''
 
 
-def peer(script: str, batch: int, epochs: int, env: dict | None = None) -> dict:
-    out = subprocess.run([sys.executable, '-c', script, str(batch), str(epochs)], capture_output=True, text=True,
-                         check=True, env={**os.environ, **(env or {})})
+def peer(script: str, batch: int, epochs: int, batches: Path, env: dict | None = None) -> dict:
+    out = subprocess.run([sys.executable, '-c', script, str(batch), str(epochs), str(batches)], capture_output=True,
+                         text=True, env={**os.environ, **(env or {})})
+    if out.returncode:
+        raise SystemExit(f'a peer failed (exit {out.returncode}): {out.stderr[-2000:]}')
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -102,13 +115,17 @@ def main() -> None:
     from fit_overhead import fit_rate
     rates = {'jaxdl fit()': [], 'keras 3 (jax) fit': [], 'pytorch (cpu)': []}
     details = {}
-    for _ in range(args.repeats):
-        rates['jaxdl fit()'].append(fit_rate('cnn', args.batch, args.epochs))
-        keras = peer(KERAS, args.batch, args.epochs, {'KERAS_BACKEND': 'jax'})
-        rates['keras 3 (jax) fit'].append(keras['rate'])
-        torch = peer(TORCH, args.batch, args.epochs)
-        rates['pytorch (cpu)'].append(torch['rate'])
-        details = {'keras_backend': keras['backend'], 'torch': torch['version'], 'torch_threads': torch['threads']}
+    with tempfile.TemporaryDirectory() as tmp:
+        batches = Path(tmp) / 'digits_batches.npz'
+        subprocess.run([sys.executable, '-c', f'import sys; sys.path.insert(0, {str(HERE)!r}); import peers; '
+                        f'peers.write_batches({args.batch}, peers.Path({str(batches)!r}))'], check=True)
+        for _ in range(args.repeats):
+            rates['jaxdl fit()'].append(fit_rate('cnn', args.batch, args.epochs))
+            keras = peer(KERAS, args.batch, args.epochs, batches, {'KERAS_BACKEND': 'jax'})
+            rates['keras 3 (jax) fit'].append(keras['rate'])
+            torch = peer(TORCH, args.batch, args.epochs, batches)
+            rates['pytorch (cpu)'].append(torch['rate'])
+            details = {'keras_backend': keras['backend'], 'torch': torch['version'], 'torch_threads': torch['threads']}
     medians = {k: statistics.median(v) for k, v in rates.items()}
     print(json.dumps({'batch': args.batch, 'epochs': args.epochs, **details,
                       'images_per_s': {k: round(v) for k, v in medians.items()},
