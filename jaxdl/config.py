@@ -392,8 +392,8 @@ def validate(config: ConfigDict) -> ConfigDict:
                  and isinstance(rule[1], str), f'train.sharding_rules[{i}]',
                  f"must be a (path regex, spec) pair, e.g. ('.*kernel', 'auto'); got {rule!r}")
         require_regex(rule[0], f'train.sharding_rules[{i}]')
-    _require(isinstance(t.mesh, str) and all(part.partition('=')[0].strip() in ('data', 'fsdp') and '=' in part
-                                             for part in t.mesh.split(',')) if t.mesh else True, 'train.mesh',
+    _require(isinstance(t.mesh, str) and all(axis in ('data', 'fsdp') for axis in _mesh_axes(t.mesh))
+             and all('=' in part for part in t.mesh.split(',')) if t.mesh else True, 'train.mesh',
              f"must name axis sizes as 'data=2,fsdp=4' (-1: the devices left); got {t.mesh!r}")
     check_placement(t.parallel, t.mesh, t.sharding_rules, t.fsdp_min_size)
     _require(t.early_stopping.patience >= 0, 'train.early_stopping.patience', 'must be >= 0 (0 turns it off)')
@@ -444,15 +444,24 @@ def check_placement(parallel: str, mesh: str, sharding_rules, fsdp_min_size: int
         raise ConfigError(f"config key 'train.mesh': {mesh!r} needs a runner over a mesh, and train.parallel="
                           f"{parallel!r} has none; set train.parallel to 'sharded' or 'fsdp' (or 'auto', which then "
                           f"picks one), or leave train.mesh empty")
-    if parallel == 'fsdp' and mesh and 'fsdp' not in [part.partition('=')[0].strip() for part in mesh.split(',')]:
+    if parallel == 'fsdp' and mesh and 'fsdp' not in _mesh_axes(mesh):
         raise ConfigError(f"config key 'train.mesh': {mesh!r} has no fsdp axis, so train.parallel='fsdp' would split "
                           f"nothing; add one (e.g. 'data=2,fsdp=-1'), or use train.parallel='sharded'")
-    for key, given in (('train.sharding_rules', bool(sharding_rules)),
-                       ('train.fsdp_min_size', fsdp_min_size != FSDP_MIN_SIZE)):
-        if given and parallel in ('jit', 'pmap', 'sharded'):
+    for key in state_splitting_keys(sharding_rules, fsdp_min_size):
+        if parallel in ('jit', 'pmap', 'sharded'):
             raise ConfigError(f"config key {key!r}: only train.parallel='fsdp' splits the state, and "
                               f"train.parallel={parallel!r} keeps it whole; set train.parallel to 'fsdp' (or 'auto', "
                               f"which then picks it), or leave {key} at its default")
+
+
+def state_splitting_keys(sharding_rules, fsdp_min_size: int) -> list[str]:
+    """The placement keys set to split the state, which only the fsdp runner does."""
+    return [key for key, given in (('train.sharding_rules', bool(sharding_rules)),
+                                   ('train.fsdp_min_size', fsdp_min_size != FSDP_MIN_SIZE)) if given]
+
+
+def _mesh_axes(mesh: str) -> list[str]:
+    return [part.partition('=')[0].strip() for part in mesh.split(',')]
 
 
 def require_regex(pattern: str, key: str) -> None:

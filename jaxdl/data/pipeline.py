@@ -27,7 +27,7 @@ import tensorflow_datasets as tfds
 
 from jaxdl.data import (CATALOG_CLASSIFICATION, CATALOG_DETECTION, CATALOG_SEGMENTATION, adapters, checks, jpeg,
                         prepare_command, preprocess, quiet_tfds, resolve_data_dir, streaming)
-from jaxdl.data.records import SplitRecords, array_record_advice, is_random_access
+from jaxdl.data.records import SplitRecords, array_record_advice, is_random_access, preparable
 from jaxdl.data.sampling import IndexSampler, epoch_seed
 from jaxdl.errors import ConfigError, DatasetNotAvailable
 from jaxdl.registry import BUILDERS, is_import_path
@@ -68,15 +68,15 @@ def prepare_dataset(name: str, data_dir: str, *, array_record: bool = False) -> 
     path or TFDS's default TFRecord. A version already prepared there in another format is an error: tfds keeps
     one format per prepared version, so the other format goes into a data dir of its own."""
     file_format = 'array_record' if array_record else None
-    if name in BUILDERS.builtin_names() or is_import_path(name):
-        builder_class = BUILDERS.resolve(name)
-        make = lambda fmt: builder_class(data_dir=data_dir, file_format=fmt)
-    elif name in tfds.list_builders():
-        make = lambda fmt: tfds.builder(name, data_dir=data_dir, file_format=fmt)
-    else:
+    if not preparable(name):
         raise DatasetNotAvailable(f'{name!r} is neither a built-in (`jaxdl datasets`), a TFDS builder '
                                   f"class 'package.module:Class' nor a TFDS catalog name; an image folder or arrays "
                                   f'are prepared by the run that names them')
+    if name in BUILDERS.builtin_names() or is_import_path(name):
+        builder_class = BUILDERS.resolve(name)
+        make = lambda fmt: builder_class(data_dir=data_dir, file_format=fmt)
+    else:
+        make = lambda fmt: tfds.builder(name, data_dir=data_dir, file_format=fmt)
     builder = make(None)
     if builder.is_prepared():
         wanted = tfds.core.file_adapters.FileFormat('array_record' if array_record else 'tfrecord')

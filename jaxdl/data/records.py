@@ -24,11 +24,17 @@ def is_random_access(builder) -> bool:
     return builder.info.file_format == tfds.core.file_adapters.FileFormat.ARRAY_RECORD
 
 
+def preparable(name: str) -> bool:
+    """Whether `jaxdl prepare` can prepare dataset `name`: a built-in, a builder's import path or a TFDS catalog
+    name (not an image folder or arrays, which the run that names them prepares from its files)."""
+    return name in BUILDERS.builtin_names() or is_import_path(name) or name in tfds.list_builders()
+
+
 def array_record_advice(name: str, builder) -> str:
     """How dataset `name` (as dataset.name writes it) gets ArrayRecord files, as a sentence ending in ', or ', or
     '' where jaxdl cannot prepare it again (an image folder or arrays, prepared from files). A data dir of its own:
     the dataset's TFRecord files stay where they are, and tfds keeps one file format per prepared version."""
-    if not (name in BUILDERS.builtin_names() or is_import_path(name) or name in tfds.list_builders()):
+    if not preparable(name):
         return ''
     target = f'{str(builder.data_dir_root).rstrip("/")}-array_record'
     return (f'prepare it as ArrayRecord into a data dir of its own (`{prepare_command(name, target, array_record=True)}`)'

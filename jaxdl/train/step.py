@@ -20,7 +20,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from jaxdl.config import FSDP_MIN_SIZE, check_placement
+from jaxdl.config import FSDP_MIN_SIZE, check_placement, state_splitting_keys
 from jaxdl.registry import CPU_CONVOLUTIONS, PARALLEL
 from jaxdl.train import sharding
 from jaxdl.train.state import TrainState
@@ -218,7 +218,7 @@ def make_runner(parallel: str, task, cpu_convolutions: str = 'eigen', *, mesh: s
     """The runner `train.parallel` names. `cpu_convolutions`: see `compiler_options` (jit and mesh runners;
     jax.pmap takes no compiler options). `mesh`, `sharding_rules`, `fsdp_min_size`: see jaxdl.train.sharding."""
     check_placement(parallel, mesh, sharding_rules, fsdp_min_size)
-    kind = choose_parallel(parallel, mesh=mesh, splits_state=bool(sharding_rules) or fsdp_min_size != FSDP_MIN_SIZE)
+    kind = choose_parallel(parallel, mesh=mesh, splits_state=bool(state_splitting_keys(sharding_rules, fsdp_min_size)))
     options = compiler_options(cpu_convolutions) if kind != 'pmap' else None
     if kind == 'jit':
         return _jit_runner(task, options)
