@@ -101,59 +101,32 @@ def cmd_predict(args, _) -> int:
     if images.shape[1:] != run.image_shape:
         raise InputError(f'preprocessed images have shape {images.shape[1:]}, the model takes {run.image_shape}')
     outputs = predict(run.state, images, run.task)
-    kind = run.task.data_kind
-    if kind == 'regression':
-        results = [{'image': path, **{target: float(v) for target, v in zip(run.task.targets, values)}}
-                   for path, values in zip(args.images, outputs)]
-        describe = lambda r: ', '.join(f'{target} {r[target]:.2f}' for target in run.task.targets)
-    elif kind in ('segmentation', 'detection'):
-        results = _write_pictures(args, run, raw, outputs)
-        describe = lambda r: f"{r['summary']} -> {r['picture']}"
-    else:
-        results = []
-        for path, probs in zip(args.images, outputs):
-            order = np.argsort(-probs)[:args.top]
-            results.append({'image': path, 'top': [{'class': run.class_names[i], 'index': int(i),
-                                                     'probability': float(probs[i])} for i in order]})
-        describe = lambda r: ', '.join(f"{t['class']} {100 * t['probability']:.1f}%" for t in r['top'])
+    from PIL import Image
+    from jaxdl.data.kinds import PredictOptions, data_kind
+    kind, options = data_kind(run.task), PredictOptions(top=args.top, min_score=args.min_score)
+    results = []
+    for path, image, output in zip(args.images, raw, _rows(outputs)):
+        shown = kind.prediction(image, output, run.task, run.class_names, options)
+        result = {'image': path, **shown.fields, 'summary': shown.summary}
+        if shown.picture is not None:
+            picture = Path(args.output_dir) / f'{Path(path).stem}.{shown.picture_suffix or kind.name}.png'
+            picture.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(shown.picture).save(picture)
+            result['picture'] = str(picture)
+        results.append(result)
     if args.json:
         print(json.dumps(results, indent=2))
     else:
         for r in results:
-            print(f"{r['image']}: {describe(r)}")
+            print(f"{r['image']}: {r['summary']}" + (f" -> {r['picture']}" if 'picture' in r else ''))
     return 0
 
 
-def _write_pictures(args, run, raw, outputs) -> list[dict]:
-    """Segmentation: the class map overlaid on each image, and each class's share of the pixels. Detection: the
-    boxes scoring at least --min-score drawn with labels and scores. One PNG per image in --output-dir."""
-    import numpy as np
-    from PIL import Image
-    from jaxdl import overlays
-    out_dir = Path(args.output_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    results = []
-    for i, path in enumerate(args.images):
-        if run.task.data_kind == 'segmentation':
-            class_map = outputs['class_map'][i]
-            picture = overlays.mask_overlay(raw[i], class_map)
-            shares = {run.class_names[c]: float(np.mean(class_map == c)) for c in range(len(run.class_names))}
-            result = {'image': path, 'pixel_share': shares,
-                      'summary': ', '.join(f'{k} {100 * v:.1f}%' for k, v in shares.items() if v > 0)}
-            suffix = 'segmentation'
-        else:
-            keep = outputs['scores'][i] >= args.min_score
-            boxes, scores, classes = outputs['boxes'][i][keep], outputs['scores'][i][keep], outputs['classes'][i][keep]
-            picture = overlays.draw_boxes(raw[i], boxes, classes, run.class_names, scores)
-            detections = [{'class': run.class_names[int(c)], 'score': float(s), 'box': [float(v) for v in b]}
-                          for b, s, c in zip(boxes, scores, classes)]
-            result = {'image': path, 'detections': detections,
-                      'summary': ', '.join(f"{d['class']} {d['score']:.2f}" for d in detections) or 'no objects'}
-            suffix = 'detections'
-        target = out_dir / f'{Path(path).stem}.{suffix}.png'
-        Image.fromarray(picture).save(target)
-        results.append({**result, 'picture': str(target)})
-    return results
+def _rows(outputs):
+    """Per-image rows of a batch of predictions (an array, or a dict of arrays)."""
+    if isinstance(outputs, dict):
+        return [{k: v[i] for k, v in outputs.items()} for i in range(len(next(iter(outputs.values()))))]
+    return list(outputs)
 
 
 def placement_differences(recorded: dict, rerun: dict) -> list[str]:
@@ -224,8 +197,7 @@ def cmd_compare(args, _) -> int:
 
 
 def cmd_datasets(args, _) -> int:
-    from jaxdl.data import (CATALOG_CLASSIFICATION, CATALOG_DETECTION, CATALOG_SEGMENTATION, builtin_datasets,
-                            prepare_command, prepared_versions, resolve_data_dir)
+    from jaxdl.data import CATALOG, builtin_datasets, prepare_command, prepared_versions, resolve_data_dir
     data_dir = resolve_data_dir(args.data_dir or '')
     print(f'data dir: {data_dir}')
     print('built-in (prepared offline on first use):')
@@ -237,11 +209,9 @@ def cmd_datasets(args, _) -> int:
           "or the name jaxdl.data.from_arrays returns")
     print(f"catalog (never downloaded at run time; prepare one with `{prepare_command('NAME', data_dir)}` on a "
           "machine with internet; add --array-record to stream it):")
-    for task, names in (('classification', CATALOG_CLASSIFICATION), ('segmentation', CATALOG_SEGMENTATION),
-                        ('detection', CATALOG_DETECTION)):
-        for name in names:
-            versions = prepared_versions(name, data_dir)
-            print(f'  {name:<16} {"prepared " + ",".join(versions) if versions else "not prepared":<22} {task}')
+    for name, holds in CATALOG.items():
+        versions = prepared_versions(name, data_dir)
+        print(f'  {name:<16} {"prepared " + ",".join(versions) if versions else "not prepared":<22} {holds}')
     return 0
 
 
@@ -288,8 +258,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('images', nargs='+')
     p.add_argument('--checkpoint', default='best')
     p.add_argument('--top', type=int, default=3)
-    p.add_argument('--output-dir', default='.', help='segmentation, detection: where IMAGE.segmentation.png or '
-                                                     'IMAGE.detections.png go (default: here)')
+    p.add_argument('--output-dir', default='.', help='where pictures of predictions go (segmentation: '
+                                                     'IMAGE.segmentation.png, detection: IMAGE.detections.png; '
+                                                     'default: here)')
     p.add_argument('--min-score', type=float, default=0.3, help='detection: boxes scoring at least this')
     p.add_argument('--json', action='store_true')
     p.add_argument('--trust-code', action='store_true', help=TRUST_CODE_HELP)

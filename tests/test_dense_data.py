@@ -184,8 +184,10 @@ def test_augmentation_moves_masks_and_boxes_with_the_image():
                'box_valid': tf.constant([True, False])}
     changed = kept = 0
     for seed in range(16):
-        out = preprocess.augment_geometric(example, tf.constant([seed, 3], tf.int64),
-                                           preprocess.Augmentation.of(config.dataset.augment), ignore_label=255)
+        placement = preprocess.Placement.draw(tf.constant([seed, 3], tf.int64), example['image'],
+                                              preprocess.Augmentation.of(config.dataset.augment))
+        out = {'image': placement.image(example['image']), 'mask': placement.mask(example['mask'], 255)}
+        out['boxes'], out['box_valid'] = placement.boxes(example['boxes'], example['box_valid'])
         new_image, new_mask = out['image'].numpy(), out['mask'].numpy()
         inside, outside = new_image[..., 2] > 0.999, new_image[..., 2] < 0.001
         assert np.all(new_mask[outside] == 255)

@@ -25,12 +25,16 @@ def builtin_datasets() -> dict[str, str]:
             for name in BUILDERS.builtin_names()}
 
 
-# Catalog datasets whose features the classification preprocessing reads as is (image + label). They are
-# never downloaded at run time: prepare them with `jaxdl prepare NAME` (prepare_command) on a machine with internet.
-CATALOG_CLASSIFICATION = ('mnist', 'fashion_mnist', 'cifar10', 'cifar100', 'kmnist', 'emnist', 'svhn_cropped')
-# Catalog datasets the segmentation and detection adapters read (jaxdl.data.adapters); same rule: never downloaded.
-CATALOG_SEGMENTATION = ('oxford_iiit_pet',)
-CATALOG_DETECTION = ('voc', 'coco')
+# Catalog datasets whose features the data kinds read as they are (jaxdl.data.kinds; segmentation masks through
+# jaxdl.data.adapters), with what they hold. They are never downloaded at run time: prepare them with
+# `jaxdl prepare NAME` (prepare_command) on a machine with internet.
+CATALOG = {
+    'mnist': 'one of 10 digits per image', 'fashion_mnist': 'one of 10 garments per image',
+    'cifar10': 'one of 10 classes per image', 'cifar100': 'one of 100 classes per image',
+    'kmnist': 'one of 10 characters per image', 'emnist': 'one of 62 characters per image',
+    'svhn_cropped': 'one of 10 digits per image', 'oxford_iiit_pet': 'pet/background mask per pixel (trimap)',
+    'voc': 'objects in boxes (objects); the classes present (labels)', 'coco': 'objects in boxes (objects)',
+}
 
 
 @contextlib.contextmanager

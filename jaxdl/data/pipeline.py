@@ -25,8 +25,8 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from jaxdl.data import (CATALOG_CLASSIFICATION, CATALOG_DETECTION, CATALOG_SEGMENTATION, adapters, checks, jpeg,
-                        prepare_command, preprocess, quiet_tfds, resolve_data_dir, streaming)
+from jaxdl.data import CATALOG, checks, jpeg, prepare_command, preprocess, quiet_tfds, resolve_data_dir, streaming
+from jaxdl.data.kinds import data_kind
 from jaxdl.data.records import SplitRecords, array_record_advice, is_random_access, preparable
 from jaxdl.data.sampling import IndexSampler, epoch_seed
 from jaxdl.errors import ConfigError, DatasetNotAvailable
@@ -55,7 +55,7 @@ def get_builder(dataset_cfg) -> tfds.core.DatasetBuilder:
     try:
         return tfds.builder(name, data_dir=data_dir)
     except tfds.core.registered.DatasetNotFoundError:
-        known = [*BUILDERS.builtin_names(), *CATALOG_CLASSIFICATION, *CATALOG_SEGMENTATION, *CATALOG_DETECTION]
+        known = [*BUILDERS.builtin_names(), *CATALOG]
         close = difflib.get_close_matches(name, known + tfds.list_builders(), n=3)
         hint = f' Did you mean {", ".join(map(repr, close))}?' if close else ''
         raise DatasetNotAvailable(f'unknown dataset {name!r}.{hint} `jaxdl datasets` lists the built-in ones; an '
@@ -164,29 +164,9 @@ def label_feature(builder, dataset_cfg):
     return features[dataset_cfg.label] if dataset_cfg.label in features else None
 
 
-def class_names(builder, dataset_cfg, data_kind: str) -> tuple[str, ...]:
-    """The classes a task of this data kind sees: of the label feature after class selection (classification),
-    of the mask values, background first (segmentation), of the objects (detection); () for regression."""
-    if data_kind == 'segmentation':
-        return adapters.mask_source(dataset_cfg.name).class_names
-    if data_kind == 'detection':
-        return adapters.detection_class_names(builder.info.features)
-    if data_kind == 'regression':
-        return ()
-    label = label_feature(builder, dataset_cfg)
-    if not isinstance(label, tfds.features.ClassLabel):
-        found = 'no such feature' if label is None else f'a {type(label).__name__}, not a ClassLabel'
-        raise DatasetNotAvailable(f'dataset {dataset_cfg.name!r}: classification reads the class from the feature '
-                                  f'{dataset_cfg.label!r} (dataset.label), which is {found}; its features: '
-                                  f'{", ".join(builder.info.features.keys())}')
-    names = tuple(label.names)
-    if dataset_cfg.classes:
-        bad = [c for c in dataset_cfg.classes if not 0 <= c < len(names)]
-        if bad:
-            raise DatasetNotAvailable(f'dataset.classes {bad} are not class ids of {dataset_cfg.name!r} '
-                                      f'(0..{len(names) - 1})')
-        names = tuple(names[c] for c in dataset_cfg.classes)
-    return names
+def class_names(builder, dataset_cfg, kind) -> tuple[str, ...]:
+    """The classes a task of this data kind (a DataKind or its name) sees."""
+    return (data_kind(kind) if isinstance(kind, str) else kind).class_names(builder, dataset_cfg)
 
 
 def image_shape(builder, dataset_cfg) -> tuple[int, int, int]:
@@ -245,7 +225,7 @@ class Pipeline:
     def __init__(self, dataset_cfg, task, *, builder=None, process_index: int = 0, process_count: int = 1):
         self.cfg = dataset_cfg
         self.task = task
-        self.kind = task.data_kind
+        self.kind = data_kind(task)
         self.process_index, self.process_count = process_index, process_count
         self.builder = builder if builder is not None else get_builder(dataset_cfg)
         self.augmentation = preprocess.Augmentation.of(dataset_cfg.augment)
@@ -270,40 +250,41 @@ class Pipeline:
     def _check(self) -> None:
         """The features the task reads exist and the augmentation keeps its targets (a misnamed feature fails
         here, not deep inside tf.data)."""
-        features = self.builder.info.features
-        needed = {'classification': lambda: [self.cfg.label], 'regression': lambda: list(self.task.targets),
-                  'segmentation': lambda: ['segmentation_mask'], 'detection': lambda: ['objects']}[self.kind]()
+        features, kind = self.builder.info.features, self.kind
+        needed = list(kind.features(self.task, self.cfg))
         if self.cfg.classes or self.cfg.train_examples_per_class:
             needed.append(self.cfg.label)
         missing = [f for f in dict.fromkeys(['image', *needed]) if f not in features]
         if missing:
             raise DatasetNotAvailable(f'dataset {self.cfg.name!r} has no feature {", ".join(map(repr, missing))} '
-                                      f'(the {self.kind} task reads it); its features: {", ".join(features.keys())}')
-        if self.kind == 'segmentation':
-            adapters.mask_source(self.cfg.name)
-        if self.kind == 'detection' and not all(k in features['objects'] for k in ('bbox', 'label')):
-            raise DatasetNotAvailable(f'dataset {self.cfg.name!r}: detection reads objects/bbox and objects/label; '
-                                      f'its objects have {", ".join(features["objects"].keys())}')
+                                      f'(the {kind.name} task reads it); its features: {", ".join(features.keys())}')
+        kind.check(features, self.task, self.cfg)
         image_shape(self.builder, self.cfg)
-        if self.cfg.classes and self.kind in ('segmentation', 'detection'):
-            raise DatasetNotAvailable('dataset.classes selects image classes; segmentation and detection use every '
-                                      'class of their masks and boxes')
+        if (self.cfg.classes or self.cfg.train_examples_per_class) and not kind.selects_by_label:
+            key = 'dataset.classes' if self.cfg.classes else 'dataset.train_examples_per_class'
+            raise DatasetNotAvailable(f'{key} selects images by their one class (dataset.label); the {kind.name} '
+                                      f'data kind has no one class per image, so it uses every example')
         if self.augmentation.flip_left_right and getattr(self.task, 'flips_change_targets', False):
             raise ConfigError("config key 'dataset.augment.flip_left_right': cannot be used for this task: a mirrored "
                               "image has a different target (a flip negates an angle)")
-        if self.cfg.augment.random_resized_crop and (self.kind not in ('classification', 'regression')
-                                                     or self.augmentation.crop_padding):
-            raise ConfigError("config key 'dataset.augment.random_resized_crop': crops the image alone, for "
-                              "classification and regression, and replaces crop_padding's translation "
-                              "(segmentation and detection: crop_area)")
-        if self.augmentation.crop_area < 1.0 and self.kind not in ('segmentation', 'detection'):
-            raise ConfigError("config key 'dataset.augment.crop_area': is for segmentation and detection "
-                              "(classification and regression translate with crop_padding)")
+        if self.cfg.augment.random_resized_crop and (kind.moves_with_image or self.augmentation.crop_padding):
+            raise ConfigError("config key 'dataset.augment.random_resized_crop': crops the image alone, for data "
+                              "kinds whose targets do not move with the image (classification, regression), and "
+                              "replaces crop_padding's translation (segmentation and detection: crop_area)")
+        if self.augmentation.crop_area < 1.0 and not kind.moves_with_image:
+            raise ConfigError("config key 'dataset.augment.crop_area': is for data kinds whose targets move with "
+                              "the image (segmentation, detection); classification and regression translate with "
+                              "crop_padding")
 
     @property
     def spec(self) -> DatasetSpec:
-        names = class_names(self.builder, self.cfg, self.kind)
+        names = self.kind.class_names(self.builder, self.cfg)
         return DatasetSpec(self.cfg.name, len(names), names, image_shape(self.builder, self.cfg))
+
+    def _converter(self, image_format: preprocess.ImageFormat) -> Callable[[dict], dict]:
+        """example -> the data contract of the task's kind, images in `image_format` (the dataset's, or another
+        for a reader whose images arrive already cropped)."""
+        return self.kind.converter(self.task, self.cfg, lambda image: preprocess.image_to_float(image, image_format))
 
     def _filtering(self, split: str) -> bool:
         return bool(self.cfg.classes) or (bool(self.cfg.train_examples_per_class) and split == self.cfg.train_split)
@@ -349,7 +330,7 @@ class Pipeline:
     def _selected(self, split: str) -> tf.data.Dataset:
         """The split's raw examples after class selection and (training split only) the few-shot subset."""
         ds = self._open(split)
-        if self.kind in ('segmentation', 'detection'):
+        if self.kind.names_examples:
             # Each example's name in the messages of the data-contract checks (jaxdl.data.checks): its position
             # in the (sub)split it was read from, e.g. "voc train example 17".
             prefix = f'{self.cfg.name} {split} example '
@@ -366,7 +347,7 @@ class Pipeline:
     def _decoded_split(self, split: str) -> tf.data.Dataset:
         """Decoded and normalised examples; cached in memory, shared by every epoch's iterator."""
         if split not in self._decoded:
-            ds = self._selected(split).map(preprocess.for_task(self.task, self.cfg),
+            ds = self._selected(split).map(self._converter(preprocess.ImageFormat.of(self.cfg)),
                                            num_parallel_calls=tf.data.AUTOTUNE)
             self._decoded[split] = ds.cache() if self.cfg.cache else ds
         return self._decoded[split]
@@ -379,11 +360,10 @@ class Pipeline:
         if train and cfg.augment.random_resized_crop:  # the window replaces the centre crop
             crop = jpeg.RandomResizedCrop(tuple(cfg.augment.crop_scale), tuple(cfg.augment.crop_ratio))
             image_format = dataclasses.replace(image_format, center_crop=0.0)
-        augmenter = preprocess.AUGMENTERS[self.kind]
-        ignore_label = getattr(self.task, 'ignore_label', 0)
+        kind, task = self.kind, self.task
         return streaming.ExampleReader(
-            self.builder.info.features, preprocess.for_task(self.task, cfg, image_format),
-            (lambda ex, seed: augmenter(ex, seed, augment, ignore_label)) if train and augment.active else None,
+            self.builder.info.features, self._converter(image_format),
+            (lambda ex, seed: kind.augment(ex, seed, augment, task)) if train and augment.active else None,
             crop, image_shape(self.builder, cfg)[2], f'{cfg.name} {split} example ')
 
     def train_batches(self, *, seed: int, global_batch: int, start_step: int = 0) -> Iterator[dict]:
@@ -403,15 +383,14 @@ class Pipeline:
         decoded = self._decoded_split(split)
         buffer = self.cfg.shuffle_buffer or self.size(split)
         augmentation = self.augmentation
-        augment = preprocess.AUGMENTERS[self.kind]
-        ignore_label = getattr(self.task, 'ignore_label', 0)
+        kind, task = self.kind, self.task
 
         def epoch(e):
             e_seed = epoch_seed(seed, e)
             examples = decoded.shuffle(buffer, seed=e_seed, reshuffle_each_iteration=False).take(examples_per_epoch)
             if augmentation.active:  # seeded by (epoch seed, position in the epoch): redrawn identically on resume
                 examples = examples.enumerate().map(
-                    lambda i, ex: augment(ex, tf.stack([e_seed, i]), augmentation, ignore_label),
+                    lambda i, ex: kind.augment(ex, tf.stack([e_seed, i]), augmentation, task),
                     num_parallel_calls=tf.data.AUTOTUNE)
             # An epoch is a whole number of batches, so each is batched here and only whole batches pass the
             # later stages (each per-example stage costs ~1 us; benchmarks/README.md).

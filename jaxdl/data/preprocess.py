@@ -1,7 +1,8 @@
-"""Per-task conversion of a TFDS example into the model-input contract, and per-example augmentation.
+"""What every data kind shares: images to model inputs, and the random draws of per-example augmentation.
 
 Everything here is a tf function of one example, so the same code serves the tf.data pipeline and `predict`
-(a user's image goes through exactly the normalisation the model was trained with).
+(a user's image goes through exactly the normalisation the model was trained with). Each data kind
+(`jaxdl.data.kinds`) converts its targets and moves them with a `Placement`.
 """
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ import dataclasses
 
 import tensorflow as tf
 
-from jaxdl.data import adapters
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,55 +69,6 @@ def image_to_float(image: tf.Tensor, image_format: ImageFormat) -> tf.Tensor:
     return (image - mean) / std
 
 
-def classification(example: dict, image_format: ImageFormat, *, label: str) -> dict:
-    """`label`: int32, the class in the dataset's feature of that name."""
-    return {'image': image_to_float(example['image'], image_format), 'label': tf.cast(example[label], tf.int32)}
-
-
-def regression(example: dict, image_format: ImageFormat, *, targets: tuple[str, ...]) -> dict:
-    """`target`: float32 [K], the named features in their own units (the task normalises for the loss)."""
-    values = [tf.reshape(tf.cast(example[name], tf.float32), []) for name in targets]
-    return {'image': image_to_float(example['image'], image_format), 'target': tf.stack(values)}
-
-
-def segmentation(example: dict, image_format: ImageFormat, *, dataset: str, ignore_label: int) -> dict:
-    """`mask`: int32 [S, S], the class of each pixel (0 background) or the ignore label; resized with the image,
-    by nearest neighbour so no pixel gets a class in between two others."""
-    image, mask = adapters.read_mask(dataset, example, ignore_label)
-    if image_format.size:
-        mask = tf.image.resize(mask[..., None], (image_format.size, image_format.size), method='nearest')[..., 0]
-    return {'image': image_to_float(image, image_format), 'mask': tf.cast(mask, tf.int32)}
-
-
-def detection(example: dict, image_format: ImageFormat, *, num_classes: int, max_objects: int) -> dict:
-    """`boxes` float32 [M, 4] normalised (ymin, xmin, ymax, xmax), `box_labels` int32 [M], `box_valid` and
-    `box_ignore` bool [M]: the objects padded to M = max_objects. Normalised boxes need no change when the image is
-    resized."""
-    m = max_objects
-    image, boxes, labels, ignore = adapters.read_boxes(example, num_classes, m)
-    padding = [[0, m - tf.shape(boxes)[0]]]
-    return {'image': image_to_float(image, image_format),
-            'boxes': tf.ensure_shape(tf.pad(boxes, padding + [[0, 0]]), [m, 4]),
-            'box_labels': tf.ensure_shape(tf.pad(labels, padding), [m]),
-            'box_valid': tf.ensure_shape(tf.pad(tf.ones_like(labels, tf.bool), padding), [m]),
-            'box_ignore': tf.ensure_shape(tf.pad(ignore, padding), [m])}
-
-
-def for_task(task, dataset_cfg, image_format: ImageFormat | None = None):
-    """example -> the data contract of `task.data_kind`, with the task's own settings (regression's targets,
-    segmentation's ignore label, detection's object count) and the dataset's label feature. `image_format`:
-    the dataset's (ImageFormat.of), or another for a reader whose images arrive already cropped."""
-    image_format = image_format or ImageFormat.of(dataset_cfg)
-    kind = task.data_kind
-    if kind == 'classification':
-        return lambda ex: classification(ex, image_format, label=dataset_cfg.label)
-    if kind == 'regression':
-        return lambda ex: regression(ex, image_format, targets=tuple(task.targets))
-    if kind == 'segmentation':
-        return lambda ex: segmentation(ex, image_format, dataset=dataset_cfg.name, ignore_label=task.ignore_label)
-    return lambda ex: detection(ex, image_format, num_classes=task.num_classes, max_objects=task.max_objects)
-
-
 def augment_image(example: dict, seed: tf.Tensor, augment: Augmentation, ignore_label: int = 0) -> dict:
     """Random flip and translation of the image alone (classification, regression), drawn from `seed` alone
     (stateless), so a resumed epoch redraws the same."""
@@ -146,53 +97,71 @@ def _window(seed, size, augment: Augmentation):
     return tf.stack([start(y_seed, 0), start(x_seed, 1)]), scale
 
 
-def augment_geometric(example: dict, seed: tf.Tensor, augment: Augmentation, ignore_label: int = 0) -> dict:
-    """Flip, crop (zoom) and translation applied alike to the image, its mask and its boxes.
+@dataclasses.dataclass(frozen=True)
+class Placement:
+    """One random draw of where an augmented image samples its source: a mirror (flip_left_right), then a window
+    that zooms in on [crop_area, 1] of the image and shifts by up to crop_padding pixels (the outside is padding).
+    The image, its mask, boxes and points all go through the same draw, so they stay aligned."""
+    flip: tf.Tensor | None     # bool []; None: no mirror drawn
+    start: tf.Tensor | None    # float32 [2]: the window's first sample, in source pixel centres; None: no window
+    step: tf.Tensor | None     # float32 []: source pixels per output pixel
+    size: tf.Tensor            # float32 [2]: the image's height and width
 
-    One sampling window moves all three: the image is resampled bilinearly, the mask by nearest neighbour (pixels
-    from outside the image get the ignore label), and each box's edges go through the same affine map, clipped to
-    the image; a box with less than half of itself left inside is marked invalid."""
-    image = example['image']
-    out = dict(example)
-    flip_seed, window_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
-    if augment.flip_left_right:
-        flip = tf.random.stateless_uniform([], flip_seed) < 0.5
-        image = tf.where(flip, tf.reverse(image, [1]), image)
-        if 'mask' in out:
-            out['mask'] = tf.where(flip, tf.reverse(out['mask'], [1]), out['mask'])
-        if 'boxes' in out:
-            b = out['boxes']
-            mirrored = tf.stack([b[:, 0], 1.0 - b[:, 3], b[:, 2], 1.0 - b[:, 1]], axis=-1)
-            out['boxes'] = tf.where(flip, mirrored, b)
-    if augment.crop_area < 1.0 or augment.crop_padding:
+    @classmethod
+    def draw(cls, seed: tf.Tensor, image: tf.Tensor, augment: Augmentation) -> 'Placement':
+        flip_seed, window_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+        flip = tf.random.stateless_uniform([], flip_seed) < 0.5 if augment.flip_left_right else None
         hw = tf.shape(image)[:2]
-        size = tf.cast(hw, tf.float32)
-        start, step = _window(window_seed, hw, augment)
+        start = step = None
+        if augment.crop_area < 1.0 or augment.crop_padding:
+            start, step = _window(window_seed, hw, augment)
+        return cls(flip, start, step, tf.cast(hw, tf.float32))
+
+    def _resample(self, x: tf.Tensor, method: str, fill: float) -> tf.Tensor:
         # crop_and_resize's box: (y1, x1, y2, x2) with the source pixel-centre coordinate p = y1 * (H - 1) + ...
-        end = start + step * (size - 1)
-        box = tf.concat([start / (size - 1), end / (size - 1)], 0)[None]
-        resample = lambda x, method, fill: tf.image.crop_and_resize(
-            tf.cast(x, tf.float32)[None], box, [0], hw, method=method, extrapolation_value=fill)[0]
-        image = resample(image, 'bilinear', 0.0)
-        if 'mask' in out:
-            ignore = float(ignore_label)
-            out['mask'] = tf.cast(resample(out['mask'][..., None], 'nearest', ignore)[..., 0], tf.int32)
-        if 'boxes' in out:
-            # A box edge e (normalised) is at source pixel-centre coordinate e * size - 0.5; the output coordinate
-            # is (that - start) / step, and back to a normalised edge.
-            b = out['boxes']
-            scale, first = tf.tile(size, [2]), tf.tile(start, [2])
-            moved = ((b * scale - 0.5 - first) / step + 0.5) / scale
-            clipped = tf.clip_by_value(moved, 0.0, 1.0)
-            area = lambda x: tf.maximum(x[:, 2] - x[:, 0], 0.0) * tf.maximum(x[:, 3] - x[:, 1], 0.0)
-            inside = area(clipped) >= 0.5 * area(moved)
-            out['box_valid'] = out['box_valid'] & inside & (area(clipped) > 0)
-            out['boxes'] = tf.where(out['box_valid'][:, None], clipped, 0.0)
-    out['image'] = image
-    return out
+        end = self.start + self.step * (self.size - 1)
+        box = tf.concat([self.start / (self.size - 1), end / (self.size - 1)], 0)[None]
+        return tf.image.crop_and_resize(tf.cast(x, tf.float32)[None], box, [0], tf.cast(self.size, tf.int32),
+                                        method=method, extrapolation_value=fill)[0]
 
+    def image(self, image: tf.Tensor) -> tf.Tensor:
+        """[H, W, C], resampled bilinearly (zeros outside the source)."""
+        if self.flip is not None:
+            image = tf.where(self.flip, tf.reverse(image, [1]), image)
+        return image if self.start is None else self._resample(image, 'bilinear', 0.0)
 
-# Which augmentation keeps each data contract: classification and regression move the image alone (a flip is
-# refused where it changes the target), segmentation and detection move masks and boxes with it.
-AUGMENTERS = {'classification': augment_image, 'regression': augment_image, 'segmentation': augment_geometric,
-              'detection': augment_geometric}
+    def mask(self, mask: tf.Tensor, fill: int) -> tf.Tensor:
+        """int32 [H, W] class ids, by nearest neighbour (`fill` where the window leaves the source)."""
+        if self.flip is not None:
+            mask = tf.where(self.flip, tf.reverse(mask, [1]), mask)
+        if self.start is None:
+            return mask
+        return tf.cast(self._resample(mask[..., None], 'nearest', float(fill))[..., 0], tf.int32)
+
+    def _to_output(self, edges: tf.Tensor, axes: tf.Tensor) -> tf.Tensor:
+        # A normalised coordinate e is at source pixel-centre coordinate e * size - 0.5; the output coordinate is
+        # (that - start) / step, and back to a normalised coordinate.
+        size, start = tf.gather(self.size, axes), tf.gather(self.start, axes)
+        return ((edges * size - 0.5 - start) / self.step + 0.5) / size
+
+    def boxes(self, boxes: tf.Tensor, valid: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """Normalised (ymin, xmin, ymax, xmax) [M, 4] and which are objects [M]: edges through the same map,
+        clipped to the image; a box with less than half of itself left inside is no longer valid."""
+        if self.flip is not None:
+            mirrored = tf.stack([boxes[:, 0], 1.0 - boxes[:, 3], boxes[:, 2], 1.0 - boxes[:, 1]], axis=-1)
+            boxes = tf.where(self.flip, mirrored, boxes)
+        if self.start is None:
+            return boxes, valid
+        moved = self._to_output(boxes, tf.constant([0, 1, 0, 1]))
+        clipped = tf.clip_by_value(moved, 0.0, 1.0)
+        area = lambda x: tf.maximum(x[:, 2] - x[:, 0], 0.0) * tf.maximum(x[:, 3] - x[:, 1], 0.0)
+        valid = valid & (area(clipped) >= 0.5 * area(moved)) & (area(clipped) > 0)
+        return tf.where(valid[:, None], clipped, 0.0), valid
+
+    def points(self, points: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """Normalised (y, x) [K, 2] through the same map, and whether each is still inside the image [K]."""
+        if self.flip is not None:
+            points = tf.where(self.flip, tf.stack([points[:, 0], 1.0 - points[:, 1]], axis=-1), points)
+        if self.start is not None:
+            points = self._to_output(points, tf.constant([0, 1]))
+        return points, tf.reduce_all((points >= 0.0) & (points <= 1.0), axis=-1)

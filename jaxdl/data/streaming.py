@@ -33,7 +33,7 @@ class ExampleReader:
     """Serialized example -> the data contract: parse, decode (a crop window only, where a JPEG transform is
     set), convert for the task, augment (training), mark valid."""
     features: tfds.features.FeaturesDict
-    to_contract: Callable           # preprocess.for_task(task, dataset_cfg, image_format)
+    to_contract: Callable           # the task's data kind's converter (jaxdl.data.kinds)
     augment: Callable | None        # (example, seed) -> example; None: no augmentation
     crop: jpeg.RandomResizedCrop | None  # None: decode the whole image
     channels: int

@@ -14,20 +14,15 @@ from __future__ import annotations
 from typing import ClassVar, Protocol, runtime_checkable
 
 from jaxdl.errors import ConfigError
-from jaxdl.registry import TASKS, frozen, keyword_parameters
+from jaxdl.registry import KINDS, TASKS, frozen, keyword_parameters
 
-# The data contracts (DESIGN.md) the pipeline prepares; a task reads one of them.
-#   classification: label int32 [B] (from dataset.label)      regression: target float32 [B, K] (task.targets)
-#   segmentation:   mask int32 [B, H, W] (task.ignore_label)   detection:  boxes, box_labels, box_valid, box_ignore
-#                                                                          padded to task.max_objects
-DATA_KINDS = ('classification', 'regression', 'segmentation', 'detection')
 
 
 @runtime_checkable
 class Task(Protocol):
     """The contract between a task and the rest of jaxdl. Every method is a pure function of its arguments;
     `outputs` are what the model returned for a batch, `batch` follows the data contract of `data_kind`."""
-    data_kind: ClassVar[str]          # one of DATA_KINDS: the targets the pipeline hands the task
+    data_kind: ClassVar[str]          # the data contract it reads (jaxdl.data.kinds): a built-in or an import path
     num_outputs: int                  # the model's output width (classes, targets, heatmap channels)
     head_options: dict                # for the built-in models: which head reads the backbone ({'head': 'dense'})
     headline: tuple[str, ...]         # the loss, then the figures the console table and the progress plot show
@@ -89,9 +84,13 @@ def task_class(task_cfg) -> type:
     if missing:
         raise ConfigError(f"config key 'task.name': {task_cfg.name!r} is not a Task: it lacks {', '.join(missing)} "
                           f"(see jaxdl.tasks.Task; subclass jaxdl.tasks.TaskDefaults or a built-in task)")
-    if getattr(target, 'data_kind', None) not in DATA_KINDS:
-        raise ConfigError(f"config key 'task.name': {task_cfg.name!r} has data_kind "
-                          f"{getattr(target, 'data_kind', None)!r}; it must be one of {', '.join(DATA_KINDS)}")
+    kind = getattr(target, 'data_kind', None)
+    try:
+        KINDS.import_path(kind)
+    except ConfigError:
+        raise ConfigError(f"config key 'task.name': {task_cfg.name!r} has data_kind {kind!r}; it must name a data "
+                          f"kind: {', '.join(KINDS.builtin_names())}, or 'package.module:KIND' for your own "
+                          f"(see jaxdl.data.kinds.DataKind)") from None
     return target
 
 
