@@ -14,9 +14,9 @@ _EXPORTS = {
     'eval_step': 'jaxdl.train.step',
     'TrainMetrics': 'jaxdl.train.step',
     'fit': 'jaxdl.train.loop',
-    'evaluate': 'jaxdl.evaluation',
-    'predict': 'jaxdl.evaluation',
-    'load_run': 'jaxdl.evaluation',
+    'evaluate': 'jaxdl.train.evaluation',
+    'predict': 'jaxdl.train.evaluation',
+    'load_run': 'jaxdl.runs',
     'default_config': 'jaxdl.config',
     'Plan': 'jaxdl.config',
     'build_model': 'jaxdl.models',
@@ -24,7 +24,7 @@ _EXPORTS = {
     'Task': 'jaxdl.tasks',
     'build_optimizer': 'jaxdl.optim',
 }
-_SUBPACKAGES = ('config', 'data', 'models', 'tasks', 'optim', 'train', 'checkpoint', 'evaluation', 'plots',
+_SUBPACKAGES = ('config', 'data', 'models', 'tasks', 'optim', 'train', 'checkpoint', 'runs', 'plots',
                 'registry', 'transfer')
 
 __all__ = sorted(_EXPORTS) + list(_SUBPACKAGES)

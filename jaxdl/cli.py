@@ -49,7 +49,7 @@ def _headline(metrics: dict) -> dict:
 
 
 def cmd_evaluate(args, _) -> int:
-    from jaxdl.evaluation import evaluate_run, read_run_files
+    from jaxdl.runs import evaluate_run, read_run_files
     config, _env = read_run_files(Path(args.workdir), trust_code=args.trust_code)
     split = args.split or config.dataset.test_split
     print(json.dumps(evaluate_run(args.workdir, split, args.checkpoint, trust_code=args.trust_code), indent=2))
@@ -93,7 +93,8 @@ def load_image(path: str, shape: tuple[int, int, int]):
 def cmd_predict(args, _) -> int:
     import numpy as np
     from jaxdl.data import preprocess
-    from jaxdl.evaluation import load_run, predict
+    from jaxdl.runs import load_run
+    from jaxdl.train.evaluation import predict
     run = load_run(args.workdir, args.checkpoint, trust_code=args.trust_code)
     raw = np.stack([load_image(p, run.image_shape) for p in args.images])
     image_format = preprocess.ImageFormat.of(run.config.dataset)
@@ -143,7 +144,7 @@ def placement_differences(recorded: dict, rerun: dict) -> list[str]:
 
 
 def cmd_rerun(args, _) -> int:
-    from jaxdl.evaluation import read_run_files
+    from jaxdl.runs import read_run_files
     from jaxdl.train.loop import fit
     workdir = Path(args.workdir)
     config, recorded_env = read_run_files(workdir, trust_code=args.trust_code)

@@ -138,6 +138,13 @@ def default_config() -> ConfigDict:
             min_delta=0.0,
         )),
     ))
+    c.eval = ConfigDict(dict(
+        # Splits scored while training besides validation, each logged under its own name; model selection reads
+        # validation alone. E.g. ('train[:1000]',): the training data measured as validation is (no augmentation,
+        # no dropout). The test split is never one: it is scored once, after training.
+        splits=(),
+        every='',                    # how often ('' = with validation: train.validate_every)
+    ))
     c.lock()
     for free_form in (c.task.options, c.model.options):  # their keys are the model's or task's own
         free_form.unlock()
@@ -296,15 +303,17 @@ class Plan:
     checkpoint_every: int
     warmup_steps: int          # optimizer.schedule.warmup
     drop_every_steps: int      # optimizer.schedule.drop_every (piecewise)
+    eval_every: int            # eval.every (the extra splits' evaluators)
 
     @classmethod
     def resolve(cls, config: ConfigDict, steps_per_epoch: int) -> 'Plan':
         steps = lambda key, text: parse_duration(text, key).in_steps(steps_per_epoch)
         train = lambda key: max(steps(f'train.{key}', config.train[key]), 1)
         schedule = config.optimizer.schedule
+        eval_every = max(steps('eval.every', config.eval.every), 1) if config.eval.every else train('validate_every')
         return cls(steps_per_epoch, train('duration'), train('validate_every'), train('log_every'),
                    train('checkpoint_every'), steps('optimizer.schedule.warmup', schedule.warmup),
-                   max(steps('optimizer.schedule.drop_every', schedule.drop_every), 1))
+                   max(steps('optimizer.schedule.drop_every', schedule.drop_every), 1), eval_every)
 
 
 def parse_duration(text: Any, key: str) -> Duration:
@@ -318,6 +327,22 @@ def parse_duration(text: Any, key: str) -> Duration:
 
 
 # ---------------------------------------------------------------------------------------------------- validation
+
+
+def _check_eval(config: ConfigDict) -> None:
+    """eval.splits: split names, none of them the splits the run already scores, and never the test split."""
+    d, e = config.dataset, config.eval
+    _require(isinstance(e.splits, (tuple, list)) and all(isinstance(s, str) and s for s in e.splits), 'eval.splits',
+             f"must be split names, e.g. ('train[:1000]',); got {e.splits!r}")
+    for split in e.splits:
+        _require(split != d.test_split, 'eval.splits', f'{split!r} is the test split, which is scored once, after '
+                 f'training, on the selected model: never while training')
+        _require(split not in (d.validation_split, 'train', 'validation', 'test'), 'eval.splits',
+                 f"{split!r} is scored already or names another row of metrics.jsonl; for the whole training "
+                 f"split write 'train[:100%]'")
+    _require(len(set(e.splits)) == len(e.splits), 'eval.splits', f'lists a split twice: {e.splits!r}')
+    if e.every:
+        _require(parse_duration(e.every, 'eval.every').amount > 0, 'eval.every', 'must be positive')
 
 
 def _require(ok: bool, key: str, message: str):
@@ -397,6 +422,7 @@ def validate(config: ConfigDict) -> ConfigDict:
              f"must name axis sizes as 'data=2,fsdp=4' (-1: the devices left); got {t.mesh!r}")
     check_placement(t.parallel, t.mesh, t.sharding_rules, t.fsdp_min_size)
     _require(t.early_stopping.patience >= 0, 'train.early_stopping.patience', 'must be >= 0 (0 turns it off)')
+    _check_eval(config)
     o = config.optimizer
     _require(o.learning_rate is None or (isinstance(o.learning_rate, (int, float)) and o.learning_rate > 0),
              'optimizer.learning_rate', f'must be a positive number or None, got {o.learning_rate!r}')

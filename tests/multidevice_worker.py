@@ -15,7 +15,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 import jaxdl
 from jaxdl.config import Plan, apply_updates, default_config
 from jaxdl.data.pipeline import Pipeline
-from jaxdl.evaluation import evaluate
+from jaxdl.train.evaluation import evaluate
 from jaxdl.models import build_model
 from jaxdl.optim import build_optimizer
 from jaxdl.tasks import build_task

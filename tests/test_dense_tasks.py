@@ -10,7 +10,7 @@ import pytest
 
 from jaxdl import cli
 from jaxdl.config import default_config
-from jaxdl.evaluation import load_run
+from jaxdl.runs import load_run
 from jaxdl.logging import read_jsonl
 from jaxdl.tasks.detection import Detection
 from jaxdl.tasks.segmentation import Segmentation

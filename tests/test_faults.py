@@ -14,7 +14,7 @@ import pytest
 
 from jaxdl.checkpoint import Checkpoints
 from jaxdl.errors import CheckpointError, TrainingDiverged, WorkdirError
-from jaxdl.evaluation import load_run
+from jaxdl.runs import load_run
 from jaxdl.logging import TIMING_KEYS, read_jsonl
 from jaxdl.train.loop import fit
 from conftest import ROOT

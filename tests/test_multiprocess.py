@@ -8,7 +8,7 @@ import sys
 import jax
 import numpy as np
 
-from jaxdl.evaluation import load_run
+from jaxdl.runs import load_run
 from jaxdl.logging import TIMING_KEYS, read_jsonl
 from jaxdl.train.loop import fit
 from conftest import ROOT, free_port

@@ -74,7 +74,7 @@ def test_fit_with_pmap_and_sharded_ends_where_single_device_fit_does(tmp_path, m
     import jax
     import numpy as np
 
-    from jaxdl.evaluation import load_run
+    from jaxdl.runs import load_run
     from jaxdl.train.loop import fit
 
     # 20 steps (through a validation and a checkpoint): longer, this small net's SGD turns chaotic (its loss jumps

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from jaxdl.config import load_config_file
-from jaxdl.evaluation import load_run
+from jaxdl.runs import load_run
 from jaxdl.logging import TIMING_KEYS, read_jsonl
 from jaxdl.train.loop import fit
 from conftest import ROOT

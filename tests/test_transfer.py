@@ -13,7 +13,7 @@ import jaxdl
 from jaxdl.config import ConfigError, Plan, apply_updates, default_config
 from jaxdl.data.pipeline import Pipeline
 from jaxdl.errors import TransferError
-from jaxdl.evaluation import load_run
+from jaxdl.runs import load_run
 from jaxdl.models import build_model
 from jaxdl.optim import build_optimizer
 from jaxdl.tasks import build_task

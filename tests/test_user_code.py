@@ -261,7 +261,7 @@ def test_a_bad_image_folder_is_one_clear_error_naming_the_problem(make_config, t
 def test_numpy_arrays_are_stored_once_and_train_through_the_same_path(make_config, tmp_path, capsys):
     from sklearn.datasets import load_digits
     from jaxdl.data import from_arrays
-    from jaxdl.evaluation import evaluate_run
+    from jaxdl.runs import evaluate_run
     digits = load_digits()
     images = np.round(digits.images * 255 / 16).astype(np.uint8)
     labels = digits.target

@@ -9,15 +9,17 @@
     test          after the first batch of the final test evaluation has been dispatched
     summary       after summary.json has been written
 
-The resume tests use them to stop a run deterministically at each kind of point; unset, every call is one
-dictionary lookup.
+The resume tests use them to stop a run deterministically at each kind of point. The KillPoints hook
+(jaxdl.train.hooks) acts at them; unset, a run has no such hook.
 """
 from __future__ import annotations
 
 import os
 import signal
 import time
-from typing import Callable, Iterable, Iterator
+from typing import Callable
+
+from jaxdl.train.hooks import Hook
 
 VARIABLE = 'JAXDL_KILL_AT'
 # Process 0 hosts jax.distributed's coordination service: if it died first, a process still waiting for a
@@ -25,21 +27,43 @@ VARIABLE = 'JAXDL_KILL_AT'
 LEADER_GRACE_S = 3.0
 
 
-def at(phase: str, step: int | None = None, *, settle: Callable[[], None] | None = None) -> None:
-    """SIGKILLs this process if JAXDL_KILL_AT names this point; `settle` runs first (e.g. wait for a save)."""
-    armed = os.environ.get(VARIABLE)
-    if armed and armed == (phase if step is None else f'{phase}@{step}'):
-        if settle is not None:
-            settle()
-        import jax  # only when armed: the module stays importable without jax
-        if jax.process_count() > 1 and jax.process_index() == 0:
-            time.sleep(LEADER_GRACE_S)
-        os.kill(os.getpid(), signal.SIGKILL)
+def kill(settle: Callable[[], None] | None = None) -> None:
+    """SIGKILLs this process; `settle` runs first (e.g. wait for a save). Called by the KillPoints hook
+    below at the point JAXDL_KILL_AT names."""
+    if settle is not None:
+        settle()
+    import jax  # only when armed: the module stays importable without jax
+    if jax.process_count() > 1 and jax.process_index() == 0:
+        time.sleep(LEADER_GRACE_S)
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
-def after_first(batches: Iterable, phase: str, step: int | None = None) -> Iterator:
-    """The batches, with the point `phase@step` reached once the first of them has been taken."""
-    for index, batch in enumerate(batches):
-        yield batch
-        if index == 0:
-            at(phase, step)
+class KillPoints(Hook):
+    """The hook that kills the process at the point JAXDL_KILL_AT names; `armed()` is None when the variable is
+    unset, so a normal run has no such hook at all."""
+
+    def __init__(self, point: str):
+        self.point = point
+
+    @classmethod
+    def armed(cls) -> 'KillPoints | None':
+        point = os.environ.get(VARIABLE)
+        return cls(point) if point else None
+
+    def _at(self, phase: str, step: int | None = None, settle=None) -> None:
+        if self.point == (phase if step is None else f'{phase}@{step}'):
+            kill(settle)
+
+    def evaluation_batch(self, run, name, step, index):
+        if index == 0 and name in ('validation', 'test'):
+            self._at(name, step)
+
+    def after_save(self, run, step):
+        self._at('saving', step)
+        self._at('saved', step, settle=run.checkpoints.wait)
+
+    def end_of_step(self, run, step):
+        self._at('step', step)
+
+    def after_summary(self, run, summary):
+        self._at('summary')

@@ -14,6 +14,7 @@ import json
 import math
 import time
 from pathlib import Path
+from typing import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -24,13 +25,14 @@ from jaxdl.checkpoint import Checkpoints
 from jaxdl.config import Plan
 from jaxdl.data.pipeline import Pipeline
 from jaxdl.errors import DataError, Preempted, TrainingDiverged
-from jaxdl.evaluation import evaluate
 from jaxdl.logging import Console, RunLog, environment_record, read_jsonl, write_json
 from jaxdl.plots import plot_progress
-from jaxdl.train import kill_points
+from jaxdl.train.evaluators import after_training, during_training
+from jaxdl.train.hooks import Hook, Hooks
+from jaxdl.train.kill_points import KillPoints
 from jaxdl.train.guard import StopSignals, WorkdirLock, check_writable
 from jaxdl.train.state import TrainState, state_from_config
-from jaxdl.train.step import TrainMetrics, add_train_metrics, runner_for
+from jaxdl.train.step import StepRunner, TrainMetrics, add_train_metrics, runner_for
 
 
 @dataclasses.dataclass
@@ -149,30 +151,31 @@ def _check_same_data(started: dict, now: dict, workdir: Path) -> None:
                         f'--workdir. Its checkpoints are untouched.')
 
 
-def fit(config, workdir: str | Path, *, show_progress: bool = True) -> FitResult:
+def fit(config, workdir: str | Path, *, show_progress: bool = True, hooks: Sequence[Hook] = ()) -> FitResult:
     """Trains `config` into `workdir` (resuming from its latest checkpoint) and returns the selected model.
 
     With `transfer.init_from` the run starts from another run's weights (see jaxdl.transfer); with
     `transfer.compare_with_scratch` the same budget is also trained from scratch into WORKDIR/from_scratch and
-    both test results are reported side by side in summary.json under `comparison`."""
+    both test results are reported side by side in summary.json under `comparison`. `hooks`
+    (jaxdl.train.hooks.Hook) are called at the loop's named moments, after its own training records."""
     config = config_lib.validate(config)
     determinism.request(config.train.deterministic)  # before fit's first JAX computation starts the backend
     if config.transfer.init_from:  # recorded absolute, so a rerun from anywhere finds the same source
         config = copy.deepcopy(config)
         config.transfer.init_from = str(Path(config.transfer.init_from).absolute())
-    result = _fit(config, Path(workdir).absolute(), show_progress)
+    result = _fit(config, Path(workdir).absolute(), show_progress, tuple(hooks))
     if config.transfer.init_from and config.transfer.compare_with_scratch:
-        result = _compare_with_scratch(config, result, show_progress)
+        result = _compare_with_scratch(config, result, show_progress, tuple(hooks))
     return result
 
 
-def _compare_with_scratch(config, result: FitResult, show_progress: bool) -> FitResult:
+def _compare_with_scratch(config, result: FitResult, show_progress: bool, hooks: tuple[Hook, ...]) -> FitResult:
     from jaxdl.transfer import scratch_baseline_config
     scalars = lambda metrics: {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
     scratch_dir = result.workdir / 'from_scratch'
     Console(0, 0, enabled=jax.process_index() == 0, progress=False).message(
         f'training the from-scratch baseline with the same budget into {scratch_dir}')
-    baseline = _fit(scratch_baseline_config(config), scratch_dir, show_progress)
+    baseline = _fit(scratch_baseline_config(config), scratch_dir, show_progress, hooks)
     summary = {**result.summary, 'comparison': {
         'fine_tuned': scalars(result.summary['test']), 'from_scratch': scalars(baseline.summary['test']),
         'from_scratch_workdir': str(scratch_dir), 'source': config.transfer.init_from}}
@@ -181,7 +184,7 @@ def _compare_with_scratch(config, result: FitResult, show_progress: bool) -> Fit
     return dataclasses.replace(result, summary=summary)
 
 
-def _fit(config, workdir: Path, show_progress: bool) -> FitResult:
+def _fit(config, workdir: Path, show_progress: bool, hooks: tuple[Hook, ...]) -> FitResult:
     """One run in one workdir, which it holds (a lock) while it trains there."""
     lock = None
     if jax.process_index() == 0:
@@ -191,20 +194,78 @@ def _fit(config, workdir: Path, show_progress: bool) -> FitResult:
             Console(0, 0, progress=False).message(
                 f'took over {lock.path.name} from a run that is no longer alive (pid {lock.taken_over.get("pid")})')
     try:
-        return _fit_holding_lock(config, workdir, show_progress)
+        return _fit_holding_lock(config, workdir, show_progress, hooks)
     finally:
         if lock:
             lock.release()
 
 
-def _fit_holding_lock(config, workdir: Path, show_progress: bool) -> FitResult:
-    is_main = jax.process_index() == 0
+@dataclasses.dataclass
+class RunContext:
+    """What every phase of one run reads: its settings, data, step runner, records and the loop's own state.
+    Hooks and evaluators receive it (`run`)."""
+    config: config_lib.ConfigDict
+    workdir: Path
+    pipeline: Pipeline
+    task: object
+    plan: Plan
+    runner: StepRunner
+    schedule: Callable[[int], float]
+    checkpoints: Checkpoints
+    log: RunLog
+    state: TrainState                     # on the host: initialised, transferred, then restored
+    hooks: Hooks
+    loop: LoopState = dataclasses.field(default_factory=LoopState)
+    resumed_from: int | None = None       # the checkpoint's step, when a run resumes
+    console: Console | None = None
+    is_main: bool = True
 
+    def note(self, text: str) -> None:
+        """A line on the console (stderr) from process 0, before or during training."""
+        (self.console or Console(0, 0, enabled=self.is_main, progress=False)).message(text)
+
+    def row_fields(self, step: int) -> dict:
+        return {'step': step, 'epoch': step / self.plan.steps_per_epoch, 'elapsed_s': self.loop.elapsed_s}
+
+
+def _fit_holding_lock(config, workdir: Path, show_progress: bool, hooks: tuple[Hook, ...]) -> FitResult:
+    """The phases of a run: open it, resume, train, select, test, summarize."""
+    run, transfer_message = _open_run(config, workdir, hooks)
+    try:
+        _resume(run)
+        if run.loop.finished and (workdir / 'summary.json').exists():
+            return _finished_before(run)
+        run.console = Console(run.plan.total_steps, int(run.state.step), enabled=run.is_main,
+                              progress=show_progress, metric=run.task.headline[1])
+        if transfer_message:
+            run.note(transfer_message)
+        # Whatever a stopped run logged after the checkpoint this run starts from (all of it, when it stopped
+        # before its first checkpoint) is trained and logged again.
+        run.log.truncate_after(run.resumed_from or 0)
+        if run.resumed_from is not None:
+            run.note(f'resuming {workdir} from step {run.resumed_from}')
+        with StopSignals() as stop:
+            final_state = run.runner.host_state(_train(run, stop))
+        run.checkpoints.wait()
+        selected_step, selected = _select(run, final_state)
+        test = _test(run, selected, selected_step)
+        return FitResult(selected, _summarize(run, selected_step, int(final_state.step), test), workdir)
+    finally:
+        if run.console:
+            run.console.close()
+        run.checkpoints.close()
+        run.log.close()
+
+
+def _open_run(config, workdir: Path, hooks: tuple[Hook, ...]) -> tuple[RunContext, str | None]:
+    """The run's data, plan, runner and initial (or transferred) state; its records written, its checkpoints
+    opened. Every split the run reads is opened (and sized) first, before anything runs in another thread: a
+    missing split fails here, and tfds.testing.mock_data, which redirects the whole process's file system while
+    a split opens, cannot redirect the listing orbax's checkpoint manager starts in its own thread when created."""
+    is_main = jax.process_index() == 0
     pipeline = Pipeline.for_config(config, process_index=jax.process_index(), process_count=jax.process_count())
-    # Every split the run reads is opened (and sized) now, before anything runs in another thread: a missing split
-    # fails here, and tfds.testing.mock_data, which redirects the whole process's file system while a split opens,
-    # cannot redirect the listing orbax's checkpoint manager starts in its own thread when it is created.
-    for split in (config.dataset.train_split, config.dataset.validation_split, config.dataset.test_split):
+    d = config.dataset
+    for split in (d.train_split, d.validation_split, d.test_split, *config.eval.splits):
         pipeline.size(split)
     spec, task = pipeline.spec, pipeline.task
     plan = Plan.resolve(config, pipeline.steps_per_epoch(config.train.batch_size))
@@ -213,7 +274,6 @@ def _fit_holding_lock(config, workdir: Path, show_progress: bool) -> FitResult:
                                         shardings=runner.state_shardings)
     if is_main:  # two latest + best + one being written, before any step rather than at the first failed save
         check_writable(workdir, needed_bytes=4 * sum(x.nbytes for x in jax.tree.leaves(state.to_checkpoint())))
-
     checkpoints = Checkpoints(workdir / 'checkpoints')
     latest = checkpoints.latest_step()
     transfer, transfer_message = None, None
@@ -225,64 +285,69 @@ def _fit_holding_lock(config, workdir: Path, show_progress: bool) -> FitResult:
         transfer = json.loads((workdir / 'environment.json').read_text()).get('transfer')
     if is_main:
         _record_run(workdir, config, _environment(config, pipeline, plan, runner.kind, transfer), latest is not None)
-    log = RunLog(workdir, enabled=is_main)
-
-    loop = LoopState()
-    if latest is not None:
-        warn = lambda text: Console(0, 0, enabled=is_main, progress=False).message(f'warning: {text}')
-        latest, tree, record = checkpoints.restore_newest_intact(state.to_checkpoint(), warn)
-        state, loop = state.from_checkpoint(tree), LoopState.from_json(record)
-    if loop.finished and (workdir / 'summary.json').exists():
-        summary = json.loads((workdir / 'summary.json').read_text())
-        Console(0, 0, enabled=is_main, progress=False).message(
-            f'{workdir} holds a finished run ({summary["stop_reason"]} at step {summary["final_step"]}); '
-            f'not training or testing again. Train into a new --workdir to start over.')
-        selected = _select(checkpoints, state, summary['selected_step'], latest)
-        checkpoints.close()
-        log.close()
-        return FitResult(selected, summary, workdir)
-
-    console = Console(plan.total_steps, int(state.step), enabled=is_main, progress=show_progress,
-                      metric=task.headline[1])
-    if transfer_message:
-        console.message(transfer_message)
-    # Whatever a stopped run logged after the checkpoint this run starts from (all of it, when it stopped before
-    # its first checkpoint) is trained and logged again.
-    log.truncate_after(latest if latest is not None else 0)
-    if latest is not None:
-        console.message(f'resuming {workdir} from step {latest}')
-    try:
-        with StopSignals() as stop:
-            device_state = _train(config, plan, pipeline, runner, task, schedule, runner.place_state(state),
-                                  checkpoints, loop, log, console, stop)
-        final_state = runner.host_state(device_state)
-        checkpoints.wait()
-        selected_step = loop.best_step if config.train.select == 'best' and loop.best_step is not None \
-            else int(final_state.step)
-        selected = _select(checkpoints, final_state, selected_step, int(final_state.step))
-        test_batches = pipeline.eval_batches(config.dataset.test_split, config.train.eval_batch_size)
-        test = evaluate(runner, runner.place_state(selected), kill_points.after_first(test_batches, 'test'), task)
-        log.write({'step': selected_step, 'epoch': selected_step / plan.steps_per_epoch, 'split': 'test', **test})
-        summary = _summary(config, plan, loop, selected_step, int(final_state.step), log.path, test)
-        if is_main:  # summary.json last: its presence says the run is complete
-            plot_progress(read_jsonl(log.path), workdir / 'progress.png', title=f'{spec.name}: {config.model.name}',
-                          metrics=task.headline[:2], selected_step=selected_step)
-            write_json(workdir / 'summary.json', summary)
-            kill_points.at('summary')
-        console.message(f'test ({config.dataset.test_split}, step {selected_step}): ' + ', '.join(
-            f'{k} {v:.4f}' for k, v in test.items() if k in task.headline and isinstance(v, (int, float))))
-        return FitResult(selected, summary, workdir)
-    finally:
-        console.close()
-        checkpoints.close()
-        log.close()
+    kill = KillPoints.armed()
+    run = RunContext(config, workdir, pipeline, task, plan, runner, schedule, checkpoints,
+                     RunLog(workdir, enabled=is_main), state, hooks=None, resumed_from=latest, is_main=is_main)
+    records = TrainRecords()
+    run.hooks = Hooks([records, *hooks, *([kill] if kill else [])])
+    return run, transfer_message
 
 
-def _select(checkpoints: Checkpoints, state: TrainState, step: int, current_step: int) -> TrainState:
+def _resume(run: RunContext) -> None:
+    """From the newest intact checkpoint, if there is one: its state and the loop's record (a damaged newest one
+    is set aside, see Checkpoints.restore_newest_intact)."""
+    if run.resumed_from is None:
+        return
+    warn = lambda text: run.note(f'warning: {text}')
+    run.resumed_from, tree, record = run.checkpoints.restore_newest_intact(run.state.to_checkpoint(), warn)
+    run.state, run.loop = run.state.from_checkpoint(tree), LoopState.from_json(record)
+
+
+def _finished_before(run: RunContext) -> FitResult:
+    summary = json.loads((run.workdir / 'summary.json').read_text())
+    run.note(f'{run.workdir} holds a finished run ({summary["stop_reason"]} at step {summary["final_step"]}); '
+             f'not training or testing again. Train into a new --workdir to start over.')
+    selected = _restored(run, run.state, summary['selected_step'], run.resumed_from)
+    return FitResult(selected, summary, run.workdir)
+
+
+def _select(run: RunContext, final_state: TrainState) -> tuple[int, TrainState]:
+    """The model test is run on: the best by validation loss (train.select='best'), or the last."""
+    best = run.loop.best_step
+    step = best if run.config.train.select == 'best' and best is not None else int(final_state.step)
+    return step, _restored(run, final_state, step, int(final_state.step))
+
+
+def _restored(run: RunContext, state: TrainState, step: int, current_step: int) -> TrainState:
     if step == current_step:
         return state
-    tree, _ = checkpoints.restore(step, state.to_checkpoint())
+    tree, _ = run.checkpoints.restore(step, state.to_checkpoint())
     return state.from_checkpoint(tree)
+
+
+def _test(run: RunContext, selected: TrainState, selected_step: int) -> dict:
+    """The test split, once, on the selected model."""
+    test = after_training(run.config)(run, run.runner.place_state(selected), None)
+    run.log.write({'step': selected_step, 'epoch': selected_step / run.plan.steps_per_epoch, 'split': 'test', **test})
+    return test
+
+
+def _summarize(run: RunContext, selected_step: int, final_step: int, test: dict) -> dict:
+    """summary.json, written last: its presence says the run is complete."""
+    config, task = run.config, run.task
+    summary = _summary(config, run.plan, run.loop, selected_step, final_step, run.log.path, test)
+    if run.is_main:
+        plot_progress(read_jsonl(run.log.path), run.workdir / 'progress.png',
+                      title=f'{run.pipeline.spec.name}: {config.model.name}', metrics=task.headline[:2],
+                      selected_step=selected_step)
+        write_json(run.workdir / 'summary.json', summary)
+        run.hooks.after_summary(run, summary)
+    run.note(f'test ({config.dataset.test_split}, step {selected_step}): ' + _headline(task, test))
+    return summary
+
+
+def _headline(task, metrics: dict) -> str:
+    return ', '.join(f'{k} {v:.4f}' for k, v in metrics.items() if k in task.headline and isinstance(v, (int, float)))
 
 
 def _stop_requested(stop: StopSignals, step: int, plan: Plan) -> bool:
@@ -296,8 +361,7 @@ def _stop_requested(stop: StopSignals, step: int, plan: Plan) -> bool:
     return bool(np.any(multihost_utils.process_allgather(np.int32(stop.received is not None))))
 
 
-def _check_finite(metrics: TrainMetrics, loop: LoopState, config, checkpoints: Checkpoints,
-                  console: Console) -> None:
+def _check_finite(metrics: TrainMetrics, run: RunContext) -> None:
     """The one place a non-finite step is noticed, on training metrics fetched to the host anyway (no per-step
     sync). Such a step's update was not applied (see train_step). With on_nonfinite='stop' the run stops here,
     before any checkpoint is written from this point on; with 'skip' the count is kept and reported."""
@@ -305,94 +369,128 @@ def _check_finite(metrics: TrainMetrics, loop: LoopState, config, checkpoints: C
     if not skipped:
         return
     first = int(metrics.first_nonfinite_step)
-    if config.train.on_nonfinite == 'stop':
-        latest = checkpoints.latest_step()
+    if run.config.train.on_nonfinite == 'stop':
+        latest = run.checkpoints.latest_step()
         raise TrainingDiverged(
             f'non-finite loss or gradient at step {first}: training stopped (that update was not applied). '
             f'The last checkpoint ({f"step {latest}" if latest is not None else "none yet"}) is intact. Lower '
             f'optimizer.learning_rate, set optimizer.clip_global_norm, or set train.on_nonfinite=skip.')
-    loop.skipped_updates += skipped
-    console.message(f'skipped {skipped} update(s) with a non-finite loss or gradient (first at step {first}; '
-                    f'{loop.skipped_updates} in this run)')
+    run.loop.skipped_updates += skipped
+    run.note(f'skipped {skipped} update(s) with a non-finite loss or gradient (first at step {first}; '
+             f'{run.loop.skipped_updates} in this run)')
 
 
-def _train(config, plan: Plan, pipeline: Pipeline, runner, task, schedule, device_state, checkpoints: Checkpoints,
-           loop: LoopState, log: RunLog, console: Console, stop: StopSignals):
-    """The epoch loop: trains from the state's step until the plan's end or early stopping, updating `loop`.
-    Returns the device state at the end of training."""
-    step = int(runner.host_state(device_state).step)
-    started = time.time() - loop.elapsed_s
-    train_sums = _metrics_from_json(loop.pending_train) if loop.pending_train else None
-    train_metrics, learning_rate = {}, None
-    patience = config.train.early_stopping.patience
-    in_flight = collections.deque()  # recent steps' metrics: bounds the dispatch queue (see StepRunner)
-    # A log step's record waits until the next step is dispatched: fetching its sums then finds them ready and
-    # the device busy, instead of idle while the host summarises and writes (benchmarks/README.md).
-    # Validation and checkpoint steps write at once: they sync anyway.
-    deferred = None
+class TrainRecords(Hook):
+    """The training rows of metrics.jsonl: metrics summed on the device every step, written every `log_every`
+    steps and at each evaluation, and carried through a checkpoint (LoopState.pending_train) when one falls
+    between two rows.
 
-    def write_train_record(sums: TrainMetrics, common):
+    A log step's row waits until the next step is dispatched: fetching its sums then finds them ready and the
+    device busy, instead of idle while the host summarises and writes (benchmarks/README.md). Rows at evaluation
+    steps are written at once (those sync anyway), and a waiting row is on disk before the checkpoint that
+    follows it."""
+
+    def __init__(self):
+        self.sums: TrainMetrics | None = None
+        self.deferred: tuple[TrainMetrics, dict] | None = None
+        self.latest: tuple[dict, float | None] = ({}, None)   # the last row's metrics and learning rate
+
+    def resume(self, loop: LoopState) -> None:
+        self.sums = _metrics_from_json(loop.pending_train) if loop.pending_train else None
+
+    def _write(self, run: RunContext, sums: TrainMetrics, fields: dict) -> None:
         host = jax.device_get(sums)
-        _check_finite(host, loop, config, checkpoints, console)
-        metrics = task.summarize(host.sums)
-        rate = float(schedule(common['step'] - 1))  # the rate this step used
-        log.write({**common, 'split': 'train', 'learning_rate': rate, **metrics})
-        return metrics, rate
+        _check_finite(host, run)
+        metrics = run.task.summarize(host.sums)
+        rate = float(run.schedule(fields['step'] - 1))  # the rate this step used
+        run.log.write({**fields, 'split': 'train', 'learning_rate': rate, **metrics})
+        self.latest = (metrics, rate)
 
-    batches = pipeline.train_batches(seed=config.seed, global_batch=config.train.batch_size, start_step=step)
+    def _flush(self, run: RunContext) -> None:
+        if self.deferred is not None:
+            self._write(run, *self.deferred)
+            self.deferred = None
+
+    def after_dispatch(self, run, step, metrics):
+        self._flush(run)
+        self.sums = metrics if self.sums is None else add_train_metrics(self.sums, metrics)
+
+    def after_step(self, run, step, evaluating):
+        if evaluating:
+            self._write(run, self.sums, run.row_fields(step))
+            self.sums = None
+        elif step % run.plan.log_every == 0:  # (never the last step: that one evaluates, so nothing stays deferred)
+            self.deferred, self.sums = (self.sums, run.row_fields(step)), None
+
+    def before_save(self, run, step):
+        self._flush(run)
+        pending = jax.device_get(self.sums) if self.sums is not None else None  # fetched once
+        if pending is not None and run.config.train.on_nonfinite == 'stop':  # never save past a non-finite step
+            _check_finite(pending, run)
+        run.loop.pending_train = _metrics_to_json(pending) if pending is not None else None
+
+
+def _train(run: RunContext, stop: StopSignals):
+    """The epoch loop: trains from the state's step until the plan's end or early stopping, updating `run.loop`;
+    returns the device state at the end of training."""
+    config, plan, loop, runner, hooks = run.config, run.plan, run.loop, run.runner, run.hooks
+    records = next(h for h in hooks.hooks if isinstance(h, TrainRecords))
+    records.resume(loop)
+    device_state = runner.place_state(run.state)
+    step = int(run.state.step)
+    started = time.time() - loop.elapsed_s
+    evaluators = during_training(config, plan)
+    in_flight = collections.deque()  # recent steps' metrics: bounds the dispatch queue (see StepRunner)
+    batches = run.pipeline.train_batches(seed=config.seed, global_batch=config.train.batch_size, start_step=step)
     while step < plan.total_steps and not loop.finished:
         batch = next(batches)
         loop.skipped_images += batch['valid'].size - int(batch['valid'].sum())  # dataset.skip_corrupt_images
         device_state, metrics = runner.train(device_state, batch)
-        if deferred is not None:
-            train_metrics, learning_rate = write_train_record(*deferred)
-            deferred = None
-        train_sums = metrics if train_sums is None else add_train_metrics(train_sums, metrics)
+        hooks.after_dispatch(run, step + 1, metrics)
         if runner.max_steps_in_flight:
             in_flight.append(metrics)
             if len(in_flight) > runner.max_steps_in_flight:
                 jax.block_until_ready(in_flight.popleft())
         step += 1
-        console.advance()
-        validate = step % plan.validate_every == 0 or step == plan.total_steps
+        run.console.advance()
         loop.elapsed_s = time.time() - started
-        common = {'step': step, 'epoch': step / plan.steps_per_epoch, 'elapsed_s': loop.elapsed_s}
-        if validate:
-            train_metrics, learning_rate = write_train_record(train_sums, common)
-            train_sums = None
-        elif step % plan.log_every == 0:  # (never the last step: that one validates, so nothing stays deferred)
-            deferred, train_sums = (train_sums, common), None
-        if validate:
-            batches_of = pipeline.eval_batches(config.dataset.validation_split, config.train.eval_batch_size)
-            validation = evaluate(runner, device_state, kill_points.after_first(batches_of, 'validation', step), task)
-            log.write({**common, 'split': 'validation', **validation})
-            loop.validated(step, validation['loss'], config.train.early_stopping.min_delta, patience)
-            console.row(epoch=math.ceil(step / plan.steps_per_epoch), step=step, elapsed=loop.elapsed_s,
-                        train=train_metrics, validation=validation, learning_rate=learning_rate)
+        due = [evaluator for evaluator in evaluators if evaluator.due(step, plan)]
+        hooks.after_step(run, step, bool(due))
+        for evaluator in due:
+            _evaluate_while_training(run, evaluator, device_state, step, records)
         if step == plan.total_steps and not loop.finished:
             loop.stop_reason = 'completed'
         stopping = not loop.finished and _stop_requested(stop, step, plan)
-        save = validate or step % plan.checkpoint_every == 0 or loop.finished or stopping
-        if save and deferred is not None:  # on disk before the checkpoint that follows it
-            train_metrics, learning_rate = write_train_record(*deferred)
-            deferred = None
-        if save:
-            pending = jax.device_get(train_sums) if train_sums is not None else None  # fetched once
-            if pending is not None and config.train.on_nonfinite == 'stop':  # never save past a non-finite step
-                _check_finite(pending, loop, config, checkpoints, console)
-            loop.pending_train = _metrics_to_json(pending) if pending is not None else None
-            checkpoints.save(step, runner.host_state(device_state).to_checkpoint(), loop.to_json(), loop.best_step)
-            kill_points.at('saving', step)
-            kill_points.at('saved', step, settle=checkpoints.wait)
+        validated = step % plan.validate_every == 0 or step == plan.total_steps
+        if validated or step % plan.checkpoint_every == 0 or loop.finished or stopping:
+            hooks.before_save(run, step)
+            run.checkpoints.save(step, runner.host_state(device_state).to_checkpoint(), loop.to_json(), loop.best_step)
+            hooks.after_save(run, step)
         if stopping:
-            checkpoints.wait()
+            run.checkpoints.wait()
             raise Preempted(f'{stop.received or "a stop signal (on another process)"} received: stopped after step '
                             f'{step} and saved a checkpoint there; run the same command again to resume')
-        kill_points.at('step', step)
+        hooks.end_of_step(run, step)
     if loop.stop_reason == 'early_stopping':
-        console.message(f'early stopping at step {step}: validation loss has not improved for {patience} '
-                        f'validations (best {loop.best_validation_loss:.4f} at step {loop.best_step})')
+        run.note(f'early stopping at step {step}: validation loss has not improved for '
+                 f'{config.train.early_stopping.patience} validations (best {loop.best_validation_loss:.4f} at step '
+                 f'{loop.best_step})')
     return device_state
+
+
+def _evaluate_while_training(run: RunContext, evaluator, device_state, step: int, records: TrainRecords) -> None:
+    """One evaluator's figures at `step`, logged under its name; validation's also decide early stopping and
+    which model is best, and make the console's row."""
+    metrics = evaluator(run, device_state, step)
+    run.log.write({**run.row_fields(step), 'split': evaluator.name, **metrics})
+    if evaluator.name != 'validation':
+        run.note(f'{evaluator.name} (step {step}): {_headline(run.task, metrics)}')
+        return
+    early = run.config.train.early_stopping
+    run.loop.validated(step, metrics['loss'], early.min_delta, early.patience)
+    train_metrics, learning_rate = records.latest
+    run.console.row(epoch=math.ceil(step / run.plan.steps_per_epoch), step=step, elapsed=run.loop.elapsed_s,
+                    train=train_metrics, validation=metrics, learning_rate=learning_rate)
 
 
 def _summary(config, plan: Plan, loop: LoopState, selected_step: int, final_step: int, log_path: Path,

@@ -1,71 +1,23 @@
-"""Split-aware evaluation and prediction: the one evaluation loop, used by fit(), the CLI and notebooks.
+"""Trained runs read back from their run directories (config.json, environment.json, checkpoints) alone: the API
+behind `jaxdl evaluate`, `predict` and `rerun`, and what notebooks use to look at a run.
 
-`evaluate` sums the task's metric sums over every (padded) batch of a split on the devices and divides once at
-the end. `load_run` rebuilds a trained run from its workdir (config.json, environment.json, checkpoints) alone.
+`load_run` rebuilds the selected (or any) checkpoint's model and task; `evaluate_run` scores it on any split.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
-from functools import partial
 from pathlib import Path
-from typing import Iterable
 
 import jax
-import numpy as np
 
 from jaxdl import config as config_lib
 from jaxdl.checkpoint import Checkpoints
 from jaxdl.errors import CheckpointError
 from jaxdl.registry import add_code_roots
+from jaxdl.train.evaluation import evaluate
 from jaxdl.train.state import TrainState, state_from_config
-from jaxdl.train.step import StepRunner, add_sums, predict_step, runner_for
-
-
-def evaluate(runner: StepRunner, device_state, batches: Iterable[dict], task) -> dict:
-    """Final metrics of one pass over `batches` (every example once; padding rows count for nothing).
-
-    Metric sums stay on the devices until the end. A task with per-example predictions (detection) has them
-    fetched batch by batch and gathered from every process, padding rows included (their `valid` is False)."""
-    total, rows = None, []
-    for batch in batches:
-        sums, predictions = runner.eval(device_state, batch)
-        total = sums if total is None else add_sums(total, sums)
-        if predictions:
-            rows.append(jax.device_get(predictions))
-    if total is None:
-        raise ValueError('evaluation got no batches')
-    gathered = None
-    if rows:
-        gathered = {k: np.concatenate([r[k] for r in rows]) for k in rows[0]}
-        if jax.process_count() > 1:
-            from jax.experimental import multihost_utils
-            gathered = {k: np.asarray(v) for k, v in multihost_utils.process_allgather(gathered, tiled=True).items()}
-    return task.summarize(jax.device_get(total), gathered)
-
-
-@partial(jax.jit, static_argnames='task')
-def _predict(state: TrainState, images, task):
-    return predict_step(state, images, task=task)
-
-
-def predict(state: TrainState, images: np.ndarray, task, *, batch_size: int = 256):
-    """Task predictions for preprocessed images [N, H, W, C]: class probabilities [N, C] (classification),
-    targets in their units (regression), a class map [N, H, W] and per-pixel probabilities (segmentation), or
-    boxes, scores and classes (detection).
-
-    The last chunk is padded to `batch_size` so every call reuses one compiled function."""
-    images = np.asarray(images, np.float32)
-    outputs = []
-    for start in range(0, len(images), batch_size):
-        chunk = images[start:start + batch_size]
-        padded = np.concatenate([chunk, np.zeros((batch_size - len(chunk), *chunk.shape[1:]), np.float32)])
-        outputs.append(jax.tree.map(lambda x: np.asarray(x)[:len(chunk)], _predict(state, padded, task)))
-    return jax.tree.map(lambda *chunks: np.concatenate(chunks), *outputs)
-
-
-# ------------------------------------------------------------------------------------------- trained runs
-
+from jaxdl.train.step import runner_for
 
 @dataclasses.dataclass
 class Run:

@@ -1,0 +1,57 @@
+"""The one evaluation loop and batched prediction, used by the evaluators of fit(), by jaxdl.runs and notebooks.
+
+`evaluate` sums the task's metric sums over every (padded) batch of a split on the devices and divides once at
+the end. (`jaxdl.evaluate` is this function; the module has its own name, so one name is one thing.)
+"""
+from __future__ import annotations
+
+from functools import partial
+from typing import Iterable
+
+import jax
+import numpy as np
+
+from jaxdl.train.state import TrainState
+from jaxdl.train.step import StepRunner, add_sums, predict_step
+
+
+def evaluate(runner: StepRunner, device_state, batches: Iterable[dict], task) -> dict:
+    """Final metrics of one pass over `batches` (every example once; padding rows count for nothing).
+
+    Metric sums stay on the devices until the end. A task with per-example predictions (detection) has them
+    fetched batch by batch and gathered from every process, padding rows included (their `valid` is False)."""
+    total, rows = None, []
+    for batch in batches:
+        sums, predictions = runner.eval(device_state, batch)
+        total = sums if total is None else add_sums(total, sums)
+        if predictions:
+            rows.append(jax.device_get(predictions))
+    if total is None:
+        raise ValueError('evaluation got no batches')
+    gathered = None
+    if rows:
+        gathered = {k: np.concatenate([r[k] for r in rows]) for k in rows[0]}
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+            gathered = {k: np.asarray(v) for k, v in multihost_utils.process_allgather(gathered, tiled=True).items()}
+    return task.summarize(jax.device_get(total), gathered)
+
+
+@partial(jax.jit, static_argnames='task')
+def _predict(state: TrainState, images, task):
+    return predict_step(state, images, task=task)
+
+
+def predict(state: TrainState, images: np.ndarray, task, *, batch_size: int = 256):
+    """Task predictions for preprocessed images [N, H, W, C]: class probabilities [N, C] (classification),
+    targets in their units (regression), a class map [N, H, W] and per-pixel probabilities (segmentation), or
+    boxes, scores and classes (detection).
+
+    The last chunk is padded to `batch_size` so every call reuses one compiled function."""
+    images = np.asarray(images, np.float32)
+    outputs = []
+    for start in range(0, len(images), batch_size):
+        chunk = images[start:start + batch_size]
+        padded = np.concatenate([chunk, np.zeros((batch_size - len(chunk), *chunk.shape[1:]), np.float32)])
+        outputs.append(jax.tree.map(lambda x: np.asarray(x)[:len(chunk)], _predict(state, padded, task)))
+    return jax.tree.map(lambda *chunks: np.concatenate(chunks), *outputs)

@@ -1,0 +1,65 @@
+"""Evaluators: each scores the model on one split at its own cadence, one small object per concern (big_vision's
+evaluators, kauldron's evals).
+
+    validation       `dataset.validation_split` every `train.validate_every` and at the last step; the only
+                     figures model selection and early stopping read
+    extra splits     each of `eval.splits` every `eval.every` (default: with validation) and at the last step,
+                     logged under the split's name (e.g. 'train[:1000]': the gap between training and validation
+                     data, measured the same way)
+    test             `dataset.test_split`, once, after training, on the selected model
+
+An evaluator is a name (its rows' `split` in metrics.jsonl), a cadence in steps (0: only after training) and a
+call that runs the one evaluation loop (`jaxdl.train.evaluation.evaluate`) over its batches. A new kind of
+evaluation (other weights, other figures) is one more class with the same three things.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Iterator, Protocol
+
+from jaxdl.config import Plan
+from jaxdl.train.evaluation import evaluate
+
+
+class Evaluator(Protocol):
+    name: str    # its metrics.jsonl rows' `split`
+    every: int   # in steps; 0: once, after training (the test)
+
+    def due(self, step: int, plan: Plan) -> bool:
+        """Whether it runs after training step `step`."""
+
+    def __call__(self, run, device_state, step: int | None) -> dict:
+        """The figures of `device_state` (a run's state placed by its runner) at `step` (None after training)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class SplitEvaluator:
+    """The task's figures on every example of `split` once (the last batch padded, never dropped)."""
+    name: str
+    split: str
+    every: int
+
+    def due(self, step: int, plan: Plan) -> bool:
+        return bool(self.every) and (step % self.every == 0 or step == plan.total_steps)
+
+    def __call__(self, run, device_state, step: int | None) -> dict:
+        batches = run.pipeline.eval_batches(self.split, run.config.train.eval_batch_size)
+        return evaluate(run.runner, device_state, self._announced(run, batches, step), run.task)
+
+    def _announced(self, run, batches, step) -> Iterator[dict]:
+        for index, batch in enumerate(batches):
+            yield batch
+            run.hooks.evaluation_batch(run, self.name, step, index)
+
+
+def during_training(config, plan: Plan) -> tuple[SplitEvaluator, ...]:
+    """The evaluators that run while the model trains: validation first (selection reads it), then the extra
+    splits."""
+    d = config.dataset
+    return (SplitEvaluator('validation', d.validation_split, plan.validate_every),
+            *(SplitEvaluator(split, split, plan.eval_every) for split in config.eval.splits))
+
+
+def after_training(config) -> SplitEvaluator:
+    """The test: once, on the selected model."""
+    return SplitEvaluator('test', config.dataset.test_split, 0)
