@@ -1,13 +1,17 @@
-"""Models: flax.linen modules, built-in or the user's own, built from `model.name` and `model.options`.
+"""Models: flax modules, built-in or the user's own, built from `model.name` and `model.options`.
 
 `model.name` is a built-in (a module of this package: `cnn`, `resnet`, `unet`, each exporting `MODEL`) or an
-import path `package.module:Attr` to the user's code, where `Attr` is a `flax.linen.Module` class or a function
-returning one. Either is constructed as
+import path `package.module:Attr` to the user's code, where `Attr` is a `flax.linen.Module` class, a function
+returning one, or a `flax.nnx.Module` class. Each is constructed as
 
     Attr(num_outputs=..., **model.options)
 
-plus, only where `Attr` takes them, `dtype` (from `model.dtype`), `freeze_batch_norm` and the task's head options
-(`head`, `output_stride`: which head a built-in backbone ends in). The module is applied as
+plus, only where `Attr` takes them, `dtype` (from `model.dtype`), `freeze_batch_norm`, `image_shape` (the model
+input's (height, width, channels): what an NNX layer's input width is read from) and the task's head options
+(`head`, `output_stride`: which head a built-in backbone ends in). An NNX class also takes `rngs`, and is built
+inside Flax's own bridge (`flax.nnx.bridge.ToLinen`), so its parameters and state are plain variable collections
+(`params/<attribute>/...`, BatchNorm's `batch_stats`) and it trains, checkpoints, resumes, shards and transfers as a
+linen module does; its `__call__(images, *, train)` is called as a linen module's. The module is applied as
 `module.apply(variables, images, train=...)`, with `axis_name` (the mapped axis BatchNorm reduces its statistics
 over) only where its `__call__` takes it; every non-param collection it keeps (e.g. `batch_stats`) is model state.
 What it must return is the task's contract (`jaxdl.tasks.Task.check_outputs`). A user's model needs no jaxdl import.
@@ -20,22 +24,33 @@ import functools
 from jaxdl.errors import ConfigError
 from jaxdl.registry import MODELS, frozen, keyword_parameters
 
-def build_model(model_cfg, num_outputs: int, head_options: dict | None = None):
-    """The flax Module `model_cfg` names, with `num_outputs` outputs (classes, targets, heatmap channels)."""
+def build_model(model_cfg, num_outputs: int, head_options: dict | None = None, *,
+                image_shape: tuple[int, int, int] | None = None):
+    """The flax Module `model_cfg` names, with `num_outputs` outputs (classes, targets, heatmap channels), for
+    images of `image_shape` (passed to a model that takes it; an NNX model whose layers need their input width
+    does)."""
     import flax.linen as nn
     import jax.numpy as jnp
     name = model_cfg.name
     target = MODELS.resolve(name)
-    if isinstance(target, type) and not issubclass(target, nn.Module):
+    nnx_class = _is_nnx_class(target)
+    if isinstance(target, type) and not nnx_class and not issubclass(target, nn.Module):
         raise ConfigError(f"config key 'model.name': {name!r} is the class {target.__name__}, not a "
-                          f"flax.linen.Module; name a Module class or a function that returns one")
+                          f"flax.linen.Module or flax.nnx.Module; name a Module class or a function that returns one")
     if not callable(target):
         raise ConfigError(f"config key 'model.name': {name!r} is a {type(target).__name__}, not a flax.linen.Module "
                           f"class or a function that returns one")
     options = frozen(model_cfg.options.to_dict())
-    accepted = keyword_parameters(target)
+    # (NNX's metaclass hides the constructor's signature behind its own (*args, **kwargs).)
+    accepted = keyword_parameters(target.__init__ if nnx_class else target)
+    accepted = accepted - {'self'} if accepted is not None else None
+    if nnx_class and accepted is not None:
+        if 'rngs' not in accepted:
+            raise ConfigError(f"config key 'model.name': the nnx.Module {name!r} takes no `rngs`; jaxdl builds an "
+                              f"NNX model as Attr(num_outputs=..., **model.options, rngs=nnx.Rngs(...))")
+        accepted = accepted - {'rngs'}
     extras = {'dtype': jnp.dtype(model_cfg.dtype), 'freeze_batch_norm': model_cfg.freeze_batch_norm,
-              **(head_options or {})}
+              **({'image_shape': tuple(image_shape)} if image_shape is not None else {}), **(head_options or {})}
     kwargs = {'num_outputs': num_outputs, **options}
     if accepted is not None:
         if 'num_outputs' not in accepted:
@@ -54,6 +69,8 @@ def build_model(model_cfg, num_outputs: int, head_options: dict | None = None):
         if model_cfg.dtype != 'float32' and 'dtype' not in accepted:
             raise ConfigError(f"config key 'model.dtype': model {name!r} takes no dtype, so it computes in its own; "
                               f"leave model.dtype at 'float32' or give the model a dtype field")
+    if nnx_class:
+        return _from_nnx(name, target, kwargs)
     try:
         module = target(**kwargs)
     except ConfigError:
@@ -63,11 +80,40 @@ def build_model(model_cfg, num_outputs: int, head_options: dict | None = None):
     if not isinstance(module, nn.Module):
         raise ConfigError(f"config key 'model.name': {name!r} returned a {type(module).__name__}, not a "
                           f"flax.linen.Module")
-    takes = keyword_parameters(type(module).__call__)
+    _check_train_argument(name, type(module).__call__)
+    return module
+
+
+def _is_nnx_class(target) -> bool:
+    from flax import nnx
+    return isinstance(target, type) and issubclass(target, nnx.Module)
+
+
+def _from_nnx(name: str, target: type, kwargs: dict):
+    """An NNX class as a linen module through Flax's bridge, its construction tried once abstractly (no arrays) so
+    a wrong option fails here, naming the key, not inside the first compiled step."""
+    from flax import nnx
+    from flax.core import FrozenDict
+    _check_train_argument(name, target.__call__)
+    try:
+        nnx.eval_shape(lambda: target(**kwargs, rngs=nnx.Rngs(0)))
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"config key 'model.options': constructing {name!r} failed: {e}") from None
+    return nnx.bridge.ToLinen(target, kwargs=FrozenDict(kwargs))
+
+
+def _check_train_argument(name: str, call) -> None:
+    takes = keyword_parameters(call)
     if takes is not None and 'train' not in takes:
         raise ConfigError(f"config key 'model.name': {name!r}'s __call__ takes no `train` argument; jaxdl applies a "
                           f"model as module.apply(variables, images, train=...)")
-    return module
+
+
+def _call_of(module):
+    """The `__call__` jaxdl's arguments reach: an NNX model's own, through the bridge."""
+    return getattr(module, 'nnx_class', type(module)).__call__
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,7 +124,7 @@ class ModelApply:
 
     @functools.cached_property
     def takes_axis_name(self) -> bool:
-        takes = keyword_parameters(type(self.module).__call__)
+        takes = keyword_parameters(_call_of(self.module))
         return takes is None or 'axis_name' in takes
 
     def __call__(self, variables, images, *, train: bool = False, axis_name=None, **kwargs):

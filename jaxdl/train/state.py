@@ -77,7 +77,7 @@ def state_from_config(config, task, *, image_shape, plan, shardings=None):
     from jaxdl.models import build_model
     from jaxdl.optim import build_optimizer
     tx, schedule = build_optimizer(config.optimizer, plan)
-    model = build_model(config.model, task.num_outputs, task.head_options)
+    model = build_model(config.model, task.num_outputs, task.head_options, image_shape=tuple(image_shape))
     abstract = abstract_train_state(model, tx, image_shape=image_shape)
     images = jax.ShapeDtypeStruct((2, *image_shape), jnp.float32)
     outputs = jax.eval_shape(lambda v, x: abstract.apply_fn(v, x, train=False), abstract.variables, images)
