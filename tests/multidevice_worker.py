@@ -228,7 +228,7 @@ def fit_each_parallel_mode(workdir: str) -> dict:
 
 
 def fit_nnx_each_placement(workdir: str) -> dict:
-    """The NNX TinyViT (experiments/custom) trained 12 steps by `fit()` with the jit, sharded and fsdp runners,
+    """The NNX TinyViT (experiments/custom) trained 12 steps by `fit()` under jit, pmap, sharded and fsdp,
     the run directories under `workdir`. Plain SGD: Adam's normalisation would magnify the 1e-7 reduction-order
     differences of a parallel step in the near-zero gradients of a freshly initialised ViT's biases."""
     from pathlib import Path
@@ -240,7 +240,7 @@ def fit_nnx_each_placement(workdir: str) -> dict:
         'model.options.width': 16, 'model.options.depth': 1, 'model.options.heads': 2,
         'train.duration': '12 steps', 'train.validate_every': '6 steps', 'train.eval_batch_size': 128,
         'optimizer.name': 'sgd', 'optimizer.learning_rate': 0.05, 'optimizer.weight_decay': 0.0})
-    for kind, placement in (('jit', {}), ('sharded', {}), ('fsdp', {'train.fsdp_min_size': 256})):
+    for kind, placement in (('jit', {}), ('pmap', {}), ('sharded', {}), ('fsdp', {'train.fsdp_min_size': 256})):
         fit(apply_updates(copy.deepcopy(config), {'train.parallel': kind, **placement}), Path(workdir) / kind,
             show_progress=False)
     return {'devices': jax.device_count()}

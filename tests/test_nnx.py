@@ -82,12 +82,12 @@ def test_an_nnx_model_trains_through_the_cli_resumes_exactly_reruns_and_transfer
         jax.tree.leaves(load_run(workdir).state.model_state))
 
 
-def test_an_nnx_model_trains_alike_under_jit_sharded_and_fsdp(tmp_path):
+def test_an_nnx_model_trains_alike_under_jit_pmap_sharded_and_fsdp(tmp_path):
     result = run([sys.executable, str(ROOT / 'tests' / 'multidevice_worker.py'), 'nnx', str(tmp_path)], devices=2)
     assert result.returncode == 0, result.stderr[-3000:]
     reference = jax.tree.leaves(load_run(tmp_path / 'jit', 'latest', trust_code=True).state.params)
     floor = 1e-5 * max(float(np.max(np.abs(x))) for x in reference)
-    for kind in ('sharded', 'fsdp'):
+    for kind in ('pmap', 'sharded', 'fsdp'):  # pmap passes BatchNorm's axis_name: only to a __call__ taking it
         assert json.loads((tmp_path / kind / 'environment.json').read_text())['parallel'] == kind
         params = jax.tree.leaves(load_run(tmp_path / kind, 'latest', trust_code=True).state.params)
         for a, b in zip(params, reference, strict=True):
