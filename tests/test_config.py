@@ -73,7 +73,7 @@ def test_every_experiment_validates_and_builds_its_task_and_model(path):
     from jaxdl.tasks import build_task
     config = validate(config_lib.load_config_file(str(ROOT / 'experiments' / path)))
     task = build_task(config.task, 4)
-    build_model(config.model, task.num_outputs, task.head_options)
+    build_model(config.model, task.num_outputs, task.head_options, image_shape=(8, 8, 1))
 
 
 @pytest.mark.parametrize('variant', ['sgd', 'rmsprop', 'adam'])
