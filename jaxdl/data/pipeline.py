@@ -26,7 +26,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from jaxdl.data import CATALOG, checks, jpeg, prepare_command, preprocess, quiet_tfds, resolve_data_dir, streaming
-from jaxdl.data.kinds import data_kind
+from jaxdl.data.kinds import class_label, data_kind
 from jaxdl.data.records import SplitRecords, array_record_advice, is_random_access, preparable
 from jaxdl.data.sampling import IndexSampler, epoch_seed
 from jaxdl.errors import ConfigError, DatasetNotAvailable
@@ -158,17 +158,6 @@ def first_per_class(ds: tf.data.Dataset, label_key: str, num_classes: int, per_c
     return ds.scan(tf.zeros([num_classes], tf.int32), count).filter(kept).map(example)
 
 
-def label_feature(builder, dataset_cfg):
-    """The dataset's class feature (dataset.label), or None."""
-    features = builder.info.features
-    return features[dataset_cfg.label] if dataset_cfg.label in features else None
-
-
-def class_names(builder, dataset_cfg, kind) -> tuple[str, ...]:
-    """The classes a task of this data kind (a DataKind or its name) sees."""
-    return (data_kind(kind) if isinstance(kind, str) else kind).class_names(builder, dataset_cfg)
-
-
 def image_shape(builder, dataset_cfg) -> tuple[int, int, int]:
     """The model input's shape: the dataset's images, resized to dataset.image_size if set."""
     height, width, channels = builder.info.features['image'].shape
@@ -243,7 +232,7 @@ class Pipeline:
         """The pipeline of a run's config, with the run's task built for the dataset's classes."""
         from jaxdl.tasks import build_task, task_class
         builder = get_builder(config.dataset)
-        task = build_task(config.task, class_names(builder, config.dataset, task_class(config.task).data_kind))
+        task = build_task(config.task, data_kind(task_class(config.task).data_kind).class_names(builder, config.dataset))
         return cls(config.dataset, task, builder=builder, process_index=process_index, process_count=process_count)
 
     # -- metadata
@@ -340,7 +329,7 @@ class Pipeline:
         if classes:
             ds = select_classes(ds, label, classes)
         if self.cfg.train_examples_per_class and split == self.cfg.train_split:
-            num_classes = len(classes) or label_feature(self.builder, self.cfg).num_classes
+            num_classes = len(classes) or class_label(self.builder, self.cfg, self.kind.name).num_classes
             ds = first_per_class(ds, label, num_classes, self.cfg.train_examples_per_class)
         return ds
 

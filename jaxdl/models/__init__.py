@@ -69,8 +69,17 @@ def build_model(model_cfg, num_outputs: int, head_options: dict | None = None, *
         if model_cfg.dtype != 'float32' and 'dtype' not in accepted:
             raise ConfigError(f"config key 'model.dtype': model {name!r} takes no dtype, so it computes in its own; "
                               f"leave model.dtype at 'float32' or give the model a dtype field")
-    if nnx_class:
-        return _from_nnx(name, target, kwargs)
+    module = _from_nnx(name, target, kwargs) if nnx_class else _construct(name, target, kwargs)
+    takes = keyword_parameters(_call_of(module))
+    if takes is not None and 'train' not in takes:
+        raise ConfigError(f"config key 'model.name': {name!r}'s __call__ takes no `train` argument; jaxdl applies a "
+                          f"model as module.apply(variables, images, train=...)")
+    return module
+
+
+def _construct(name: str, target, kwargs: dict):
+    """A linen Module from its class or factory."""
+    import flax.linen as nn
     try:
         module = target(**kwargs)
     except ConfigError:
@@ -80,7 +89,6 @@ def build_model(model_cfg, num_outputs: int, head_options: dict | None = None, *
     if not isinstance(module, nn.Module):
         raise ConfigError(f"config key 'model.name': {name!r} returned a {type(module).__name__}, not a "
                           f"flax.linen.Module")
-    _check_train_argument(name, type(module).__call__)
     return module
 
 
@@ -94,7 +102,6 @@ def _from_nnx(name: str, target: type, kwargs: dict):
     a wrong option fails here, naming the key, not inside the first compiled step."""
     from flax import nnx
     from flax.core import FrozenDict
-    _check_train_argument(name, target.__call__)
     try:
         nnx.eval_shape(lambda: target(**kwargs, rngs=nnx.Rngs(0)))
     except ConfigError:
@@ -102,13 +109,6 @@ def _from_nnx(name: str, target: type, kwargs: dict):
     except (TypeError, ValueError) as e:
         raise ConfigError(f"config key 'model.options': constructing {name!r} failed: {e}") from None
     return nnx.bridge.ToLinen(target, kwargs=FrozenDict(kwargs))
-
-
-def _check_train_argument(name: str, call) -> None:
-    takes = keyword_parameters(call)
-    if takes is not None and 'train' not in takes:
-        raise ConfigError(f"config key 'model.name': {name!r}'s __call__ takes no `train` argument; jaxdl applies a "
-                          f"model as module.apply(variables, images, train=...)")
 
 
 def _call_of(module):

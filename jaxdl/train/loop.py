@@ -214,7 +214,8 @@ class RunContext:
     checkpoints: Checkpoints
     log: RunLog
     state: TrainState                     # on the host: initialised, transferred, then restored
-    hooks: Hooks
+    hooks: Hooks                          # the loop's own TrainRecords first, then the user's, then kill points
+    records: TrainRecords
     loop: LoopState = dataclasses.field(default_factory=LoopState)
     resumed_from: int | None = None       # the checkpoint's step, when a run resumes
     console: Console | None = None
@@ -285,11 +286,10 @@ def _open_run(config, workdir: Path, hooks: tuple[Hook, ...]) -> tuple[RunContex
         transfer = json.loads((workdir / 'environment.json').read_text()).get('transfer')
     if is_main:
         _record_run(workdir, config, _environment(config, pipeline, plan, runner.kind, transfer), latest is not None)
-    kill = KillPoints.armed()
+    kill, records = KillPoints.armed(), TrainRecords()
     run = RunContext(config, workdir, pipeline, task, plan, runner, schedule, checkpoints,
-                     RunLog(workdir, enabled=is_main), state, hooks=None, resumed_from=latest, is_main=is_main)
-    records = TrainRecords()
-    run.hooks = Hooks([records, *hooks, *([kill] if kill else [])])
+                     RunLog(workdir, enabled=is_main), state, Hooks([records, *hooks, *([kill] if kill else [])]),
+                     records, resumed_from=latest, is_main=is_main)
     return run, transfer_message
 
 
@@ -434,8 +434,7 @@ def _train(run: RunContext, stop: StopSignals):
     """The epoch loop: trains from the state's step until the plan's end or early stopping, updating `run.loop`;
     returns the device state at the end of training."""
     config, plan, loop, runner, hooks = run.config, run.plan, run.loop, run.runner, run.hooks
-    records = next(h for h in hooks.hooks if isinstance(h, TrainRecords))
-    records.resume(loop)
+    run.records.resume(loop)
     device_state = runner.place_state(run.state)
     step = int(run.state.step)
     started = time.time() - loop.elapsed_s
@@ -457,11 +456,11 @@ def _train(run: RunContext, stop: StopSignals):
         due = [evaluator for evaluator in evaluators if evaluator.due(step, plan)]
         hooks.after_step(run, step, bool(due))
         for evaluator in due:
-            _evaluate_while_training(run, evaluator, device_state, step, records)
+            _evaluate_while_training(run, evaluator, device_state, step)
         if step == plan.total_steps and not loop.finished:
             loop.stop_reason = 'completed'
         stopping = not loop.finished and _stop_requested(stop, step, plan)
-        validated = step % plan.validate_every == 0 or step == plan.total_steps
+        validated = any(evaluator.name == 'validation' for evaluator in due)  # so 'best' is always on disk
         if validated or step % plan.checkpoint_every == 0 or loop.finished or stopping:
             hooks.before_save(run, step)
             run.checkpoints.save(step, runner.host_state(device_state).to_checkpoint(), loop.to_json(), loop.best_step)
@@ -478,7 +477,7 @@ def _train(run: RunContext, stop: StopSignals):
     return device_state
 
 
-def _evaluate_while_training(run: RunContext, evaluator, device_state, step: int, records: TrainRecords) -> None:
+def _evaluate_while_training(run: RunContext, evaluator, device_state, step: int) -> None:
     """One evaluator's figures at `step`, logged under its name; validation's also decide early stopping and
     which model is best, and make the console's row."""
     metrics = evaluator(run, device_state, step)
@@ -488,7 +487,7 @@ def _evaluate_while_training(run: RunContext, evaluator, device_state, step: int
         return
     early = run.config.train.early_stopping
     run.loop.validated(step, metrics['loss'], early.min_delta, early.patience)
-    train_metrics, learning_rate = records.latest
+    train_metrics, learning_rate = run.records.latest
     run.console.row(epoch=math.ceil(step / run.plan.steps_per_epoch), step=step, elapsed=run.loop.elapsed_s,
                     train=train_metrics, validation=metrics, learning_rate=learning_rate)
 

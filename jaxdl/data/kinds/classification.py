@@ -7,6 +7,7 @@ import tensorflow as tf
 
 from jaxdl.data import preprocess
 from jaxdl.data.kinds import DataKindDefaults, Prediction, class_label
+from jaxdl.errors import DatasetNotAvailable
 
 
 class Classification(DataKindDefaults):
@@ -21,7 +22,6 @@ class Classification(DataKindDefaults):
         if dataset_cfg.classes:
             bad = [c for c in dataset_cfg.classes if not 0 <= c < len(names)]
             if bad:
-                from jaxdl.errors import DatasetNotAvailable
                 raise DatasetNotAvailable(f'dataset.classes {bad} are not class ids of {dataset_cfg.name!r} '
                                           f'(0..{len(names) - 1})')
             names = tuple(names[c] for c in dataset_cfg.classes)
