@@ -102,7 +102,7 @@ def one_core_rates(scale: str, batches: int) -> dict:
     import tensorflow as tf
     from jaxdl.data.pipeline import Pipeline
     pipeline = Pipeline.for_config(config_for(scale, 'stream'))
-    sampler, records = pipeline.sampler(seed=0, global_batch=32), pipeline.records('train')
+    sampler, records = pipeline.source.sampler(seed=0, global_batch=32), pipeline.source.records('train')
     features = pipeline.builder.info.features
 
     def ceiling_dataset():

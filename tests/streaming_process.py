@@ -19,7 +19,7 @@ def main(coordinator: str, count: int, index: int, steps: int) -> None:
         'streaming_builders:TinyJpegShapes', 'stream', 16
     config.dataset.mean, config.dataset.std = (0.5,), (0.25,)  # as tests/test_streaming.py's stream_config
     pipeline = Pipeline.for_config(config, process_index=jax.process_index(), process_count=jax.process_count())
-    records = pipeline.records('train')
+    records = pipeline.source.records('train')
     read, seen = records.read, []
     records.read = lambda indices: (seen.extend(int(i) for i in indices), read(indices))[1]
     batches = pipeline.train_batches(seed=3, global_batch=8)

@@ -10,6 +10,7 @@ from PIL import Image
 from jaxdl.data import preprocess
 from jaxdl.data.builders.shapes import draw_scene
 from jaxdl.data.kinds import data_kind
+from jaxdl.data.memory import open_split
 from jaxdl.data.pipeline import Pipeline
 from jaxdl.errors import ConfigError
 from jaxdl.tasks import build_task
@@ -53,7 +54,7 @@ def test_the_multilabel_task_trains_on_its_dataset_and_predicts_through_the_cli(
     assert pipeline.spec.class_names == ('circle', 'square', 'triangle')
     batch = next(pipeline.eval_batches('validation', 250))
     raw = [sorted(set(ex['labels'].tolist())) for ex in
-           pipeline._open('validation').take(250).as_numpy_iterator()]
+           open_split(pipeline.builder, 'validation').take(250).as_numpy_iterator()]
     assert [np.flatnonzero(row).tolist() for row in batch['labels']] == raw   # the classes present, multi-hot
     assert 1 < np.mean(batch['labels'].sum(1)) < 3 and batch['labels'].dtype == np.float32
 

@@ -1,6 +1,7 @@
 """The streaming path (dataset.source='stream'): examples read by index from ArrayRecord files, each process only its
 own rows, resume without replay, memory that does not grow with the dataset, and its bad-input errors."""
 import json
+import math
 import os
 import shutil
 import sys
@@ -27,7 +28,7 @@ def stream_config(make_config):
 
 def counting_reads(pipeline: Pipeline, split: str) -> list:
     """Every example index the pipeline's reader of `split` fetches from now on."""
-    records = pipeline.records(split)
+    records = pipeline.source.records(split)
     read, seen = records.read, []
 
     def counted(indices):
@@ -39,7 +40,7 @@ def counting_reads(pipeline: Pipeline, split: str) -> list:
 
 def test_global_batches_do_not_depend_on_the_process_count_and_each_process_reads_only_its_rows(stream_config):
     config, global_batch, steps = stream_config(), 8, 3
-    sampler = Pipeline.for_config(config).sampler(seed=3, global_batch=global_batch)
+    sampler = Pipeline.for_config(config).source.sampler(seed=3, global_batch=global_batch)
     epoch = [sampler.global_batch_indices(s) for s in range(sampler.steps_per_epoch)]
     by_count = {}
     for count in (1, 2, 4):
@@ -75,7 +76,7 @@ def test_a_resume_mid_epoch_reads_nothing_before_its_position_and_continues_iden
     for a, b in zip(expected, got):
         for key in a:
             np.testing.assert_array_equal(a[key], b[key])
-    sampler = pipeline.sampler(seed=5, global_batch=global_batch)
+    sampler = pipeline.source.sampler(seed=5, global_batch=global_batch)
     before = {i for s in range(start) for i in sampler.global_batch_indices(s)}
     assert set(sampler.global_batch_indices(start)) <= set(reads)
     assert not set(reads) & before, 'the resumed stream read examples of positions before its step'
@@ -177,8 +178,8 @@ def streamed_run(tmp_path_factory):
 
 def corrupt_index(pipeline: Pipeline) -> int:
     import tensorflow as tf
-    reader = pipeline._reader('train', train=False)
-    records = pipeline.records('train')
+    reader = pipeline.source.reader('train', train=False)
+    records = pipeline.source.records('train')
     bad = []
     for index, record in enumerate(records.read(np.arange(len(records)))):
         try:
@@ -196,7 +197,7 @@ def test_a_corrupt_image_is_skipped_only_when_the_config_says_so_and_counted(str
     assert environment['dataset']['source'] == 'stream' and len(environment['dataset']['fingerprints']) == 3
     pipeline = Pipeline.for_config(config)
     bad = corrupt_index(pipeline)
-    sampler = pipeline.sampler(seed=config.seed, global_batch=8)
+    sampler = pipeline.source.sampler(seed=config.seed, global_batch=8)
     drawn = sum(sampler.global_batch_indices(s).count(bad) for s in range(result.summary['final_step']))
     assert drawn >= 1 and result.summary['skipped_corrupt_images'] == drawn
     assert result.summary['test']['count'] == 16  # the corrupt example is in the training split only
@@ -211,7 +212,7 @@ def test_a_truncated_record_file_and_changed_files_are_refused_naming_them(strea
     from jaxdl.train.loop import fit
     from array_record.python.array_record_module import ArrayRecordReader, ArrayRecordWriter
     config, result = streamed_run
-    source = Pipeline.for_config(config).records('train')
+    source = Pipeline.for_config(config).source.records('train')
     (path,) = [i.filename for i in source._instructions]
     # Prepared again with other content under the same names: the resumed run's indices would name other
     # examples, so it stops before reading any.
@@ -230,7 +231,7 @@ def test_a_truncated_record_file_and_changed_files_are_refused_naming_them(strea
         with open(path, 'wb') as f:
             f.write((tmp_path / 'original').read_bytes()[:1000])
         with pytest.raises(DataError, match=rf'{os.path.basename(path)} is damaged or truncated'):
-            Pipeline.for_config(config).records('train')
+            Pipeline.for_config(config).source.records('train')
     finally:
         shutil.copy(tmp_path / 'original', path)
     assert json.loads((result.workdir / 'summary.json').read_text()) == result.summary  # nothing saved was lost
@@ -266,18 +267,43 @@ def test_both_ways_out_that_a_dataset_too_large_for_memory_is_told_work_as_writt
     data_dir = re.search(r'set dataset\.data_dir=(\S+?),? or', message).group(1)
     streamed = Pipeline.for_config(stream_config(dataset__name='digits', dataset__image_size=64, dataset__source='auto',
                                                  dataset__memory_limit_mb=1, dataset__data_dir=data_dir))
-    assert streamed.streaming and next(streamed.train_batches(seed=0, global_batch=8))['image'].shape == (8, 64, 64, 1)
+    assert streamed.source.name == 'stream' and next(streamed.train_batches(seed=0, global_batch=8))['image'].shape == (8, 64, 64, 1)
     assert "set dataset.source='memory' with dataset.cache=False and a dataset.shuffle_buffer (e.g. 10000)" in message
     in_memory = Pipeline.for_config(stream_config(dataset__name='digits', dataset__image_size=64, dataset__source='memory',
                                                   dataset__memory_limit_mb=1, dataset__cache=False,
                                                   dataset__shuffle_buffer=10000))
-    assert not in_memory.streaming and next(in_memory.train_batches(seed=0, global_batch=8))['image'].shape == (8, 64, 64, 1)
+    assert in_memory.source.name == 'memory' and next(in_memory.train_batches(seed=0, global_batch=8))['image'].shape == (8, 64, 64, 1)
+
+
+def test_both_sources_give_each_process_the_same_share_of_an_evaluation_split(stream_config):
+    """The in-memory and the stream source behind one interface: for 1 and 3 processes (50 examples: uneven
+    shares) each process's valid evaluation rows are the same examples, decoded alike, whichever source reads them;
+    and the training batches are a source's own order, but the same shapes and keys."""
+    def shares(source, count):
+        rows = []
+        for i in range(count):
+            pipeline = Pipeline.for_config(stream_config(dataset__source=source), process_index=i, process_count=count)
+            assert pipeline.source.name == source
+            batches = list(pipeline.eval_batches('validation', 12))
+            assert len(batches) == pipeline.num_eval_batches('validation', 12) == math.ceil(math.ceil(50 / count) / (12 // count))
+            valid = np.concatenate([b['valid'] for b in batches])
+            rows.append({k: np.concatenate([b[k] for b in batches])[valid] for k in ('image', 'label')})
+        return rows
+    for count in (1, 3):
+        memory, stream = shares('memory', count), shares('stream', count)
+        assert sum(len(p['label']) for p in memory) == 50
+        for m, s in zip(memory, stream):
+            np.testing.assert_array_equal(m['label'], s['label'])
+            np.testing.assert_allclose(m['image'], s['image'], atol=1e-6)
+    trained = {source: next(Pipeline.for_config(stream_config(dataset__source=source)).train_batches(seed=0, global_batch=8))
+               for source in ('memory', 'stream')}
+    assert {k: v.shape for k, v in trained['memory'].items()} == {k: v.shape for k, v in trained['stream'].items()}
 
 
 def test_auto_streams_a_split_larger_than_the_memory_limit(stream_config):
     # 2000 16x16x3 float32 images are 5.9 MB decoded.
-    assert Pipeline.for_config(stream_config(dataset__source='auto', dataset__memory_limit_mb=5)).streaming
-    assert not Pipeline.for_config(stream_config(dataset__source='auto', dataset__memory_limit_mb=6)).streaming
+    assert Pipeline.for_config(stream_config(dataset__source='auto', dataset__memory_limit_mb=5)).source.name == 'stream'
+    assert Pipeline.for_config(stream_config(dataset__source='auto', dataset__memory_limit_mb=6)).source.name == 'memory'
 
 
 def test_two_jax_processes_each_read_only_their_rows_of_the_same_global_batches(stream_config):
@@ -292,7 +318,7 @@ def test_two_jax_processes_each_read_only_their_rows_of_the_same_global_batches(
         assert p.returncode == 0, err[-3000:]
     results = sorted((json.loads(out.strip().splitlines()[-1]) for out, _ in outputs), key=lambda r: r['process'])
     pipeline = Pipeline.for_config(stream_config())
-    sampler = pipeline.sampler(seed=3, global_batch=8)
+    sampler = pipeline.source.sampler(seed=3, global_batch=8)
     epoch = [sampler.global_batch_indices(s) for s in range(sampler.steps_per_epoch)]
     single = pipeline.train_batches(seed=3, global_batch=8)
     for step in range(steps):

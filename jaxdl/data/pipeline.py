@@ -1,16 +1,9 @@
 """tfds -> tf.data -> numpy batches that follow the data contract of DESIGN.md.
 
-Two ways to read a split, chosen per run by `dataset.source` (`choose_source`): the in-memory path below, and the
-streaming path (`streaming.py`: examples read by index, each process only its own) for datasets too large to
-cache. Both keep the invariants: global batches independent of the process count, exact resume, every
-evaluation example counted once.
-
-In memory: each process reads the whole split in the same seeded, epoch-dependent order, batches it by the
-*global* batch and keeps its own rows, so the global batches (and so the parameters) do not depend on the
-process count. Batches drop the remainder and are all valid. A resumed epoch skips the batches already seen.
-
-Evaluation: each process reads its own even share of the split (`tfds.even_splits`), pads to the same number
-of batches as every other process and marks padding in `valid`, so every example is counted exactly once.
+The builder a run names (`get_builder`, `prepare_dataset`), the source it reads through (`choose_source`: the
+in-memory source of `memory.py`, or the stream source of `streaming.py` for datasets too large to cache) and the
+`Pipeline` around it, which keeps what both sources share. Both keep the invariants: global batches independent of
+the process count, exact resume, every evaluation example counted once.
 """
 from __future__ import annotations
 
@@ -21,14 +14,14 @@ import math
 import sys
 from typing import Callable, Iterator
 
-import numpy as np
-import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from jaxdl.data import CATALOG, checks, jpeg, prepare_command, preprocess, quiet_tfds, resolve_data_dir, streaming
-from jaxdl.data.kinds import class_label, data_kind
-from jaxdl.data.records import SplitRecords, array_record_advice, is_random_access, preparable
-from jaxdl.data.sampling import IndexSampler, epoch_seed
+from jaxdl.data import CATALOG, prepare_command, preprocess, quiet_tfds, resolve_data_dir
+from jaxdl.data.kinds import data_kind
+from jaxdl.data.memory import InMemorySource, split_size
+from jaxdl.data.records import array_record_advice, is_random_access, preparable
+from jaxdl.data.source import Source, SplitReading
+from jaxdl.data.streaming import StreamSource
 from jaxdl.errors import ConfigError, DatasetNotAvailable
 from jaxdl.registry import BUILDERS, is_import_path
 
@@ -103,59 +96,12 @@ def prepare(builder: tfds.core.DatasetBuilder, how: str) -> None:
         pass
 
 
-def open_split(builder, split: str) -> tf.data.Dataset:
-    """The split's examples in their stored order, decoded (ArrayRecord files through their records, which
-    `as_dataset` does not read)."""
-    if is_random_access(builder):
-        return streaming.in_order(SplitRecords(builder, split), builder.info.features)
-    try:
-        return builder.as_dataset(split=split, shuffle_files=False,
-                                  read_config=tfds.ReadConfig(shuffle_seed=0, interleave_cycle_length=1))
-    except AssertionError:  # tfds' way of saying "not prepared"
-        raise DatasetNotAvailable(
-            f'dataset {builder.name!r} is not prepared in {builder.data_dir_root} and jaxdl never downloads at '
-            f'run time. On a machine with internet run `{prepare_command(builder.name, "DIR")}`, copy DIR here '
-            f'and set --config.dataset.data_dir=DIR (or TFDS_DATA_DIR).') from None
-    except ValueError as e:  # an unknown split name
-        raise DatasetNotAvailable(f'dataset {builder.name!r} has no split {split!r}: {e}') from None
-
-
-def split_size(builder, split: str) -> int:
-    try:
-        return builder.info.splits[split].num_examples
-    except (KeyError, ValueError, TypeError):  # e.g. under tfds.testing.mock_data, where info has no splits
-        return int(open_split(builder, split).reduce(0, lambda count, _: count + 1))
-
-
 @dataclasses.dataclass(frozen=True)
 class DatasetSpec:
     name: str
     num_classes: int                   # of the task's classes (label, mask or objects); 0 if there are none
     class_names: tuple[str, ...]
     image_shape: tuple[int, int, int]  # after preprocessing
-
-
-def select_classes(ds: tf.data.Dataset, label_key: str, classes) -> tf.data.Dataset:
-    """Only examples whose label is in `classes`, relabelled by position in `classes` (e.g. digits 5-9 -> 0-4)."""
-    table = tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(
-        tf.constant(classes, tf.int64), tf.range(len(classes), dtype=tf.int64)), default_value=-1)
-    relabel = lambda ex: {**ex, label_key: table.lookup(tf.cast(ex[label_key], tf.int64))}
-    return ds.map(relabel).filter(lambda ex: ex[label_key] >= 0)
-
-
-def first_per_class(ds: tf.data.Dataset, label_key: str, num_classes: int, per_class: int) -> tf.data.Dataset:
-    """The first `per_class` examples of each class in the split's fixed order (a deterministic few-shot subset)."""
-    def count(seen, ex):
-        label = tf.cast(ex[label_key], tf.int32)
-        keep = seen[label] < per_class
-        return seen + tf.one_hot(label, num_classes, dtype=tf.int32), (keep, ex)
-    def kept(keep, ex):
-        return keep
-
-    def example(keep, ex):
-        return ex
-    # Named functions: AutoGraph cannot tell two lambdas on one line apart and warns.
-    return ds.scan(tf.zeros([num_classes], tf.int32), count).filter(kept).map(example)
 
 
 def image_shape(builder, dataset_cfg) -> tuple[int, int, int]:
@@ -206,7 +152,9 @@ def choose_source(dataset_cfg, builder, train_size: int, shape: tuple[int, int, 
 
 
 class Pipeline:
-    """The input pipeline of one run: decoded splits cached once, iterators made per epoch or evaluation.
+    """The input pipeline of one run: its source (in memory or streamed, `data/source.py`) and what both share:
+    the dataset's spec, steps per epoch, this process's rows of a global batch, and each split's evaluation pass,
+    built once and started at every evaluation.
 
     `task` is the run's task (jaxdl.tasks.Task): its `data_kind` says which targets to prepare, with its own
     settings. `builder` (default: the one `dataset_cfg` names) must be prepared."""
@@ -219,13 +167,12 @@ class Pipeline:
         self.builder = builder if builder is not None else get_builder(dataset_cfg)
         self.augmentation = preprocess.Augmentation.of(dataset_cfg.augment)
         self._check()
-        self._opened: dict[str, tf.data.Dataset] = {}
-        self._decoded: dict[str, tf.data.Dataset] = {}
-        self._sizes: dict[str, int] = {}
-        self._records: dict[str, SplitRecords] = {}
         self._eval_passes: dict[tuple[str, int], Callable[[], Iterator[dict]]] = {}
-        self.streaming = choose_source(dataset_cfg, self.builder, split_size(self.builder, dataset_cfg.train_split),
-                                       image_shape(self.builder, dataset_cfg)) == 'stream'
+        shape = image_shape(self.builder, dataset_cfg)
+        reading = SplitReading(dataset_cfg, self.builder, task, self.kind, self.augmentation, shape,
+                               process_index, process_count)
+        chosen = choose_source(dataset_cfg, self.builder, split_size(self.builder, dataset_cfg.train_split), shape)
+        self.source: Source = (StreamSource if chosen == StreamSource.name else InMemorySource)(reading)
 
     @classmethod
     def for_config(cls, config, *, process_index: int = 0, process_count: int = 1) -> 'Pipeline':
@@ -270,39 +217,11 @@ class Pipeline:
         names = self.kind.class_names(self.builder, self.cfg)
         return DatasetSpec(self.cfg.name, len(names), names, image_shape(self.builder, self.cfg))
 
-    def _converter(self, image_format: preprocess.ImageFormat) -> Callable[[dict], dict]:
-        """example -> the data contract of the task's kind, images in `image_format` (the dataset's, or another
-        for a reader whose images arrive already cropped)."""
-        return self.kind.converter(self.task, self.cfg, lambda image: preprocess.image_to_float(image, image_format))
-
-    def _filtering(self, split: str) -> bool:
-        return bool(self.cfg.classes) or (bool(self.cfg.train_examples_per_class) and split == self.cfg.train_split)
-
-    def _open(self, split: str) -> tf.data.Dataset:
-        """The split's reader, opened once (fit sizes every split it reads before anything else starts)."""
-        if split not in self._opened:
-            self._opened[split] = open_split(self.builder, split)
-        return self._opened[split]
-
-    def records(self, split: str) -> SplitRecords:
-        """The split's record files, opened (and checked) once: the streaming path's reader."""
-        if split not in self._records:
-            self._records[split] = SplitRecords(self.builder, split)
-        return self._records[split]
+    def size(self, split: str) -> int:
+        return self.source.size(split)
 
     def fingerprints(self, splits) -> dict[str, str] | None:
-        """Each split's record-file fingerprint (streaming path; None in memory), recorded with the run so a
-        resumed run notices a dataset prepared again under it."""
-        return {s: self.records(s).fingerprint() for s in splits} if self.streaming else None
-
-    def size(self, split: str) -> int:
-        if self.streaming:
-            return len(self.records(split))
-        self._open(split)
-        if split not in self._sizes:
-            self._sizes[split] = (int(self._selected(split).reduce(0, lambda count, _: count + 1))
-                                  if self._filtering(split) else split_size(self.builder, split))
-        return self._sizes[split]
+        return self.source.fingerprints(splits)
 
     def steps_per_epoch(self, global_batch: int) -> int:
         steps = self.size(self.cfg.train_split) // global_batch
@@ -316,110 +235,17 @@ class Pipeline:
             raise ConfigError(f'batch size {global_batch} does not divide by the {self.process_count} processes')
         return global_batch // self.process_count
 
-    def _selected(self, split: str) -> tf.data.Dataset:
-        """The split's raw examples after class selection and (training split only) the few-shot subset."""
-        ds = self._open(split)
-        if self.kind.names_examples:
-            # Each example's name in the messages of the data-contract checks (jaxdl.data.checks): its position
-            # in the (sub)split it was read from, e.g. "voc train example 17".
-            prefix = f'{self.cfg.name} {split} example '
-            ds = ds.enumerate().map(
-                lambda i, ex: {**ex, 'example_id': tf.strings.join([prefix, tf.strings.as_string(i)])})
-        label, classes = self.cfg.label, tuple(self.cfg.classes)
-        if classes:
-            ds = select_classes(ds, label, classes)
-        if self.cfg.train_examples_per_class and split == self.cfg.train_split:
-            num_classes = len(classes) or class_label(self.builder, self.cfg, self.kind.name).num_classes
-            ds = first_per_class(ds, label, num_classes, self.cfg.train_examples_per_class)
-        return ds
-
-    def _decoded_split(self, split: str) -> tf.data.Dataset:
-        """Decoded and normalised examples; cached in memory, shared by every epoch's iterator."""
-        if split not in self._decoded:
-            ds = self._selected(split).map(self._converter(preprocess.ImageFormat.of(self.cfg)),
-                                           num_parallel_calls=tf.data.AUTOTUNE)
-            self._decoded[split] = ds.cache() if self.cfg.cache else ds
-        return self._decoded[split]
-
     # -- training
-    def _reader(self, split: str, *, train: bool) -> streaming.ExampleReader:
-        cfg, augment = self.cfg, self.augmentation
-        image_format = preprocess.ImageFormat.of(cfg)
-        crop = None
-        if train and cfg.augment.random_resized_crop:  # the window replaces the centre crop
-            crop = jpeg.RandomResizedCrop(tuple(cfg.augment.crop_scale), tuple(cfg.augment.crop_ratio))
-            image_format = dataclasses.replace(image_format, center_crop=0.0)
-        kind, task = self.kind, self.task
-        return streaming.ExampleReader(
-            self.builder.info.features, self._converter(image_format),
-            (lambda ex, seed: kind.augment(ex, seed, augment, task)) if train and augment.active else None,
-            crop, image_shape(self.builder, cfg)[2], f'{cfg.name} {split} example ')
-
     def train_batches(self, *, seed: int, global_batch: int, start_step: int = 0) -> Iterator[dict]:
-        """This process's rows of every global batch from step `start_step` on, epoch after epoch, endlessly.
-        (Streaming: `_streamed_train_batches`; in memory, as follows.)
-
-        One tf.data pipeline serves the whole run (building one per epoch costs more than a small epoch's
-        steps): a flat_map over epochs, each shuffled with its own seed. Resuming at step s skips the s % epoch
-        batches of its epoch already seen; augmentation is seeded by (epoch seed, position), so it is redrawn
-        identically too."""
-        if self.streaming:
-            return self._streamed_train_batches(seed=seed, global_batch=global_batch, start_step=start_step)
-        split = self.cfg.train_split
+        """This process's rows of every global batch from step `start_step` on, epoch after epoch, endlessly."""
         local = self._local_batch(global_batch)
-        examples_per_epoch = self.steps_per_epoch(global_batch) * global_batch
-        first_epoch, first_batch = divmod(start_step, self.steps_per_epoch(global_batch))
-        decoded = self._decoded_split(split)
-        buffer = self.cfg.shuffle_buffer or self.size(split)
-        augmentation = self.augmentation
-        kind, task = self.kind, self.task
-
-        def epoch(e):
-            e_seed = epoch_seed(seed, e)
-            examples = decoded.shuffle(buffer, seed=e_seed, reshuffle_each_iteration=False).take(examples_per_epoch)
-            if augmentation.active:  # seeded by (epoch seed, position in the epoch): redrawn identically on resume
-                examples = examples.enumerate().map(
-                    lambda i, ex: kind.augment(ex, tf.stack([e_seed, i]), augmentation, task),
-                    num_parallel_calls=tf.data.AUTOTUNE)
-            # An epoch is a whole number of batches, so each is batched here and only whole batches pass the
-            # later stages (each per-example stage costs ~1 us; benchmarks/README.md).
-            return examples.batch(global_batch, drop_remainder=True)
-
-        # Resuming skips the batches of its epoch already trained on (augmented too: at most one epoch's work).
-        ds = tf.data.Dataset.range(first_epoch, 2 ** 62).flat_map(epoch).skip(first_batch)
-        batches = checks.reporting_data_errors(ds.prefetch(tf.data.AUTOTUNE).as_numpy_iterator())
-        return _process_rows(batches, self.process_index * local, local)
-
-    def sampler(self, seed: int, global_batch: int) -> IndexSampler:
-        return IndexSampler(seed, self.size(self.cfg.train_split), global_batch, self.steps_per_epoch(global_batch))
-
-    def _streamed_train_batches(self, *, seed: int, global_batch: int, start_step: int) -> Iterator[dict]:
-        split, local = self.cfg.train_split, self._local_batch(global_batch)
-        sampler, first_row = self.sampler(seed, global_batch), self.process_index * local
-        records, reader = self.records(split), self._reader(split, train=True)
-        ds = streaming.train_dataset(records, reader, sampler, start_step=start_step, first_row=first_row,
-                                     rows=local, skip_corrupt=self.cfg.skip_corrupt_images)
-        rows_of = lambda k: [int(i) for i in sampler.step_indices(start_step + k, first_row, local)['index']]
-        return streaming.naming_corrupt_examples(ds.as_numpy_iterator(), records, reader, rows_of)
+        return self.source.train_batches(seed=seed, global_batch=global_batch,
+                                         steps_per_epoch=self.steps_per_epoch(global_batch), start_step=start_step,
+                                         first_row=self.process_index * local, rows=local)
 
     # -- evaluation
-    def _process_share(self, split: str) -> tuple[int, int]:
-        """Streaming: this process's examples [start, stop) of `split`, the shares tfds.even_splits makes."""
-        n, p, i = self.size(split), self.process_count, self.process_index
-        start = i * (n // p) + min(i, n % p)
-        return start, start + n // p + (1 if i < n % p else 0)
-
-    def _process_subsplits(self, split: str) -> list[str]:
-        if self.process_count == 1:
-            return [split]
-        return tfds.even_splits(split, n=self.process_count, drop_remainder=False)
-
     def num_eval_batches(self, split: str, global_batch: int) -> int:
-        local = self._local_batch(global_batch)
-        if self.streaming:
-            return max(1, math.ceil(math.ceil(self.size(split) / self.process_count) / local))
-        largest = max(self.size(s) for s in self._process_subsplits(split))
-        return max(1, math.ceil(largest / local))
+        return max(1, math.ceil(self.source.largest_share(split) / self._local_batch(global_batch)))
 
     def eval_batches(self, split: str, global_batch: int) -> Iterator[dict]:
         """Every example of this process's share once, the last batch padded and marked invalid.
@@ -431,25 +257,9 @@ class Pipeline:
         Python when the interpreter exits.)"""
         key = (split, global_batch)
         if key not in self._eval_passes:
-            self._eval_passes[key] = self._eval_pass(split, global_batch)
+            self._eval_passes[key] = self.source.eval_pass(split, rows=self._local_batch(global_batch),
+                                                           batches=self.num_eval_batches(split, global_batch))
         return _returning_freed_memory(self._eval_passes[key]())
-
-    def _eval_pass(self, split: str, global_batch: int) -> Callable[[], Iterator[dict]]:
-        """A function that starts one pass over this process's share of the split, in batches, the padding
-        marked invalid, a failed example named."""
-        local, batches = self._local_batch(global_batch), self.num_eval_batches(split, global_batch)
-        if self.streaming:
-            start, stop = self._process_share(split)
-            records, reader = self.records(split), self._reader(split, train=False)
-            ds = streaming.eval_dataset(records, reader, start=start, stop=stop, rows=local, batches=batches,
-                                        skip_corrupt=self.cfg.skip_corrupt_images)
-            rows_of = lambda k: list(range(start + k * local, min(start + (k + 1) * local, stop)))
-            return lambda: streaming.naming_corrupt_examples(ds.as_numpy_iterator(), records, reader, rows_of)
-        subsplit = self._process_subsplits(split)[self.process_index]
-        ds = self._decoded_split(subsplit).map(lambda ex: {**ex, 'valid': tf.constant(True)})
-        ds = streaming.padded(ds, batches * local - self.size(subsplit))
-        ds = ds.batch(local, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
-        return lambda: checks.reporting_data_errors(ds.as_numpy_iterator())
 
 
 def _returning_freed_memory(batches: Iterator[dict]) -> Iterator[dict]:
@@ -466,10 +276,3 @@ def _returning_freed_memory(batches: Iterator[dict]) -> Iterator[dict]:
 
 
 _MALLOC_TRIM = getattr(ctypes.CDLL(None), 'malloc_trim', None)
-
-
-def _process_rows(batches: Iterator[dict], start: int, rows: int) -> Iterator[dict]:
-    """This process's rows of each global batch, all valid. Sliced on the host (numpy views): a tf.data map for
-    it cost ~100 us of CPU a batch, 1-2% of a small model's step on two cores."""
-    for batch in batches:
-        yield {**{k: v[start:start + rows] for k, v in batch.items()}, 'valid': np.ones(rows, bool)}

@@ -1,4 +1,4 @@
-"""The streaming input path: examples read by index, decoded and augmented per step, nothing cached.
+"""The stream source (`StreamSource`): examples read by index, decoded and augmented per step, nothing cached.
 
 Training: for every step, `sampling.IndexSampler` gives this process's rows of the global batch (indices and
 their positions in the epoch); `records.SplitRecords.read` fetches just those serialized examples; tf.data parses,
@@ -16,16 +16,18 @@ evaluation's sums leave it out, the batch keeps its shape, and the loop counts i
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
-from typing import Callable, Iterator
+from typing import Callable, ClassVar, Iterator
 
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from jaxdl.data import checks, jpeg
+from jaxdl.data import checks, jpeg, preprocess
 from jaxdl.data.records import SplitRecords
 from jaxdl.data.sampling import IndexSampler, epoch_seed
+from jaxdl.data.source import SplitReading
 
 
 @dataclasses.dataclass(frozen=True)
@@ -146,3 +148,64 @@ def _describe_failure(error: tf.errors.InvalidArgumentError, records: SplitRecor
     return (f'{records.dataset} {records.split}: {len(bad)} example(s) of this batch do not decode: {named}. '
             f'Repair or remove them and prepare the dataset again, or set dataset.skip_corrupt_images=True to '
             f'leave them out (the count goes to summary.json).')
+
+
+class StreamSource:
+    name: ClassVar[str] = 'stream'
+
+    def __init__(self, reading: SplitReading):
+        self.reading = reading
+        self._records: dict[str, SplitRecords] = {}
+
+    def records(self, split: str) -> SplitRecords:
+        """The split's record files, opened (and checked) once."""
+        if split not in self._records:
+            self._records[split] = SplitRecords(self.reading.builder, split)
+        return self._records[split]
+
+    def size(self, split: str) -> int:
+        return len(self.records(split))
+
+    def fingerprints(self, splits) -> dict[str, str]:
+        return {s: self.records(s).fingerprint() for s in splits}
+
+    def _share(self, split: str) -> tuple[int, int]:
+        """This process's examples [start, stop) of `split`: the shares tfds.even_splits makes."""
+        n, p, i = self.size(split), self.reading.process_count, self.reading.process_index
+        start = i * (n // p) + min(i, n % p)
+        return start, start + n // p + (1 if i < n % p else 0)
+
+    def largest_share(self, split: str) -> int:
+        return math.ceil(self.size(split) / self.reading.process_count)
+
+    def reader(self, split: str, *, train: bool) -> ExampleReader:
+        cfg, reading = self.reading.cfg, self.reading
+        image_format, crop = preprocess.ImageFormat.of(cfg), None
+        if train and cfg.augment.random_resized_crop:  # the window replaces the centre crop
+            crop = jpeg.RandomResizedCrop(tuple(cfg.augment.crop_scale), tuple(cfg.augment.crop_ratio))
+            image_format = dataclasses.replace(image_format, center_crop=0.0)
+        return ExampleReader(reading.builder.info.features, reading.converter(image_format),
+                             reading.augment if train and reading.augmentation.active else None,
+                             crop, reading.image_shape[2], f'{cfg.name} {split} example ')
+
+    def sampler(self, seed: int, global_batch: int) -> IndexSampler:
+        size = self.size(self.reading.cfg.train_split)
+        return IndexSampler(seed, size, global_batch, size // global_batch)
+
+    def train_batches(self, *, seed: int, global_batch: int, steps_per_epoch: int, start_step: int,
+                      first_row: int, rows: int) -> Iterator[dict]:
+        split = self.reading.cfg.train_split
+        sampler = IndexSampler(seed, self.size(split), global_batch, steps_per_epoch)
+        records, reader = self.records(split), self.reader(split, train=True)
+        ds = train_dataset(records, reader, sampler, start_step=start_step, first_row=first_row, rows=rows,
+                           skip_corrupt=self.reading.cfg.skip_corrupt_images)
+        rows_of = lambda k: [int(i) for i in sampler.step_indices(start_step + k, first_row, rows)['index']]
+        return naming_corrupt_examples(ds.as_numpy_iterator(), records, reader, rows_of)
+
+    def eval_pass(self, split: str, *, rows: int, batches: int) -> Callable[[], Iterator[dict]]:
+        start, stop = self._share(split)
+        records, reader = self.records(split), self.reader(split, train=False)
+        ds = eval_dataset(records, reader, start=start, stop=stop, rows=rows, batches=batches,
+                          skip_corrupt=self.reading.cfg.skip_corrupt_images)
+        rows_of = lambda k: list(range(start + k * rows, min(start + (k + 1) * rows, stop)))
+        return lambda: naming_corrupt_examples(ds.as_numpy_iterator(), records, reader, rows_of)

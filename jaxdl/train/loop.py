@@ -103,7 +103,7 @@ def _environment(config, pipeline: Pipeline, plan: Plan, parallel: str, transfer
         'name': spec.name, 'num_classes': spec.num_classes, 'image_shape': list(spec.image_shape),
         'class_names': list(spec.class_names),
         'sizes': {s: pipeline.size(s) for s in (d.train_split, d.validation_split, d.test_split)},
-        'source': 'stream' if pipeline.streaming else 'memory'}
+        'source': pipeline.source.name}
     fingerprints = pipeline.fingerprints((d.train_split, d.validation_split, d.test_split))
     if fingerprints:
         environment['dataset']['fingerprints'] = fingerprints

@@ -1,0 +1,58 @@
+"""What a run reads a split through: one interface, two sources.
+
+`InMemorySource` (`data/memory.py`) reads each split whole, decodes it once and caches it; `StreamSource`
+(`data/streaming.py`) reads examples by index from ArrayRecord files, each process only its own, nothing cached.
+`Pipeline` (`data/pipeline.py`) chooses one per run (`choose_source`) and keeps what both share: the dataset's
+spec, steps per epoch, a process's rows of a global batch, and the evaluation passes built once per split.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, ClassVar, Iterator, Protocol
+
+from jaxdl.data import preprocess
+
+
+@dataclasses.dataclass(frozen=True)
+class SplitReading:
+    """What both sources read by: the dataset's settings and builder, the task and its data kind, the
+    augmentation, and which process of how many this is."""
+    cfg: Any                          # the config's `dataset` section
+    builder: Any                      # a prepared tfds.core.DatasetBuilder
+    task: Any                         # jaxdl.tasks.Task
+    kind: Any                         # the task's jaxdl.data.kinds.DataKind
+    augmentation: preprocess.Augmentation
+    image_shape: tuple[int, int, int]  # the model input's, after preprocessing
+    process_index: int = 0
+    process_count: int = 1
+
+    def converter(self, image_format: preprocess.ImageFormat) -> Callable[[dict], dict]:
+        """example -> the data contract of the task's kind, images in `image_format` (the dataset's, or another
+        for a reader whose images arrive already cropped)."""
+        return self.kind.converter(self.task, self.cfg, lambda image: preprocess.image_to_float(image, image_format))
+
+    def augment(self, example: dict, seed) -> dict:
+        """The training augmentation of the task's kind, seeded by (epoch seed, position in the epoch)."""
+        return self.kind.augment(example, seed, self.augmentation, self.task)
+
+
+class Source(Protocol):
+    """One way of reading a run's splits. Training batches are this process's `rows` rows (from `first_row`) of
+    every global batch from `start_step` on, endlessly, all marked valid; an evaluation pass is every example of
+    this process's share of a split once, in `batches` batches of `rows`, the padding marked invalid."""
+    name: ClassVar[str]  # 'memory' or 'stream', as dataset.source and environment.json write it
+
+    def size(self, split: str) -> int: ...
+
+    def largest_share(self, split: str) -> int:
+        """The examples of the largest process's share of `split` (every process pads to its batches)."""
+
+    def fingerprints(self, splits) -> dict[str, str] | None:
+        """Each split's file fingerprint, recorded with the run so a resumed run notices files prepared again under
+        it; None where the source reads the split whole (nothing is read by index)."""
+
+    def train_batches(self, *, seed: int, global_batch: int, steps_per_epoch: int, start_step: int,
+                      first_row: int, rows: int) -> Iterator[dict]: ...
+
+    def eval_pass(self, split: str, *, rows: int, batches: int) -> Callable[[], Iterator[dict]]:
+        """A function that starts one evaluation pass (built once, started at every evaluation)."""
