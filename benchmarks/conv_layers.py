@@ -14,7 +14,7 @@ For each 3x3 SAME layer of the digits CNN at batch 128 (1->32 and 32->32 at 8x8,
     matmul lowering of the weight gradient could reach here;
   - `layer_eigen`, `layer_patches`: forward and both gradients, with XLA's convolution and with the layer as
     patches + one matmul (`patches_conv`, which xla_cpu.py's `patches` and `first` variants also use).
-Everything compiles with `jaxdl.train.step.compiler_options('eigen')`, as the train step does. Each repetition
+Everything compiles with `jaxdl.train.runners.compiler_options('eigen')`, as the train step does. Each repetition
 runs every point once, in order, in this one process; the figures are medians over repetitions.
 """
 from __future__ import annotations
@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from jaxdl.train.step import compiler_options
+from jaxdl.train.runners import compiler_options
 
 LAYERS = ((1, 32, 8), (32, 32, 8), (32, 64, 4), (64, 64, 4))  # (in channels, out channels, height = width)
 BATCH = 128

@@ -31,7 +31,7 @@ from jaxdl.config import Plan
 from jaxdl.optim import build_optimizer
 from jaxdl.train.loop import fit
 from jaxdl.train.state import create_train_state
-from jaxdl.train.step import compiler_options
+from jaxdl.train.runners import compiler_options
 
 
 def make_config(model: str, batch: int, epochs: int):

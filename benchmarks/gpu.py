@@ -36,7 +36,7 @@ import optax
 import jaxdl
 from jaxdl.config import apply_updates
 from jaxdl.train.state import abstract_train_state, create_train_state
-from jaxdl.train.step import make_runner
+from jaxdl.train.runners import make_runner
 
 
 def report(results: list, record: dict) -> None:

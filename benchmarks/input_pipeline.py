@@ -24,7 +24,7 @@ from jaxdl.config import load_config_file
 from jaxdl.data.pipeline import Pipeline
 from jaxdl.config import Plan
 from jaxdl.train.state import state_from_config
-from jaxdl.train.step import make_runner
+from jaxdl.train.runners import make_runner
 
 EXPERIMENTS = ('experiments/digits_cnn.py', 'experiments/digits_resnet.py', 'experiments/shapes_segmentation.py',
                'experiments/shapes_detection.py')

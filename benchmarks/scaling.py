@@ -25,7 +25,7 @@ from jaxdl.config import apply_updates, default_config
 from jaxdl.models import build_model
 from jaxdl.tasks import build_task
 from jaxdl.train.state import create_train_state
-from jaxdl.train.step import make_runner
+from jaxdl.train.runners import make_runner
 model, batch, parallel, size = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
 config = apply_updates(default_config(), {
     'model.name': model, 'model.options': {'depth': 10, 'width': 16, 'stem': 'small'} if model == 'resnet' else {}})

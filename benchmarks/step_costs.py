@@ -30,7 +30,8 @@ from jaxdl.config import apply_updates, default_config  # noqa: E402
 from jaxdl.models import build_model  # noqa: E402
 from jaxdl.tasks import build_task  # noqa: E402
 from jaxdl.train.state import create_train_state  # noqa: E402
-from jaxdl.train.step import PMAP_AXIS, compiler_options, make_runner, train_step  # noqa: E402
+from jaxdl.train.runners import PMAP_AXIS, compiler_options, make_runner  # noqa: E402
+from jaxdl.train.step import train_step  # noqa: E402
 from timing import images_per_s  # noqa: E402  (this script's directory is on sys.path)
 
 BATCH = {'cnn': 128, 'resnet': 64}

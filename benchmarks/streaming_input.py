@@ -149,7 +149,7 @@ def cnn_step_rate(steps: int) -> dict:
     config = config_for('1x', 'stream')
     task = jaxdl.build_task(config.task, 5)
     from jaxdl.train.state import state_from_config
-    from jaxdl.train.step import make_runner
+    from jaxdl.train.runners import make_runner
     from jaxdl.config import Plan
     state, _ = state_from_config(config, task, image_shape=(224, 224, 3), plan=Plan.resolve(config, 100))
     runner = make_runner('jit', task)

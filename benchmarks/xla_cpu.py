@@ -37,7 +37,7 @@ from jaxdl.config import apply_updates, default_config
 from jaxdl.models import build_model
 from jaxdl.tasks import build_task
 from jaxdl.train.state import create_train_state
-from jaxdl.train.step import make_runner
+from jaxdl.train.runners import make_runner
 
 model_name, variant, batch = sys.argv[1], sys.argv[2], int(sys.argv[3])
 

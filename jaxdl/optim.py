@@ -4,21 +4,19 @@ Chain order: (zero the frozen groups' gradients) -> clip by global norm -> per p
 decay) -> optimizer scaling with the scheduled learning rate times the group's multiplier; wrapped in
 optax.MultiSteps when gradients are accumulated. AdamW's weight decay is decoupled (inside adamw).
 
-Parameter groups (`optimizer.groups`, for fine-tuning): (path pattern, multiplier) pairs. A pattern is a regex
-over the '/'-joined parameter path that matches the whole path or a leading part of it at a '/', so 'backbone'
-and 'backbone/.*' both select the backbone. Multiplier 0 freezes the group: its updates are exactly zero and it
+Parameter groups (`optimizer.groups`, for fine-tuning): (path pattern, multiplier) pairs, matched as
+`jaxdl.parameter_paths` says ('backbone' and 'backbone/.*' both select the backbone). Multiplier 0 freezes the group: its updates are exactly zero and it
 keeps no optimizer state. Parameters no pattern matches train at the full rate.
 """
 from __future__ import annotations
 
 import difflib
-import re
-
 from typing import Callable
 
 import jax
 import optax
 
+from jaxdl import parameter_paths
 from jaxdl.config import ConfigError, Plan
 from jaxdl.registry import OPTIMIZERS, SCHEDULES
 DEFAULT_LEARNING_RATES = {'sgd': 0.05, 'rmsprop': 1e-3, 'adam': 1e-3, 'adamw': 1e-3}
@@ -62,16 +60,6 @@ def _decay_mask(params):
     return jax.tree.map(lambda p: p.ndim > 1, params)
 
 
-def parameter_path(key_path) -> str:
-    """A pytree key path as 'backbone/Conv_0/kernel'."""
-    return '/'.join(str(getattr(k, 'key', getattr(k, 'idx', k))) for k in key_path)
-
-
-def path_matches(pattern: str, path: str) -> bool:
-    """`pattern` matches the whole path, or its leading part up to a '/' ('backbone' selects 'backbone/...')."""
-    return re.fullmatch(f'(?:{pattern})(?:/.*)?', path) is not None
-
-
 FROZEN, DEFAULT = 'frozen', 'default'
 
 
@@ -81,23 +69,18 @@ def group_labels(groups) -> Callable:
     A pattern that selects no parameter at all is an error: it is almost always a typo."""
     groups = [(str(p), float(m)) for p, m in groups]
 
+    def label(path, leaf, i):
+        if i is None:
+            return DEFAULT
+        return FROZEN if groups[i][1] == 0 else f'group_{i}'
+
     def labels(params):
         used = set()
-
-        def label(key_path, _):
-            path = parameter_path(key_path)
-            for i, (pattern, multiplier) in enumerate(groups):
-                if path_matches(pattern, path):
-                    used.add(i)
-                    return FROZEN if multiplier == 0 else f'group_{i}'
-            return DEFAULT
-        tree = jax.tree_util.tree_map_with_path(label, params)
+        tree = parameter_paths.map_by_first_match(label, params, [p for p, _ in groups], used=used)
         unused = [groups[i][0] for i in range(len(groups)) if i not in used]
         if unused:
-            paths = sorted({parameter_path(k).split('/')[0] + '/...'
-                            for k, _ in jax.tree_util.tree_flatten_with_path(params)[0]})
             raise ConfigError(f'optimizer.groups: pattern(s) {unused} match no parameter; paths look like '
-                              f'{", ".join(paths)} (see jaxdl.optim.parameter_path)')
+                              f'{parameter_paths.paths_look_like(params)} (see jaxdl.parameter_paths)')
         return tree
     return labels
 

@@ -17,7 +17,7 @@ from jaxdl.errors import CheckpointError
 from jaxdl.registry import add_code_roots
 from jaxdl.train.evaluation import evaluate
 from jaxdl.train.state import TrainState, state_from_config
-from jaxdl.train.step import runner_for
+from jaxdl.train.runners import runner_for
 
 @dataclasses.dataclass
 class Run:

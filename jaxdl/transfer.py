@@ -23,7 +23,7 @@ import jax
 import numpy as np
 
 from jaxdl.errors import CheckpointError, TransferError
-from jaxdl.optim import parameter_path, path_matches
+from jaxdl.parameter_paths import flat_paths, parameter_path, path_matches
 
 COLLECTION_PARAMS = 'params'
 ACCEPTED_SOURCES = ("a trained run's workdir, one of its checkpoint step directories (checkpoints/STEP) or that "
@@ -89,10 +89,6 @@ def load_source_tree(source: Source) -> dict:
         checkpointer.close()
 
 
-def _flat(tree) -> dict[str, object]:
-    return {parameter_path(path): leaf for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
-
-
 @dataclasses.dataclass
 class TransferReport:
     source: str
@@ -133,7 +129,7 @@ def _summarised(paths: list[str], at_most: int = 6) -> str:
 def transfer_variables(new: dict, source: dict, reinitialize) -> tuple[dict, TransferReport]:
     """`new` and `source`: {'params': ..., 'model_state': ...} trees. Returns `new` with every leaf not matched
     by `reinitialize` replaced by the source's, or raises TransferError naming every mismatch."""
-    flat_new, flat_source = _flat(new), _flat(source)
+    flat_new, flat_source = flat_paths(new), flat_paths(source)
 
     def fresh(path: str) -> bool:  # patterns name module paths: 'head' covers its params and its batch_stats
         parts = path.split('/')
@@ -182,7 +178,7 @@ def _module_of(path: str, head_whole: bool = True) -> str:
 
 def imported_tree(path: str, model_cfg, module, state: dict | None = None) -> dict:
     """A torchvision/timm weights file (or its `state` dict, already read) as a {'params', 'model_state'} tree in
-    `module`'s layout; names the mapping does not know are an error (the file is not the architecture named)."""
+    `module`'s layout, by the `TORCH_NAMES` of the model's module (jaxdl.weights.to_jaxdl); names the mapping does not know are an error (the file is not the architecture named)."""
     from jaxdl import weights
     state = weights.read_state_dict(path) if state is None else state
     tree, unmapped = weights.to_jaxdl(state, model_cfg.name, module)
@@ -217,9 +213,10 @@ def initialize_from(state, transfer_cfg, model_cfg):
     return state.replace(params=variables[COLLECTION_PARAMS], model_state=variables['model_state']), report
 
 
-def _source_outputs(state: dict, model_name: str) -> int | None:
-    head = {'resnet': 'fc.weight', 'vit': 'head.weight'}.get(model_name)
-    return state[head].shape[0] if head in state else None
+def _source_outputs(tree: dict) -> int | None:
+    """The width of the mapped source's classifier (a dense head's kernel [in, out]), or None without one."""
+    kernel = tree[COLLECTION_PARAMS].get('head', {}).get('Dense_0', {}).get('kernel')
+    return None if kernel is None else int(np.shape(kernel)[-1])
 
 
 def _source_image_size(state: dict, module) -> int:
@@ -252,9 +249,10 @@ def import_weights(path: str, model_cfg, num_outputs: int | None = None, *, seed
         else:
             setattr(cfg, key, value)
     state = weights.read_state_dict(path)
-    source_outputs = _source_outputs(state, cfg.name)
+    # The mapping reads the backbone's settings (a ViT's heads), never the head's width: the head is sized after.
+    tree = imported_tree(path, cfg, build_model(cfg, num_outputs or 1, {'head': 'dense'}), state)
+    source_outputs = _source_outputs(tree)
     module = build_model(cfg, num_outputs or source_outputs or 1, {'head': 'dense'})
-    tree = imported_tree(path, cfg, module, state)
     if num_outputs is None and source_outputs is None:
         raise TransferError(f'{path} has no classifier head; pass num_outputs for a fresh one')
     size = image_size or _source_image_size(state, module)

@@ -4,10 +4,10 @@ onto jaxdl's own modules, so that the jaxdl model computes what the source netwo
     ResNet (torchvision `resnet18/34/50/...`, timm `resnet18/34/50/...`)  -> model.name 'resnet', stem 'imagenet'
     ViT (timm `vit_{tiny,small,base}_patch16_*`)                         -> model.name 'vit'
 
-A mapping only renames and re-lays out: a torch convolution [out, in, h, w] becomes flax's [h, w, in, out], a
-linear layer [out, in] becomes [in, out], attention's fused qkv projection becomes flax's per-head query, key and
-value kernels, BatchNorm's running statistics become the `batch_stats` collection. Anything the mapping does not
-recognise is kept under its torch name, so that `jaxdl.transfer` reports it as a key the jaxdl model lacks.
+Each mapping lives beside the model it maps onto, as the `TORCH_NAMES` its module exports (`models/resnet.py`,
+`models/vit.py`; a user's model module may export one too). A mapping only renames and re-lays out
+(`models/layers/torch_names.py`); anything it does not recognise comes back under its torch name, so that
+`jaxdl.transfer` reports it as a key the jaxdl model lacks.
 
 A `.safetensors` file is read with the `safetensors` package alone (no torch). A `.pth` is a pickle, which can run
 code as it loads: it is read only with `torch.load(weights_only=True)`, which refuses anything but tensors and plain
@@ -15,6 +15,7 @@ containers, and refused outright where torch is not installed.
 """
 from __future__ import annotations
 
+import importlib
 import pickle
 import re
 from pathlib import Path
@@ -22,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from jaxdl.errors import TransferError
+from jaxdl.registry import MODELS
 
 SUFFIXES = ('.safetensors', '.pth', '.pt', '.bin')
 # Checkpoint files often wrap the state dict: {'state_dict': {...}} (Lightning, many training scripts), {'model': ...}.
@@ -85,118 +87,6 @@ def _read_pickled_state_dict(path: Path) -> dict:
     return {k.removeprefix('module.'): v.detach().to(torch.float32).numpy() for k, v in loaded.items()}
 
 
-# ---------------------------------------------------------------------------------------------------- mappings
-
-
-def _conv(weight):   # torch [out, in, h, w] -> flax [h, w, in, out]
-    return weight.transpose(2, 3, 1, 0)
-
-
-def _dense(weight):  # torch [out, in] -> flax [in, out]
-    return weight.T
-
-
-def _put(tree: dict, path: str, value) -> None:
-    *parents, leaf = path.split('/')
-    for part in parents:
-        tree = tree.setdefault(part, {})
-    tree[leaf] = value
-
-
-def _batch_norm(state: dict, prefix: str, target: str, out: dict) -> set[str]:
-    """torch BatchNorm `prefix` -> flax BatchNorm at `target` (scale and bias; mean and var in batch_stats)."""
-    used = set()
-    for torch_name, collection, name in (('weight', 'params', 'scale'), ('bias', 'params', 'bias'),
-                                         ('running_mean', 'batch_stats', 'mean'),
-                                         ('running_var', 'batch_stats', 'var')):
-        key = f'{prefix}.{torch_name}'
-        if key in state:
-            _put(out[collection], f'{target}/{name}', state[key])
-            used.add(key)
-    return used
-
-
-def _linear(state: dict, prefix: str, target: str, out: dict, kernel=_dense) -> set[str]:
-    used = set()
-    if f'{prefix}.weight' in state:
-        _put(out['params'], f'{target}/kernel', kernel(state[f'{prefix}.weight']))
-        used.add(f'{prefix}.weight')
-    if f'{prefix}.bias' in state:
-        _put(out['params'], f'{target}/bias', state[f'{prefix}.bias'])
-        used.add(f'{prefix}.bias')
-    return used
-
-
-def resnet_variables(state: dict[str, np.ndarray], backbone) -> tuple[dict, list[str]]:
-    """torchvision/timm ResNet names -> ({'params', 'batch_stats'} in jaxdl.models.resnet's layout, unmapped names).
-
-    jaxdl numbers its residual blocks through all stages (ResidualBlock_0, _1, ...) and, inside a block, its
-    convolutions and BatchNorms in order of use; the shortcut's projection comes last."""
-    del backbone  # every shape is in the file
-    out, used = {'params': {}, 'batch_stats': {}}, set()
-    used |= _linear(state, 'conv1', 'backbone/Conv_0', out, kernel=_conv)
-    used |= _batch_norm(state, 'bn1', 'backbone/BatchNorm_0', out)
-    blocks = sorted({(int(m[1]), int(m[2])) for k in state if (m := re.match(r'layer(\d+)\.(\d+)\.', k))})
-    for index, (stage, block) in enumerate(blocks):
-        prefix, target = f'layer{stage}.{block}', f'backbone/ResidualBlock_{index}'
-        convs = sorted(int(m[1]) for k in state if (m := re.fullmatch(rf'{re.escape(prefix)}\.conv(\d+)\.weight', k)))
-        for position, number in enumerate(convs):
-            used |= _linear(state, f'{prefix}.conv{number}', f'{target}/Conv_{position}', out, kernel=_conv)
-            used |= _batch_norm(state, f'{prefix}.bn{number}', f'{target}/BatchNorm_{position}', out)
-        used |= _linear(state, f'{prefix}.downsample.0', f'{target}/Conv_{len(convs)}', out, kernel=_conv)
-        used |= _batch_norm(state, f'{prefix}.downsample.1', f'{target}/BatchNorm_{len(convs)}', out)
-    used |= _linear(state, 'fc', 'head/Dense_0', out)
-    return out, [k for k in state if k not in used]
-
-
-def vit_variables(state: dict[str, np.ndarray], backbone) -> tuple[dict, list[str]]:
-    """timm VisionTransformer names -> ({'params'} in jaxdl.models.vit's layout, unmapped names). The number of
-    heads splits the fused qkv projection; the file does not hold it, the jaxdl model (`backbone.heads`) does."""
-    out, used = {'params': {}, 'batch_stats': {}}, set()
-    for key, target in (('cls_token', 'backbone/cls'), ('pos_embed', 'backbone/position_embedding')):
-        if key in state:
-            _put(out['params'], target, state[key])
-            used.add(key)
-    used |= _linear(state, 'patch_embed.proj', 'backbone/patch_embedding', out, kernel=_conv)
-    blocks = sorted({int(m[1]) for k in state if (m := re.match(r'blocks\.(\d+)\.', k))})
-    for i in blocks:
-        prefix, target = f'blocks.{i}', f'backbone/block_{i}'
-        for norm in ('norm1', 'norm2'):
-            used |= _layer_norm(state, f'{prefix}.{norm}', f'{target}/{norm}', out)
-        for fc in ('fc1', 'fc2'):
-            used |= _linear(state, f'{prefix}.mlp.{fc}', f'{target}/{fc}', out)
-        qkv_w, qkv_b = state.get(f'{prefix}.attn.qkv.weight'), state.get(f'{prefix}.attn.qkv.bias')
-        proj_w = state.get(f'{prefix}.attn.proj.weight')
-        if qkv_w is not None and qkv_b is not None and proj_w is not None:
-            heads = backbone.heads
-            if qkv_w.shape[1] % heads == 0 and qkv_w.shape[0] == 3 * qkv_w.shape[1]:
-                width = qkv_w.shape[1]
-                for j, name in enumerate(('query', 'key', 'value')):
-                    rows = slice(j * width, (j + 1) * width)
-                    _put(out['params'], f'{target}/attention/{name}/kernel',
-                         qkv_w[rows].T.reshape(width, heads, width // heads))
-                    _put(out['params'], f'{target}/attention/{name}/bias', qkv_b[rows].reshape(heads, width // heads))
-                _put(out['params'], f'{target}/attention/out/kernel', proj_w.T.reshape(heads, width // heads, width))
-                _put(out['params'], f'{target}/attention/out/bias', state[f'{prefix}.attn.proj.bias'])
-                used |= {f'{prefix}.attn.{p}.{q}' for p in ('qkv', 'proj') for q in ('weight', 'bias')}
-    used |= _layer_norm(state, 'norm', 'backbone/norm', out)
-    used |= _linear(state, 'head', 'head/Dense_0', out)
-    return out, [k for k in state if k not in used]
-
-
-def _layer_norm(state: dict, prefix: str, target: str, out: dict) -> set[str]:
-    used = set()
-    for torch_name, name in (('weight', 'scale'), ('bias', 'bias')):
-        if f'{prefix}.{torch_name}' in state:
-            _put(out['params'], f'{target}/{name}', state[f'{prefix}.{torch_name}'])
-            used.add(f'{prefix}.{torch_name}')
-    return used
-
-
-# jaxdl model name -> the mapping from the ecosystem's names onto its layout.
-MAPPINGS = {'resnet': resnet_variables, 'vit': vit_variables}
-
-
 def describe_architecture(state: dict[str, np.ndarray]) -> str:
     """What the file's names look like, for an error message."""
     if 'pos_embed' in state and 'patch_embed.proj.weight' in state:
@@ -211,11 +101,21 @@ def describe_architecture(state: dict[str, np.ndarray]) -> str:
     return 'It looks like neither a torchvision/timm ResNet nor a timm ViT.'
 
 
+def torch_names(model_name: str):
+    """The torch name mapping of model `model_name`: the `TORCH_NAMES` its module exports (a built-in's, or the
+    module of a user's model by import path), or None."""
+    module = importlib.import_module(MODELS.import_path(model_name).split(':')[0])
+    return getattr(module, 'TORCH_NAMES', None)
+
+
 def to_jaxdl(state: dict[str, np.ndarray], model_name: str, module) -> tuple[dict, list[str]]:
     """({'params': ..., 'model_state': ...} for `module` (a jaxdl BackboneAndHead), the names left unmapped)."""
-    if model_name not in MAPPINGS:
-        raise TransferError(f"a torchvision/timm weights file maps onto jaxdl's {' or '.join(MAPPINGS)} models, not "
-                            f"model.name {model_name!r}; start from a jaxdl checkpoint instead")
-    variables, unmapped = MAPPINGS[model_name](state, module.backbone)
+    mapping = torch_names(model_name)
+    if mapping is None:
+        mapped = [name for name in MODELS.builtin_names() if torch_names(name)]
+        raise TransferError(f"a torchvision/timm weights file maps onto jaxdl's {' or '.join(mapped)} models, not "
+                            f"model.name {model_name!r} (a model's module maps torch names by the TORCH_NAMES it "
+                            f"exports); start from a jaxdl checkpoint instead")
+    variables, unmapped = mapping(state, module.backbone)
     model_state = {'batch_stats': variables['batch_stats']} if variables['batch_stats'] else {}
     return {'params': variables['params'], 'model_state': model_state}, unmapped

@@ -20,7 +20,7 @@ from jaxdl.train.evaluation import evaluate
 from jaxdl.models import build_model
 from jaxdl.optim import build_optimizer
 from jaxdl.tasks import build_task
-from jaxdl.train.step import make_runner
+from jaxdl.train.runners import make_runner
 
 
 SMALL_MODELS = {'cnn': {'features': (8, 16), 'dense': 32}, 'resnet': {'depth': 10, 'width': 8, 'stem': 'small'}}

@@ -111,7 +111,7 @@ def test_a_placement_setting_the_runner_cannot_use_is_an_error(updates, message)
 
 def test_auto_picks_the_runner_a_mesh_needs_and_the_mesh_must_fit_the_devices():
     from jaxdl.tasks import build_task
-    from jaxdl.train.step import choose_parallel, make_runner
+    from jaxdl.train.runners import choose_parallel, make_runner
     assert choose_parallel('auto', mesh='data=2') == 'sharded'
     assert choose_parallel('auto', mesh='data=1,fsdp=-1') == 'fsdp'
     assert choose_parallel('auto', splits_state=True) == 'fsdp'
@@ -119,3 +119,14 @@ def test_auto_picks_the_runner_a_mesh_needs_and_the_mesh_must_fit_the_devices():
     validate(apply_updates(default_config(), {'train.mesh': 'data=3'}))  # auto: a mesh runner is chosen
     with pytest.raises(ConfigError, match=r"'train.mesh': data 3 = 3 devices, but there are 1"):
         make_runner('auto', build_task(default_config().task, 10), mesh='data=3')
+
+
+def test_every_parallel_name_builds_its_runner_from_the_runner_table():
+    """`train.parallel`'s names (registry.PARALLEL, checked by the config without jax) are the runner table's keys,
+    and each builds the runner of its name (one CPU device here: every runner runs on one)."""
+    from jaxdl.registry import PARALLEL
+    from jaxdl.tasks import build_task
+    from jaxdl.train.runners import RUNNERS, make_runner
+    assert ('auto', *RUNNERS) == PARALLEL
+    task = build_task(default_config().task, 10)
+    assert [make_runner(name, task).kind for name in RUNNERS] == list(RUNNERS)

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from jaxdl.models.layers.pooling import max_pool
-from jaxdl.train.step import compiler_options, make_runner, train_step
+from jaxdl.train.runners import compiler_options, make_runner
+from jaxdl.train.step import train_step
 from test_models_and_step import batch, make_state
 
 

@@ -66,6 +66,17 @@ def test_the_wrong_architecture_is_named_with_both_shapes_and_a_reinitialize_hin
         import_weights(str(vit), {'name': 'resnet', 'options': {'depth': 18}})
 
 
+def test_a_users_model_brings_its_own_torch_name_mapping(tmp_path, monkeypatch):
+    """The mapping lives beside the model (TORCH_NAMES in its module): a user's model by import path imports a
+    torch network's weights through its own, as resnet and vit do through theirs."""
+    network = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(3, 16),
+                                  torch.nn.ReLU(), torch.nn.Linear(16, 4))
+    path = save(randomize(network), tmp_path / 'mlp.safetensors')
+    monkeypatch.syspath_prepend(str(Path(__file__).parent / 'user_code'))
+    module, variables = compare(network, path, {'name': 'pooled_mlp:MODEL'}, size=8)
+    assert variables['params']['head']['Dense_0']['kernel'].shape == (16, 4)  # the source's head, sized from it
+
+
 def test_files_that_are_not_state_dicts_are_refused(tmp_path):
     (tmp_path / 'text.safetensors').write_text('not tensors')
     with pytest.raises(TransferError, match='not a readable safetensors file'):

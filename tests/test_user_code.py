@@ -288,7 +288,7 @@ def test_a_user_model_without_axis_name_runs_under_a_mapped_axis(user_code, monk
     from jaxdl.models import ModelApply, build_model
     from jaxdl.tasks import build_task
     from jaxdl.train.state import create_train_state
-    from jaxdl.train.step import make_runner
+    from jaxdl.train.runners import make_runner
     import optax
     monkeypatch.syspath_prepend(str(user_code))
     config = load_config_file(str(user_code / 'my_experiment.py'))

@@ -1,14 +1,16 @@
 """ResNet v1.5 family (He et al. 2016) with BatchNorm; `stem='small'` for tiny images (no stride, no pool).
 
-Laid out as torchvision's and timm's ResNets, so their weights map one to one (jaxdl.weights): the stride on the
+Laid out as torchvision's and timm's ResNets, so their weights map one to one (`TORCH_NAMES`, read by jaxdl.weights): the stride on the
 bottleneck's 3x3 convolution, and padding symmetric about the input (k // 2 on each side) rather than XLA's 'SAME',
 which pads a strided convolution more at the bottom and right and so samples other pixels."""
+import re
 from functools import partial
 
 import flax.linen as nn
 import jax.numpy as jnp
 
 from jaxdl.errors import ConfigError
+from jaxdl.models.layers import torch_names
 from jaxdl.models.layers.heads import BackboneAndHead, DenseHead, check_head
 from jaxdl.models.layers.pooling import strided_max_pool
 
@@ -92,3 +94,26 @@ def MODEL(num_outputs: int, *, depth: int = 18, width: int = 64, stem: str = 'im
     check_head('resnet', 'vector', head)
     return BackboneAndHead(backbone=ResNet(depth, width, stem, dtype, freeze_batch_norm),
                            head=DenseHead(num_outputs=num_outputs, dtype=dtype))
+
+
+def TORCH_NAMES(state: dict, backbone) -> tuple[dict, list[str]]:
+    """torchvision/timm ResNet names -> ({'params', 'batch_stats'} in this module's layout, unmapped names).
+
+    jaxdl numbers its residual blocks through all stages (ResidualBlock_0, _1, ...) and, inside a block, its
+    convolutions and BatchNorms in order of use; the shortcut's projection comes last."""
+    del backbone  # every shape is in the file
+    out, used = torch_names.empty(), set()
+    conv = torch_names.conv_kernel
+    used |= torch_names.linear(state, 'conv1', 'backbone/Conv_0', out, kernel=conv)
+    used |= torch_names.batch_norm(state, 'bn1', 'backbone/BatchNorm_0', out)
+    blocks = sorted({(int(m[1]), int(m[2])) for k in state if (m := re.match(r'layer(\d+)\.(\d+)\.', k))})
+    for index, (stage, block) in enumerate(blocks):
+        prefix, target = f'layer{stage}.{block}', f'backbone/ResidualBlock_{index}'
+        convs = sorted(int(m[1]) for k in state if (m := re.fullmatch(rf'{re.escape(prefix)}\.conv(\d+)\.weight', k)))
+        for position, number in enumerate(convs):
+            used |= torch_names.linear(state, f'{prefix}.conv{number}', f'{target}/Conv_{position}', out, kernel=conv)
+            used |= torch_names.batch_norm(state, f'{prefix}.bn{number}', f'{target}/BatchNorm_{position}', out)
+        used |= torch_names.linear(state, f'{prefix}.downsample.0', f'{target}/Conv_{len(convs)}', out, kernel=conv)
+        used |= torch_names.batch_norm(state, f'{prefix}.downsample.1', f'{target}/BatchNorm_{len(convs)}', out)
+    used |= torch_names.linear(state, 'fc', 'head/Dense_0', out)
+    return out, [k for k in state if k not in used]

@@ -2,7 +2,7 @@
 class token (or global average pooling), learned position embeddings, pre-LayerNorm encoder blocks, a final
 LayerNorm; the backbone ends in one feature vector, the head is a dense layer.
 
-Names and conventions follow timm's `vit_*_patch16_*` closely enough that its weights can map one to one:
+Names and conventions follow timm's `vit_*_patch16_*` closely enough that its weights map one to one (`TORCH_NAMES`):
 LayerNorm epsilon 1e-6, exact (erf) GELU, attention scaled by head_dim ** -0.5. A checkpoint trained at another
 image size loads through `resize_position_embedding` (jaxdl.transfer calls it for every `position_embedding`).
 """
@@ -13,9 +13,12 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import re
+
 import numpy as np
 
 from jaxdl.errors import ConfigError
+from jaxdl.models.layers import torch_names
 from jaxdl.models.layers.heads import BackboneAndHead, DenseHead, check_head
 
 # name -> (width, depth, heads, mlp width)
@@ -123,3 +126,44 @@ def resize_position_embedding(embedding, tokens: int):
                                    np.asarray(resized).reshape(new * new, -1)])
             return rows[None].astype(embedding.dtype)
     return None
+
+
+def TORCH_NAMES(state: dict, backbone) -> tuple[dict, list[str]]:
+    """timm VisionTransformer names -> ({'params'} in this module's layout, unmapped names). The number of heads
+    splits the fused qkv projection into flax's per-head query, key and value kernels; the file does not hold it,
+    the jaxdl model (`backbone.heads`) does."""
+    out, used = torch_names.empty(), set()
+    for key, target in (('cls_token', 'backbone/cls'), ('pos_embed', 'backbone/position_embedding')):
+        if key in state:
+            torch_names.put(out['params'], target, state[key])
+            used.add(key)
+    used |= torch_names.linear(state, 'patch_embed.proj', 'backbone/patch_embedding', out,
+                               kernel=torch_names.conv_kernel)
+    blocks = sorted({int(m[1]) for k in state if (m := re.match(r'blocks\.(\d+)\.', k))})
+    for i in blocks:
+        prefix, target = f'blocks.{i}', f'backbone/block_{i}'
+        for norm in ('norm1', 'norm2'):
+            used |= torch_names.layer_norm(state, f'{prefix}.{norm}', f'{target}/{norm}', out)
+        for fc in ('fc1', 'fc2'):
+            used |= torch_names.linear(state, f'{prefix}.mlp.{fc}', f'{target}/{fc}', out)
+        used |= _attention(state, prefix, target, backbone.heads, out)
+    used |= torch_names.layer_norm(state, 'norm', 'backbone/norm', out)
+    used |= torch_names.linear(state, 'head', 'head/Dense_0', out)
+    return out, [k for k in state if k not in used]
+
+
+def _attention(state: dict, prefix: str, target: str, heads: int, out: dict) -> set[str]:
+    qkv_w, qkv_b = state.get(f'{prefix}.attn.qkv.weight'), state.get(f'{prefix}.attn.qkv.bias')
+    proj_w = state.get(f'{prefix}.attn.proj.weight')
+    if qkv_w is None or qkv_b is None or proj_w is None:
+        return set()
+    if qkv_w.shape[1] % heads or qkv_w.shape[0] != 3 * qkv_w.shape[1]:
+        return set()
+    width, put = qkv_w.shape[1], torch_names.put
+    for j, name in enumerate(('query', 'key', 'value')):
+        rows = slice(j * width, (j + 1) * width)
+        put(out['params'], f'{target}/attention/{name}/kernel', qkv_w[rows].T.reshape(width, heads, width // heads))
+        put(out['params'], f'{target}/attention/{name}/bias', qkv_b[rows].reshape(heads, width // heads))
+    put(out['params'], f'{target}/attention/out/kernel', proj_w.T.reshape(heads, width // heads, width))
+    put(out['params'], f'{target}/attention/out/bias', state[f'{prefix}.attn.proj.bias'])
+    return {f'{prefix}.attn.{p}.{q}' for p in ('qkv', 'proj') for q in ('weight', 'bias')}

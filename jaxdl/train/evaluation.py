@@ -12,7 +12,8 @@ import jax
 import numpy as np
 
 from jaxdl.train.state import TrainState
-from jaxdl.train.step import StepRunner, add_sums, predict_step
+from jaxdl.train.runners import StepRunner
+from jaxdl.train.step import add_sums, predict_step
 
 
 def evaluate(runner: StepRunner, device_state, batches: Iterable[dict], task) -> dict:

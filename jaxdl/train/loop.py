@@ -32,7 +32,8 @@ from jaxdl.train.hooks import Hook, Hooks
 from jaxdl.train.kill_points import KillPoints
 from jaxdl.train.guard import StopSignals, WorkdirLock, check_writable
 from jaxdl.train.state import TrainState, state_from_config
-from jaxdl.train.step import StepRunner, TrainMetrics, add_train_metrics, runner_for
+from jaxdl.train.runners import StepRunner, runner_for
+from jaxdl.train.step import TrainMetrics, add_train_metrics
 
 
 @dataclasses.dataclass

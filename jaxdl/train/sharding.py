@@ -6,9 +6,9 @@ split along it, each device holding its part of every large leaf, gathered by XL
 global batch is split over both, so every device sees its own rows. `train.mesh` names the sizes, e.g.
 'data=2,fsdp=4' or 'fsdp=-1' (-1: the devices left); empty, it is 'data=-1' ('fsdp=-1' for fsdp).
 
-Which leaves are split: `train.sharding_rules`, (path regex, spec) pairs matched first-to-last against a leaf's
-path ('backbone/Conv_0/kernel' for parameters, 'batch_stats/backbone/...' for model state, as optimizer.groups
-and transfer.reinitialize write them). A spec is '' (replicated), 'auto' (the largest dimension that divides by
+Which leaves are split: `train.sharding_rules`, (path pattern, spec) pairs, the first that matches a leaf's path
+applying (`jaxdl.parameter_paths`: 'backbone/Conv_0/kernel' for parameters, 'batch_stats/backbone/...' for model
+state, as optimizer.groups and transfer.reinitialize write them). A spec is '' (replicated), 'auto' (the largest dimension that divides by
 the fsdp axis), or one entry per dimension, each an axis name or empty ('fsdp,' splits dimension 0). Leaves no
 rule matches get 'auto' when they hold at least `train.fsdp_min_size` numbers, else stay replicated. The
 optimizer state follows its parameters (optax.tree_utils.tree_map_params); step and rng are replicated.
@@ -21,6 +21,7 @@ import jax
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
+from jaxdl import parameter_paths
 from jaxdl.config import require_regex
 from jaxdl.errors import ConfigError
 
@@ -79,10 +80,6 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, P(data_axes(mesh)))
 
 
-def _path(key_path) -> str:
-    return '/'.join(str(getattr(k, 'key', getattr(k, 'idx', k))) for k in key_path)
-
-
 def _spec(path: str, shape: tuple, spec: str, mesh: Mesh, origin: str) -> P:
     """A PartitionSpec for one leaf from a rule's spec string, checked against the leaf and the mesh."""
     sizes = dict(mesh.shape)
@@ -112,20 +109,16 @@ def _spec(path: str, shape: tuple, spec: str, mesh: Mesh, origin: str) -> P:
 
 def leaf_specs(tree, mesh: Mesh, rules, min_size: int, prefix: str = '', used: set | None = None):
     """A PartitionSpec for every leaf of a params or model-state tree."""
-    from jaxdl.optim import path_matches
-    used = set() if used is None else used
-
-    def spec_of(key_path, leaf):
-        path = prefix + _path(key_path)
+    def spec_of(path, leaf, i):
         shape = tuple(np.shape(leaf))
-        for i, (pattern, spec) in enumerate(rules):
-            if path_matches(pattern, path):
-                used.add(i)
-                return _spec(path, shape, spec, mesh, f'rule {i} ({pattern!r}, {spec!r})')
+        if i is not None:
+            pattern, spec = rules[i]
+            return _spec(path, shape, spec, mesh, f'rule {i} ({pattern!r}, {spec!r})')
         if math.prod(shape) >= min_size:
             return _spec(path, shape, 'auto', mesh, 'the default rule')
         return P()
-    return jax.tree_util.tree_map_with_path(spec_of, tree)
+    return parameter_paths.map_by_first_match(spec_of, tree, [pattern for pattern, _ in rules], prefix=prefix,
+                                              used=used)
 
 
 def state_shardings(abstract_state, mesh: Mesh, rules=(), min_size: int = 1024, split: bool = True):
@@ -147,7 +140,7 @@ def state_shardings(abstract_state, mesh: Mesh, rules=(), min_size: int = 1024, 
     unused = [rules[i] for i in range(len(rules)) if i not in used]
     if unused:
         raise ConfigError(f"config key 'train.sharding_rules': {unused} match no parameter or model state; paths look "
-                          f"like {', '.join(sorted({_path(k).split('/')[0] + '/...' for k, _ in jax.tree_util.tree_flatten_with_path(abstract_state.params)[0]}))}")
+                          f"like {parameter_paths.paths_look_like(abstract_state.params)}")
     opt_state = optax.tree_utils.tree_map_params(abstract_state.tx, lambda _, sharding: sharding,
                                                  abstract_state.opt_state, params,
                                                  transform_non_params=lambda _: replicated)
