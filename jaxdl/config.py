@@ -397,7 +397,8 @@ def validate(config: ConfigDict) -> ConfigDict:
     registry.MODELS.import_path(config.model.name)
     _choice(config, 'optimizer.name', registry.OPTIMIZERS)
     _choice(config, 'optimizer.schedule.name', registry.SCHEDULES)
-    _choice(config, 'train.parallel', registry.PARALLEL)
+    if not registry.is_import_path(config.train.parallel):  # a runner of the user's own: 'package.module:build'
+        _choice(config, 'train.parallel', ('auto', *registry.RUNNERS.builtin_names()))
     _choice(config, 'train.select', ('best', 'last'))
     _choice(config, 'train.on_nonfinite', ('stop', 'skip'))
     _choice(config, 'train.cpu_convolutions', registry.CPU_CONVOLUTIONS)

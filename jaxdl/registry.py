@@ -91,15 +91,21 @@ def code_root(path: str) -> str | None:
     return None if 'site-packages' in root.parts or 'dist-packages' in root.parts else str(root)
 
 
+def named_code(config) -> tuple[tuple[str, str], ...]:
+    """(config key, name) of every setting that names code: model, task, dataset builder, runner."""
+    return (('model.name', config.model.name), ('task.name', config.task.name),
+            ('dataset.name', config.dataset.name), ('train.parallel', config.train.parallel))
+
+
 def code_roots(config) -> list[str]:
-    """The directories the user's code that `config` names (model, task, dataset builder) was imported from: what a
-    run records so that evaluate, predict and rerun import it again from any current directory."""
-    names = (config.model.name, config.task.name, config.dataset.name)
+    """The directories the user's code that `config` names (`named_code`) was imported from: what a run records so
+    that evaluate, predict and rerun import it again from any current directory."""
+    names = [name for _, name in named_code(config)]
     return sorted({root for root in (code_root(n) for n in names if is_import_path(n)) if root})
 
 
 def add_code_roots(config, roots, *, trust: bool = False, run: str = 'the run') -> None:
-    """Makes the user code a recorded run names (model, task, dataset builder) importable from the directories
+    """Makes the user code a recorded run names (`named_code`) importable from the directories
     the run recorded, as Hugging Face's `trust_remote_code` does: a module importable as things stand (an installed
     package, the current directory) is imported from there; one only a recorded directory other than the current
     directory holds would run code that came with the run, so that needs `trust`, else an UntrustedCode error
@@ -107,8 +113,7 @@ def add_code_roots(config, roots, *, trust: bool = False, run: str = 'the run') 
     never shadow an installed package."""
     here = Path.cwd().resolve()
     needed, outside = [], []
-    for key, name in (('model.name', config.model.name), ('task.name', config.task.name),
-                      ('dataset.name', config.dataset.name)):
+    for key, name in named_code(config):
         if not is_import_path(name):
             continue
         top = name.partition(':')[0].split('.')[0]
@@ -158,13 +163,13 @@ class Registry:
         return import_object(self.import_path(name), self.key)
 
 
-# Choices implemented inside one module each (jaxdl.optim, jaxdl.train.step), listed here once.
+# Choices implemented inside one module each (jaxdl.optim, jaxdl.train.runners), listed here once.
 OPTIMIZERS = ('sgd', 'rmsprop', 'adam', 'adamw')
 SCHEDULES = ('constant', 'piecewise', 'cosine')
-PARALLEL = ('auto', 'jit', 'pmap', 'sharded', 'fsdp')
 CPU_CONVOLUTIONS = ('eigen', 'ynnpack')
 
 MODELS = Registry('model', 'model.name', 'jaxdl.models', 'MODEL')
 TASKS = Registry('task', 'task.name', 'jaxdl.tasks', 'TASK')
 BUILDERS = Registry('dataset', 'dataset.name', 'jaxdl.data.builders', 'BUILDER')
 KINDS = Registry('data kind', 'task.name', 'jaxdl.data.kinds', 'KIND')
+RUNNERS = Registry('runner', 'train.parallel', 'jaxdl.train.runners', 'RUNNER')

@@ -121,12 +121,14 @@ def test_auto_picks_the_runner_a_mesh_needs_and_the_mesh_must_fit_the_devices():
         make_runner('auto', build_task(default_config().task, 10), mesh='data=3')
 
 
-def test_every_parallel_name_builds_its_runner_from_the_runner_table():
-    """`train.parallel`'s names (registry.PARALLEL, checked by the config without jax) are the runner table's keys,
-    and each builds the runner of its name (one CPU device here: every runner runs on one)."""
-    from jaxdl.registry import PARALLEL
+def test_every_parallel_name_builds_its_runner_from_its_module():
+    """`train.parallel`'s names are the modules of jaxdl/train/runners (read from the files, so the config checks a
+    name without jax), and each module's RUNNER builds the runner of its name (one CPU device here: all run)."""
+    from jaxdl.registry import RUNNERS
     from jaxdl.tasks import build_task
-    from jaxdl.train.runners import RUNNERS, make_runner
-    assert ('auto', *RUNNERS) == PARALLEL
+    from jaxdl.train.runners import make_runner
+    assert RUNNERS.builtin_names() == ('fsdp', 'jit', 'pmap', 'sharded')
     task = build_task(default_config().task, 10)
-    assert [make_runner(name, task).kind for name in RUNNERS] == list(RUNNERS)
+    assert [make_runner(name, task).kind for name in RUNNERS.builtin_names()] == list(RUNNERS.builtin_names())
+    with pytest.raises(ConfigError, match=r"train.parallel': unknown runner 'shardd' \(did you mean 'sharded'\?\)"):
+        make_runner('shardd', task)

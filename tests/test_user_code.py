@@ -181,6 +181,23 @@ def test_a_user_task_trains_without_editing_jaxdl(make_config, tmp_path, monkeyp
             show_progress=False)
 
 
+def test_a_user_runner_by_import_path_trains_as_the_runner_it_wraps(make_config, tmp_path, monkeypatch):
+    """A runner is one file: tests/user_code/accumulating_runner.py wraps the jit runner; named by train.parallel
+    it runs every step of fit() and the run is the jit run's, figure for figure; an unknown name is refused."""
+    monkeypatch.syspath_prepend(str(ROOT / 'tests' / 'user_code'))
+    import accumulating_runner
+    config = make_config(train__duration='40 steps', train__validate_every='20 steps')
+    jit = fit(config, tmp_path / 'jit', show_progress=False)
+    user = fit(apply_updates(config, {'train.parallel': 'accumulating_runner:RUNNER'}), tmp_path / 'user',
+               show_progress=False)
+    assert accumulating_runner.STEPS == [config.train.batch_size] * 40
+    assert user.summary['test'] == jit.summary['test']
+    environment = json.loads((tmp_path / 'user' / 'environment.json').read_text())
+    assert environment['parallel'] == 'checked-jit' and environment['code_paths'] == [str(ROOT / 'tests' / 'user_code')]
+    with pytest.raises(ConfigError, match=r"'train.parallel': unknown value 'jitt' \(did you mean 'jit'\?\)"):
+        fit(apply_updates(config, {'train.parallel': 'jitt'}), tmp_path / 'bad', show_progress=False)
+
+
 def test_a_user_tfds_builder_is_prepared_by_its_own_code_and_trains(make_config, tmp_path, monkeypatch, capsys):
     monkeypatch.syspath_prepend(str(ROOT / 'tests' / 'user_code'))
     result = fit(make_config(dataset__name='blobs_builder:Blobs', dataset__mean=(0.2,), dataset__std=(0.3,),

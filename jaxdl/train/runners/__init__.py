@@ -1,30 +1,29 @@
 """The runners: how the pure steps of `train/step.py` are compiled, placed and fed on the devices present.
 
+Each runner is one module of this package exporting `RUNNER`, a function (task, RunnerSettings) -> StepRunner,
+named by `train.parallel` (`registry.RUNNERS` lists them from the files, so the config checks a name without
+loading jax; an import path 'package.module:build' names a runner of your own):
+
     jit      one device
     pmap     JAX's older data-parallel API, a replica of the state per local device (the legacy path)
     sharded  jit over a mesh of every device of every process, the state replicated
     fsdp     jit over a mesh, the state split by the sharding rules (`train/sharding.py`)
 
-`RUNNERS` maps each name `train.parallel` takes (`registry.PARALLEL`, where the config checks it without loading
-jax) to the function that builds its `StepRunner`; `make_runner` looks one up ('auto': `choose_parallel`).
+`make_runner` builds the one a run names ('auto': `choose_parallel`).
 """
 from __future__ import annotations
 
 import dataclasses
-from functools import partial
 from typing import Any, Callable
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-from jax.experimental import multihost_utils
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from jaxdl.config import FSDP_MIN_SIZE, ConfigError, check_placement, state_splitting_keys
-from jaxdl.registry import CPU_CONVOLUTIONS, PARALLEL
+from jaxdl.registry import CPU_CONVOLUTIONS, RUNNERS
 from jaxdl.train import sharding
 from jaxdl.train.state import TrainState
-from jaxdl.train.step import TrainMetrics, eval_step, train_step
+from jaxdl.train.step import TrainMetrics
 
 PMAP_AXIS = 'batch'
 
@@ -63,9 +62,8 @@ def choose_parallel(parallel: str, *, mesh: str = '', splits_state: bool = False
     """The runner `parallel` names; 'auto' picks the one the other placement settings need: 'fsdp' where they
     split the state (sharding rules, an fsdp axis), 'sharded' where they name a mesh, else 'sharded' on several
     devices and 'jit' on one."""
-    if parallel not in PARALLEL:
-        raise ValueError(f"unknown parallel mode {parallel!r}; valid: {', '.join(PARALLEL)}")
     if parallel != 'auto':
+        RUNNERS.import_path(parallel)  # a built-in's name or an import path, else a ConfigError naming the choices
         return parallel
     if splits_state or (mesh and 'fsdp' in sharding.parse_mesh(mesh)):
         return 'fsdp'
@@ -129,8 +127,8 @@ def make_runner(parallel: str, task, cpu_convolutions: str = 'eigen', *, mesh: s
     jax.pmap takes no compiler options). `mesh`, `sharding_rules`, `fsdp_min_size`: see jaxdl.train.sharding."""
     check_placement(parallel, mesh, sharding_rules, fsdp_min_size)
     kind = choose_parallel(parallel, mesh=mesh, splits_state=bool(state_splitting_keys(sharding_rules, fsdp_min_size)))
-    options = compiler_options(cpu_convolutions) if kind != 'pmap' else None
-    return RUNNERS[kind](task, RunnerSettings(options, mesh, tuple(sharding_rules), fsdp_min_size))
+    options = compiler_options(cpu_convolutions) if kind != 'pmap' else None  # jax.pmap takes none
+    return RUNNERS.resolve(kind)(task, RunnerSettings(options, mesh, tuple(sharding_rules), fsdp_min_size))
 
 
 def runner_for(train_cfg, task) -> StepRunner:
@@ -139,98 +137,8 @@ def runner_for(train_cfg, task) -> StepRunner:
                        sharding_rules=tuple(train_cfg.sharding_rules), fsdp_min_size=train_cfg.fsdp_min_size)
 
 
-def _check_divisible(batch: dict, parts: int, what: str):
+def check_divisible(batch: dict, parts: int, what: str):
     rows = len(batch['valid'])
     if rows % parts:
         raise ConfigError(f'a batch of {rows} rows (per process) does not split across {parts} {what}; choose '
                           f'train.batch_size and train.eval_batch_size divisible by {parts} per process')
-
-
-def jit_runner(task, settings: RunnerSettings) -> StepRunner:
-    options = settings.compiler_options
-    device = jax.local_devices()[0]
-    train = jax.jit(partial(train_step, task=task), donate_argnums=0, compiler_options=options)
-    evaluate = jax.jit(partial(eval_step, task=task), compiler_options=options)
-    put = lambda batch: jax.device_put(batch, device)
-    return StepRunner('jit', lambda s, b: train(s, put(b)), lambda s, b: evaluate(s, put(b)),
-                      place_state=lambda s: jax.device_put(s, device), host_state=lambda s: s, num_devices=1)
-
-
-def pmap_runner(task, settings: RunnerSettings) -> StepRunner:
-    """JAX's older data-parallel API (since 0.8 itself built on jit(shard_map)): a replica of the state per local
-    device along a leading axis. Kept as the legacy path; it compiles with XLA's default options."""
-    del settings  # jax.pmap takes no compiler options, and runs over the local devices without a mesh
-    devices = jax.local_devices()
-    n = len(devices)
-    # Metric sums are psummed, the same on every device: out_axes=None hands back one copy (slicing [0] out of
-    # every leaf eagerly cost one dispatch a leaf a step; benchmarks/step_costs.py).
-    train = jax.pmap(partial(train_step, task=task, axis_name=PMAP_AXIS), axis_name=PMAP_AXIS, donate_argnums=0,
-                     out_axes=(0, None))
-    evaluate = jax.pmap(partial(eval_step, task=task, axis_name=PMAP_AXIS), axis_name=PMAP_AXIS, out_axes=(None, 0))
-
-    stacked = NamedSharding(Mesh(np.array(devices), (PMAP_AXIS,)), P(PMAP_AXIS))
-
-    def split(batch):  # [rows] -> [devices, rows / devices], put where pmap reads it (no implicit transfer)
-        _check_divisible(batch, n, 'local devices')
-        return jax.device_put(jax.tree.map(lambda x: x.reshape(n, x.shape[0] // n, *x.shape[1:]), batch), stacked)
-
-    first = lambda tree: jax.tree.map(lambda x: x[0], tree)  # the state is identical on every device
-
-    def replicate(state):  # one copy per local device along a leading axis, as pmap expects
-        return jax.device_put(jax.tree.map(lambda x: jnp.broadcast_to(x, (n, *jnp.shape(x))), state), stacked)
-
-    def run_eval(state, batch):
-        sums, rows = evaluate(state, split(batch))
-        return sums, jax.tree.map(lambda x: x.reshape(-1, *x.shape[2:]), rows)  # [devices, b] -> [rows]
-
-    return StepRunner('pmap', lambda state, batch: train(state, split(batch)), run_eval,
-                      place_state=replicate, host_state=first, num_devices=n)
-
-
-def sharded_runner(task, settings: RunnerSettings) -> StepRunner:
-    """jit over a mesh of every device (of every process), the state replicated."""
-    return _mesh_runner('sharded', task, settings)
-
-
-def fsdp_runner(task, settings: RunnerSettings) -> StepRunner:
-    """jit over a mesh of every device (of every process), the state split by the sharding rules."""
-    return _mesh_runner('fsdp', task, settings)
-
-
-def _mesh_runner(kind: str, task, settings: RunnerSettings) -> StepRunner:
-    """Batches are split over every data-carrying axis of the mesh; XLA inserts the gathers and sums."""
-    options, mesh_spec = settings.compiler_options, settings.mesh
-    rules, min_size = settings.sharding_rules, settings.fsdp_min_size
-    mesh = sharding.build_mesh(mesh_spec, default='fsdp=-1' if kind == 'fsdp' else 'data=-1')
-    replicated, rows = NamedSharding(mesh, P()), sharding.batch_sharding(mesh)
-    shardings_of = lambda abstract: sharding.state_shardings(abstract, mesh, rules, min_size, split=kind == 'fsdp')
-    evaluate = jax.jit(partial(eval_step, task=task), out_shardings=(replicated, rows), compiler_options=options)
-    # The state keeps the shardings it is placed with: train's output is pinned to them (with donation, in place).
-    steps = {}
-
-    def place(state):
-        placed = jax.device_put(state, shardings_of(jax.eval_shape(lambda s: s, state)))
-        steps['train'] = jax.jit(partial(train_step, task=task), donate_argnums=0, compiler_options=options,
-                                 out_shardings=(jax.tree.map(lambda x: x.sharding, placed), replicated))
-        return placed
-
-    def put(batch):  # this process's rows -> one global array (multi-process safe)
-        _check_divisible(batch, jax.local_device_count(), 'local devices')
-        return jax.tree.map(lambda x: jax.make_array_from_process_local_data(rows, x), batch)
-
-    def train(state, batch):
-        if 'train' not in steps:
-            raise RuntimeError('place the state with runner.place_state before training')
-        return steps['train'](state, put(batch))
-
-    def run_eval(state, batch):  # the prediction rows back to this process's own rows (the inverse of `put`)
-        sums, predictions = evaluate(state, put(batch))
-        return sums, multihost_utils.global_array_to_host_local_array(predictions, mesh, rows.spec)
-
-    return StepRunner(kind, train, run_eval, place_state=place, host_state=lambda s: s,
-                      num_devices=jax.device_count(), state_shardings=shardings_of, mesh=mesh)
-
-
-# train.parallel's names -> the function building the runner; the names are registry.PARALLEL's, less 'auto'.
-RUNNERS: dict[str, Callable[[Any, RunnerSettings], StepRunner]] = {
-    'jit': jit_runner, 'pmap': pmap_runner, 'sharded': sharded_runner, 'fsdp': fsdp_runner}
