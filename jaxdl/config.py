@@ -29,6 +29,9 @@ from jaxdl.errors import ConfigError  # noqa: F401  (re-exported: configs raise 
 # train.deterministic chooses how the backend orders its sums, likewise not what a run computes.
 PLACEMENT_KEYS = ('train.parallel', 'train.mesh', 'train.sharding_rules', 'train.fsdp_min_size',
                   'train.cpu_convolutions', 'train.deterministic')
+# What watches a run, not what it computes: a resumed run may add a tracker, a hook or a profile window.
+INSTRUMENT_KEYS = ('train.hooks', 'train.trackers', 'train.profile', 'train.peak_tflops', 'tracking.project',
+                   'tracking.run_name', 'tracking.mlflow_uri')
 FSDP_MIN_SIZE = 1024
 
 
@@ -133,6 +136,12 @@ def default_config() -> ConfigDict:
         deterministic=True,
         select='best',               # best (by validation loss) | last: the model test is run on
         on_nonfinite='stop',         # a NaN/Inf loss or gradient: stop (naming the step) | skip that update
+        # What watches the run (jaxdl.train.hooks): your hooks by import path ('package.module:MyHook', a Hook
+        # subclass or a function of the config returning one), run after the loop's own, in this order.
+        hooks=(),
+        trackers=('tensorboard',),   # where the records go besides metrics.jsonl: tensorboard | wandb | mlflow
+        profile='',                  # e.g. 'steps 20-25': a jax.profiler trace of those steps ('' = off)
+        peak_tflops=0.0,             # a device's peak TFLOP/s for MFU (0 = jaxdl.train.costs' table, if it knows it)
         early_stopping=ConfigDict(dict(
             patience=0,              # validations without improvement before stopping; 0 = off
             min_delta=0.0,
@@ -144,6 +153,11 @@ def default_config() -> ConfigDict:
         # no dropout). The test split is never one: it is scored once, after training.
         splits=(),
         every='',                    # how often ('' = with validation: train.validate_every)
+    ))
+    c.tracking = ConfigDict(dict(     # the W&B and MLflow trackers (train.trackers)
+        project='jaxdl',             # the W&B project, the MLflow experiment
+        run_name='',                 # '' = the workdir's name
+        mlflow_uri='',               # '' = MLFLOW_TRACKING_URI, else MLflow's default (e.g. 'sqlite:///mlflow.db')
     ))
     c.lock()
     for free_form in (c.task.options, c.model.options):  # their keys are the model's or task's own
@@ -424,6 +438,7 @@ def validate(config: ConfigDict) -> ConfigDict:
     check_placement(t.parallel, t.mesh, t.sharding_rules, t.fsdp_min_size)
     _require(t.early_stopping.patience >= 0, 'train.early_stopping.patience', 'must be >= 0 (0 turns it off)')
     _check_eval(config)
+    _check_instruments(config)
     o = config.optimizer
     _require(o.learning_rate is None or (isinstance(o.learning_rate, (int, float)) and o.learning_rate > 0),
              'optimizer.learning_rate', f'must be a positive number or None, got {o.learning_rate!r}')
@@ -462,6 +477,30 @@ def validate(config: ConfigDict) -> ConfigDict:
     _require(len(d.mean) > 0 and len(d.std) > 0, 'dataset.mean', 'mean and std need at least one value')
     _validate_transfer(config)
     return config
+
+
+def _check_instruments(config: ConfigDict) -> None:
+    from jaxdl import registry
+    t = config.train
+    _require(isinstance(t.trackers, (tuple, list)), 'train.trackers',
+             f"must be a tuple of tracker names, e.g. ('tensorboard', 'wandb'); got {t.trackers!r}")
+    for name in t.trackers:
+        registry.TRACKERS.import_path(name)
+    _require(isinstance(t.hooks, (tuple, list)) and all(registry.is_import_path(h) for h in t.hooks), 'train.hooks',
+             f"must be a tuple of import paths 'package.module:Name' of hooks; got {t.hooks!r}")
+    parse_profile_window(t.profile)
+    _require(t.peak_tflops >= 0, 'train.peak_tflops', 'must be >= 0 (0 = from the table of known devices)')
+
+
+def parse_profile_window(text: str) -> tuple[int, int] | None:
+    """`train.profile`: 'steps A-B' (1 <= A < B, both traced) -> (A, B); '' -> None."""
+    if text == '':
+        return None
+    match = re.fullmatch(r'\s*steps\s+(\d+)\s*-\s*(\d+)\s*', text) if isinstance(text, str) else None
+    if not match or not 1 <= int(match[1]) < int(match[2]):
+        raise ConfigError(f"config key 'train.profile': must be 'steps A-B' with 1 <= A < B (e.g. 'steps 20-25'), "
+                          f"or '' for no trace; got {text!r}")
+    return int(match[1]), int(match[2])
 
 
 def check_placement(parallel: str, mesh: str, sharding_rules, fsdp_min_size: int) -> None:

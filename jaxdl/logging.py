@@ -1,4 +1,4 @@
-"""The run's records: metrics.jsonl, TensorBoard events, the console table and progress bar, JSON files.
+"""The run's records: metrics.jsonl, the console table and progress bar, JSON files.
 
 Only the side effects live here; what is logged is decided by the loop. In a multi-process run only process 0
 writes (the others get a RunLog with `enabled=False`).
@@ -19,7 +19,8 @@ import tqdm
 
 PACKAGES = ('jax', 'jaxlib', 'flax', 'optax', 'orbax-checkpoint', 'tensorflow', 'tensorflow-cpu',
             'tensorflow-datasets', 'ml-collections', 'numpy', 'jaxdl')
-TIMING_KEYS = ('elapsed_s',)  # the only fields allowed to differ between identical reruns
+# The only fields allowed to differ between identical reruns (jaxdl.train.throughput adds the speed ones).
+TIMING_KEYS = ('elapsed_s', 'step_time_s', 'images_per_s', 'input_wait_share', 'mfu')
 
 
 def write_json(path: Path, obj) -> None:
@@ -73,18 +74,11 @@ def environment_record(config) -> dict:
 
 
 class RunLog:
-    """Appends one JSON object per event to metrics.jsonl and mirrors scalars to TensorBoard."""
+    """Appends one JSON object per event to metrics.jsonl (the trackers, jaxdl.trackers, mirror it elsewhere)."""
 
     def __init__(self, workdir: Path, *, enabled: bool = True):
         self.enabled = enabled
         self.path = Path(workdir) / 'metrics.jsonl'
-        self._tb = None
-        if enabled:
-            import tensorflow as tf
-            self._tb = tf.summary.create_file_writer(str(Path(workdir) / 'tensorboard'))
-            # One graph call per record instead of one eager op per scalar (1.4 ms -> 0.5 ms a train record, every
-            # log_every steps). Traced once per set of names, with this writer: one function per log.
-            self._write_scalars = tf.function(self._scalars)
 
     def truncate_after(self, step: int) -> None:
         """On resume: forget what the killed run logged after the checkpoint it resumes from."""
@@ -98,32 +92,6 @@ class RunLog:
             return
         with self.path.open('a') as f:
             f.write(json.dumps(record, sort_keys=True) + '\n')
-        import tensorflow as tf
-        names, numbers = [], []
-        for key, value in record.items():
-            if key in ('step', 'epoch', 'split'):
-                continue
-            # per-class figures (IoU, AP) as one scalar each; lists (a confusion matrix) and None stay in JSON
-            parts = value.items() if isinstance(value, dict) else [('', value)]
-            for part, number in parts:
-                if isinstance(number, (int, float)):
-                    names.append(f'{record["split"]}/{key}' + (f'/{part}' if part else ''))
-                    numbers.append(number)
-        if names:
-            with self._tb.as_default():
-                self._write_scalars(tuple(names), tf.constant(numbers, tf.float32),
-                                    tf.constant(record['step'], tf.int64))
-        self._tb.flush()
-
-    @staticmethod
-    def _scalars(names, numbers, step):
-        import tensorflow as tf
-        for i, name in enumerate(names):
-            tf.summary.scalar(name, numbers[i], step=step)
-
-    def close(self) -> None:
-        if self._tb is not None:
-            self._tb.close()
 
 
 class Console:

@@ -92,9 +92,12 @@ def code_root(path: str) -> str | None:
 
 
 def named_code(config) -> tuple[tuple[str, str], ...]:
-    """(config key, name) of every setting that names code: model, task, dataset builder, runner."""
+    """(config key, name) of every setting that names code: model, task, dataset builder, runner, trackers,
+    hooks."""
     return (('model.name', config.model.name), ('task.name', config.task.name),
-            ('dataset.name', config.dataset.name), ('train.parallel', config.train.parallel))
+            ('dataset.name', config.dataset.name), ('train.parallel', config.train.parallel),
+            *(('train.trackers', name) for name in config.train.trackers),
+            *(('train.hooks', name) for name in config.train.hooks))
 
 
 def code_roots(config) -> list[str]:
@@ -173,3 +176,4 @@ TASKS = Registry('task', 'task.name', 'jaxdl.tasks', 'TASK')
 BUILDERS = Registry('dataset', 'dataset.name', 'jaxdl.data.builders', 'BUILDER')
 KINDS = Registry('data kind', 'task.name', 'jaxdl.data.kinds', 'KIND')
 RUNNERS = Registry('runner', 'train.parallel', 'jaxdl.train.runners', 'RUNNER')
+TRACKERS = Registry('tracker', 'train.trackers', 'jaxdl.trackers', 'TRACKER')

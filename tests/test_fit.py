@@ -60,19 +60,30 @@ def test_run_directory_holds_every_record(finished_run):
     assert np.sum(summary['test']['confusion_matrix']) == 359
 
 
-def test_tensorboard_holds_the_records_scalars(finished_run):
+def test_tensorboard_holds_the_records_scalars_the_config_and_the_test_as_a_table(finished_run):
     import tensorflow as tf
     _, result = finished_run
-    events = {}
+    events, plugins, texts = {}, set(), {}
     for path in (result.workdir / 'tensorboard').glob('events.out.tfevents.*'):
         for event in tf.compat.v1.train.summary_iterator(str(path)):
             for value in event.summary.value:
-                events[(value.tag, event.step)] = float(tf.make_ndarray(value.tensor))
+                plugin = value.metadata.plugin_data.plugin_name
+                plugins.add(plugin)
+                if plugin == 'scalars':
+                    events[(value.tag, event.step)] = float(tf.make_ndarray(value.tensor))
+                elif plugin == 'text':
+                    texts[value.tag] = tf.make_ndarray(value.tensor).item().decode()
     records = read_jsonl(result.workdir / 'metrics.jsonl')
     expected = {(f"{r['split']}/{key}", r['step']): float(np.float32(r[key])) for r in records
-                for key in ('loss', 'accuracy', 'learning_rate') if key in r}
+                for key in ('loss', 'accuracy', 'learning_rate') if key in r and r['split'] != 'test'}
     assert {key: events.get(key) for key in expected} == expected
     assert len([tag for tag, step in events if tag == 'train/loss']) == 14  # 11 log steps (5, 10, ..) + 19, 38, 57
+    # The test, written once, is a table (TensorBoard draws a one-point chart as an empty plot); the config is on
+    # the HParams dashboard.
+    assert not [tag for tag, _ in events if tag.startswith('test/')]
+    test = next(r for r in records if r['split'] == 'test')
+    assert f"| accuracy | {test['accuracy']:.6g} |" in texts['test']
+    assert 'hparams' in plugins
 
 
 def test_same_config_and_seed_give_identical_records_and_params(finished_run, tmp_path):

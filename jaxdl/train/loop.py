@@ -27,9 +27,13 @@ from jaxdl.data.pipeline import Pipeline
 from jaxdl.errors import DataError, Preempted, TrainingDiverged
 from jaxdl.logging import Console, RunLog, environment_record, read_jsonl, write_json
 from jaxdl.plots import plot_progress
+from jaxdl.trackers import trackers
+from jaxdl.train import costs as costs_lib
 from jaxdl.train.evaluators import after_training, during_training
-from jaxdl.train.hooks import Hook, Hooks
+from jaxdl.train.hooks import Hook, Hooks, from_config as hooks_from_config
 from jaxdl.train.kill_points import KillPoints
+from jaxdl.train.profiler import ProfileWindow
+from jaxdl.train.throughput import Throughput
 from jaxdl.train.guard import StopSignals, WorkdirLock, check_writable
 from jaxdl.train.state import TrainState, state_from_config
 from jaxdl.train.runners import StepRunner, runner_for
@@ -158,8 +162,10 @@ def fit(config, workdir: str | Path, *, show_progress: bool = True, hooks: Seque
     With `transfer.init_from` the run starts from another run's weights (see jaxdl.transfer); with
     `transfer.compare_with_scratch` the same budget is also trained from scratch into WORKDIR/from_scratch and
     both test results are reported side by side in summary.json under `comparison`. `hooks`
-    (jaxdl.train.hooks.Hook) are called at the loop's named moments, after its own training records."""
+    (jaxdl.train.hooks.Hook) are called at the loop's named moments, after its own (records, trackers, profiler),
+    then those `train.hooks` names."""
     config = config_lib.validate(config)
+    hooks = (*hooks, *hooks_from_config(config))  # a path that does not import or is no hook: here, before any step
     determinism.request(config.train.deterministic)  # before fit's first JAX computation starts the backend
     if config.transfer.init_from:  # recorded absolute, so a rerun from anywhere finds the same source
         config = copy.deepcopy(config)
@@ -207,6 +213,7 @@ class RunContext:
     Hooks and evaluators receive it (`run`)."""
     config: config_lib.ConfigDict
     workdir: Path
+    environment: dict                     # environment.json's content (with `costs` once measured)
     pipeline: Pipeline
     task: object
     plan: Plan
@@ -221,6 +228,12 @@ class RunContext:
     resumed_from: int | None = None       # the checkpoint's step, when a run resumes
     console: Console | None = None
     is_main: bool = True
+    throughput: Throughput | None = None
+
+    def write_record(self, row: dict) -> None:
+        """A row of metrics.jsonl, then every hook's `record` (the trackers mirror it)."""
+        self.log.write(row)
+        self.hooks.record(self, row)
 
     def note(self, text: str) -> None:
         """A line on the console (stderr) from process 0, before or during training."""
@@ -233,6 +246,7 @@ class RunContext:
 def _fit_holding_lock(config, workdir: Path, show_progress: bool, hooks: tuple[Hook, ...]) -> FitResult:
     """The phases of a run: open it, resume, train, select, test, summarize."""
     run, transfer_message = _open_run(config, workdir, hooks)
+    error = None
     try:
         _resume(run)
         if run.loop.finished and (workdir / 'summary.json').exists():
@@ -246,17 +260,26 @@ def _fit_holding_lock(config, workdir: Path, show_progress: bool, hooks: tuple[H
         run.log.truncate_after(run.resumed_from or 0)
         if run.resumed_from is not None:
             run.note(f'resuming {workdir} from step {run.resumed_from}')
+        run.hooks.run_start(run)
         with StopSignals() as stop:
             final_state = run.runner.host_state(_train(run, stop))
         run.checkpoints.wait()
         selected_step, selected = _select(run, final_state)
         test = _test(run, selected, selected_step)
         return FitResult(selected, _summarize(run, selected_step, int(final_state.step), test), workdir)
+    except BaseException as e:
+        error = e
+        raise
     finally:
-        if run.console:
-            run.console.close()
-        run.checkpoints.close()
-        run.log.close()
+        try:
+            run.hooks.closed(run, error)
+        except Exception:
+            if error is None:  # a hook's failure to close never hides the run's own error
+                raise
+        finally:
+            if run.console:
+                run.console.close()
+            run.checkpoints.close()
 
 
 def _open_run(config, workdir: Path, hooks: tuple[Hook, ...]) -> tuple[RunContext, str | None]:
@@ -285,12 +308,14 @@ def _open_run(config, workdir: Path, hooks: tuple[Hook, ...]) -> tuple[RunContex
         transfer, transfer_message = report.as_record(), report.describe()
     elif config.transfer.init_from and (workdir / 'environment.json').exists():
         transfer = json.loads((workdir / 'environment.json').read_text()).get('transfer')
+    environment = _environment(config, pipeline, plan, runner.kind, transfer)
     if is_main:
-        _record_run(workdir, config, _environment(config, pipeline, plan, runner.kind, transfer), latest is not None)
-    kill, records = KillPoints.armed(), TrainRecords()
-    run = RunContext(config, workdir, pipeline, task, plan, runner, schedule, checkpoints,
-                     RunLog(workdir, enabled=is_main), state, Hooks([records, *hooks, *([kill] if kill else [])]),
-                     records, resumed_from=latest, is_main=is_main)
+        _record_run(workdir, config, environment, latest is not None)
+    kill, records, profile = KillPoints.armed(), TrainRecords(), ProfileWindow.from_config(config)
+    own = [records, ConsoleRows(), trackers(config.train.trackers), *([profile] if profile else [])]
+    run = RunContext(config, workdir, environment, pipeline, task, plan, runner, schedule, checkpoints,
+                     RunLog(workdir, enabled=is_main), state, Hooks([*own, *hooks, *([kill] if kill else [])]),
+                     records, resumed_from=latest, is_main=is_main, throughput=Throughput(config.train.batch_size))
     return run, transfer_message
 
 
@@ -329,7 +354,8 @@ def _restored(run: RunContext, state: TrainState, step: int, current_step: int) 
 def _test(run: RunContext, selected: TrainState, selected_step: int) -> dict:
     """The test split, once, on the selected model."""
     test = after_training(run.config)(run, run.runner.place_state(selected), None)
-    run.log.write({'step': selected_step, 'epoch': selected_step / run.plan.steps_per_epoch, 'split': 'test', **test})
+    run.write_record({'step': selected_step, 'epoch': selected_step / run.plan.steps_per_epoch, 'split': 'test',
+                      **test})
     return test
 
 
@@ -404,7 +430,8 @@ class TrainRecords(Hook):
         _check_finite(host, run)
         metrics = run.task.summarize(host.sums)
         rate = float(run.schedule(fields['step'] - 1))  # the rate this step used
-        run.log.write({**fields, 'split': 'train', 'learning_rate': rate, **metrics})
+        run.write_record({**fields, 'split': 'train', 'learning_rate': rate, **metrics,
+                          **run.throughput.fields(fields['step'])})
         self.latest = (metrics, rate)
 
     def _flush(self, run: RunContext) -> None:
@@ -441,21 +468,31 @@ def _train(run: RunContext, stop: StopSignals):
     started = time.time() - loop.elapsed_s
     evaluators = during_training(config, plan)
     in_flight = collections.deque()  # recent steps' metrics: bounds the dispatch queue (see StepRunner)
+    first_batch = True
     batches = run.pipeline.train_batches(seed=config.seed, global_batch=config.train.batch_size, start_step=step)
     while step < plan.total_steps and not loop.finished:
-        batch = next(batches)
-        loop.skipped_images += batch['valid'].size - int(batch['valid'].sum())  # dataset.skip_corrupt_images
-        device_state, metrics = runner.train(device_state, batch)
+        with jax.profiler.StepTraceAnnotation('train', step_num=step + 1):  # the trace viewer's steps
+            waiting = time.perf_counter()
+            batch = next(batches)
+            run.throughput.waited(time.perf_counter() - waiting)
+            if first_batch:
+                first_batch = False
+                _measure_costs(run, device_state, batch)
+                hooks.train_start(run, device_state, batch)
+                run.throughput.start(step)
+            loop.skipped_images += batch['valid'].size - int(batch['valid'].sum())  # dataset.skip_corrupt_images
+            hooks.before_dispatch(run, step + 1)
+            device_state, metrics = runner.train(device_state, batch)
         hooks.after_dispatch(run, step + 1, metrics)
         if runner.max_steps_in_flight:
             in_flight.append(metrics)
             if len(in_flight) > runner.max_steps_in_flight:
                 jax.block_until_ready(in_flight.popleft())
         step += 1
-        run.console.advance()
         loop.elapsed_s = time.time() - started
         due = [evaluator for evaluator in evaluators if evaluator.due(step, plan)]
         hooks.after_step(run, step, bool(due))
+        pausing = time.perf_counter()
         for evaluator in due:
             _evaluate_while_training(run, evaluator, device_state, step)
         if step == plan.total_steps and not loop.finished:
@@ -466,6 +503,7 @@ def _train(run: RunContext, stop: StopSignals):
             hooks.before_save(run, step)
             run.checkpoints.save(step, runner.host_state(device_state).to_checkpoint(), loop.to_json(), loop.best_step)
             hooks.after_save(run, step)
+        run.throughput.pause(time.perf_counter() - pausing)
         if stopping:
             run.checkpoints.wait()
             raise Preempted(f'{stop.received or "a stop signal (on another process)"} received: stopped after step '
@@ -482,15 +520,44 @@ def _evaluate_while_training(run: RunContext, evaluator, device_state, step: int
     """One evaluator's figures at `step`, logged under its name; validation's also decide early stopping and
     which model is best, and make the console's row."""
     metrics = evaluator(run, device_state, step)
-    run.log.write({**run.row_fields(step), 'split': evaluator.name, **metrics})
+    run.write_record({**run.row_fields(step), 'split': evaluator.name, **metrics})
     if evaluator.name != 'validation':
         run.note(f'{evaluator.name} (step {step}): {_headline(run.task, metrics)}')
         return
     early = run.config.train.early_stopping
     run.loop.validated(step, metrics['loss'], early.min_delta, early.patience)
-    train_metrics, learning_rate = run.records.latest
-    run.console.row(epoch=math.ceil(step / run.plan.steps_per_epoch), step=step, elapsed=run.loop.elapsed_s,
-                    train=train_metrics, validation=metrics, learning_rate=learning_rate)
+    run.hooks.validated(run, step, metrics, run.loop.best_step == step)
+
+
+class ConsoleRows(Hook):
+    """The console's progress (a bar on a terminal, a line every 5% elsewhere) and its table, a row at each
+    validation beside the latest training figures."""
+
+    def after_step(self, run, step, evaluating):
+        run.console.advance()
+
+    def validated(self, run, step, metrics, improved):
+        train_metrics, learning_rate = run.records.latest
+        run.console.row(epoch=math.ceil(step / run.plan.steps_per_epoch), step=step, elapsed=run.loop.elapsed_s,
+                        train=train_metrics, validation=metrics, learning_rate=learning_rate)
+
+
+def _measure_costs(run: RunContext, device_state, batch) -> None:
+    """What a step costs (jaxdl.train.costs), before the first step: on the console once, in environment.json,
+    and what the throughput records take MFU from."""
+    try:
+        costs = costs_lib.measure(run, device_state, batch)
+    except Exception as e:  # an instrument never stops a run; the step itself reports what is wrong with it
+        run.note(f'warning: could not measure what a step costs ({type(e).__name__}: {str(e)[:200]})')
+        return
+    run.note(costs_lib.describe(costs))
+    step = costs['train_step'] or {}
+    run.throughput.flops_per_device_step = step.get('flops_per_device')
+    peak = costs['peak_tflops_per_device']
+    run.throughput.peak_flops_per_device = peak * 1e12 if peak else None
+    run.environment['costs'] = costs
+    if run.is_main:
+        write_json(run.workdir / 'environment.json', run.environment)
 
 
 def _summary(config, plan: Plan, loop: LoopState, selected_step: int, final_step: int, log_path: Path,

@@ -35,7 +35,8 @@ class StepRunner:
 
     `state_shardings(abstract_state)` says where each leaf of a state lives (None: one device, or pmap's
     replicas); `place_state` puts a TrainState there, `host_state` gives it back as one TrainState (the device
-    arrays themselves for mesh runners: a checkpoint writes each shard from where it lives).
+    arrays themselves for mesh runners: a checkpoint writes each shard from where it lives). `lower_train` lowers
+    the train step for a placed state and a host batch (optional: costs are measured only where it is given).
     """
     kind: str
     train: Callable[[Any, dict], tuple[Any, TrainMetrics]]
@@ -45,6 +46,9 @@ class StepRunner:
     num_devices: int
     state_shardings: Callable[[Any], Any] = lambda abstract_state: None
     mesh: Any = None
+    # (placed state, host batch) -> the train step lowered for them (jax's Lowered): what jaxdl.train.costs compiles
+    # to read the step's FLOPs and memory; its compilation is the one the loop's calls then reuse. None: unknown.
+    lower_train: Callable[[Any, dict], Any] | None = None
 
     @property
     def max_steps_in_flight(self) -> int | None:

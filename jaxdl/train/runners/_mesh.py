@@ -43,5 +43,10 @@ def mesh_runner(kind: str, task, settings: RunnerSettings) -> StepRunner:
         sums, predictions = evaluate(state, put(batch))
         return sums, multihost_utils.global_array_to_host_local_array(predictions, mesh, rows.spec)
 
+    def lower_train(state, batch):
+        if 'train' not in steps:
+            raise RuntimeError('place the state with runner.place_state before lowering the step')
+        return steps['train'].lower(state, put(batch))
+
     return StepRunner(kind, train, run_eval, place_state=place, host_state=lambda s: s,
-                      num_devices=jax.device_count(), state_shardings=shardings_of, mesh=mesh)
+                      num_devices=jax.device_count(), state_shardings=shardings_of, mesh=mesh, lower_train=lower_train)

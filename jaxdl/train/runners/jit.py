@@ -16,4 +16,5 @@ def RUNNER(task, settings: RunnerSettings) -> StepRunner:
     evaluate = jax.jit(partial(eval_step, task=task), compiler_options=options)
     put = lambda batch: jax.device_put(batch, device)
     return StepRunner('jit', lambda s, b: train(s, put(b)), lambda s, b: evaluate(s, put(b)),
-                      place_state=lambda s: jax.device_put(s, device), host_state=lambda s: s, num_devices=1)
+                      place_state=lambda s: jax.device_put(s, device), host_state=lambda s: s, num_devices=1,
+                      lower_train=lambda s, b: train.lower(s, put(b)))

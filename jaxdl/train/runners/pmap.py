@@ -40,4 +40,5 @@ def RUNNER(task, settings: RunnerSettings) -> StepRunner:
         return sums, jax.tree.map(lambda x: x.reshape(-1, *x.shape[2:]), rows)  # [devices, b] -> [rows]
 
     return StepRunner('pmap', lambda state, batch: train(state, split(batch)), run_eval,
-                      place_state=replicate, host_state=first, num_devices=n)
+                      place_state=replicate, host_state=first, num_devices=n,
+                      lower_train=lambda state, batch: train.lower(state, split(batch)))
