@@ -7,6 +7,8 @@ resumed run continues the same W&B run (its id kept in WORKDIR/trackers.json); s
 already logged past the checkpoint are logged again and W&B keeps the first."""
 from __future__ import annotations
 
+import secrets
+
 from jaxdl.errors import Preempted
 from jaxdl.train.hooks import Hook
 from jaxdl.trackers import flat_config, run_name, save_id, saved_id, scalars
@@ -17,7 +19,7 @@ class WandB(Hook):
         import wandb
         run_id = saved_id(run.workdir, 'wandb')
         if run_id is None:
-            run_id = wandb.util.generate_id()
+            run_id = secrets.token_hex(6)  # W&B's ids: letters and digits
             save_id(run.workdir, 'wandb', run_id)  # before init: a run killed during it resumes the same id
         self.run = wandb.init(project=run.config.tracking.project, name=run_name(run), id=run_id, resume='allow',
                               dir=str(run.workdir), config=flat_config(run.config),
