@@ -97,7 +97,9 @@ def test_hooks_see_every_moment_in_order_and_a_users_hook_posts_each_improvement
     validated = [m for m in moments if m[0] == 'validated']
     assert [m[1] for m in validated] == [r['step'] for r in records if r['split'] == 'validation']
     improvements = [m[1] for m in validated if m[3]]
-    assert improvements and improvements[-1] == result.summary['best_step']
+    losses = [(r['step'], r['loss']) for r in records if r['split'] == 'validation']
+    assert improvements == [s for i, (s, loss) in enumerate(losses) if all(loss < l for _, l in losses[:i])]
+    assert improvements[-1] == result.summary['best_step']
     # the README's hook, posting to a (local) webhook at each improvement
     assert [p['text'].split('improved at step ')[1].split(':')[0] for p in posts] == [str(s) for s in improvements]
 
