@@ -22,7 +22,7 @@ def trace_dir(run):
 class ProfileWindow(Hook):
     def __init__(self, first: int, last: int):
         self.first, self.last = first, last
-        self.tracing, self.skip, self.last_metrics = False, False, None
+        self.tracing, self.last_metrics = False, None
 
     @classmethod
     def from_config(cls, config) -> 'ProfileWindow | None':
@@ -33,13 +33,12 @@ class ProfileWindow(Hook):
         if self.first > run.plan.total_steps:
             raise ConfigError(f"config key 'train.profile': the window starts at step {self.first}, after the run's "
                               f"last step ({run.plan.total_steps}); choose steps within 1-{run.plan.total_steps}")
-        self.skip = run.resumed_from is not None and run.resumed_from >= self.first
-        if self.skip:
+        if run.resumed_from is not None and run.resumed_from >= self.first:  # (its steps are never dispatched again)
             run.note(f'not profiling: the run resumes from step {run.resumed_from}, past the start of '
                      f'train.profile={run.config.train.profile!r}')
 
     def before_dispatch(self, run, step):
-        if step == self.first and not self.skip:
+        if step == self.first:
             path = trace_dir(run)
             path.mkdir(parents=True, exist_ok=True)
             jax.profiler.start_trace(str(path))
