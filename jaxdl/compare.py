@@ -11,7 +11,7 @@ import json
 import math
 from pathlib import Path
 
-from jaxdl.config import PLACEMENT_KEYS, flatten
+from jaxdl.config import INSTRUMENT_KEYS, PLACEMENT_KEYS, flatten
 from jaxdl.errors import CheckpointError, ConfigError
 
 # Record fields that are not figures.
@@ -20,7 +20,7 @@ NOT_FIGURES = ('count', 'step', 'epoch', 'elapsed_s', 'learning_rate')
 # beside the loss; --metrics picks others.
 MAIN_FIGURES = ('accuracy', 'mean_iou', 'map_50', 'map', 'rmse', 'mae', 'mean_abs_rank_error', 'pixel_accuracy')
 # Keys that differ between runs without being a different experiment: where the arrays lived, and the seed.
-IGNORED = ('seed', 'dataset.data_dir', *PLACEMENT_KEYS)
+IGNORED = ('seed', 'dataset.data_dir', *PLACEMENT_KEYS, *INSTRUMENT_KEYS)
 
 
 def find_runs(paths) -> list[Path]:

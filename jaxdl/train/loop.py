@@ -123,14 +123,16 @@ def _environment(config, pipeline: Pipeline, plan: Plan, parallel: str, transfer
 
 def _record_run(workdir: Path, config, environment: dict, has_checkpoints: bool) -> None:
     """config.json and environment.json; a resumed run must have the config it started with, but for where its
-    arrays live (config.PLACEMENT_KEYS: another device count, mesh or parallel mode)."""
+    arrays live (config.PLACEMENT_KEYS: another device count, mesh or parallel mode) and what watches it
+    (config.INSTRUMENT_KEYS: trackers, hooks, a profile window)."""
     config_path = workdir / 'config.json'
     new = json.loads(config_lib.to_json(config))
     if has_checkpoints and config_path.exists():
         old = json.loads(config_path.read_text())
         flat_old, flat_new = config_lib.flatten(old), config_lib.flatten(new)
         changed = sorted(k for k in set(flat_old) | set(flat_new)
-                         if flat_old.get(k) != flat_new.get(k) and k not in config_lib.PLACEMENT_KEYS)
+                         if flat_old.get(k) != flat_new.get(k)
+                         and k not in config_lib.PLACEMENT_KEYS + config_lib.INSTRUMENT_KEYS)
         if changed:
             raise config_lib.ConfigError(
                 f'{workdir} holds a run trained with a different config ({", ".join(changed)} differ); '
