@@ -241,3 +241,12 @@ def test_a_resumed_run_continues_its_tracker_runs_and_does_not_trace_its_window_
     assert len(runs) == 2 and all(p.name == f'run-{ids["wandb"]}.wandb' for p in runs)
     assert len(list((workdir / 'tensorboard' / 'plugins' / 'profile').iterdir())) == 1  # the first run's trace only
     assert result.summary['final_step'] == 20
+
+
+def test_the_peak_rate_is_the_devices_and_the_compute_dtypes():
+    from jaxdl.train.costs import peak_tflops
+    assert peak_tflops('NVIDIA H100 80GB HBM3', 'bfloat16') == 989.0
+    assert peak_tflops('NVIDIA H100 80GB HBM3', 'float32') == 494.7  # TF32, jax's default float32 matmul there
+    assert peak_tflops('NVIDIA H100 PCIe', 'bfloat16') == 756.0
+    assert peak_tflops('TPU v5 lite', 'bfloat16') == 197.0 and peak_tflops('TPU v5', 'bfloat16') == 459.0
+    assert peak_tflops('cpu', 'float32') is None and peak_tflops('TPU v4', 'float32') is None

@@ -90,6 +90,13 @@ def test_fit_with_pmap_and_sharded_ends_where_single_device_fit_does(tmp_path, m
     for kind in ('pmap', 'sharded', 'fsdp'):
         environment = json.loads((tmp_path / kind / 'environment.json').read_text())
         assert environment['parallel'] == kind and len(environment['devices']) == 2
+        # what a step costs, measured for every runner; fsdp holds half of the split leaves on each device
+        modules = {row['name']: row for row in environment['costs']['parameters']}
+        assert environment['costs']['train_step']['flops_per_device'] > 0
+        assert modules['head']['bytes_per_device'] == modules['head']['bytes']  # 330 numbers: below fsdp_min_size
+        backbone = modules['backbone']
+        assert backbone['bytes_per_device'] < backbone['bytes'] if kind == 'fsdp' else \
+            backbone['bytes_per_device'] == backbone['bytes']
         params = load_run(tmp_path / kind, 'latest').state.params
         for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(reference_params), strict=True):
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=floor)
