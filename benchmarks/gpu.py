@@ -5,9 +5,10 @@
 
 1. jaxdl's jitted train step against a hand-written one (the same model, optimizer and batch): the ratio of
    images/s. jaxdl's step adds the non-finite guard and the metric sums; the target is >= 0.95.
-2. The ImageNet ResNet-50 and ViT-B/16 train steps in bfloat16 (224x224, Adam): images/s, the FLOP/s XLA
-   counts for the compiled step, and their share of the GPU's peak bf16 rate (--peak-tflops; 989 is the dense
-   bf16 figure NVIDIA gives for the H100 and H200 SXM).
+2. The ImageNet ResNet-50 and ViT-B/16 train steps in bfloat16 (224x224, Adam): images/s, and what a run
+   reports at its start (jaxdl.train.costs): the FLOPs XLA counts for the compiled step, its memory, and MFU,
+   the share of the device's peak bf16 rate (the table's, e.g. 989 TFLOP/s dense for the H100 and H200 SXM,
+   or --peak-tflops).
 3. The fsdp runner against the replicated one on the devices present (on one GPU the mesh has one device: the
    ratio shows what the sharded path costs when it shards nothing).
 4. fit() end to end on the digits ResNet, where TensorFlow is installed (its input pipeline needs it).
@@ -35,7 +36,9 @@ import optax
 
 import jaxdl
 from jaxdl.config import apply_updates
+from jaxdl.logging import read_jsonl
 from jaxdl.train.state import abstract_train_state, create_train_state
+from jaxdl.train import costs
 from jaxdl.train.runners import make_runner
 
 
@@ -72,15 +75,6 @@ def timed(step, state, data, steps: int) -> tuple[float, object]:
     return float(np.median(windows)), state
 
 
-def flops_per_step(jitted, *args) -> float | None:
-    try:
-        analysis = jitted.lower(*args).compile().cost_analysis()
-        analysis = analysis[0] if isinstance(analysis, (list, tuple)) else analysis
-        return float(analysis.get('flops')) if analysis and analysis.get('flops') else None
-    except Exception:  # some backends report no cost analysis
-        return None
-
-
 def hand_written_step(module, tx):
     """The simplest correct step: cross-entropy, value_and_grad, the optax update, BatchNorm statistics kept."""
     def step(carry, batch):
@@ -113,18 +107,28 @@ def step_ratio(results, model, options, image, batch, dtype, steps):
 
 
 def model_rate(results, name, model, options, image, batch, dtype, steps, peak_tflops):
+    """images/s of the jit runner's step, and what jaxdl.train.costs reports for it at a run's start: FLOPs per
+    step (XLA's cost analysis), the compiled memory and MFU against the device's peak (its table, or
+    --peak-tflops)."""
     task, module, tx, data = setup(model, options, image, batch, dtype)
     runner = make_runner('jit', task)
     state = runner.place_state(create_train_state(module, tx, seed=0, image_shape=(image, image, 3)))
-    jitted = jax.jit(partial(jaxdl.train_step, task=task), donate_argnums=0)
-    data = jax.device_put(data, jax.devices()[0])
-    flops = flops_per_step(jitted, state, data)
-    seconds, _ = timed(jitted, state, data, steps)
+    try:
+        step_costs = costs.compiled_step_costs(runner, state, data) or {}
+    except Exception as e:  # a backend without cost or memory analysis
+        step_costs = {'error': f'{type(e).__name__}: {e}'[:200]}
+    seconds, _ = timed(runner.train, state, data, steps)
+    device = jax.devices()[0]
+    peak = peak_tflops or costs.peak_tflops(device.device_kind, dtype)
+    flops = step_costs.get('flops_per_device')
     record = {'check': 'train step', 'model': name, 'dtype': dtype, 'image': image, 'batch': batch,
-              'images_per_s': round(batch / seconds, 1), 'step_ms': round(1000 * seconds, 2)}
+              'images_per_s': round(batch / seconds, 1), 'step_ms': round(1000 * seconds, 2),
+              'gflops_per_step': float(f'{flops / 1e9:.4g}') if flops else None,
+              'memory_mb': {k: round(v / 2**20, 1) for k, v in (step_costs.get('memory_bytes') or {}).items()},
+              'peak_tflops': peak}
     if flops:
         record['tflop_per_s'] = round(flops / seconds / 1e12, 1)
-        record['share_of_peak'] = round(flops / seconds / (peak_tflops * 1e12), 3)
+        record['mfu'] = round(flops / seconds / (peak * 1e12), 3) if peak else None
     report(results, record)
 
 
@@ -133,7 +137,7 @@ def fsdp_against_replicated(results, model, options, image, batch, dtype, steps)
     abstract = abstract_train_state(module, tx, image_shape=(image, image, 3))
     rates = {}
     for kind in ('sharded', 'fsdp'):
-        runner = make_runner(kind, task, fsdp_min_size=1)
+        runner = make_runner(kind, task, **({'fsdp_min_size': 1} if kind == 'fsdp' else {}))
         state = runner.place_state(create_train_state(module, tx, seed=0, image_shape=(image, image, 3),
                                                       shardings=runner.state_shardings(abstract)))
         seconds, _ = timed(runner.train, state, data, steps)
@@ -160,9 +164,15 @@ def fit_end_to_end(results, epochs: int):
         start = time.perf_counter()
         result = jaxdl.fit(config, workdir, show_progress=False)
         wall = time.perf_counter() - start
+        rows = [r for r in read_jsonl(Path(workdir) / 'metrics.jsonl') if r['split'] == 'train'][1:]
+    median = lambda key: round(float(np.median([r[key] for r in rows if r.get(key) is not None])), 4) \
+        if any(r.get(key) is not None for r in rows) else None
     report(results, {'check': 'fit end to end', 'experiment': 'digits_resnet', 'epochs': epochs,
                      'wall_s': round(wall, 1), 'train_time_s': round(result.summary['train_time_s'], 1),
-                     'test_accuracy': round(result.summary['test']['accuracy'], 4)})
+                     'test_accuracy': round(result.summary['test']['accuracy'], 4),
+                     # the training records' throughput (jaxdl.train.throughput), median over the run
+                     'images_per_s': median('images_per_s'), 'input_wait_share': median('input_wait_share'),
+                     'mfu': median('mfu')})
 
 
 def streamed_resnet50(results, image: int, batch: int, steps: int, model: tuple) -> None:
@@ -241,7 +251,8 @@ def reruns(results, model, options, image, batch, dtype, steps, smoke: bool) -> 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--smoke', action='store_true', help='tiny models and images: checks the script, not the GPU')
-    parser.add_argument('--peak-tflops', type=float, default=989.0, help='the GPU peak dense bf16 TFLOP/s')
+    parser.add_argument('--peak-tflops', type=float, default=0.0,
+                        help="the device's peak dense TFLOP/s (0: jaxdl.train.costs' table by device kind)")
     parser.add_argument('--out', help='also write every record to this JSON file')
     parser.add_argument('--determinism-worker', choices=('on', 'off'), help=argparse.SUPPRESS)  # check 6's processes
     args = parser.parse_args()
