@@ -52,7 +52,8 @@ def cmd_evaluate(args, _) -> int:
     from jaxdl.runs import evaluate_run, read_run_files
     config, _env = read_run_files(Path(args.workdir), trust_code=args.trust_code)
     split = args.split or config.dataset.test_split
-    print(json.dumps(evaluate_run(args.workdir, split, args.checkpoint, trust_code=args.trust_code), indent=2))
+    print(json.dumps(evaluate_run(args.workdir, split, args.checkpoint, weights=args.weights,
+                                  trust_code=args.trust_code), indent=2))
     return 0
 
 
@@ -95,7 +96,7 @@ def cmd_predict(args, _) -> int:
     from jaxdl.data import preprocess
     from jaxdl.runs import load_run
     from jaxdl.train.evaluation import predict
-    run = load_run(args.workdir, args.checkpoint, trust_code=args.trust_code)
+    run = load_run(args.workdir, args.checkpoint, weights=args.weights, trust_code=args.trust_code)
     raw = np.stack([load_image(p, run.image_shape) for p in args.images])
     image_format = preprocess.ImageFormat.of(run.config.dataset)
     images = np.stack([preprocess.image_to_float(img, image_format).numpy() for img in raw])
@@ -231,6 +232,7 @@ def cmd_prepare(args, _) -> int:
 
 TRUST_CODE_HELP = ("import the model, task or dataset code the run names from the folders it recorded, outside "
                    "the installed packages and the current directory (that code runs: only for runs you trust)")
+WEIGHTS_HELP = 'raw: the checkpoint\'s weights; ema: their moving average (runs trained with optimizer.ema_decay)'
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -251,6 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('workdir')
     p.add_argument('--split', help="default: the config's test split")
     p.add_argument('--checkpoint', default='best', help='best | latest | STEP (default: best)')
+    p.add_argument('--weights', default='raw', choices=('raw', 'ema'), help=WEIGHTS_HELP)
     p.add_argument('--trust-code', action='store_true', help=TRUST_CODE_HELP)
     p.set_defaults(run=cmd_evaluate)
     p = sub.add_parser('predict', help='predict PNG/JPEG images: top classes with probabilities, regression targets '
@@ -258,6 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('workdir')
     p.add_argument('images', nargs='+')
     p.add_argument('--checkpoint', default='best')
+    p.add_argument('--weights', default='raw', choices=('raw', 'ema'), help=WEIGHTS_HELP)
     p.add_argument('--top', type=int, default=3)
     p.add_argument('--output-dir', default='.', help='where pictures of predictions go (segmentation: '
                                                      'IMAGE.segmentation.png, detection: IMAGE.detections.png; '

@@ -98,6 +98,10 @@ def default_config() -> ConfigDict:
         weight_decay=0.0,      # L2 added to the gradient (sgd, rmsprop, adam); decoupled for adamw
         clip_global_norm=0.0,  # 0 = no clipping
         accumulate_steps=1,    # > 1 accumulates gradients over that many steps (optax.MultiSteps)
+        # An exponential moving average of the weights (parameters and model state, e.g. BatchNorm statistics),
+        # evaluated beside them: 0 = off, else e.g. 0.999. Its decay warms up as min(ema_decay, (1+t)/(10+t)) over
+        # the t updates so far, so early averages do not hold the initial weights for long.
+        ema_decay=0.0,
         # Parameter groups: (regex on the parameter path, e.g. 'backbone/.*', learning-rate multiplier) pairs;
         # the first match wins, unmatched parameters train at the full rate, multiplier 0 freezes a group.
         groups=(),
@@ -114,6 +118,7 @@ def default_config() -> ConfigDict:
         # to initialise from; '' = scratch
         init_from='',
         checkpoint='best',     # which checkpoint of a workdir: best | latest | STEP
+        weights='raw',         # raw | ema: a run's own weights or their EMA (a run trained with optimizer.ema_decay)
         reinitialize=('head/.*',),  # parameter paths (regex) freshly initialised instead of loaded
         compare_with_scratch=False,  # also train the same budget from scratch and report both test results
     ))
@@ -134,7 +139,7 @@ def default_config() -> ConfigDict:
         # GPU: deterministic reductions and kernels (XLA's --xla_gpu_deterministic_ops, set before the backend
         # starts), so a rerun gives the same bits; see jaxdl.determinism. XLA:CPU is deterministic either way.
         deterministic=True,
-        select='best',               # best (by validation loss) | last: the model test is run on
+        select='best',               # best (by validation loss) | best_ema (by the EMA's) | last: what test reads
         on_nonfinite='stop',         # a NaN/Inf loss or gradient: stop (naming the step) | skip that update
         # What watches the run (jaxdl.train.hooks): your hooks by import path ('package.module:MyHook', a Hook
         # subclass or a function of the config returning one), run after the loop's own, in this order.
@@ -413,7 +418,7 @@ def validate(config: ConfigDict) -> ConfigDict:
     _choice(config, 'optimizer.schedule.name', registry.SCHEDULES)
     if not registry.is_import_path(config.train.parallel):  # a runner of the user's own: 'package.module:build'
         _choice(config, 'train.parallel', ('auto', *registry.RUNNERS.builtin_names()))
-    _choice(config, 'train.select', ('best', 'last'))
+    _choice(config, 'train.select', ('best', 'best_ema', 'last'))
     _choice(config, 'train.on_nonfinite', ('stop', 'skip'))
     _choice(config, 'train.cpu_convolutions', registry.CPU_CONVOLUTIONS)
     _choice(config, 'model.dtype', ('float32', 'bfloat16'))
@@ -443,6 +448,9 @@ def validate(config: ConfigDict) -> ConfigDict:
     _require(o.learning_rate is None or (isinstance(o.learning_rate, (int, float)) and o.learning_rate > 0),
              'optimizer.learning_rate', f'must be a positive number or None, got {o.learning_rate!r}')
     _require(o.accumulate_steps >= 1, 'optimizer.accumulate_steps', 'must be >= 1')
+    _require(0.0 <= o.ema_decay < 1.0, 'optimizer.ema_decay', f'must be in [0, 1) (0 = no EMA), got {o.ema_decay!r}')
+    _require(t.select != 'best_ema' or o.ema_decay > 0, 'train.select',
+             "'best_ema' selects by the EMA weights' validation loss: set optimizer.ema_decay (e.g. 0.999)")
     _require(o.clip_global_norm >= 0, 'optimizer.clip_global_norm', 'must be >= 0 (0 turns it off)')
     _require(o.weight_decay >= 0, 'optimizer.weight_decay', 'must be >= 0')
     d = config.dataset
@@ -541,6 +549,7 @@ def require_regex(pattern: str, key: str) -> None:
 
 
 def _validate_transfer(config: ConfigDict) -> None:
+    _choice(config, 'transfer.weights', ('raw', 'ema'))
     d, o, t = config.dataset, config.optimizer, config.transfer
     _require(all(isinstance(c, int) and c >= 0 for c in d.classes) and len(set(d.classes)) == len(d.classes),
              'dataset.classes', f'must be distinct class ids (integers >= 0), got {d.classes!r}')

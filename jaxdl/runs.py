@@ -13,7 +13,7 @@ import jax
 
 from jaxdl import config as config_lib
 from jaxdl.checkpoint import Checkpoints
-from jaxdl.errors import CheckpointError
+from jaxdl.errors import CheckpointError, ConfigError
 from jaxdl.registry import add_code_roots
 from jaxdl.train.evaluation import evaluate
 from jaxdl.train.state import TrainState, state_from_config
@@ -61,9 +61,16 @@ def initial_state(config, environment: dict) -> tuple[TrainState, object]:
     return state, task
 
 
-def load_run(workdir: str | Path, checkpoint: str | int = 'best', *, trust_code: bool = False) -> Run:
+def load_run(workdir: str | Path, checkpoint: str | int = 'best', *, weights: str = 'raw',
+             trust_code: bool = False) -> Run:
+    """A trained run's checkpoint (best | latest | STEP), its own weights or (`weights='ema'`) their EMA in place."""
     workdir = Path(workdir)
     config, environment = read_run_files(workdir, trust_code=trust_code)
+    if weights not in ('raw', 'ema'):
+        raise ConfigError(f"--weights must be 'raw' or 'ema', got {weights!r}")
+    if weights == 'ema' and not config.optimizer.ema_decay:
+        raise ConfigError(f'--weights ema: the run in {workdir} was trained without an EMA of its weights '
+                          f'(optimizer.ema_decay = 0); use --weights raw')
     state, task = initial_state(config, environment)
     checkpoints = Checkpoints(workdir / 'checkpoints', read_only=True)
     try:
@@ -71,17 +78,18 @@ def load_run(workdir: str | Path, checkpoint: str | int = 'best', *, trust_code:
         tree, _ = checkpoints.restore(step, state.to_checkpoint())
     finally:
         checkpoints.close()
-    return Run(workdir, config, environment, task, state.from_checkpoint(tree), step)
+    state = state.from_checkpoint(tree)
+    return Run(workdir, config, environment, task, state.ema_weights() if weights == 'ema' else state, step)
 
 
 def evaluate_run(workdir: str | Path, split: str, checkpoint: str | int = 'best', batch_size: int | None = None, *,
-                 trust_code: bool = False) -> dict:
-    """Metrics of a trained run's checkpoint on any split of its dataset."""
+                 weights: str = 'raw', trust_code: bool = False) -> dict:
+    """Metrics of a trained run's checkpoint (its weights, or their EMA) on any split of its dataset."""
     from jaxdl.data.pipeline import Pipeline
-    run = load_run(workdir, checkpoint, trust_code=trust_code)
+    run = load_run(workdir, checkpoint, weights=weights, trust_code=trust_code)
     pipeline = Pipeline(run.config.dataset, run.task,
                         process_index=jax.process_index(), process_count=jax.process_count())
     runner = runner_for(run.config.train, run.task)
     batch_size = batch_size or run.config.train.eval_batch_size
     metrics = evaluate(runner, runner.place_state(run.state), pipeline.eval_batches(split, batch_size), run.task)
-    return {'split': split, 'step': run.step, **metrics}
+    return {'split': split, 'step': run.step, 'weights': weights, **metrics}

@@ -206,6 +206,11 @@ def initialize_from(state, transfer_cfg, model_cfg):
         if missing:
             raise TransferError(f'transfer.init_from: {source.state_dir} is not a jaxdl TrainState checkpoint '
                                 f'(no {" or ".join(missing)})')
+        if transfer_cfg.weights == 'ema':
+            if 'ema' not in tree:
+                raise TransferError(f"transfer.weights='ema': the run in {source.path} was trained without an EMA of "
+                                    f"its weights (optimizer.ema_decay = 0); use transfer.weights='raw'")
+            tree = tree['ema']
     new = {COLLECTION_PARAMS: state.params, 'model_state': state.model_state}
     variables, report = transfer_variables(new, {COLLECTION_PARAMS: tree[COLLECTION_PARAMS],
                                                  'model_state': tree['model_state']}, transfer_cfg.reinitialize)

@@ -223,7 +223,8 @@ def fit_each_parallel_mode(workdir: str) -> dict:
     config = load_config_file(str(Path(__file__).parent / 'small_experiment.py'))
     for kind in ('pmap', 'sharded', 'fsdp'):
         fit(apply_updates(config, {'train.duration': '20 steps', 'train.validate_every': '10 steps',
-                                   'train.parallel': kind}), Path(workdir) / kind, show_progress=False)
+                                   'train.parallel': kind, 'optimizer.ema_decay': 0.9}),
+            Path(workdir) / kind, show_progress=False)
     return {'devices': jax.device_count()}
 
 

@@ -79,9 +79,10 @@ def test_fit_with_pmap_and_sharded_ends_where_single_device_fit_does(tmp_path, m
 
     # 20 steps (through a validation and a checkpoint): longer, this small net's SGD turns chaotic (its loss jumps
     # at step ~50) and amplifies the 1e-7 reduction-order differences of any parallel run to percents.
-    reference = fit(make_config(train__duration='20 steps', train__parallel='jit', train__validate_every='10 steps'),
-                    tmp_path / 'jit', show_progress=False)
+    reference = fit(make_config(train__duration='20 steps', train__parallel='jit', train__validate_every='10 steps',
+                                optimizer__ema_decay=0.9), tmp_path / 'jit', show_progress=False)
     reference_params = load_run(reference.workdir, 'latest').state.params
+    reference_ema = load_run(reference.workdir, 'latest', weights='ema').state.params
     floor = 1e-5 * max(float(np.max(np.abs(x))) for x in jax.tree.leaves(reference_params))
     # One process trains all three (the CLI's path to fit() is tested in test_cli.py): a process start each costs
     # more than the 20 steps.
@@ -99,6 +100,10 @@ def test_fit_with_pmap_and_sharded_ends_where_single_device_fit_does(tmp_path, m
             backbone['bytes_per_device'] == backbone['bytes']
         params = load_run(tmp_path / kind, 'latest').state.params
         for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(reference_params), strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=floor)
+        # the EMA of the weights, kept (and under fsdp split) like them, averages the same
+        ema = load_run(tmp_path / kind, 'latest', weights='ema').state.params
+        for a, b in zip(jax.tree.leaves(ema), jax.tree.leaves(reference_ema), strict=True):
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=floor)
 
 

@@ -29,7 +29,7 @@ from jaxdl.logging import Console, RunLog, environment_record, read_jsonl, write
 from jaxdl.plots import plot_progress
 from jaxdl.trackers import trackers
 from jaxdl.train import costs as costs_lib
-from jaxdl.train.evaluators import after_training, during_training
+from jaxdl.train.evaluators import after_training, during_training, selection_split
 from jaxdl.train.hooks import Hook, Hooks, from_config as hooks_from_config
 from jaxdl.train.kill_points import KillPoints
 from jaxdl.train.profiler import ProfileWindow
@@ -267,8 +267,8 @@ def _fit_holding_lock(config, workdir: Path, show_progress: bool, hooks: tuple[H
             final_state = run.runner.host_state(_train(run, stop))
         run.checkpoints.wait()
         selected_step, selected = _select(run, final_state)
-        test = _test(run, selected, selected_step)
-        return FitResult(selected, _summarize(run, selected_step, int(final_state.step), test), workdir)
+        tests = _test(run, selected, selected_step)
+        return FitResult(selected, _summarize(run, selected_step, int(final_state.step), tests), workdir)
     except BaseException as e:
         error = e
         raise
@@ -307,6 +307,7 @@ def _open_run(config, workdir: Path, hooks: tuple[Hook, ...]) -> tuple[RunContex
     if config.transfer.init_from and latest is None:  # a resumed run has the transferred weights in its checkpoint
         from jaxdl.transfer import initialize_from
         state, report = initialize_from(state, config.transfer, config.model)
+        state = state.with_ema_of_weights()  # the EMA starts at the transferred weights
         transfer, transfer_message = report.as_record(), report.describe()
     elif config.transfer.init_from and (workdir / 'environment.json').exists():
         transfer = json.loads((workdir / 'environment.json').read_text()).get('transfer')
@@ -340,9 +341,10 @@ def _finished_before(run: RunContext) -> FitResult:
 
 
 def _select(run: RunContext, final_state: TrainState) -> tuple[int, TrainState]:
-    """The model test is run on: the best by validation loss (train.select='best'), or the last."""
+    """The checkpoint test is run on: the best by validation loss (train.select='best'; 'best_ema': by the EMA
+    weights'), or the last."""
     best = run.loop.best_step
-    step = best if run.config.train.select == 'best' and best is not None else int(final_state.step)
+    step = best if run.config.train.select != 'last' and best is not None else int(final_state.step)
     return step, _restored(run, final_state, step, int(final_state.step))
 
 
@@ -353,25 +355,28 @@ def _restored(run: RunContext, state: TrainState, step: int, current_step: int) 
     return state.from_checkpoint(tree)
 
 
-def _test(run: RunContext, selected: TrainState, selected_step: int) -> dict:
-    """The test split, once, on the selected model."""
-    test = after_training(run.config)(run, run.runner.place_state(selected), None)
-    run.write_record({'step': selected_step, 'epoch': selected_step / run.plan.steps_per_epoch, 'split': 'test',
-                      **test})
-    return test
+def _test(run: RunContext, selected: TrainState, selected_step: int) -> dict[str, dict]:
+    """The test split, once, on the selected checkpoint: {'test': figures[, 'test_ema': its EMA's]}."""
+    device_state, tests = run.runner.place_state(selected), {}
+    for evaluator in after_training(run.config):
+        tests[evaluator.name] = evaluator(run, device_state, None)
+        run.write_record({'step': selected_step, 'epoch': selected_step / run.plan.steps_per_epoch,
+                          'split': evaluator.name, **tests[evaluator.name]})
+    return tests
 
 
-def _summarize(run: RunContext, selected_step: int, final_step: int, test: dict) -> dict:
+def _summarize(run: RunContext, selected_step: int, final_step: int, tests: dict[str, dict]) -> dict:
     """summary.json, written last: its presence says the run is complete."""
     config, task = run.config, run.task
-    summary = _summary(config, run.plan, run.loop, selected_step, final_step, run.log.path, test)
+    summary = _summary(config, run.plan, run.loop, selected_step, final_step, run.log.path, tests)
     if run.is_main:
         plot_progress(read_jsonl(run.log.path), run.workdir / 'progress.png',
                       title=f'{run.pipeline.spec.name}: {config.model.name}', metrics=task.headline[:2],
                       selected_step=selected_step)
         write_json(run.workdir / 'summary.json', summary)
         run.hooks.after_summary(run, summary)
-    run.note(f'test ({config.dataset.test_split}, step {selected_step}): ' + _headline(task, test))
+    for name, test in tests.items():
+        run.note(f'{name} ({config.dataset.test_split}, step {selected_step}): ' + _headline(task, test))
     return summary
 
 
@@ -519,11 +524,11 @@ def _train(run: RunContext, stop: StopSignals):
 
 
 def _evaluate_while_training(run: RunContext, evaluator, device_state, step: int) -> None:
-    """One evaluator's figures at `step`, logged under its name; validation's also decide early stopping and
-    which model is best, and make the console's row."""
+    """One evaluator's figures at `step`, logged under its name; validation's (the EMA's with
+    train.select='best_ema') also decide early stopping and which checkpoint is best, and make the console's row."""
     metrics = evaluator(run, device_state, step)
     run.write_record({**run.row_fields(step), 'split': evaluator.name, **metrics})
-    if evaluator.name != 'validation':
+    if evaluator.name != selection_split(run.config):
         run.note(f'{evaluator.name} (step {step}): {_headline(run.task, metrics)}')
         return
     early = run.config.train.early_stopping
@@ -563,9 +568,12 @@ def _measure_costs(run: RunContext, device_state, batch) -> None:
 
 
 def _summary(config, plan: Plan, loop: LoopState, selected_step: int, final_step: int, log_path: Path,
-             test: dict) -> dict:
-    validations = {r['step']: r for r in read_jsonl(log_path) if r['split'] == 'validation'}
+             tests: dict[str, dict]) -> dict:
+    records = read_jsonl(log_path)
+    at_selected = lambda split: next((r for r in records if r['split'] == split and r['step'] == selected_step), None)
     strip = lambda r: {k: v for k, v in r.items() if k not in ('split', 'elapsed_s')} if r else None
+    ema = {'validation_ema': strip(at_selected('validation_ema')), 'test_ema': dict(tests['test_ema'])} \
+        if 'test_ema' in tests else {}
     return {
         'stop_reason': loop.stop_reason,
         'final_step': final_step,
@@ -574,8 +582,9 @@ def _summary(config, plan: Plan, loop: LoopState, selected_step: int, final_step
         'best_validation_loss': loop.best_validation_loss,
         'selected': config.train.select,
         'selected_step': selected_step,
-        'validation': strip(validations.get(selected_step)),
-        'test': dict(test),
+        'validation': strip(at_selected('validation')),
+        'test': dict(tests['test']),
+        **ema,
         'train_time_s': loop.elapsed_s,
         'skipped_updates': loop.skipped_updates,
         'skipped_corrupt_images': _all_processes_sum(loop.skipped_images),

@@ -144,5 +144,6 @@ def state_shardings(abstract_state, mesh: Mesh, rules=(), min_size: int = 1024, 
     opt_state = optax.tree_utils.tree_map_params(abstract_state.tx, lambda _, sharding: sharding,
                                                  abstract_state.opt_state, params,
                                                  transform_non_params=lambda _: replicated)
+    ema = None if abstract_state.ema is None else {'params': params, 'model_state': model_state}  # split alike
     return abstract_state.replace(step=replicated, params=params, model_state=model_state, opt_state=opt_state,
-                                  rng=replicated)
+                                  rng=replicated, ema=ema)

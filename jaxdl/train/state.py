@@ -21,6 +21,10 @@ class TrainState:
     rng: jax.Array           # raw uint32[2] key: plain data, so a checkpoint restores with orbax alone
     apply_fn: Callable = flax.struct.field(pytree_node=False)
     tx: optax.GradientTransformation = flax.struct.field(pytree_node=False)
+    # The EMA of the weights (optimizer.ema_decay): {'params', 'model_state'} like the live ones, or None (off).
+    ema: Any = None
+    ema_decay: float = flax.struct.field(pytree_node=False, default=0.0)
+    ema_every: int = flax.struct.field(pytree_node=False, default=1)  # micro-steps per update (accumulation)
 
     @property
     def variables(self) -> dict:
@@ -31,16 +35,44 @@ class TrainState:
         return self.replace(step=self.step + 1, params=optax.apply_updates(self.params, updates),
                             model_state=model_state, opt_state=opt_state)
 
+    def updated_ema(self, params, model_state) -> Any:
+        """The EMA after the update that produced `params` and `model_state` (state.step + 1 micro-steps): each
+        `ema_every` micro-steps (an optimizer update, with gradient accumulation) it moves by
+        decay_t = min(ema_decay, (1 + t) / (10 + t)), t the updates so far; in between it stays."""
+        if self.ema is None:
+            return None
+        micro = self.step + 1
+        t = (micro // self.ema_every).astype(jnp.float32)
+        decay = jnp.minimum(self.ema_decay, (1.0 + t) / (10.0 + t))
+        decay = jnp.where(micro % self.ema_every == 0, decay, 1.0)
+        return jax.tree.map(lambda e, w: decay * e + (1.0 - decay) * w, self.ema,
+                            {'params': params, 'model_state': model_state})
+
+    def ema_weights(self) -> 'TrainState':
+        """This state with the EMA in place of the weights (what the EMA evaluators score)."""
+        if self.ema is None:
+            raise ConfigError('this run was trained without an EMA of its weights (optimizer.ema_decay = 0): use '
+                              'the raw weights, or train with optimizer.ema_decay set (e.g. 0.999)')
+        return self.replace(params=self.ema['params'], model_state=self.ema['model_state'])
+
+    def with_ema_of_weights(self) -> 'TrainState':
+        """The EMA (where on) restarted at the current weights: at initialisation and after a transfer."""
+        if self.ema is None:
+            return self
+        return self.replace(ema=jax.tree.map(jnp.copy, {'params': self.params, 'model_state': self.model_state}))
+
     def to_checkpoint(self) -> dict:
         """The saved tree: plain arrays in nested dicts, restorable by orbax without jaxdl."""
-        return {'step': self.step, 'params': self.params, 'model_state': self.model_state,
+        tree = {'step': self.step, 'params': self.params, 'model_state': self.model_state,
                 'opt_state': self.opt_state, 'rng': self.rng}
+        return tree if self.ema is None else {**tree, 'ema': self.ema}
 
     def from_checkpoint(self, tree: dict) -> 'TrainState':
         return self.replace(**tree)
 
 
-def _initial_state(key, model, tx, image_shape: tuple[int, ...]) -> TrainState:
+def _initial_state(key, model, tx, image_shape: tuple[int, ...], ema_decay: float = 0.0,
+                   ema_every: int = 1) -> TrainState:
     from jaxdl.models import ModelApply
     init_key, state_key = jax.random.split(key)
     variables = dict(model.init({'params': init_key, 'dropout': init_key}, jnp.zeros((1, *image_shape), jnp.float32),
@@ -48,25 +80,31 @@ def _initial_state(key, model, tx, image_shape: tuple[int, ...]) -> TrainState:
     if 'params' not in variables:
         raise ValueError(f'{type(model).__name__} has no parameters to train (its init gave {sorted(variables)})')
     params = variables.pop('params')
+    ema = jax.tree.map(jnp.copy, {'params': params, 'model_state': variables}) if ema_decay else None
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, model_state=variables,
-                      opt_state=tx.init(params), rng=state_key, apply_fn=ModelApply(model), tx=tx)
+                      opt_state=tx.init(params), rng=state_key, apply_fn=ModelApply(model), tx=tx, ema=ema,
+                      ema_decay=float(ema_decay), ema_every=int(ema_every))
 
 
-def abstract_train_state(model, tx: optax.GradientTransformation, *, image_shape) -> TrainState:
+def abstract_train_state(model, tx: optax.GradientTransformation, *, image_shape, ema_decay: float = 0.0,
+                         ema_every: int = 1) -> TrainState:
     """The shapes and dtypes of the state create_train_state makes, without computing it."""
-    return jax.eval_shape(partial(_initial_state, model=model, tx=tx, image_shape=tuple(image_shape)),
-                          jax.random.PRNGKey(0))
+    return jax.eval_shape(partial(_initial_state, model=model, tx=tx, image_shape=tuple(image_shape),
+                                  ema_decay=ema_decay, ema_every=ema_every), jax.random.PRNGKey(0))
 
 
 def create_train_state(model, tx: optax.GradientTransformation, *, seed: int, image_shape,
-                       shardings=None) -> TrainState:
+                       shardings=None, ema_decay: float = 0.0, ema_every: int = 1) -> TrainState:
     """Initialises parameters and optimizer state of a flax Module `model` (applied as
     `model.apply(variables, images, train=...)`; see jaxdl.models), in one compiled function (an un-jitted Flax
     init costs seconds on CPU). `shardings` (a TrainState of NamedShardings, e.g. `runner.state_shardings(...)`)
-    creates each leaf where it will live, split over devices, never whole on one of them."""
+    creates each leaf where it will live, split over devices, never whole on one of them. `ema_decay` > 0 keeps
+    an EMA of the weights (`ema_every`: micro-steps per optimizer update)."""
     # Static model, optimizer and shape: the compiled init is reused for the same model value and optimizer.
-    init = jax.jit(_initial_state, static_argnames=('model', 'tx', 'image_shape'), out_shardings=shardings)
-    return init(jax.random.PRNGKey(seed), model=model, tx=tx, image_shape=tuple(image_shape))
+    init = jax.jit(_initial_state, static_argnames=('model', 'tx', 'image_shape', 'ema_decay', 'ema_every'),
+                   out_shardings=shardings)
+    return init(jax.random.PRNGKey(seed), model=model, tx=tx, image_shape=tuple(image_shape),
+                ema_decay=float(ema_decay), ema_every=int(ema_every))
 
 
 def state_from_config(config, task, *, image_shape, plan, shardings=None):
@@ -78,7 +116,8 @@ def state_from_config(config, task, *, image_shape, plan, shardings=None):
     from jaxdl.optim import build_optimizer
     tx, schedule = build_optimizer(config.optimizer, plan)
     model = build_model(config.model, task.num_outputs, task.head_options, image_shape=tuple(image_shape))
-    abstract = abstract_train_state(model, tx, image_shape=image_shape)
+    ema = {'ema_decay': config.optimizer.ema_decay, 'ema_every': config.optimizer.accumulate_steps}
+    abstract = abstract_train_state(model, tx, image_shape=image_shape, **ema)
     images = jax.ShapeDtypeStruct((2, *image_shape), jnp.float32)
     outputs = jax.eval_shape(lambda v, x: abstract.apply_fn(v, x, train=False), abstract.variables, images)
     try:
@@ -88,5 +127,5 @@ def state_from_config(config, task, *, image_shape, plan, shardings=None):
     except (ValueError, TypeError) as e:  # a user's task saying so in its own words
         raise ConfigError(f"config key 'model.name': {e}") from None
     state = create_train_state(model, tx, seed=config.seed, image_shape=image_shape,
-                               shardings=shardings(abstract) if shardings else None)
+                               shardings=shardings(abstract) if shardings else None, **ema)
     return state, schedule

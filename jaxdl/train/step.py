@@ -81,6 +81,8 @@ def train_step(state: TrainState, batch: dict, *, task, axis_name=None) -> tuple
     new_state = updated.replace(params=keep(updated.params, state.params),
                                 opt_state=keep(updated.opt_state, state.opt_state),
                                 model_state=keep(updated.model_state, state.model_state))
+    if state.ema is not None:  # the moving average of the weights this step leaves (unchanged by a skipped one)
+        new_state = new_state.replace(ema=keep(state.updated_ema(new_state.params, new_state.model_state), state.ema))
     sums = _psum(task.train_metric_sums(outputs, batch, per_example), axis_name)
     sums = jax.tree.map(lambda m: jnp.where(finite, m, jnp.zeros_like(m)), sums)  # skipped steps count nothing
     return new_state, TrainMetrics(sums=sums, nonfinite_steps=1.0 - finite.astype(jnp.float32),
