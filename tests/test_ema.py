@@ -69,6 +69,7 @@ def test_validation_and_test_report_the_raw_and_the_ema_weights_and_selection_re
     assert any(raw[s]['loss'] != ema[s]['loss'] for s in raw)
     summary = ema_run.summary
     assert summary['selected_step'] == min(ema, key=lambda s: ema[s]['loss'])  # by the EMA's loss
+    assert summary['best_validation_loss'] == min(r['loss'] for r in ema.values())
     assert summary['validation_ema']['loss'] == ema[summary['selected_step']]['loss']
     assert summary['test_ema']['accuracy'] != summary['test']['accuracy']
     tests = {r['split']: r for r in records if r['split'].startswith('test')}
@@ -105,14 +106,16 @@ class CrashAfter(Hook):
 def test_a_resumed_run_has_the_ema_of_a_run_never_stopped(make_config, tmp_path):
     from jaxdl.runs import load_run
     config = make_config(optimizer__ema_decay=0.8, train__duration='16 steps', train__checkpoint_every='5 steps',
-                         train__validate_every='8 steps', train__trackers=())
-    fit(config, tmp_path / 'whole', show_progress=False)
+                         train__validate_every='8 steps', train__trackers=(), train__select='last')
+    whole = fit(config, tmp_path / 'whole', show_progress=False).state  # the final state, in memory
     with pytest.raises(RuntimeError, match='crash'):
         fit(config, tmp_path / 'resumed', show_progress=False, hooks=[CrashAfter(7)])
-    fit(config, tmp_path / 'resumed', show_progress=False)
-    whole, resumed = (load_run(tmp_path / name, 'latest', weights='ema').state for name in ('whole', 'resumed'))
-    for a, b in zip(jax.tree.leaves(whole.params), jax.tree.leaves(resumed.params), strict=True):
+    resumed = fit(config, tmp_path / 'resumed', show_progress=False).state  # resumed from step 5's checkpoint
+    saved = load_run(tmp_path / 'resumed', 'latest', weights='ema').state
+    for a, b, c in zip(jax.tree.leaves(whole.ema), jax.tree.leaves(resumed.ema),
+                       jax.tree.leaves({'params': saved.params, 'model_state': saved.model_state}), strict=True):
         np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(a, c)
 
 
 def test_bad_ema_settings_are_one_line_naming_the_key(make_config, tmp_path):
