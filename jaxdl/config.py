@@ -102,6 +102,9 @@ def default_config() -> ConfigDict:
         # evaluated beside them: 0 = off, else e.g. 0.999. Its decay warms up as min(ema_decay, (1+t)/(10+t)) over
         # the t updates so far, so early averages do not hold the initial weights for long.
         ema_decay=0.0,
+        # Layer-wise learning-rate decay for fine-tuning (e.g. 0.75; 0 = off): layer i of L trains at
+        # layer_decay ** (L - 1 - i) of the rate, L from the model's LAYER_INDEX (jaxdl's vit has one).
+        layer_decay=0.0,
         # Parameter groups: (regex on the parameter path, e.g. 'backbone/.*', learning-rate multiplier) pairs;
         # the first match wins, unmatched parameters train at the full rate, multiplier 0 freezes a group.
         groups=(),
@@ -448,6 +451,8 @@ def validate(config: ConfigDict) -> ConfigDict:
     _require(o.learning_rate is None or (isinstance(o.learning_rate, (int, float)) and o.learning_rate > 0),
              'optimizer.learning_rate', f'must be a positive number or None, got {o.learning_rate!r}')
     _require(o.accumulate_steps >= 1, 'optimizer.accumulate_steps', 'must be >= 1')
+    _require(0.0 <= o.layer_decay <= 1.0, 'optimizer.layer_decay',
+             f'must be in [0, 1] (0 = off; e.g. 0.75), got {o.layer_decay!r}')
     _require(0.0 <= o.ema_decay < 1.0, 'optimizer.ema_decay', f'must be in [0, 1) (0 = no EMA), got {o.ema_decay!r}')
     _require(t.select != 'best_ema' or o.ema_decay > 0, 'train.select',
              "'best_ema' selects by the EMA weights' validation loss: set optimizer.ema_decay (e.g. 0.999)")

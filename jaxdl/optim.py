@@ -1,12 +1,19 @@
 """The one place that turns the `optimizer` config into an optax chain and its learning-rate schedule.
 
-Chain order: (zero the frozen groups' gradients) -> clip by global norm -> per parameter group: (L2 weight
-decay) -> optimizer scaling with the scheduled learning rate times the group's multiplier; wrapped in
+Chain order: (zero the frozen groups' gradients) -> clip by global norm -> (L2 weight decay) -> the optimizer's
+scaling with the scheduled learning rate -> (each parameter's learning-rate multiplier); wrapped in
 optax.MultiSteps when gradients are accumulated. AdamW's weight decay is decoupled (inside adamw).
 
-Parameter groups (`optimizer.groups`, for fine-tuning): (path pattern, multiplier) pairs, matched as
-`jaxdl.parameter_paths` says ('backbone' and 'backbone/.*' both select the backbone). Multiplier 0 freezes the group: its updates are exactly zero and it
-keeps no optimizer state. Parameters no pattern matches train at the full rate.
+The multipliers, as big_vision does it: the chain's structure, and so the optimizer state a checkpoint holds, is
+the same whatever the grouping; scaling an update by m after the optimizer is the optimizer run at m times the
+rate (sgd's momentum, adam's moments and adamw's decoupled decay all scale with the rate).
+- Parameter groups (`optimizer.groups`, for fine-tuning): (path pattern, multiplier) pairs, matched as
+  `jaxdl.parameter_paths` says ('backbone' and 'backbone/.*' both select the backbone). Multiplier 0 freezes the
+  group: its gradients are zeroed before clipping and its updates are exactly zero. Parameters no pattern matches
+  train at the full rate.
+- Layer-wise learning-rate decay (`optimizer.layer_decay`, BEiT and timm's ViT fine-tuning): a parameter of layer
+  i of L (the model's `LAYER_INDEX`, e.g. a ViT's embeddings 0, block k k + 1, its final norm and head L - 1)
+  trains at layer_decay ** (L - 1 - i) of the rate, times its group's multiplier.
 """
 from __future__ import annotations
 
@@ -106,32 +113,57 @@ def _scaled_step(opt_cfg, learning_rate) -> list[optax.GradientTransformation]:
     return parts
 
 
-def _scaled(schedule: optax.Schedule, multiplier: float) -> optax.Schedule:
-    return lambda count: multiplier * schedule(count)
+def multipliers(opt_cfg, layer_index: Callable[[str], tuple[int, int]] | None = None) -> Callable | None:
+    """params -> a tree of each parameter's learning-rate multiplier (its group's times its layer's decay), or None
+    when every parameter trains at the full rate. `layer_index`: path -> (its layer, the number of layers), the
+    model's `LAYER_INDEX`; needed with `optimizer.layer_decay`."""
+    groups = [(str(p), float(m)) for p, m in opt_cfg.groups]
+    decay = float(opt_cfg.layer_decay)
+    if not groups and not decay:
+        return None
+    if decay and layer_index is None:
+        raise ConfigError("config key 'optimizer.layer_decay': this model has no layer index (a LAYER_INDEX in its "
+                          "module, as jaxdl's vit has); set optimizer.layer_decay = 0")
+    labels = group_labels(groups) if groups else None
+
+    def of(params):
+        group = (jax.tree.map(lambda label: 0.0 if label == FROZEN else 1.0 if label == DEFAULT
+                              else groups[int(label.split('_')[1])][1], labels(params)) if labels
+                 else jax.tree.map(lambda _: 1.0, params))
+
+        def layered(path, leaf, _):
+            layer, layers = layer_index(path)
+            return decay ** (layers - 1 - layer)
+        layers = parameter_paths.map_by_first_match(layered, params, []) if decay else None
+        return group if layers is None else jax.tree.map(lambda g, l: g * l, group, layers)
+    return of
 
 
-def build_optimizer(opt_cfg, plan: Plan) -> tuple[optax.GradientTransformation, optax.Schedule]:
+def scale_by_multipliers(multipliers_of: Callable) -> optax.GradientTransformation:
+    """Each update times its parameter's multiplier (a constant tree, from the parameters' paths); no state."""
+    def update(updates, state, params=None):
+        return jax.tree.map(lambda u, m: u * m, updates, multipliers_of(updates)), state
+    return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
+
+
+def build_optimizer(opt_cfg, plan: Plan, *, layer_index: Callable[[str], tuple[int, int]] | None = None
+                    ) -> tuple[optax.GradientTransformation, optax.Schedule]:
     """Returns (the optax chain, its schedule as a function of the train step; the full rate, before any
-    group's multiplier). `plan`: the run's durations in steps (`jaxdl.config.Plan.resolve`)."""
+    multiplier). `plan`: the run's durations in steps (`jaxdl.config.Plan.resolve`); `layer_index`: the model's
+    `LAYER_INDEX` (`optimizer.layer_decay` needs one)."""
     _check_name('optimizer', opt_cfg.name, OPTIMIZERS)
     schedule = build_schedule(opt_cfg, plan)
     parts = []
-    groups = tuple(opt_cfg.groups)
-    if groups:
-        labels = group_labels(groups)
-        is_frozen = lambda params: jax.tree.map(lambda label: label == FROZEN, labels(params))
-        # Frozen gradients are zeroed before clipping, so they do not count in the global norm either.
+    multipliers_of = multipliers(opt_cfg, layer_index)
+    if multipliers_of is not None:
+        # Frozen (multiplier 0) gradients are zeroed before clipping, so they do not count in the global norm.
+        is_frozen = lambda params: jax.tree.map(lambda m: m == 0.0, multipliers_of(params))
         parts.append(optax.masked(optax.set_to_zero(), is_frozen))
     if opt_cfg.clip_global_norm:
         parts.append(optax.clip_by_global_norm(opt_cfg.clip_global_norm))
-    if groups:
-        transforms = {FROZEN: optax.set_to_zero(), DEFAULT: optax.chain(*_scaled_step(opt_cfg, schedule))}
-        for i, (_, multiplier) in enumerate(groups):
-            if float(multiplier) != 0:
-                transforms[f'group_{i}'] = optax.chain(*_scaled_step(opt_cfg, _scaled(schedule, float(multiplier))))
-        parts.append(optax.multi_transform(transforms, labels))
-    else:
-        parts.extend(_scaled_step(opt_cfg, schedule))
+    parts.extend(_scaled_step(opt_cfg, schedule))
+    if multipliers_of is not None:
+        parts.append(scale_by_multipliers(multipliers_of))
     tx = optax.chain(*parts)
     if opt_cfg.accumulate_steps > 1:
         tx = optax.MultiSteps(tx, every_k_schedule=opt_cfg.accumulate_steps)

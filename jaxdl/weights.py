@@ -15,7 +15,6 @@ containers, and refused outright where torch is not installed.
 """
 from __future__ import annotations
 
-import importlib
 import pickle
 import re
 from pathlib import Path
@@ -104,8 +103,8 @@ def describe_architecture(state: dict[str, np.ndarray]) -> str:
 def torch_names(model_name: str):
     """The torch name mapping of model `model_name`: the `TORCH_NAMES` its module exports (a built-in's, or the
     module of a user's model by import path), or None."""
-    module = importlib.import_module(MODELS.import_path(model_name).split(':')[0])
-    return getattr(module, 'TORCH_NAMES', None)
+    from jaxdl.models import module_export
+    return module_export(model_name, 'TORCH_NAMES')
 
 
 def to_jaxdl(state: dict[str, np.ndarray], model_name: str, module) -> tuple[dict, list[str]]:

@@ -24,6 +24,14 @@ import functools
 from jaxdl.errors import ConfigError
 from jaxdl.registry import MODELS, frozen, keyword_parameters
 
+def module_export(model_name: str, name: str):
+    """What the module of model `model_name` exports as `name` (a built-in's module, or the module of a user's
+    model by import path), or None: the optional hooks a model brings beside itself (`TORCH_NAMES`,
+    `LAYER_INDEX`)."""
+    import importlib
+    return getattr(importlib.import_module(MODELS.import_path(model_name).split(':')[0]), name, None)
+
+
 def build_model(model_cfg, num_outputs: int, head_options: dict | None = None, *,
                 image_shape: tuple[int, int, int] | None = None):
     """The flax Module `model_cfg` names, with `num_outputs` outputs (classes, targets, heatmap channels), for

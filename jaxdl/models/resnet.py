@@ -13,6 +13,7 @@ from jaxdl.errors import ConfigError
 from jaxdl.models.layers import torch_names
 from jaxdl.models.layers.heads import BackboneAndHead, DenseHead, check_head
 from jaxdl.models.layers.pooling import strided_max_pool
+from jaxdl.models.layers.drop_path import check_drop_path, drop_path, drop_path_rates
 
 STAGES = {10: (1, 1, 1, 1), 18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3),
           152: (3, 8, 36, 3)}
@@ -27,9 +28,10 @@ class ResidualBlock(nn.Module):
     strides: int
     bottleneck: bool
     norm: partial
+    drop_path: float = 0.0   # this block's stochastic depth rate
 
     @nn.compact
-    def __call__(self, x):
+    def __call__(self, x, train: bool = False):
         def conv(features, kernel, strides=1):
             return nn.Conv(features, kernel, strides=strides, padding=_symmetric(kernel[0]), use_bias=False,
                            dtype=x.dtype)
@@ -43,7 +45,7 @@ class ResidualBlock(nn.Module):
             y = self.norm(scale_init=nn.initializers.zeros)(conv(self.width, (3, 3))(y))
         if x.shape[-1] != out_width or self.strides != 1:
             x = self.norm()(conv(out_width, (1, 1), strides=self.strides)(x))
-        return nn.relu(x + y)
+        return nn.relu(x + drop_path(self.drop_path, train, y.ndim)(y))
 
 
 class ResNet(nn.Module):
@@ -54,6 +56,7 @@ class ResNet(nn.Module):
     # Fine-tuning a frozen backbone: BatchNorm normalises with its running statistics in training too and never
     # updates them (Keras' behaviour for frozen BatchNorm layers), so the backbone computes a fixed function.
     freeze_batch_norm: bool = False
+    drop_path: float = 0.0  # stochastic depth of the last block; block i of n gets drop_path * i / (n - 1)
 
     @nn.compact
     def __call__(self, x, *, train: bool = False, axis_name=None):
@@ -73,17 +76,19 @@ class ResNet(nn.Module):
         else:
             x = nn.relu(norm()(nn.Conv(self.width, (3, 3), use_bias=False, dtype=self.dtype)(x)))
         bottleneck = self.depth >= 50
+        rates = iter(drop_path_rates(self.drop_path, sum(STAGES[self.depth])))
         for stage, blocks in enumerate(STAGES[self.depth]):
             for block in range(blocks):
                 strides = 2 if stage > 0 and block == 0 else 1
-                x = ResidualBlock(self.width * 2 ** stage, strides, bottleneck, norm)(x)
+                x = ResidualBlock(self.width * 2 ** stage, strides, bottleneck, norm, next(rates))(x, train)
         return jnp.mean(x, axis=(1, 2))
 
 
 def MODEL(num_outputs: int, *, depth: int = 18, width: int = 64, stem: str = 'imagenet', dtype=jnp.float32,
-          freeze_batch_norm: bool = False, head: str = 'dense') -> BackboneAndHead:
+          freeze_batch_norm: bool = False, head: str = 'dense', drop_path: float = 0.0) -> BackboneAndHead:
     """`model.name='resnet'`; `model.options`: depth (10, 18, 34, 50, 101, 152), width (of the first stage),
-    stem ('imagenet': 7x7/2 conv and max-pool; 'small': one 3x3 conv, for tiny images)."""
+    stem ('imagenet': 7x7/2 conv and max-pool; 'small': one 3x3 conv, for tiny images), drop_path (stochastic
+    depth of the last residual block, increasing linearly from 0 at the first)."""
     if depth not in STAGES:
         raise ConfigError(f"config key 'model.options.depth': must be one of {', '.join(map(str, STAGES))}, "
                           f"got {depth!r}")
@@ -92,7 +97,7 @@ def MODEL(num_outputs: int, *, depth: int = 18, width: int = 64, stem: str = 'im
     if stem not in ('imagenet', 'small'):
         raise ConfigError(f"config key 'model.options.stem': must be 'imagenet' or 'small', got {stem!r}")
     check_head('resnet', 'vector', head)
-    return BackboneAndHead(backbone=ResNet(depth, width, stem, dtype, freeze_batch_norm),
+    return BackboneAndHead(backbone=ResNet(depth, width, stem, dtype, freeze_batch_norm, check_drop_path(drop_path)),
                            head=DenseHead(num_outputs=num_outputs, dtype=dtype))
 
 

@@ -19,6 +19,7 @@ import numpy as np
 
 from jaxdl.errors import ConfigError
 from jaxdl.models.layers import torch_names
+from jaxdl.models.layers.drop_path import check_drop_path, drop_path, drop_path_rates
 from jaxdl.models.layers.heads import BackboneAndHead, DenseHead, check_head
 
 # name -> (width, depth, heads, mlp width)
@@ -32,17 +33,18 @@ class EncoderBlock(nn.Module):
     mlp: int
     dropout: float = 0.0
     dtype: Any = jnp.float32
+    drop_path: float = 0.0   # this block's stochastic depth rate
 
     @nn.compact
     def __call__(self, x, *, train: bool):
         y = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name='norm1')(x)
         y = nn.MultiHeadDotProductAttention(num_heads=self.heads, dtype=self.dtype, name='attention')(
             y, y, deterministic=True)
-        x = x + nn.Dropout(self.dropout, deterministic=not train)(y)
+        x = x + drop_path(self.drop_path, train, x.ndim)(nn.Dropout(self.dropout, deterministic=not train)(y))
         y = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name='norm2')(x)
         y = nn.Dense(self.mlp, dtype=self.dtype, name='fc1')(y)
         y = nn.Dense(self.width, dtype=self.dtype, name='fc2')(nn.gelu(y, approximate=False))
-        return x + nn.Dropout(self.dropout, deterministic=not train)(y)
+        return x + drop_path(self.drop_path, train, x.ndim)(nn.Dropout(self.dropout, deterministic=not train)(y))
 
 
 class ViTEncoder(nn.Module):
@@ -55,6 +57,7 @@ class ViTEncoder(nn.Module):
     pool: str = 'cls'          # 'cls': the class token; 'gap': the mean of the patch tokens
     dropout: float = 0.0
     dtype: Any = jnp.float32
+    drop_path: float = 0.0     # stochastic depth of the last block; block i gets drop_path * i / (depth - 1)
 
     @nn.compact
     def __call__(self, images, *, train: bool = False, axis_name=None):
@@ -73,17 +76,18 @@ class ViTEncoder(nn.Module):
         position = self.param('position_embedding', nn.initializers.normal(0.02), (1, x.shape[1], self.width))
         x = nn.Dropout(self.dropout, deterministic=not train)(x + position.astype(x.dtype))
         for i in range(self.depth):
-            x = EncoderBlock(self.width, self.heads, self.mlp, self.dropout, self.dtype, name=f'block_{i}')(
-                x, train=train)
+            x = EncoderBlock(self.width, self.heads, self.mlp, self.dropout, self.dtype,
+                             drop_path_rates(self.drop_path, self.depth)[i], name=f'block_{i}')(x, train=train)
         x = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name='norm')(x)
         return x[:, 0] if self.pool == 'cls' else jnp.mean(x, axis=1)
 
 
 def MODEL(num_outputs: int, *, size: str = 'tiny', patch: int = 16, pool: str = 'cls', dropout: float = 0.0,
           width: int | None = None, depth: int | None = None, heads: int | None = None, mlp: int | None = None,
-          dtype=jnp.float32, head: str = 'dense') -> BackboneAndHead:
+          dtype=jnp.float32, head: str = 'dense', drop_path: float = 0.0) -> BackboneAndHead:
     """`model.name='vit'`; `model.options`: size (tiny, small, base, large), patch (pixels per side of a patch),
-    pool ('cls' or 'gap'), dropout; width, depth, heads, mlp override the size's."""
+    pool ('cls' or 'gap'), dropout, drop_path (stochastic depth of the last block, increasing linearly from 0);
+    width, depth, heads, mlp override the size's."""
     if size not in SIZES:
         raise ConfigError(f"config key 'model.options.size': must be one of {', '.join(SIZES)}, got {size!r}")
     default = dict(zip(('width', 'depth', 'heads', 'mlp'), SIZES[size]))
@@ -100,8 +104,25 @@ def MODEL(num_outputs: int, *, size: str = 'tiny', patch: int = 16, pool: str = 
     if not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
         raise ConfigError(f"config key 'model.options.dropout': must be in [0, 1), got {dropout!r}")
     check_head('vit', 'vector', head)
-    return BackboneAndHead(backbone=ViTEncoder(patch, pool=pool, dropout=float(dropout), dtype=dtype, **chosen),
+    return BackboneAndHead(backbone=ViTEncoder(patch, pool=pool, dropout=float(dropout), dtype=dtype,
+                                               drop_path=check_drop_path(drop_path), **chosen),
                            head=DenseHead(num_outputs=num_outputs, dtype=dtype))
+
+
+def LAYER_INDEX(model):
+    """path -> (its layer, the number of layers), for layer-wise learning-rate decay (optimizer.layer_decay), as
+    BEiT and timm count a ViT's layers: the patch and position embeddings and class token 0, block k k + 1, the
+    final norm and the head depth + 1."""
+    layers = model.backbone.depth + 2
+
+    def index(path: str) -> tuple[int, int]:
+        block = re.match(r'backbone/block_(\d+)/', path)
+        if block:
+            return int(block[1]) + 1, layers
+        if path.startswith('backbone/') and not path.startswith('backbone/norm/'):
+            return 0, layers
+        return layers - 1, layers
+    return index
 
 
 def _grid_side(patch_tokens: int) -> int | None:

@@ -112,10 +112,11 @@ def state_from_config(config, task, *, image_shape, plan, shardings=None):
     the target a trained run's checkpoint is restored into. `plan`: the run's durations in steps
     (`jaxdl.config.Plan`); `shardings`: abstract state -> where its leaves live (a runner's `state_shardings`).
     A model whose output does not fit the task is a ConfigError here, before any step."""
-    from jaxdl.models import build_model
+    from jaxdl.models import build_model, module_export
     from jaxdl.optim import build_optimizer
-    tx, schedule = build_optimizer(config.optimizer, plan)
     model = build_model(config.model, task.num_outputs, task.head_options, image_shape=tuple(image_shape))
+    layers = module_export(config.model.name, 'LAYER_INDEX') if config.optimizer.layer_decay else None
+    tx, schedule = build_optimizer(config.optimizer, plan, layer_index=layers(model) if layers else None)
     ema = {'ema_decay': config.optimizer.ema_decay, 'ema_every': config.optimizer.accumulate_steps}
     abstract = abstract_train_state(model, tx, image_shape=image_shape, **ema)
     images = jax.ShapeDtypeStruct((2, *image_shape), jnp.float32)
