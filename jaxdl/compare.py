@@ -13,9 +13,10 @@ from pathlib import Path
 
 from jaxdl.config import INSTRUMENT_KEYS, PLACEMENT_KEYS, flatten
 from jaxdl.errors import CheckpointError, ConfigError
+from jaxdl.logging import TIMING_KEYS
 
 # Record fields that are not figures.
-NOT_FIGURES = ('count', 'step', 'epoch', 'elapsed_s', 'learning_rate')
+NOT_FIGURES = ('count', 'step', 'epoch', 'learning_rate', *TIMING_KEYS)
 # The figures a table shows by default, the first of these each split has (after its loss), and the curve plotted
 # beside the loss; --metrics picks others.
 MAIN_FIGURES = ('accuracy', 'mean_iou', 'map_50', 'map', 'rmse', 'mae', 'mean_abs_rank_error', 'pixel_accuracy')

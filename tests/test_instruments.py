@@ -8,7 +8,6 @@ import struct
 import threading
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from jaxdl.config import ConfigError, apply_updates
