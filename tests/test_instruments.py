@@ -49,7 +49,7 @@ def instrumented(tmp_path_factory):
     try:
         config = apply_updates(load_config_file(str(ROOT / 'tests' / 'small_experiment.py')), {
             'train.trackers': ('tensorboard', 'wandb', 'mlflow'), 'train.profile': 'steps 2-4',
-            'train.peak_tflops': 0.001, 'train.validate_every': '3 steps', 'optimizer.learning_rate': 0.2,
+            'train.peak_tflops': 0.001, 'train.duration': '20 steps', 'train.validate_every': '3 steps', 'optimizer.learning_rate': 0.2,
             'tracking.mlflow_uri': f'sqlite:///{root}/mlflow.db',
             'train.hooks': ('improvement_notice:ImprovementNotice', 'moment_log:MomentLog')})
         result = fit(config, root / 'run', show_progress=False)
