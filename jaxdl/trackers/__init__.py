@@ -62,13 +62,14 @@ def save_id(workdir: Path, tracker: str, run_id: str) -> None:
 
 
 class Dropping(Hook):
-    """One tracker; the first exception of any of its moments is named in one warning and drops it."""
+    """One tracker, on process 0 only; the first exception of any of its moments is named in one warning and
+    drops it."""
 
     def __init__(self, name: str, build):
         self.name, self.build, self.tracker = name, build, None
 
     def _call(self, moment: str, run, *args) -> None:
-        if self.tracker is None and moment != 'run_start':
+        if not run.is_main or (self.tracker is None and moment != 'run_start'):
             return
         try:
             if moment == 'run_start':
@@ -102,21 +103,4 @@ for _moment in MOMENTS:
 
 def trackers(names) -> Hooks:
     """The trackers `train.trackers` names, each dropped on its first failure. They act on process 0 only."""
-    return Hooks([_MainProcessOnly(Dropping(name, TRACKERS.resolve(name))) for name in names])
-
-
-class _MainProcessOnly(Hook):
-    def __init__(self, hook: Hook):
-        self.hook = hook
-
-
-def _on_main(moment: str):
-    def call(self, run, *args):
-        if run.is_main:
-            getattr(self.hook, moment)(run, *args)
-    call.__name__ = moment
-    return call
-
-
-for _moment in MOMENTS:
-    setattr(_MainProcessOnly, _moment, _on_main(_moment))
+    return Hooks([Dropping(name, TRACKERS.resolve(name)) for name in names])

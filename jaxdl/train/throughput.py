@@ -43,6 +43,5 @@ class Throughput:
                'input_wait_share': min(self._waited / seconds, 1.0)}
         if self.flops_per_device_step and self.peak_flops_per_device:
             out['mfu'] = self.flops_per_device_step * steps / seconds / self.peak_flops_per_device
-        self.start(step)
-        self._since = now
+        self._since, self._step, self._waited, self._paused = now, step, 0.0, 0.0
         return out
