@@ -132,3 +132,12 @@ def test_bad_ema_settings_are_one_line_naming_the_key(make_config, tmp_path):
     config = make_config(transfer__init_from=str(plain.workdir), transfer__weights='ema', train__duration='4 steps')
     with pytest.raises(TransferError, match="transfer.weights='ema'"):
         fit(config, tmp_path / 'from_plain', show_progress=False)
+
+
+def test_the_cli_evaluates_the_ema_weights(ema_run):
+    import json
+    from conftest import jaxdl
+    result = jaxdl('evaluate', ema_run.workdir, '--weights', 'ema')
+    assert result.returncode == 0, result.stderr[-2000:]
+    out = json.loads(result.stdout)
+    assert out['weights'] == 'ema' and out['loss'] == pytest.approx(ema_run.summary['test_ema']['loss'], rel=1e-6)
