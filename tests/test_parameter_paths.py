@@ -7,7 +7,7 @@ from jax.sharding import AbstractMesh, PartitionSpec as P
 
 from jaxdl import parameter_paths
 from jaxdl.errors import ConfigError
-from jaxdl.optim import FROZEN, group_labels
+from jaxdl.optim import group_multipliers
 from jaxdl.train import sharding
 from jaxdl.transfer import transfer_variables
 
@@ -33,8 +33,8 @@ def test_groups_sharding_rules_and_transfer_select_the_same_leaves(pattern):
     paths = parameter_paths.flat_paths(PARAMS)
     expected = {p for p in paths if parameter_paths.path_matches(pattern, p)}
 
-    frozen = parameter_paths.flat_paths(group_labels([(pattern, 0.0)])(PARAMS))
-    assert {p for p, label in frozen.items() if label == FROZEN} == expected
+    frozen = parameter_paths.flat_paths(group_multipliers([(pattern, 0.0)])(PARAMS))
+    assert {p for p, multiplier in frozen.items() if multiplier == 0.0} == expected
 
     # A two-device fsdp mesh in the abstract (the specs need only its axis sizes): matched leaves split, the rest
     # (every leaf below the huge minimum size) replicated.
@@ -50,4 +50,4 @@ def test_groups_sharding_rules_and_transfer_select_the_same_leaves(pattern):
 def test_a_pattern_that_matches_nothing_is_named_with_what_paths_look_like():
     with pytest.raises(ConfigError, match=r"\['backbone/conv_0'\] match no parameter; paths look like "
                                           r"backbone/\.\.\., head/\.\.\."):
-        group_labels([('backbone/conv_0', 0.5)])(PARAMS)
+        group_multipliers([('backbone/conv_0', 0.5)])(PARAMS)

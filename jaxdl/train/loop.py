@@ -215,7 +215,7 @@ class RunContext:
     Hooks and evaluators receive it (`run`)."""
     config: config_lib.ConfigDict
     workdir: Path
-    environment: dict                     # environment.json's content (with `costs` once measured)
+    environment: dict                     # environment.json's content (with `costs` once measured); process 0
     pipeline: Pipeline
     task: object
     plan: Plan
@@ -311,8 +311,9 @@ def _open_run(config, workdir: Path, hooks: tuple[Hook, ...]) -> tuple[RunContex
         transfer, transfer_message = report.as_record(), report.describe()
     elif config.transfer.init_from and (workdir / 'environment.json').exists():
         transfer = json.loads((workdir / 'environment.json').read_text()).get('transfer')
-    environment = _environment(config, pipeline, plan, runner.kind, transfer)
+    environment = {}  # (process 0 writes the run's records: only it reads versions, git and file fingerprints)
     if is_main:
+        environment = _environment(config, pipeline, plan, runner.kind, transfer)
         _record_run(workdir, config, environment, latest is not None)
     kill, records, profile = KillPoints.armed(), TrainRecords(), ProfileWindow.from_config(config)
     own = [records, ConsoleRows(), trackers(config.train.trackers), *([profile] if profile else [])]
