@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from jaxdl.errors import CheckpointError, InputError, JaxdlError, Preempted
+from jaxdl.registry import WEIGHTS
 
 EXIT_USAGE = 2
 EXIT_MISMATCH = 1
@@ -253,7 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('workdir')
     p.add_argument('--split', help="default: the config's test split")
     p.add_argument('--checkpoint', default='best', help='best | latest | STEP (default: best)')
-    p.add_argument('--weights', default='raw', choices=('raw', 'ema'), help=WEIGHTS_HELP)
+    p.add_argument('--weights', default='raw', choices=WEIGHTS, help=WEIGHTS_HELP)
     p.add_argument('--trust-code', action='store_true', help=TRUST_CODE_HELP)
     p.set_defaults(run=cmd_evaluate)
     p = sub.add_parser('predict', help='predict PNG/JPEG images: top classes with probabilities, regression targets '
@@ -261,7 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('workdir')
     p.add_argument('images', nargs='+')
     p.add_argument('--checkpoint', default='best')
-    p.add_argument('--weights', default='raw', choices=('raw', 'ema'), help=WEIGHTS_HELP)
+    p.add_argument('--weights', default='raw', choices=WEIGHTS, help=WEIGHTS_HELP)
     p.add_argument('--top', type=int, default=3)
     p.add_argument('--output-dir', default='.', help='where pictures of predictions go (segmentation: '
                                                      'IMAGE.segmentation.png, detection: IMAGE.detections.png; '

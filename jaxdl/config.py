@@ -554,7 +554,8 @@ def require_regex(pattern: str, key: str) -> None:
 
 
 def _validate_transfer(config: ConfigDict) -> None:
-    _choice(config, 'transfer.weights', ('raw', 'ema'))
+    from jaxdl.registry import WEIGHTS
+    _choice(config, 'transfer.weights', WEIGHTS)
     d, o, t = config.dataset, config.optimizer, config.transfer
     _require(all(isinstance(c, int) and c >= 0 for c in d.classes) and len(set(d.classes)) == len(d.classes),
              'dataset.classes', f'must be distinct class ids (integers >= 0), got {d.classes!r}')

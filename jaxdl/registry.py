@@ -170,6 +170,7 @@ class Registry:
 OPTIMIZERS = ('sgd', 'rmsprop', 'adam', 'adamw')
 SCHEDULES = ('constant', 'piecewise', 'cosine')
 CPU_CONVOLUTIONS = ('eigen', 'ynnpack')
+WEIGHTS = ('raw', 'ema')  # a run's own weights or their moving average (optimizer.ema_decay)
 
 MODELS = Registry('model', 'model.name', 'jaxdl.models', 'MODEL')
 TASKS = Registry('task', 'task.name', 'jaxdl.tasks', 'TASK')

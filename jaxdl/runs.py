@@ -14,7 +14,7 @@ import jax
 from jaxdl import config as config_lib
 from jaxdl.checkpoint import Checkpoints
 from jaxdl.errors import CheckpointError, ConfigError
-from jaxdl.registry import add_code_roots
+from jaxdl.registry import WEIGHTS, add_code_roots
 from jaxdl.train.evaluation import evaluate
 from jaxdl.train.state import TrainState, state_from_config
 from jaxdl.train.runners import runner_for
@@ -66,8 +66,8 @@ def load_run(workdir: str | Path, checkpoint: str | int = 'best', *, weights: st
     """A trained run's checkpoint (best | latest | STEP), its own weights or (`weights='ema'`) their EMA in place."""
     workdir = Path(workdir)
     config, environment = read_run_files(workdir, trust_code=trust_code)
-    if weights not in ('raw', 'ema'):
-        raise ConfigError(f"--weights must be 'raw' or 'ema', got {weights!r}")
+    if weights not in WEIGHTS:
+        raise ConfigError(f"--weights must be one of {', '.join(WEIGHTS)}, got {weights!r}")
     if weights == 'ema' and not config.optimizer.ema_decay:
         raise ConfigError(f'--weights ema: the run in {workdir} was trained without an EMA of its weights '
                           f'(optimizer.ema_decay = 0); use --weights raw')
