@@ -67,29 +67,23 @@ def _decay_mask(params):
     return jax.tree.map(lambda p: p.ndim > 1, params)
 
 
-FROZEN, DEFAULT = 'frozen', 'default'
-
-
-def group_labels(groups) -> Callable:
-    """params -> a tree of group labels: FROZEN, 'group_<i>' (the first matching pattern) or DEFAULT.
+def group_multipliers(groups) -> Callable:
+    """params -> a tree of each parameter's group multiplier: that of the first pattern matching its path, 1.0
+    where none matches (0.0 freezes).
 
     A pattern that selects no parameter at all is an error: it is almost always a typo."""
     groups = [(str(p), float(m)) for p, m in groups]
 
-    def label(path, leaf, i):
-        if i is None:
-            return DEFAULT
-        return FROZEN if groups[i][1] == 0 else f'group_{i}'
-
-    def labels(params):
+    def of(params):
         used = set()
-        tree = parameter_paths.map_by_first_match(label, params, [p for p, _ in groups], used=used)
+        tree = parameter_paths.map_by_first_match(lambda path, leaf, i: 1.0 if i is None else groups[i][1],
+                                                  params, [p for p, _ in groups], used=used)
         unused = [groups[i][0] for i in range(len(groups)) if i not in used]
         if unused:
             raise ConfigError(f'optimizer.groups: pattern(s) {unused} match no parameter; paths look like '
                               f'{parameter_paths.paths_look_like(params)} (see jaxdl.parameter_paths)')
         return tree
-    return labels
+    return of
 
 
 def _scaled_step(opt_cfg, learning_rate) -> list[optax.GradientTransformation]:
@@ -124,12 +118,10 @@ def multipliers(opt_cfg, layer_index: Callable[[str], tuple[int, int]] | None = 
     if decay and layer_index is None:
         raise ConfigError("config key 'optimizer.layer_decay': this model has no layer index (a LAYER_INDEX in its "
                           "module, as jaxdl's vit has); set optimizer.layer_decay = 0")
-    labels = group_labels(groups) if groups else None
+    group_of = group_multipliers(groups)
 
     def of(params):
-        group = (jax.tree.map(lambda label: 0.0 if label == FROZEN else 1.0 if label == DEFAULT
-                              else groups[int(label.split('_')[1])][1], labels(params)) if labels
-                 else jax.tree.map(lambda _: 1.0, params))
+        group = group_of(params)
 
         def layered(path, leaf, _):
             layer, layers = layer_index(path)
