@@ -78,6 +78,13 @@ def default_config() -> ConfigDict:
             random_resized_crop=False,
             crop_scale=(0.08, 1.0),    # its share of the image's area
             crop_ratio=(0.75, 4 / 3),  # its aspect ratio (width / height)
+            # Mixup and CutMix, in the train step, for tasks with class labels (jaxdl.train.mixing): lambda ~
+            # Beta(alpha, alpha); 0 = off. With both on, mix_switch_prob of the mixed batches CutMix; mix_prob of
+            # the batches are mixed at all.
+            mixup_alpha=0.0,
+            cutmix_alpha=0.0,
+            mix_switch_prob=0.5,
+            mix_prob=1.0,
         )),
     ))
     c.model = ConfigDict(dict(
@@ -465,6 +472,12 @@ def validate(config: ConfigDict) -> ConfigDict:
     _require(all(v != 0 for v in d.std), 'dataset.std', 'must not contain zero')
     _require(d.shuffle_buffer >= 0, 'dataset.shuffle_buffer', 'must be >= 0 (0 = the whole split)')
     _require(d.augment.crop_padding >= 0, 'dataset.augment.crop_padding', 'must be >= 0')
+    for key in ('mixup_alpha', 'cutmix_alpha'):
+        _require(isinstance(d.augment[key], (int, float)) and d.augment[key] >= 0, f'dataset.augment.{key}',
+                 f'must be >= 0 (0 = off; timm uses 0.8 for mixup, 1.0 for cutmix), got {d.augment[key]!r}')
+    for key in ('mix_switch_prob', 'mix_prob'):
+        _require(isinstance(d.augment[key], (int, float)) and 0.0 <= d.augment[key] <= 1.0, f'dataset.augment.{key}',
+                 f'must be a probability in [0, 1], got {d.augment[key]!r}')
     _require(0.0 < d.augment.crop_area <= 1.0, 'dataset.augment.crop_area', 'must be in (0, 1] (1 = no crop)')
     _require(d.source in ('auto', 'memory', 'stream'), 'dataset.source', f"must be 'auto', 'memory' or 'stream', "
              f'got {d.source!r}')

@@ -223,7 +223,8 @@ def fit_each_parallel_mode(workdir: str) -> dict:
     config = load_config_file(str(Path(__file__).parent / 'small_experiment.py'))
     for kind in ('pmap', 'sharded', 'fsdp'):
         fit(apply_updates(config, {'train.duration': '20 steps', 'train.validate_every': '10 steps',
-                                   'train.parallel': kind, 'optimizer.ema_decay': 0.9}),
+                                   'train.parallel': kind, 'optimizer.ema_decay': 0.9,
+                                   'dataset.augment.mixup_alpha': 0.8, 'dataset.augment.cutmix_alpha': 1.0}),
             Path(workdir) / kind, show_progress=False)
     return {'devices': jax.device_count()}
 

@@ -16,18 +16,23 @@ from conftest import ROOT, free_port
 EXPERIMENT = ROOT / 'tests' / 'small_experiment.py'
 
 
+# Mixup and CutMix are drawn for the global batch: two processes mix the same pairs as one.
+MIXING = ('--config.dataset.augment.mixup_alpha=0.8', '--config.dataset.augment.cutmix_alpha=1.0')
+
+
 def test_two_processes_match_one_and_count_every_example_once(tmp_path, make_config):
     workdir = tmp_path / 'two'
     port = free_port()
     processes = [subprocess.Popen(
         [sys.executable, '-m', 'jaxdl', 'train', str(EXPERIMENT), '--workdir', str(workdir), '--no-progress',
-         '--config.train.duration=1 epoch', '--coordinator', f'127.0.0.1:{port}', '--num-processes', '2',
+         '--config.train.duration=1 epoch', *MIXING, '--coordinator', f'127.0.0.1:{port}', '--num-processes', '2',
          '--process-id', str(i)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
         for i in range(2)]
     outputs = [p.communicate(timeout=300) for p in processes]
     for p, (_, err) in zip(processes, outputs):
         assert p.returncode == 0, err[-3000:]
-    one = fit(make_config(train__duration='1 epoch'), tmp_path / 'one', show_progress=False)
+    one = fit(make_config(train__duration='1 epoch', dataset__augment__mixup_alpha=0.8,
+                          dataset__augment__cutmix_alpha=1.0), tmp_path / 'one', show_progress=False)
     environment = json.loads((workdir / 'environment.json').read_text())
     assert environment['process_count'] == 2 and len(environment['devices']) == 2
     # The test split (359) does not divide by 2: each process evaluates its own share, every example once.

@@ -80,7 +80,8 @@ def test_fit_with_pmap_and_sharded_ends_where_single_device_fit_does(tmp_path, m
     # 20 steps (through a validation and a checkpoint): longer, this small net's SGD turns chaotic (its loss jumps
     # at step ~50) and amplifies the 1e-7 reduction-order differences of any parallel run to percents.
     reference = fit(make_config(train__duration='20 steps', train__parallel='jit', train__validate_every='10 steps',
-                                optimizer__ema_decay=0.9), tmp_path / 'jit', show_progress=False)
+                                optimizer__ema_decay=0.9, dataset__augment__mixup_alpha=0.8,
+                                dataset__augment__cutmix_alpha=1.0), tmp_path / 'jit', show_progress=False)
     reference_params = load_run(reference.workdir, 'latest').state.params
     reference_ema = load_run(reference.workdir, 'latest', weights='ema').state.params
     floor = 1e-5 * max(float(np.max(np.abs(x))) for x in jax.tree.leaves(reference_params))
@@ -101,7 +102,8 @@ def test_fit_with_pmap_and_sharded_ends_where_single_device_fit_does(tmp_path, m
         params = load_run(tmp_path / kind, 'latest').state.params
         for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(reference_params), strict=True):
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=floor)
-        # the EMA of the weights, kept (and under fsdp split) like them, averages the same
+        # ... with Mixup and CutMix drawn for the global batch (the same pairs on one device and on two), and the
+        # EMA of the weights, kept (and under fsdp split) like them, averaging the same
         ema = load_run(tmp_path / kind, 'latest', weights='ema').state.params
         for a, b in zip(jax.tree.leaves(ema), jax.tree.leaves(reference_ema), strict=True):
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=floor)

@@ -207,6 +207,10 @@ class Pipeline:
             raise ConfigError("config key 'dataset.augment.random_resized_crop': crops the image alone, for data "
                               "kinds whose targets do not move with the image (classification, regression), and "
                               "replaces crop_padding's translation (segmentation and detection: crop_area)")
+        mixing = [k for k in ('mixup_alpha', 'cutmix_alpha') if self.cfg.augment[k]]
+        if mixing and not getattr(kind, 'mixes_labels', False):
+            raise ConfigError(f"config key 'dataset.augment.{mixing[0]}': Mixup and CutMix blend class labels; the "
+                              f"{kind.name} data kind's targets are not class labels: set it to 0")
         if self.augmentation.crop_area < 1.0 and not kind.moves_with_image:
             raise ConfigError("config key 'dataset.augment.crop_area': is for data kinds whose targets move with "
                               "the image (segmentation, detection); classification and regression translate with "

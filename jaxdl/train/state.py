@@ -25,6 +25,8 @@ class TrainState:
     ema: Any = None
     ema_decay: float = flax.struct.field(pytree_node=False, default=0.0)
     ema_every: int = flax.struct.field(pytree_node=False, default=1)  # micro-steps per update (accumulation)
+    # Mixup / CutMix in the train step (jaxdl.train.mixing.Mixing), or None (off).
+    mixing: Any = flax.struct.field(pytree_node=False, default=None)
 
     @property
     def variables(self) -> dict:
@@ -114,6 +116,7 @@ def state_from_config(config, task, *, image_shape, plan, shardings=None):
     A model whose output does not fit the task is a ConfigError here, before any step."""
     from jaxdl.models import build_model, module_export
     from jaxdl.optim import build_optimizer
+    from jaxdl.train.mixing import Mixing
     model = build_model(config.model, task.num_outputs, task.head_options, image_shape=tuple(image_shape))
     layers = module_export(config.model.name, 'LAYER_INDEX') if config.optimizer.layer_decay else None
     tx, schedule = build_optimizer(config.optimizer, plan, layer_index=layers(model) if layers else None)
@@ -129,4 +132,4 @@ def state_from_config(config, task, *, image_shape, plan, shardings=None):
         raise ConfigError(f"config key 'model.name': {e}") from None
     state = create_train_state(model, tx, seed=config.seed, image_shape=image_shape,
                                shardings=shardings(abstract) if shardings else None, **ema)
-    return state, schedule
+    return state.replace(mixing=Mixing.of(config.dataset.augment)), schedule

@@ -6,6 +6,7 @@
 `axis_name` set means "inside a mapped axis" (pmap or shard_map): the loss is normalised by the *global* count of
 valid examples and gradients and metric sums are summed over the axis exactly once, so every device count computes
 the same update as one device with the whole batch. Randomness comes from fold_in(state.rng, state.step) only.
+Mixup and CutMix (`state.mixing`, `train/mixing.py`) mix the batch inside the step, one draw for the global batch.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
+from jaxdl.train.mixing import mix_batch
 from jaxdl.train.state import TrainState
 
 # float32 holds step numbers exactly up to 2**24: "no non-finite step yet".
@@ -59,15 +61,20 @@ def _device_varying(tree, axis_name):
 
 
 def train_step(state: TrainState, batch: dict, *, task, axis_name=None) -> tuple[TrainState, TrainMetrics]:
-    rng = jax.random.fold_in(state.rng, state.step)
+    step_key = rng = jax.random.fold_in(state.rng, state.step)
     if axis_name:  # each device draws its own dropout mask
         rng = jax.random.fold_in(rng, jax.lax.axis_index(axis_name))
     valid = batch['valid'].astype(jnp.float32)
     global_count = jnp.maximum(_psum(jnp.sum(valid), axis_name), 1.0)
+    mixing = state.mixing
+    if mixing is not None:  # one draw for the global batch: the step's key before the per-device fold
+        batch, partner, lam = mix_batch(batch, step_key, mixing, axis_name)
 
     def loss_fn(params):
         outputs, model_state = _forward(state, params, batch, train=True, axis_name=axis_name, rng=rng)
         per_example = task.per_example_loss(outputs, batch)
+        if mixing is not None:  # = the loss against the mixed (soft) targets: it is linear in them
+            per_example = lam * per_example + (1.0 - lam) * task.per_example_loss(outputs, partner)
         return jnp.sum(per_example * valid) / global_count, (outputs, per_example, model_state)
 
     (loss, (outputs, per_example, model_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
@@ -83,6 +90,8 @@ def train_step(state: TrainState, batch: dict, *, task, axis_name=None) -> tuple
                                 model_state=keep(updated.model_state, state.model_state))
     if state.ema is not None:  # the moving average of the weights this step leaves (unchanged by a skipped one)
         new_state = new_state.replace(ema=keep(state.updated_ema(new_state.params, new_state.model_state), state.ema))
+    if mixing is not None:  # training metrics count against the dominant label
+        batch = jax.tree.map(lambda own, other: jnp.where(lam >= 0.5, own, other), batch, partner)
     sums = _psum(task.train_metric_sums(outputs, batch, per_example), axis_name)
     sums = jax.tree.map(lambda m: jnp.where(finite, m, jnp.zeros_like(m)), sums)  # skipped steps count nothing
     return new_state, TrainMetrics(sums=sums, nonfinite_steps=1.0 - finite.astype(jnp.float32),

@@ -47,6 +47,9 @@ class DataKind(Protocol):
     selects_by_label: bool
     # The raw example carries 'example_id' (a string naming it: "voc train example 17") for the contract's checks.
     names_examples: bool
+    # Every target of an example is a class label or a multi-hot of them, which Mixup and CutMix blend with the
+    # image (jaxdl.train.mixing); targets that are positions or measurements are not mixed. Optional (False).
+    mixes_labels: bool
 
     def features(self, task, dataset_cfg) -> tuple[str, ...]:
         """The top-level features of an example the contract reads (besides 'image')."""
@@ -75,6 +78,7 @@ class DataKindDefaults:
     moves_with_image: ClassVar[bool] = False
     selects_by_label: ClassVar[bool] = False
     names_examples: ClassVar[bool] = False
+    mixes_labels: ClassVar[bool] = False
 
     def check(self, features, task, dataset_cfg) -> None:
         del features, task, dataset_cfg

@@ -13,6 +13,7 @@ from jaxdl.errors import DatasetNotAvailable
 class Classification(DataKindDefaults):
     name = 'classification'
     selects_by_label = True
+    mixes_labels = True
 
     def features(self, task, dataset_cfg):
         return (dataset_cfg.label,)

@@ -11,6 +11,7 @@ from jaxdl.data.kinds import DataKindDefaults, Prediction, class_label
 
 class MultiLabel(DataKindDefaults):
     name = 'multilabel'
+    mixes_labels = True
 
     def features(self, task, dataset_cfg):
         return (dataset_cfg.label,)
