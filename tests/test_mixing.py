@@ -69,7 +69,7 @@ def test_the_step_trains_on_timms_soft_targets_with_label_smoothing_and_counts_t
     labels = jnp.array([0, 1, 2, 3, 0, 1, 2, 2])
     step = jax.jit(lambda s, b: train_step(s, b, task=task))
     dominant_mattered = False
-    for at in range(8):  # eight steps' draws: lambda on both sides of 1/2
+    for at in range(24):  # 24 steps' draws: lambda on both sides of 1/2
         state = state.replace(step=jnp.int32(at))
         _, metrics = step(state, {'image': images, 'label': labels, 'valid': jnp.ones(8, bool)})
 
