@@ -81,6 +81,10 @@ def default_config() -> ConfigDict:
             # Mixup and CutMix, in the train step, for tasks with class labels (jaxdl.train.mixing): lambda ~
             # Beta(alpha, alpha); 0 = off. With both on, mix_switch_prob of the mixed batches CutMix; mix_prob of
             # the batches are mixed at all.
+            # RandAugment (jaxdl.data.randaugment), for data kinds whose targets do not move with the image: this
+            # many ops per image (timm's n, e.g. 2; 0 = off) at this magnitude (timm's m, 0-10, e.g. 9)
+            randaugment_layers=0,
+            randaugment_magnitude=9.0,
             mixup_alpha=0.0,
             cutmix_alpha=0.0,
             mix_switch_prob=0.5,
@@ -472,6 +476,12 @@ def validate(config: ConfigDict) -> ConfigDict:
     _require(all(v != 0 for v in d.std), 'dataset.std', 'must not contain zero')
     _require(d.shuffle_buffer >= 0, 'dataset.shuffle_buffer', 'must be >= 0 (0 = the whole split)')
     _require(d.augment.crop_padding >= 0, 'dataset.augment.crop_padding', 'must be >= 0')
+    _require(isinstance(d.augment.randaugment_layers, int) and d.augment.randaugment_layers >= 0,
+             'dataset.augment.randaugment_layers', f'must be an int >= 0 (0 = off; e.g. 2), got '
+             f'{d.augment.randaugment_layers!r}')
+    _require(isinstance(d.augment.randaugment_magnitude, (int, float)) and 0 <= d.augment.randaugment_magnitude <= 10,
+             'dataset.augment.randaugment_magnitude', f'must be in [0, 10] (timm\'s scale; e.g. 9), got '
+             f'{d.augment.randaugment_magnitude!r}')
     for key in ('mixup_alpha', 'cutmix_alpha'):
         _require(isinstance(d.augment[key], (int, float)) and d.augment[key] >= 0, f'dataset.augment.{key}',
                  f'must be >= 0 (0 = off; timm uses 0.8 for mixup, 1.0 for cutmix), got {d.augment[key]!r}')

@@ -104,8 +104,11 @@ def test_every_evaluation_pass_starts_at_the_first_batch_even_after_one_left_unf
         np.testing.assert_array_equal(a['valid'], b['valid'])
 
 
-def test_augmentation_is_per_example_seeded_and_resumable():
-    cfg = dataset_config(augment__crop_padding=2, augment__flip_left_right=True)
+@pytest.mark.parametrize('augment', [{'augment__crop_padding': 2, 'augment__flip_left_right': True},
+                                     {'augment__flip_left_right': True, 'augment__randaugment_layers': 2}],
+                         ids=['flip_and_crop', 'randaugment'])
+def test_augmentation_is_per_example_seeded_and_resumable(augment):
+    cfg = dataset_config(**augment)
     pipeline = Pipeline(cfg, TASK)
     plain = epoch_batches(Pipeline(dataset_config(), TASK), epoch=0, seed=0, global_batch=64)
     a = list(epoch_batches(pipeline, epoch=0, seed=0, global_batch=64))

@@ -64,7 +64,8 @@ def test_global_batches_do_not_depend_on_the_process_count_and_each_process_read
 
 
 def test_a_resume_mid_epoch_reads_nothing_before_its_position_and_continues_identically(stream_config):
-    config, global_batch, start = stream_config(dataset__augment__flip_left_right=True), 8, 125
+    config, global_batch, start = stream_config(dataset__augment__flip_left_right=True,
+                                                dataset__augment__randaugment_layers=2), 8, 125
     uninterrupted = Pipeline.for_config(config).train_batches(seed=5, global_batch=global_batch)
     for _ in range(start):
         next(uninterrupted)

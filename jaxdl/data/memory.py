@@ -151,8 +151,8 @@ class InMemorySource:
         def epoch(e):
             e_seed = epoch_seed(seed, e)
             examples = decoded.shuffle(buffer, seed=e_seed, reshuffle_each_iteration=False).take(examples_per_epoch)
-            if reading.augmentation.active:  # seeded by (epoch seed, position): redrawn identically on resume
-                examples = examples.enumerate().map(lambda i, ex: reading.augment(ex, tf.stack([e_seed, i])),
+            if reading.augments:  # seeded by (epoch seed, position): redrawn identically on resume
+                examples = examples.enumerate().map(lambda i, ex: reading.augmenting(ex, tf.stack([e_seed, i])),
                                                     num_parallel_calls=tf.data.AUTOTUNE)
             # An epoch is a whole number of batches, so each is batched here and only whole batches pass the
             # later stages (each per-example stage costs ~1 us; benchmarks/README.md).

@@ -18,6 +18,7 @@ import tensorflow_datasets as tfds
 
 from jaxdl.data import CATALOG, prepare_command, preprocess, quiet_tfds, resolve_data_dir
 from jaxdl.data.kinds import data_kind
+from jaxdl.data.randaugment import RandAugment
 from jaxdl.data.memory import InMemorySource, split_size
 from jaxdl.data.records import array_record_advice, is_random_access, preparable
 from jaxdl.data.source import Source, SplitReading
@@ -170,7 +171,7 @@ class Pipeline:
         self._eval_passes: dict[tuple[str, int], Callable[[], Iterator[dict]]] = {}
         shape = image_shape(self.builder, dataset_cfg)
         reading = SplitReading(dataset_cfg, self.builder, task, self.kind, self.augmentation, shape,
-                               process_index, process_count)
+                               process_index, process_count, RandAugment.of(dataset_cfg.augment))
         chosen = choose_source(dataset_cfg, self.builder, split_size(self.builder, dataset_cfg.train_split), shape)
         self.source: Source = (StreamSource if chosen == StreamSource.name else InMemorySource)(reading)
 
@@ -207,6 +208,10 @@ class Pipeline:
             raise ConfigError("config key 'dataset.augment.random_resized_crop': crops the image alone, for data "
                               "kinds whose targets do not move with the image (classification, regression), and "
                               "replaces crop_padding's translation (segmentation and detection: crop_area)")
+        if self.cfg.augment.randaugment_layers and kind.moves_with_image:
+            raise ConfigError(f"config key 'dataset.augment.randaugment_layers': RandAugment moves the image alone; "
+                              f"the {kind.name} data kind's targets move with it: set it to 0 (crop_area and "
+                              f"flip_left_right move both)")
         mixing = [k for k in ('mixup_alpha', 'cutmix_alpha') if self.cfg.augment[k]]
         if mixing and not getattr(kind, 'mixes_labels', False):
             raise ConfigError(f"config key 'dataset.augment.{mixing[0]}': Mixup and CutMix blend class labels; the "

@@ -10,7 +10,10 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable, ClassVar, Iterator, Protocol
 
+import tensorflow as tf
+
 from jaxdl.data import preprocess
+from jaxdl.data.randaugment import RandAugment
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,6 +28,7 @@ class SplitReading:
     image_shape: tuple[int, int, int]  # the model input's, after preprocessing
     process_index: int = 0
     process_count: int = 1
+    randaugment: RandAugment = RandAugment()
 
     def converter(self, image_format: preprocess.ImageFormat) -> Callable[[dict], dict]:
         """example -> the data contract of the task's kind, images in `image_format` (the dataset's, or another
@@ -34,6 +38,25 @@ class SplitReading:
     def augment(self, example: dict, seed) -> dict:
         """The training augmentation of the task's kind, seeded by (epoch seed, position in the epoch)."""
         return self.kind.augment(example, seed, self.augmentation, self.task)
+
+    def rand_augment(self, example: dict, seed) -> dict:
+        """RandAugment of the data contract's image (normalised float32): back to pixel values 0-255, its ops, and
+        normalised again; seeded by (epoch seed, position), apart from `augment`'s draws."""
+        image_format = preprocess.ImageFormat.of(self.cfg)
+        mean, std = tf.constant(image_format.mean), tf.constant(image_format.std)
+        pixels = (example['image'] * std + mean) * 255.0
+        pixels = self.randaugment(pixels, tf.random.experimental.stateless_fold_in(seed, 2))
+        return {**example, 'image': (pixels / 255.0 - mean) / std}
+
+    def augmenting(self, example: dict, seed) -> dict:
+        """Every training augmentation of a converted example: the kind's, then RandAugment."""
+        if self.augmentation.active:
+            example = self.augment(example, seed)
+        return self.rand_augment(example, seed) if self.randaugment.active else example
+
+    @property
+    def augments(self) -> bool:
+        return self.augmentation.active or self.randaugment.active
 
 
 class Source(Protocol):

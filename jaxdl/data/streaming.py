@@ -37,6 +37,7 @@ class ExampleReader:
     features: tfds.features.FeaturesDict
     to_contract: Callable           # the task's data kind's converter (jaxdl.data.kinds)
     augment: Callable | None        # (example, seed) -> example; None: no augmentation
+    rand_augment: Callable | None   # (converted example, seed) -> example: RandAugment; None: off
     crop: jpeg.RandomResizedCrop | None  # None: decode the whole image
     channels: int
     example_prefix: str             # e.g. 'jpeg_shapes train example ', for the data-contract messages
@@ -55,6 +56,8 @@ class ExampleReader:
             out = self.to_contract({**self.features.deserialize_example(record), 'example_id': self._example_id(index)})
             if self.augment is not None:
                 out = self.augment(out, seed)
+        if self.rand_augment is not None:  # on the model-sized image, as on the in-memory path
+            out = self.rand_augment(out, seed)
         return {**out, 'valid': tf.constant(True)}
 
     def _example_id(self, index: tf.Tensor) -> tf.Tensor:
@@ -186,6 +189,7 @@ class StreamSource:
             image_format = dataclasses.replace(image_format, center_crop=0.0)
         return ExampleReader(reading.builder.info.features, reading.converter(image_format),
                              reading.augment if train and reading.augmentation.active else None,
+                             reading.rand_augment if train and reading.randaugment.active else None,
                              crop, reading.image_shape[2], f'{cfg.name} {split} example ')
 
     def sampler(self, seed: int, global_batch: int) -> IndexSampler:
