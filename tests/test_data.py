@@ -116,6 +116,10 @@ def test_augmentation_is_per_example_seeded_and_resumable(augment):
     assert not np.array_equal(a[0]['image'], plain[0]['image'])
     np.testing.assert_array_equal(a[0]['label'], plain[0]['label'])  # same order, only images change
     assert all(np.array_equal(x['image'], y['image']) for x, y in zip(a[5:], b))
+    if 'augment__randaugment_layers' in augment:  # on top of the flips: the same flips, other pixels
+        flips = epoch_batches(Pipeline(dataset_config(augment__flip_left_right=True), TASK), epoch=0, seed=0,
+                              global_batch=64)
+        assert not np.array_equal(a[0]['image'], flips[0]['image'])
 
 
 @pytest.mark.parametrize('name,shape', [('mnist', (28, 28, 1)), ('fashion_mnist', (28, 28, 1)),

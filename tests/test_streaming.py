@@ -77,6 +77,9 @@ def test_a_resume_mid_epoch_reads_nothing_before_its_position_and_continues_iden
     for a, b in zip(expected, got):
         for key in a:
             np.testing.assert_array_equal(a[key], b[key])
+    flips = Pipeline.for_config(stream_config(dataset__augment__flip_left_right=True)).train_batches(
+        seed=5, global_batch=global_batch, start_step=start)
+    assert not np.array_equal(next(flips)['image'], expected[0]['image'])  # RandAugment on top of the flips
     sampler = pipeline.source.sampler(seed=5, global_batch=global_batch)
     before = {i for s in range(start) for i in sampler.global_batch_indices(s)}
     assert set(sampler.global_batch_indices(start)) <= set(reads)
