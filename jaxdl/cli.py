@@ -176,9 +176,10 @@ def cmd_rerun(args, _) -> int:
 
 
 def cmd_sweep(args, _) -> int:
-    from jaxdl.sweep import parse_grid, sweep
+    from jaxdl.sweep import parse_ablations, parse_grid, sweep
     records = sweep(args.config, parse_grid(args.grid or []), args.seeds, args.workdir, parallel=args.parallel,
-                    echo=lambda text: print(text, file=sys.stderr, flush=True))
+                    echo=lambda text: print(text, file=sys.stderr, flush=True),
+                    ablations=parse_ablations(args.ablate or []))
     print(json.dumps({'workdir': str(Path(args.workdir).absolute()), 'runs': records}, indent=2))
     failed = [r for r in records if r['status'] != 'finished']
     return 0 if not failed else EXIT_MISMATCH
@@ -284,6 +285,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--seeds', type=int, default=1, help='seeds 0..N-1 of every combination (default 1)')
     p.add_argument('--grid', action='append', metavar='KEY=V1,V2',
                    help='config values to sweep, e.g. optimizer.name=sgd,adam (repeat for more keys)')
+    p.add_argument('--ablate', action='append', metavar='KEY=V[,KEY=V]',
+                   help='an ablation: the experiment once more with these set (repeat for each component); the '
+                        'experiment as it is runs too')
     p.add_argument('--parallel', type=int, default=1, help='runs at once, each on its share of the cores')
     p.set_defaults(run=cmd_sweep)
     p = sub.add_parser('compare', help='tabulate runs by configuration: mean, std and range over seeds; plot the '

@@ -2,6 +2,10 @@
 
     jaxdl sweep experiments/digits_cnn.py --seeds 3 --grid optimizer.name=sgd,rmsprop,adam --workdir runs/opt
 
+An ablation runs the experiment as it is and once with each `--ablate` (one or more KEY=VALUE, comma-separated,
+applied together), e.g. `--ablate optimizer.ema_decay=0 --ablate dataset.augment.mixup_alpha=0,dataset.augment.
+cutmix_alpha=0`: one component removed at a time rather than every combination (with a grid: for each of its).
+
 Each run is `jaxdl train EXPERIMENT --workdir DIR/<overrides> --config.KEY=VALUE ...` in a process of its own, so
 a sweep is exactly the runs a user could start by hand, with their checkpoints, exact resume and records. Running
 the same command again skips the finished runs and resumes the interrupted ones. `--parallel K` runs K at once,
@@ -78,18 +82,40 @@ def _split_values(text: str) -> list[str]:
     return values + [current]
 
 
-def plan_runs(experiment: str, grid: dict[str, list], seeds: int) -> list[SweepRun]:
-    """Every combination, each checked (key, type, value) against the experiment's config before any run."""
+def parse_ablations(entries: list[str]) -> list[tuple[tuple[str, object], ...]]:
+    """['optimizer.ema_decay=0', 'a.x=0,a.y=0'] -> [(('optimizer.ema_decay', 0),), (('a.x', 0), ('a.y', 0))]."""
+    ablations = []
+    for entry in entries:
+        overrides = []
+        for part in _split_values(entry):
+            key, equals, text = part.partition('=')
+            if not equals or not key or not text:
+                raise ConfigError(f'--ablate {entry!r}: write KEY=VALUE, or several comma-separated, e.g. '
+                                  f'dataset.augment.mixup_alpha=0,dataset.augment.cutmix_alpha=0')
+            try:
+                overrides.append((key, ast.literal_eval(text)))
+            except (ValueError, SyntaxError):
+                overrides.append((key, text))
+        ablations.append(tuple(overrides))
+    return ablations
+
+
+def plan_runs(experiment: str, grid: dict[str, list], seeds: int, ablations=()) -> list[SweepRun]:
+    """Every combination (of the grid, and the experiment as it is plus each ablation), each checked (key, type,
+    value) against the experiment's config before any run."""
     if seeds < 1:
         raise ConfigError(f'--seeds must be at least 1, got {seeds}')
-    if 'seed' in grid:
+    if 'seed' in grid or any(key == 'seed' for ablation in ablations for key, _ in ablation):
         raise ConfigError("sweep seeds with --seeds N, not --grid seed=...")
+    shared = sorted({key for ablation in ablations for key, _ in ablation} & set(grid))
+    if shared:
+        raise ConfigError(f'{", ".join(shared)}: both swept by --grid and set by --ablate; give each key to one')
     from jaxdl import config as config_lib
     base = config_lib.load_config_file(experiment)
     runs = []
     for values in itertools.product(*grid.values()):
-        for seed in range(seeds):
-            run = SweepRun((*zip(grid, values), ('seed', seed)))
+        for variant, seed in itertools.product(((), *ablations), range(seeds)):
+            run = SweepRun((*zip(grid, values), *variant, ('seed', seed)))
             config = config_lib.apply_updates(base.copy_and_resolve_references(), dict(run.overrides))
             config_lib.validate(config)
             runs.append(run)
@@ -137,13 +163,14 @@ def _headline(workdir: Path) -> str:
 
 
 def sweep(experiment: str, grid: dict[str, list], seeds: int, workdir: str | Path, parallel: int = 1,
-          echo=print) -> list[dict]:
-    """Runs (or resumes, or skips) every run of the grid; returns one record per run."""
+          echo=print, ablations=()) -> list[dict]:
+    """Runs (or resumes, or skips) every run of the grid (and ablations); returns one record per run."""
     root = Path(workdir).absolute()
-    runs = plan_runs(experiment, grid, seeds)
+    runs = plan_runs(experiment, grid, seeds, ablations)
     root.mkdir(parents=True, exist_ok=True)
     (root / 'sweep.json').write_text(json.dumps({'experiment': str(Path(experiment).absolute()), 'grid': grid,
-                                                 'seeds': seeds, 'runs': [r.name for r in runs]}, indent=2, default=str))
+                                                 'ablations': [dict(a) for a in ablations], 'seeds': seeds,
+                                                 'runs': [r.name for r in runs]}, indent=2, default=str))
     records, queue, active = {}, list(enumerate(runs)), {}
     total = len(runs)
     while queue or active:

@@ -154,3 +154,23 @@ def test_rerun_names_what_besides_the_config_changes_floats():
     assert placement_differences(recorded, {**recorded}) == []
     assert placement_differences(recorded, {**recorded, 'cpu_cores': 2}) == ['usable CPU cores: 1 then, 2 now']
     assert placement_differences({'backend': 'cpu'}, {'backend': 'cpu', 'cpu_cores': 2}) == []  # not recorded then
+
+
+def test_an_ablation_runs_the_experiment_and_each_component_removed_in_turn():
+    from jaxdl.sweep import parse_ablations
+    ablations = parse_ablations(['optimizer.ema_decay=0', 'model.options.features=(4,8),model.options.dense=8'])
+    assert ablations == [(('optimizer.ema_decay', 0),),
+                         (('model.options.features', (4, 8)), ('model.options.dense', 8))]
+    names = [r.name for r in plan_runs(EXPERIMENT, {}, 2, ablations)]
+    assert names == ['seed=0', 'seed=1', 'optimizer.ema_decay=0,seed=0', 'optimizer.ema_decay=0,seed=1',
+                     'model.options.features=(4,8),model.options.dense=8,seed=0',
+                     'model.options.features=(4,8),model.options.dense=8,seed=1']
+    with_grid = [r.name for r in plan_runs(EXPERIMENT, parse_grid(['optimizer.name=sgd,adam']), 1, ablations[:1])]
+    assert with_grid == ['optimizer.name=sgd,seed=0', 'optimizer.name=sgd,optimizer.ema_decay=0,seed=0',
+                         'optimizer.name=adam,seed=0', 'optimizer.name=adam,optimizer.ema_decay=0,seed=0']
+    with pytest.raises(ConfigError, match=r"unknown config key 'optimizer.ema_dacay'"):
+        plan_runs(EXPERIMENT, {}, 1, parse_ablations(['optimizer.ema_dacay=0']))
+    with pytest.raises(ConfigError, match='--ablate .*write KEY=VALUE'):
+        parse_ablations(['optimizer.ema_decay'])
+    with pytest.raises(ConfigError, match='both swept by --grid and set by --ablate'):
+        plan_runs(EXPERIMENT, parse_grid(['optimizer.ema_decay=0,0.9']), 1, ablations[:1])
