@@ -88,7 +88,7 @@ def test_the_step_trains_on_timms_soft_targets_with_label_smoothing_and_counts_t
         log_probs = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
         assert float(metrics.sums['loss_sum']) == pytest.approx(float(-(target * log_probs).sum()), rel=1e-5)
         own, other = np.asarray(labels), np.asarray(labels)[::-1]
-        correct = lambda truth: float((logits.argmax(-1) == truth).sum())
+        correct = lambda truth, logits=logits: float((logits.argmax(-1) == truth).sum())
         assert float(metrics.sums['correct']) == correct(own if lam >= 0.5 else other)
         dominant_mattered |= lam < 0.5 and correct(own) != correct(other)
     assert dominant_mattered or mixing.cutmix_alpha  # CutMix's clipped boxes rarely keep less than half

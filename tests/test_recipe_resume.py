@@ -2,14 +2,14 @@
 never stopped: bit for bit on the same device; to float tolerance after an fsdp run on 8 devices moves to one."""
 import signal
 
-from conftest import ROOT, jaxdl
-from jaxdl.config import apply_updates, load_config_file
-from jaxdl.train.loop import fit
-from test_resume import assert_same_outcome, outcome
-
 import jax
 import numpy as np
 import pytest
+from conftest import ROOT, jaxdl
+from test_resume import assert_same_outcome, outcome
+
+from jaxdl.config import load_config_file
+from jaxdl.train.loop import fit
 
 EXPERIMENT = ROOT / 'tests' / 'recipe_experiment.py'
 

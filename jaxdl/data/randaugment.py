@@ -30,7 +30,7 @@ class RandAugment:
     magnitude: float = 9.0   # 0-10
 
     @classmethod
-    def of(cls, augment_cfg) -> 'RandAugment':
+    def of(cls, augment_cfg) -> RandAugment:
         return cls(int(augment_cfg.randaugment_layers), float(augment_cfg.randaugment_magnitude))
 
     @property
@@ -46,7 +46,7 @@ class RandAugment:
             op = tf.random.stateless_uniform([], op_seed, 0, len(OPS), tf.int32)
             sign = tf.where(tf.random.stateless_uniform([], sign_seed) < 0.5, -1.0, 1.0)
             # Every branch sees the same input; tf.switch_case runs the chosen one only.
-            branches = [lambda fn=fn, image=image: _uint8_like(fn(image, level, sign)) for _, fn in OPS]
+            branches = [lambda fn=fn, image=image, sign=sign: _uint8_like(fn(image, level, sign)) for _, fn in OPS]
             changed = tf.switch_case(op, branches)
             image = tf.where(tf.random.stateless_uniform([], apply_seed) < 0.5, changed, image)
         return image

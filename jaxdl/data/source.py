@@ -8,7 +8,8 @@ spec, steps per epoch, a process's rows of a global batch, and the evaluation pa
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, ClassVar, Iterator, Protocol
+from collections.abc import Callable, Iterator
+from typing import Any, ClassVar, Protocol
 
 import tensorflow as tf
 
@@ -28,7 +29,7 @@ class SplitReading:
     image_shape: tuple[int, int, int]  # the model input's, after preprocessing
     process_index: int = 0
     process_count: int = 1
-    randaugment: RandAugment = RandAugment()
+    randaugment: RandAugment = dataclasses.field(default_factory=RandAugment)
 
     def converter(self, image_format: preprocess.ImageFormat) -> Callable[[dict], dict]:
         """example -> the data contract of the task's kind, images in `image_format` (the dataset's, or another

@@ -34,7 +34,7 @@ class Mixing:
     prob: float = 1.0          # the share of batches mixed at all
 
     @classmethod
-    def of(cls, augment_cfg) -> 'Mixing | None':
+    def of(cls, augment_cfg) -> Mixing | None:
         mixing = cls(float(augment_cfg.mixup_alpha), float(augment_cfg.cutmix_alpha),
                      float(augment_cfg.mix_switch_prob), float(augment_cfg.mix_prob))
         return mixing if mixing.active else None
