@@ -1,5 +1,5 @@
 """`jaxdl compare DIR_OR_RUNS...`: the runs grouped by configuration (every config key but the seed), each
-group's test and validation figures as mean, standard deviation and min..max over its seeds, and a PNG of the
+group's test and validation figures (and the EMA's, `test_ema.*`, where kept) as mean, standard deviation and min..max over its seeds, and a PNG of the
 validation curves with the band over seeds.
 
 It reads only what every run directory holds (config.json, summary.json, metrics.jsonl) and never the current
@@ -20,6 +20,9 @@ NOT_FIGURES = ('count', 'step', 'epoch', 'learning_rate', *TIMING_KEYS)
 # The figures a table shows by default, the first of these each split has (after its loss), and the curve plotted
 # beside the loss; --metrics picks others.
 MAIN_FIGURES = ('accuracy', 'mean_iou', 'map_50', 'map', 'rmse', 'mae', 'mean_abs_rank_error', 'pixel_accuracy')
+# The summary's figures a group collects: the selected model's test and validation, and those of the EMA of its
+# weights where the runs kept one (optimizer.ema_decay).
+SPLITS = ('test', 'test_ema', 'validation', 'validation_ema')
 # Keys that differ between runs without being a different experiment: where the arrays lived, and the seed.
 IGNORED = ('seed', 'dataset.data_dir', *PLACEMENT_KEYS, *INSTRUMENT_KEYS)
 
@@ -77,7 +80,7 @@ def compare(paths, ignore=()) -> dict:
         finished = [m for m in members if m['summary']]
         unfinished += [str(m['path']) for m in members if not m['summary']]
         figures = {}
-        for split in ('test', 'validation'):
+        for split in SPLITS:
             names = sorted({k for m in finished for k, v in (m['summary'].get(split) or {}).items()
                             if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in NOT_FIGURES})
             for name in names:

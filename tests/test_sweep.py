@@ -62,7 +62,7 @@ def test_grid_keys_and_values_are_checked_before_any_run(tmp_path):
     assert not (tmp_path / 'sweep').exists()
 
 
-def fake_run(directory, optimizer, seed, accuracy, finished=True, task='classification', dataset=None):
+def fake_run(directory, optimizer, seed, accuracy, finished=True, task='classification', dataset=None, ema=None):
     """A run directory as any jaxdl version writes it: compare reads only these three files."""
     directory.mkdir(parents=True)
     (directory / 'config.json').write_text(json.dumps(
@@ -73,12 +73,13 @@ def fake_run(directory, optimizer, seed, accuracy, finished=True, task='classifi
     if finished:
         (directory / 'summary.json').write_text(json.dumps(
             {'test': {'loss': 1 - accuracy, 'accuracy': accuracy, 'count': 100},
-             'validation': {'step': 20, 'loss': 0.1, 'accuracy': accuracy}}))
+             'validation': {'step': 20, 'loss': 0.1, 'accuracy': accuracy},
+             **({'test_ema': {'loss': 1 - ema, 'accuracy': ema, 'count': 100}} if ema is not None else {})}))
 
 
 def test_compare_groups_by_configuration_with_spread_and_missing_seeds(tmp_path):
-    fake_run(tmp_path / 'sgd' / '0', 'sgd', 0, 0.90)
-    fake_run(tmp_path / 'sgd' / '1', 'sgd', 1, 0.94)
+    fake_run(tmp_path / 'sgd' / '0', 'sgd', 0, 0.90, ema=0.91)
+    fake_run(tmp_path / 'sgd' / '1', 'sgd', 1, 0.94, ema=0.95)
     fake_run(tmp_path / 'sgd' / '2', 'sgd', 2, 0.92)
     fake_run(tmp_path / 'adam' / '0', 'adam', 0, 0.97)
     fake_run(tmp_path / 'adam' / '1', 'adam', 1, 0.95, finished=False)  # still running: left out, and said so
@@ -88,6 +89,9 @@ def test_compare_groups_by_configuration_with_spread_and_missing_seeds(tmp_path)
     sgd = groups['sgd']['figures']['test.accuracy']
     assert sgd['mean'] == pytest.approx(0.92) and sgd['std'] == pytest.approx(0.02) and sgd['n'] == 3
     assert (sgd['min'], sgd['max']) == (0.90, 0.94)
+    # the EMA's test figures where runs kept one: over the seeds that have them
+    assert groups['sgd']['figures']['test_ema.accuracy']['mean'] == pytest.approx(0.93)
+    assert groups['sgd']['figures']['test_ema.accuracy']['n'] == 2 and 'test_ema.accuracy' not in groups['adam']['figures']
     assert groups['adam']['seeds'] == [0] and groups['adam']['figures']['test.accuracy']['std'] == 0.0
     assert result['unfinished'] == [str(tmp_path / 'adam' / '1')]
     table = markdown(result)
