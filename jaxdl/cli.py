@@ -239,6 +239,8 @@ WEIGHTS_HELP = 'raw: the checkpoint\'s weights; ema: their moving average (runs 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog='jaxdl', description='Train, evaluate and use JAX image models.')
+    from jaxdl import __version__
+    parser.add_argument('--version', action='version', version=f'jaxdl {__version__}')
     sub = parser.add_subparsers(dest='command', required=True)
     p = sub.add_parser('train', help='train an experiment config (resumes if the workdir has checkpoints)',
                        description='Overrides: --config.KEY=VALUE, e.g. --config.train.batch_size=32')

@@ -120,3 +120,21 @@ def test_rerun_reproduces_the_recorded_metrics(trained, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads(result.stdout)['match'] is True
     assert 'match the recorded run' in result.stderr
+
+
+def test_the_version_has_one_source_and_the_accelerator_extras_are_jaxs_own(capsys):
+    import importlib.metadata
+    import tomllib
+
+    import jaxdl
+    from jaxdl.cli import main
+    with pytest.raises(SystemExit):
+        main(['--version'])
+    assert capsys.readouterr().out.strip() == f'jaxdl {jaxdl.__version__}'
+    assert importlib.metadata.version('jaxdl') == jaxdl.__version__
+    project = tomllib.loads((ROOT / 'pyproject.toml').read_text())['project']
+    assert 'version' not in project and project['dynamic'] == ['version']
+    jax_extras = {r.split('extra == ')[1].strip('"') for r in importlib.metadata.requires('jax') if 'extra ==' in r}
+    for extra in ('cuda12', 'cuda13', 'tpu'):
+        [requirement] = project['optional-dependencies'][extra]
+        assert requirement.startswith(f'jax[{extra}]') and extra in jax_extras
