@@ -5,6 +5,8 @@ BIN := $(VENV)/bin
 
 .PHONY: train test setup
 
+# The main job installs what jaxdl needs to run; the tests add the dev extra (pytest, the trackers, and on
+# Python 3.11 torch, torchvision and timm for the weight-import tests: most of the environment's size).
 train: $(VENV)/.installed
 	$(BIN)/jaxdl train experiments/digits_cnn.py --workdir runs/digits_cnn
 
@@ -13,7 +15,7 @@ train: $(VENV)/.installed
 # (a trained run) on one worker (spreading single tests instead, --dist loadgroup, took 12:48 against 11:42: the
 # heavy tests then compiled side by side). PYTEST_ARGS adds to it (.ci/run: '-m "not slow"' on the newest Python).
 PYTEST_ARGS ?=
-test: $(VENV)/.installed
+test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest -q -n 3 --dist loadscope $(PYTEST_ARGS)
 
 setup: $(VENV)/.installed
@@ -21,5 +23,9 @@ setup: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "jaxdl needs Python >= 3.11"'
 	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e .
+	touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 	touch $@
