@@ -128,6 +128,23 @@ def as_json(result: dict) -> str:
                                             for g in result['groups']]}, indent=2, default=str)
 
 
+def group_label(result: dict, group: dict) -> str:
+    """What sets a group apart, for a legend: the keys whose value is not the one most groups share (all differing
+    keys where no value is shared more than others); 'the shared setting' for the group that changes none, as the
+    full experiment of an ablation."""
+    def mode(key):
+        counts = {}
+        for g in result['groups']:
+            value = json.dumps(g['config'][key], sort_keys=True)
+            counts[value] = counts.get(value, 0) + 1
+        ranked = sorted(counts.values(), reverse=True)
+        shared = max(counts, key=counts.get)
+        return shared if len(ranked) == 1 or ranked[0] > ranked[1] else None
+    modes = {k: mode(k) for k in result['keys']}
+    shown = [f'{k}={v}' for k, v in group['config'].items() if json.dumps(v, sort_keys=True) != modes[k]]
+    return ', '.join(shown) or ('the shared setting' if result['keys'] else 'runs')
+
+
 def plot_curves(result: dict, path: Path, metric: str | None = None) -> Path:
     """Validation loss and one more validation figure against the step: per configuration the mean over its seeds
     as a line, min..max as a band."""
@@ -142,7 +159,7 @@ def plot_curves(result: dict, path: Path, metric: str | None = None) -> Path:
     figure, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4), squeeze=False)
     colours = plt.rcParams['axes.prop_cycle'].by_key()['color']
     for g, group in enumerate(result['groups']):
-        label = ', '.join(f'{k}={v}' for k, v in group['config'].items()) or 'runs'
+        label = group_label(result, group)
         for ax, name in zip(axes[0], panels):
             curves = {}
             for member in group['_members']:

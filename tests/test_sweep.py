@@ -178,3 +178,13 @@ def test_an_ablation_runs_the_experiment_and_each_component_removed_in_turn():
         parse_ablations(['optimizer.ema_decay'])
     with pytest.raises(ConfigError, match='both swept by --grid and set by --ablate'):
         plan_runs(EXPERIMENT, parse_grid(['optimizer.ema_decay=0,0.9']), 1, ablations[:1])
+
+
+def test_a_legend_names_what_sets_each_group_apart():
+    from jaxdl.compare import group_label
+    ablation = {'keys': ['a.mixup', 'b.ema'], 'groups': [{'config': {'a.mixup': 0.8, 'b.ema': 0.99}},
+                                                         {'config': {'a.mixup': 0.0, 'b.ema': 0.99}},
+                                                         {'config': {'a.mixup': 0.8, 'b.ema': 0.0}}]}
+    assert [group_label(ablation, g) for g in ablation['groups']] == ['the shared setting', 'a.mixup=0.0', 'b.ema=0.0']
+    grid = {'keys': ['optimizer.name'], 'groups': [{'config': {'optimizer.name': n}} for n in ('sgd', 'adam')]}
+    assert [group_label(grid, g) for g in grid['groups']] == ['optimizer.name=sgd', 'optimizer.name=adam']
