@@ -31,17 +31,6 @@ TEST_XLA_FLAGS = '--xla_backend_optimization_level=0'
 os.environ['XLA_FLAGS'] = f"{os.environ.get('XLA_FLAGS', '')} {TEST_XLA_FLAGS}".strip()
 
 
-# The longest modules first: `--dist loadscope` hands whole modules to the workers in collection order, so a long
-# module collected late (alphabetically) would run alone at the end while the other workers idle.
-LONGEST_MODULES = ('test_resume.py', 'test_notebooks.py', 'test_parallel.py', 'test_nnx.py', 'test_multiprocess.py',
-                   'test_sweep.py', 'test_data_kinds.py', 'test_user_code.py', 'test_recipe_resume.py')
-
-
-def pytest_collection_modifyitems(session, config, items):
-    rank = {name: i for i, name in enumerate(LONGEST_MODULES)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: each module keeps its order
-
-
 def pytest_sessionfinish(session):
     if _CREATED_ROOT and not hasattr(session.config, 'workerinput'):  # the process that made it, not a worker
         shutil.rmtree(os.environ['JAXDL_TEST_ROOT'], ignore_errors=True)
