@@ -1,6 +1,6 @@
 """`jaxdl compare DIR_OR_RUNS...`: the runs grouped by configuration (every config key but the seed), each
-group's test and validation figures (and the EMA's, `test_ema.*`, where kept) as mean, standard deviation and min..max over its seeds, and a PNG of the
-validation curves with the band over seeds.
+group's test and validation figures (and the EMA's, `test_ema.*`, where kept) as mean, standard deviation and
+min..max over its seeds, and a PNG of the validation curves with the band over seeds.
 
 It reads only what every run directory holds (config.json, summary.json, metrics.jsonl) and never the current
 default config, so it compares runs written by any jaxdl version. It imports no TensorFlow or JAX.
@@ -128,10 +128,10 @@ def as_json(result: dict) -> str:
                                             for g in result['groups']]}, indent=2, default=str)
 
 
-def group_label(result: dict, group: dict) -> str:
-    """What sets a group apart, for a legend: the keys whose value is not the one most groups share (all differing
-    keys where no value is shared more than others); 'the shared setting' for the group that changes none, as the
-    full experiment of an ablation."""
+def group_labels(result: dict) -> list[str]:
+    """What sets each group apart, for a legend: the keys whose value is not the one most groups share (all
+    differing keys where no value is shared more than others); 'the shared setting' for the group that changes
+    none, as the full experiment of an ablation."""
     def mode(key):
         counts = {}
         for g in result['groups']:
@@ -141,8 +141,11 @@ def group_label(result: dict, group: dict) -> str:
         shared = max(counts, key=counts.get)
         return shared if len(ranked) == 1 or ranked[0] > ranked[1] else None
     modes = {k: mode(k) for k in result['keys']}
-    shown = [f'{k}={v}' for k, v in group['config'].items() if json.dumps(v, sort_keys=True) != modes[k]]
-    return ', '.join(shown) or ('the shared setting' if result['keys'] else 'runs')
+    labels = []
+    for group in result['groups']:
+        shown = [f'{k}={v}' for k, v in group['config'].items() if json.dumps(v, sort_keys=True) != modes[k]]
+        labels.append(', '.join(shown) or ('the shared setting' if result['keys'] else 'runs'))
+    return labels
 
 
 def plot_curves(result: dict, path: Path, metric: str | None = None) -> Path:
@@ -158,8 +161,9 @@ def plot_curves(result: dict, path: Path, metric: str | None = None) -> Path:
     panels = ['loss'] + ([metric] if metric else [])
     figure, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4), squeeze=False)
     colours = plt.rcParams['axes.prop_cycle'].by_key()['color']
+    labels = group_labels(result)
     for g, group in enumerate(result['groups']):
-        label = group_label(result, group)
+        label = labels[g]
         for ax, name in zip(axes[0], panels):
             curves = {}
             for member in group['_members']:

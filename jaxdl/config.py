@@ -78,13 +78,13 @@ def default_config() -> ConfigDict:
             random_resized_crop=False,
             crop_scale=(0.08, 1.0),    # its share of the image's area
             crop_ratio=(0.75, 4 / 3),  # its aspect ratio (width / height)
-            # Mixup and CutMix, in the train step, for tasks with class labels (jaxdl.train.mixing): lambda ~
-            # Beta(alpha, alpha); 0 = off. With both on, mix_switch_prob of the mixed batches CutMix; mix_prob of
-            # the batches are mixed at all.
             # RandAugment (jaxdl.data.randaugment), for data kinds whose targets do not move with the image: this
             # many ops per image (timm's n, e.g. 2; 0 = off) at this magnitude (timm's m, 0-10, e.g. 9)
             randaugment_layers=0,
             randaugment_magnitude=9.0,
+            # Mixup and CutMix, in the train step, for tasks with class labels (jaxdl.train.mixing): lambda ~
+            # Beta(alpha, alpha); 0 = off. With both on, mix_switch_prob of the mixed batches CutMix; mix_prob of
+            # the batches are mixed at all.
             mixup_alpha=0.0,
             cutmix_alpha=0.0,
             mix_switch_prob=0.5,

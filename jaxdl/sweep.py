@@ -4,7 +4,8 @@
 
 An ablation runs the experiment as it is and once with each `--ablate` (one or more KEY=VALUE, comma-separated,
 applied together), e.g. `--ablate optimizer.ema_decay=0 --ablate dataset.augment.mixup_alpha=0,dataset.augment.
-cutmix_alpha=0`: one component removed at a time rather than every combination (with a grid: for each of its).
+cutmix_alpha=0`: one component removed at a time rather than every combination (with a grid too: for each of its
+combinations).
 
 Each run is `jaxdl train EXPERIMENT --workdir DIR/<overrides> --config.KEY=VALUE ...` in a process of its own, so
 a sweep is exactly the runs a user could start by hand, with their checkpoints, exact resume and records. Running
@@ -56,14 +57,16 @@ def parse_grid(entries: list[str]) -> dict[str, list]:
         key, equals, values = entry.partition('=')
         if not equals or not key or not values:
             raise ConfigError(f'--grid {entry!r}: write KEY=VALUE1,VALUE2, e.g. optimizer.name=sgd,adam')
-        parsed = []
-        for text in _split_values(values):
-            try:
-                parsed.append(ast.literal_eval(text))
-            except (ValueError, SyntaxError):
-                parsed.append(text)
-        grid[key] = parsed
+        grid[key] = [_value(text) for text in _split_values(values)]
     return grid
+
+
+def _value(text: str):
+    """A value as a Python literal where it is one ('0.1', '(8,16)', 'False'), else the text ('5 steps')."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
 
 
 def _split_values(text: str) -> list[str]:
@@ -92,10 +95,7 @@ def parse_ablations(entries: list[str]) -> list[tuple[tuple[str, object], ...]]:
             if not equals or not key or not text:
                 raise ConfigError(f'--ablate {entry!r}: write KEY=VALUE, or several comma-separated, e.g. '
                                   f'dataset.augment.mixup_alpha=0,dataset.augment.cutmix_alpha=0')
-            try:
-                overrides.append((key, ast.literal_eval(text)))
-            except (ValueError, SyntaxError):
-                overrides.append((key, text))
+            overrides.append((key, _value(text)))
         ablations.append(tuple(overrides))
     return ablations
 

@@ -181,10 +181,10 @@ def test_an_ablation_runs_the_experiment_and_each_component_removed_in_turn():
 
 
 def test_a_legend_names_what_sets_each_group_apart():
-    from jaxdl.compare import group_label
+    from jaxdl.compare import group_labels
     ablation = {'keys': ['a.mixup', 'b.ema'], 'groups': [{'config': {'a.mixup': 0.8, 'b.ema': 0.99}},
                                                          {'config': {'a.mixup': 0.0, 'b.ema': 0.99}},
                                                          {'config': {'a.mixup': 0.8, 'b.ema': 0.0}}]}
-    assert [group_label(ablation, g) for g in ablation['groups']] == ['the shared setting', 'a.mixup=0.0', 'b.ema=0.0']
+    assert group_labels(ablation) == ['the shared setting', 'a.mixup=0.0', 'b.ema=0.0']
     grid = {'keys': ['optimizer.name'], 'groups': [{'config': {'optimizer.name': n}} for n in ('sgd', 'adam')]}
-    assert [group_label(grid, g) for g in grid['groups']] == ['optimizer.name=sgd', 'optimizer.name=adam']
+    assert group_labels(grid) == ['optimizer.name=sgd', 'optimizer.name=adam']
