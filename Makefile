@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 # The main job installs what jaxdl needs to run; the tests add the dev extra (pytest, the trackers, and on
 # Python 3.11 torch, torchvision and timm for the weight-import tests: most of the environment's size).
 train: $(VENV)/.installed
-	$(BIN)/jaxdl train experiments/digits_cnn.py --workdir runs/digits_cnn
+	$(BIN)/jaxdl train digits_cnn --workdir runs/digits_cnn
 
 # Three workers on the 2-core CI machine: much of the suite is single-threaded XLA compilation or waits on
 # subprocesses, so a third worker fills the idle core time; --dist loadscope keeps each module's shared fixtures

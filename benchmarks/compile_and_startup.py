@@ -1,7 +1,7 @@
 """How often a run compiles its steps, and how long a command takes to answer or to reach its first step.
 
     python benchmarks/compile_and_startup.py                    # the default digits experiment
-    python benchmarks/compile_and_startup.py --experiment experiments/shapes_detection.py
+    python benchmarks/compile_and_startup.py --experiment jaxdl/experiments/shapes_detection.py
 
 Compilations are counted from JAX's own compile log (`jax_log_compiles`) in a fresh process per phase:
   1. a whole run (every validation and the test split end in a padded batch), and
@@ -83,7 +83,7 @@ def time_to_first_step(experiment: str, workdir: Path) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--experiment', default='experiments/digits_cnn.py')
+    parser.add_argument('--experiment', default='jaxdl/experiments/digits_cnn.py')
     parser.add_argument('--duration', default='4 epochs', help='of the counted run (shorter than the experiment)')
     parser.add_argument('--repeats', type=int, default=3, help='of each start-up timing (the median is reported)')
     args = parser.parse_args()

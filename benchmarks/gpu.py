@@ -157,7 +157,7 @@ def fit_end_to_end(results, epochs: int):
     import tempfile
     from pathlib import Path
     from jaxdl.config import load_config_file
-    config = load_config_file(str(Path(__file__).resolve().parents[1] / 'experiments' / 'digits_resnet.py'))
+    config = load_config_file(str(Path(__file__).resolve().parents[1] / 'jaxdl' / 'experiments' / 'digits_resnet.py'))
     apply_updates(config, {'train.duration': f'{epochs} epochs', 'train.validate_every': f'{epochs} epochs',
                            'train.checkpoint_every': f'{epochs} epochs'})
     with tempfile.TemporaryDirectory() as workdir:
@@ -176,7 +176,7 @@ def fit_end_to_end(results, epochs: int):
 
 
 def streamed_resnet50(results, image: int, batch: int, steps: int, model: tuple) -> None:
-    """The streaming JPEG pipeline (experiments/jpeg_shapes_resnet.py at `image` px) feeding the ResNet step on
+    """The streaming JPEG pipeline (jaxdl/experiments/jpeg_shapes_resnet.py at `image` px) feeding the ResNet step on
     this machine's cores: images/s and the share of the loop's time spent waiting in next() for data."""
     try:
         import jaxdl.data  # noqa: F401  (sets TensorFlow's environment before it loads)
@@ -188,7 +188,7 @@ def streamed_resnet50(results, image: int, batch: int, steps: int, model: tuple)
     from jaxdl.config import load_config_file
     from jaxdl.data.pipeline import Pipeline
     from jaxdl.train.state import state_from_config
-    config = load_config_file(str(Path(__file__).resolve().parents[1] / 'experiments' / 'jpeg_shapes_resnet.py'))
+    config = load_config_file(str(Path(__file__).resolve().parents[1] / 'jaxdl' / 'experiments' / 'jpeg_shapes_resnet.py'))
     apply_updates(config, {'dataset.image_size': image, 'model.name': model[0], 'model.options': model[1],
                            'model.dtype': 'bfloat16', 'train.batch_size': batch})
     pipeline = Pipeline.for_config(config)

@@ -1,7 +1,7 @@
 """Does the tf.data pipeline keep the train step fed? Its delivery rate against the step's consumption rate.
 
     python benchmarks/input_pipeline.py                                        # digits_cnn, digits_resnet, shapes_*
-    python benchmarks/input_pipeline.py --experiments experiments/shapes_detection.py --steps 60
+    python benchmarks/input_pipeline.py --experiments jaxdl/experiments/shapes_detection.py --steps 60
 
 For each experiment (with its own preprocessing and augmentation):
   - pipeline alone: images per second that `Pipeline.train_batches` delivers once the decoded split is cached
@@ -26,8 +26,8 @@ from jaxdl.config import Plan
 from jaxdl.train.state import state_from_config
 from jaxdl.train.runners import make_runner
 
-EXPERIMENTS = ('experiments/digits_cnn.py', 'experiments/digits_resnet.py', 'experiments/shapes_segmentation.py',
-               'experiments/shapes_detection.py')
+EXPERIMENTS = ('jaxdl/experiments/digits_cnn.py', 'jaxdl/experiments/digits_resnet.py', 'jaxdl/experiments/shapes_segmentation.py',
+               'jaxdl/experiments/shapes_detection.py')
 
 
 def measure(experiment: str, steps: int) -> dict:

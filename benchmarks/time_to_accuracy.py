@@ -1,7 +1,7 @@
 """Wall time from the command to the reported test figure, for each task's experiment, as a user runs it.
 
     python benchmarks/time_to_accuracy.py                          # every experiment below
-    python benchmarks/time_to_accuracy.py experiments/digits_cnn.py
+    python benchmarks/time_to_accuracy.py jaxdl/experiments/digits_cnn.py
 
 Each experiment runs as `jaxdl train EXPERIMENT --workdir TMP --no-progress` in a fresh process (dataset already
 prepared: its one-time preparation is not counted); the wall time covers start-up, compilation, training,
@@ -21,12 +21,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 # experiment -> the test figures the README quotes for it
 EXPERIMENTS = {
-    'experiments/digits_cnn.py': ('accuracy',),
-    'experiments/digits_resnet.py': ('accuracy',),
-    'experiments/digits_vit.py': ('accuracy',),
-    'experiments/rotation_regression.py': ('rmse',),
-    'experiments/shapes_segmentation.py': ('mean_iou',),
-    'experiments/shapes_detection.py': ('map_50', 'map'),  # mAP@.5 and COCO mAP@[.5:.95] (pycocotools)
+    'jaxdl/experiments/digits_cnn.py': ('accuracy',),
+    'jaxdl/experiments/digits_resnet.py': ('accuracy',),
+    'jaxdl/experiments/digits_vit.py': ('accuracy',),
+    'jaxdl/experiments/rotation_regression.py': ('rmse',),
+    'jaxdl/experiments/shapes_segmentation.py': ('mean_iou',),
+    'jaxdl/experiments/shapes_detection.py': ('map_50', 'map'),  # mAP@.5 and COCO mAP@[.5:.95] (pycocotools)
 }
 
 

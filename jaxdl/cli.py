@@ -200,6 +200,14 @@ def cmd_compare(args, _) -> int:
     return 0
 
 
+def cmd_experiments(args, _) -> int:
+    from jaxdl import experiments
+    print(f'built-in experiments (jaxdl train NAME; their files: {experiments.DIRECTORY}):')
+    for name in experiments.names():
+        print(f'  {name:<26} {experiments.summary(name)}')
+    return 0
+
+
 def cmd_datasets(args, _) -> int:
     from jaxdl.data import CATALOG, builtin_datasets, prepare_command, prepared_versions, resolve_data_dir
     data_dir = resolve_data_dir(args.data_dir or '')
@@ -234,6 +242,8 @@ def cmd_prepare(args, _) -> int:
 
 TRUST_CODE_HELP = ("import the model, task or dataset code the run names from the folders it recorded, outside "
                    "the installed packages and the current directory (that code runs: only for runs you trust)")
+EXPERIMENT_HELP = ('a built-in experiment by name (`jaxdl experiments` lists them) or an experiment file defining '
+                   'get_config(); NAME:ARG or FILE:ARG passes ARG to get_config')
 WEIGHTS_HELP = 'raw: the checkpoint\'s weights; ema: their moving average (runs trained with optimizer.ema_decay)'
 
 
@@ -244,7 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest='command', required=True)
     p = sub.add_parser('train', help='train an experiment config (resumes if the workdir has checkpoints)',
                        description='Overrides: --config.KEY=VALUE, e.g. --config.train.batch_size=32')
-    p.add_argument('config', help='experiment file defining get_config(); FILE:ARG passes ARG to get_config')
+    p.add_argument('config', help=EXPERIMENT_HELP)
     p.add_argument('--workdir', help='run directory (default: runs/<config name>)')
     p.add_argument('--no-progress', action='store_true', help='no progress bar or table')
     g = p.add_argument_group('several processes (docs/distributed.md)')
@@ -282,7 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_rerun)
     p = sub.add_parser('sweep', help='train every combination of a grid of config values and of seeds, one run '
                                      'directory each (resumable: finished runs are skipped)')
-    p.add_argument('config', help='experiment file defining get_config(); FILE:ARG passes ARG to get_config')
+    p.add_argument('config', help=EXPERIMENT_HELP)
     p.add_argument('--workdir', required=True, help='the sweep directory: one run directory per combination')
     p.add_argument('--seeds', type=int, default=1, help='seeds 0..N-1 of every combination (default 1)')
     p.add_argument('--grid', action='append', metavar='KEY=V1,V2',
@@ -307,6 +317,8 @@ def build_parser() -> argparse.ArgumentParser:
                         'where the data was too small for the usual one')
     p.add_argument('--no-figure', action='store_true')
     p.set_defaults(run=cmd_compare)
+    p = sub.add_parser('experiments', help='list the built-in experiments, which train by name')
+    p.set_defaults(run=cmd_experiments)
     p = sub.add_parser('datasets', help='list the datasets jaxdl can train on and whether they are prepared')
     p.add_argument('--data-dir', help='TFDS data dir (default: $TFDS_DATA_DIR or ~/tensorflow_datasets)')
     p.set_defaults(run=cmd_datasets)

@@ -21,6 +21,7 @@ import ml_collections
 ConfigDict = ml_collections.ConfigDict
 
 
+from jaxdl import experiments
 from jaxdl.errors import ConfigError  # noqa: F401  (re-exported: configs raise it)
 
 
@@ -188,17 +189,16 @@ def default_config() -> ConfigDict:
 
 
 def load_config_file(path: str) -> ConfigDict:
-    """Runs `get_config()` of an experiment file. `path:arg` passes `arg` to `get_config(arg)`.
+    """Runs `get_config()` of an experiment: a file, or a built-in experiment by name (`digits_cnn`,
+    jaxdl.experiments). `path:arg` passes `arg` to `get_config(arg)`.
 
-    The file's directory becomes importable (first on sys.path), so a model, task or builder in a file beside the
+    A file's directory becomes importable (first on sys.path), so a model, task or builder in a file beside the
     experiment (`model.name='my_models:ViT'`) is found from any current directory."""
     import sys
     file, _, arg = str(path).partition(':')
-    file_path = Path(file)
-    if not file_path.is_file():
-        raise ConfigError(f'config file {file!r} does not exist (expected a Python file defining get_config())')
+    file_path = _experiment_file(file)
     directory = str(file_path.resolve().parent)
-    if directory not in sys.path:
+    if file_path.parent != experiments.DIRECTORY and directory not in sys.path:
         sys.path.insert(0, directory)
     spec = importlib.util.spec_from_file_location(f'jaxdl_experiment_{file_path.stem}', file_path)
     module = importlib.util.module_from_spec(spec)
@@ -214,6 +214,15 @@ def load_config_file(path: str) -> ConfigDict:
     if not isinstance(config, ConfigDict):
         raise ConfigError(f'{file}: get_config() returned {type(config).__name__}, not a ConfigDict')
     return config
+
+
+def _experiment_file(file: str) -> Path:
+    if Path(file).is_file():
+        return Path(file)
+    if (built_in := experiments.path(file)) is not None:
+        return built_in
+    raise ConfigError(f'{file!r} is neither an experiment file (a Python file defining get_config()) nor a built-in '
+                      f'experiment; the built-in ones (`jaxdl experiments`): {", ".join(experiments.names())}')
 
 
 def config_from_json(text: str) -> ConfigDict:

@@ -1,6 +1,6 @@
 """`jaxdl sweep`: every combination of a grid of config values and of seeds, each its own run directory.
 
-    jaxdl sweep experiments/digits_cnn.py --seeds 3 --grid optimizer.name=sgd,rmsprop,adam --workdir runs/opt
+    jaxdl sweep digits_cnn --seeds 3 --grid optimizer.name=sgd,rmsprop,adam --workdir runs/opt
 
 An ablation runs the experiment as it is and once with each `--ablate` (one or more KEY=VALUE, comma-separated,
 applied together), e.g. `--ablate optimizer.ema_decay=0 --ablate dataset.augment.mixup_alpha=0,dataset.augment.

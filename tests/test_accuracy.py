@@ -5,7 +5,7 @@ from conftest import ROOT
 
 
 def test_default_experiment_reaches_97_percent_on_digits(tmp_path):
-    config = load_config_file(str(ROOT / 'experiments' / 'digits_cnn.py'))
+    config = load_config_file(str(ROOT / 'jaxdl' / 'experiments' / 'digits_cnn.py'))
     result = fit(config, tmp_path / 'digits_cnn', show_progress=False)
     test = result.summary['test']
     assert test['count'] == 359

@@ -17,7 +17,9 @@ def test_help_and_datasets_answer_fast():
     assert jaxdl('--help').returncode == 0
     listing = jaxdl('datasets')
     assert listing.returncode == 0 and 'digits' in listing.stdout and 'mnist' in listing.stdout
-    assert time.time() - start < 10  # two interpreter start-ups, no TensorFlow
+    listing = jaxdl('experiments')  # the built-in experiments, each named with its docstring's first paragraph
+    assert listing.returncode == 0 and '  digits_cnn  ' in listing.stdout and 'small CNN' in listing.stdout
+    assert time.time() - start < 15  # three interpreter start-ups, no TensorFlow
 
 
 def test_unknown_key_is_named_with_close_matches(tmp_path):
@@ -36,8 +38,8 @@ def test_unavailable_dataset_fails_fast(tmp_path):
     assert time.time() - start < 30  # interpreter, TensorFlow import, and no network wait
 
 
-def test_the_vit_experiment_trains_through_the_cli(tmp_path):
-    result = jaxdl('train', ROOT / 'experiments' / 'digits_vit.py', '--workdir', tmp_path / 'vit', '--no-progress',
+def test_a_built_in_experiment_trains_by_name_through_the_cli(tmp_path):
+    result = jaxdl('train', 'digits_vit', '--workdir', tmp_path / 'vit', '--no-progress',
                    '--config.train.duration=4 steps', '--config.train.validate_every=2 steps')
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((tmp_path / 'vit' / 'summary.json').read_text())

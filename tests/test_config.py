@@ -2,6 +2,7 @@ import json
 
 import pytest
 
+from jaxdl import experiments
 from jaxdl import config as config_lib
 from jaxdl.config import ConfigError, apply_updates, default_config, parse_duration, parse_override, validate
 from conftest import ROOT
@@ -18,6 +19,11 @@ def test_unknown_key_in_experiment_file_is_reported(tmp_path):
                     'def get_config():\n    c = default_config()\n    c.optimizer.learning_rat = 0.1\n    return c\n')
     with pytest.raises(ConfigError, match=r"learning_rat.*did you mean 'optimizer.learning_rate'"):
         config_lib.load_config_file(str(file))
+
+
+def test_an_experiment_that_is_neither_a_file_nor_built_in_names_the_built_in_ones():
+    with pytest.raises(ConfigError, match=r"'digits_cn' is neither an experiment file .* digits_cnn, digits_resnet"):
+        config_lib.load_config_file('digits_cn:adam')
 
 
 def test_wrong_type_names_key():
@@ -63,22 +69,24 @@ def test_config_json_round_trip():
     assert json.loads(config_lib.to_json(again)) == json.loads(config_lib.to_json(config))
 
 
-EXPERIMENTS = sorted(str(p.relative_to(ROOT / 'experiments')) for p in (ROOT / 'experiments').rglob('*.py')
-                     if 'def get_config' in p.read_text())
+# The built-in experiments by name, the examples of a user's own code by path.
+EXPERIMENTS = experiments.names() + sorted(str(p.relative_to(ROOT)) for p in (ROOT / 'experiments').rglob('*.py')
+                                           if 'def get_config' in p.read_text())
 
 
-@pytest.mark.parametrize('path', EXPERIMENTS)
-def test_every_experiment_validates_and_builds_its_task_and_model(path):
+@pytest.mark.parametrize('experiment', EXPERIMENTS)
+def test_every_experiment_validates_and_builds_its_task_and_model(experiment):
     from jaxdl.models import build_model
     from jaxdl.tasks import build_task
-    config = validate(config_lib.load_config_file(str(ROOT / 'experiments' / path)))
+    path = experiment if experiment in experiments.names() else str(ROOT / experiment)
+    config = validate(config_lib.load_config_file(path))
     task = build_task(config.task, 4)
     build_model(config.model, task.num_outputs, task.head_options, image_shape=(8, 8, 1))
 
 
 @pytest.mark.parametrize('variant', ['sgd', 'rmsprop', 'adam'])
 def test_default_experiment_variants(variant):
-    config = config_lib.load_config_file(f'{ROOT}/experiments/digits_cnn.py:{variant}')
+    config = config_lib.load_config_file(f'digits_cnn:{variant}')
     assert validate(config).optimizer.name == variant
 
 

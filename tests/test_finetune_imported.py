@@ -15,7 +15,7 @@ def test_an_imported_resnet_is_the_starting_state_of_the_fine_tuning_experiment(
     from jaxdl.transfer import initialize_from
     network = randomize(torchvision.models.resnet18())
     weights = save(network, tmp_path / 'resnet18.safetensors')
-    config = apply_updates(load_config_file(str(ROOT / 'experiments' / 'finetune_imported_resnet.py')),
+    config = apply_updates(load_config_file(str(ROOT / 'jaxdl' / 'experiments' / 'finetune_imported_resnet.py')),
                            {'transfer.init_from': str(weights)})
     state, _ = state_from_config(config, build_task(config.task, 5), image_shape=(32, 32, 3),
                                  plan=Plan.resolve(config, 2))

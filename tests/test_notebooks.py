@@ -15,7 +15,6 @@ NOTEBOOKS = sorted((ROOT / 'notebooks').glob('*.ipynb'))
 @pytest.mark.parametrize('path', NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
 def test_notebook_executes(path, tmp_path, monkeypatch):
     monkeypatch.setenv('JAXDL_RUNS_DIR', str(tmp_path))
-    monkeypatch.setenv('JAXDL_EXPERIMENTS_DIR', str(ROOT / 'experiments'))
     monkeypatch.setenv('JAXDL_QUICK', '1')
     if path.name == '03_transfer.ipynb':  # XLA's default level: at level 0 the pooled U-Net's gradients are NaN
         monkeypatch.setenv('XLA_FLAGS', '')  # (tests/test_transfer_shapes.py, benchmarks/README.md)

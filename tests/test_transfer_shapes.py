@@ -1,4 +1,4 @@
-"""The transfer pair of experiments/transfer_shapes.py: the `novel_shapes` builder, and a segmentation encoder
+"""The transfer pair of jaxdl/experiments/transfer_shapes.py: the `novel_shapes` builder, and a segmentation encoder
 that classifies it through the U-Net's pooled head. A module of its own, so that pytest-xdist runs it beside
 test_transfer.py's trained fixtures."""
 import json
@@ -33,7 +33,7 @@ def test_a_segmentation_encoder_classifies_novel_shapes_through_its_pooled_head(
     XLA:CPU (jaxlib 0.10.2) computes NaN gradients for this model's backbone, and the default is what users run
     (benchmarks/README.md)."""
     from conftest import ROOT, jaxdl
-    experiment = ROOT / 'experiments' / 'transfer_shapes.py'
+    experiment = ROOT / 'jaxdl' / 'experiments' / 'transfer_shapes.py'
     quick = ['--config.train.duration=3 steps', '--config.train.validate_every=3 steps', '--no-progress',
              '--config.train.checkpoint_every=3 steps', '--config.model.options.features=(8,16)']
     default_xla = {'XLA_FLAGS': ''}

@@ -1,6 +1,6 @@
 """What a streamed experiment's training augmentation does to its first few training images, as a grid of pictures:
 
-    python docs/figures/augmented_examples.py experiments/jpeg_shapes_vit_recipe.py docs/figures/augmented_examples.png
+    python docs/figures/augmented_examples.py jaxdl/experiments/jpeg_shapes_vit_recipe.py docs/figures/augmented_examples.png
 
 Per row one training image: first as evaluation reads it, then five draws of the training pipeline's per-example
 augmentation (random-resized crop, flip, RandAugment: the stream reader itself, with the seeds (epoch, position)

@@ -1,8 +1,8 @@
 """A classification backbone transferred to a regression task: classify the digit in `rotated_digits`, then
 fine-tune that backbone to predict the rotation angle from 10 training images per digit.
 
-    jaxdl train experiments/transfer_rotation.py:pretrain --workdir runs/rotated_digit_classifier
-    jaxdl train experiments/transfer_rotation.py:finetune --workdir runs/rotation_from_classifier
+    jaxdl train transfer_rotation:pretrain --workdir runs/rotated_digit_classifier
+    jaxdl train transfer_rotation:finetune --workdir runs/rotation_from_classifier
 
 The fine-tuning run also trains the same budget from scratch (WORKDIR/from_scratch); summary.json compares them.
 """

@@ -1,6 +1,6 @@
 """Object detection: a box and a class for every circle, square and triangle of the `shapes` scenes.
 
-    jaxdl train experiments/shapes_detection.py
+    jaxdl train shapes_detection
     jaxdl predict runs/shapes_detection scene.png          # writes scene.detections.png, boxes with labels
 
 CenterNet on a small U-Net: a heatmap of object centres per class and box sizes at 1/4 of the image resolution

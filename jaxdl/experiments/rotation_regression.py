@@ -1,6 +1,6 @@
 """Image regression: predict the angle (degrees) each `rotated_digits` image was turned by.
 
-    jaxdl train experiments/rotation_regression.py
+    jaxdl train rotation_regression
     jaxdl predict runs/rotation_regression some_digit.png      # prints the angle
 
 The angles are uniform in [-45, 45], so the targets are normalised by mean 0 and std 26 (90 / sqrt(12)) for

@@ -1,6 +1,6 @@
 """Semantic segmentation: the class of every pixel of the `shapes` scenes (background, circle, square, triangle).
 
-    jaxdl train experiments/shapes_segmentation.py
+    jaxdl train shapes_segmentation
     jaxdl predict runs/shapes_segmentation scene.png       # writes scene.segmentation.png, the mask overlaid
 
 A small U-Net (encoder widths 16-32-64-128, BatchNorm) trained with Adam on a cosine schedule; flips and crops

@@ -1,6 +1,6 @@
 """Multi-label classification: which of circle, square and triangle each `shapes_present` scene holds.
 
-    jaxdl train experiments/shapes_multilabel.py
+    jaxdl train shapes_multilabel
     jaxdl predict runs/shapes_multilabel scene.png       # each class's probability; those present from 0.5
 
 The small CNN with one sigmoid per class (binary cross-entropy), Adam on a cosine schedule, flips. Reported: mAP

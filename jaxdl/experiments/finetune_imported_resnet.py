@@ -2,8 +2,8 @@
 
     python -c "import torchvision, safetensors.torch as st; st.save_file(torchvision.models.resnet18(
         weights='IMAGENET1K_V1').state_dict(), 'weights/resnet18.safetensors')"     # where the network allows
-    jaxdl train experiments/finetune_imported_resnet.py --workdir runs/resnet18_novel_shapes
-    jaxdl train experiments/finetune_imported_resnet.py --config.transfer.init_from=PATH.pth   # any other file
+    jaxdl train finetune_imported_resnet --workdir runs/resnet18_novel_shapes
+    jaxdl train finetune_imported_resnet --config.transfer.init_from=PATH.pth   # any other file
 
 `transfer.init_from` names the weights file (`.safetensors`, or a state dict saved as `.pth`); jaxdl.weights maps
 a torchvision or timm ResNet's names onto jaxdl's `resnet` (`model.options.depth` must be the file's: 18, 34, 50,

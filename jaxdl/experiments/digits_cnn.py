@@ -1,8 +1,8 @@
 """Default experiment: the small CNN on the offline `digits` dataset (8x8 handwritten digits).
 
-    jaxdl train experiments/digits_cnn.py                    # SGD with momentum
-    jaxdl train experiments/digits_cnn.py:adam               # or :rmsprop, :sgd
-    jaxdl train experiments/digits_cnn.py --config.optimizer.name=adam   # same, by the field itself
+    jaxdl train digits_cnn                    # SGD with momentum
+    jaxdl train digits_cnn:adam               # or :rmsprop, :sgd
+    jaxdl train digits_cnn --config.optimizer.name=adam   # same, by the field itself
 
 The optimizer is chosen by the field `optimizer.name`; `learning_rate=None` takes each optimizer's usual
 default (jaxdl.optim.DEFAULT_LEARNING_RATES), so switching the name alone gives a sensible run.

@@ -1,13 +1,13 @@
 """A modern image recipe (DeiT / timm style) in one file: a ViT on the streamed `jpeg_shapes`, at 32x32.
 
-    jaxdl train experiments/jpeg_shapes_vit_recipe.py
+    jaxdl train jpeg_shapes_vit_recipe
 
 Every piece of the recipe is a config key: AdamW with warmup and cosine decay, label smoothing, the random-resized
 crop and flip, RandAugment (2 ops at magnitude 9), Mixup and CutMix (timm's 0.8 and 1.0, switched half and half),
 stochastic depth, layer-wise learning-rate decay, an EMA of the weights evaluated beside them, and bf16 compute.
 Its ablation (README, "Recipe pieces") removes each in turn:
 
-    jaxdl sweep experiments/jpeg_shapes_vit_recipe.py --seeds 3 --workdir runs/recipe_ablation \
+    jaxdl sweep jpeg_shapes_vit_recipe --seeds 3 --workdir runs/recipe_ablation \
         --ablate optimizer.ema_decay=0 --ablate dataset.augment.mixup_alpha=0,dataset.augment.cutmix_alpha=0 \
         --ablate dataset.augment.randaugment_layers=0 --ablate model.options.drop_path=0 \
         --ablate optimizer.layer_decay=0 --ablate task.options.label_smoothing=0

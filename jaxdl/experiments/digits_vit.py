@@ -1,6 +1,6 @@
 """A Vision Transformer on the offline `digits` dataset: each 8x8 image cut into sixteen 2x2 patches.
 
-    jaxdl train experiments/digits_vit.py
+    jaxdl train digits_vit
 
 The ViT is `model.name='vit'` (jaxdl.models.vit: patch embedding, learned position embeddings, pre-LayerNorm
 encoder blocks), shrunk to the data: width 64, 4 blocks of 4 heads, global average pooling of the patch tokens.

@@ -2,8 +2,8 @@
 squares, triangles) classifies five shapes it never saw (`novel_shapes`: star, cross, ring, pentagon, hexagon) from
 10 training images of each.
 
-    jaxdl train experiments/transfer_shapes.py:pretrain --workdir runs/shapes_encoder
-    jaxdl train experiments/transfer_shapes.py:finetune --workdir runs/novel_shapes_finetuned
+    jaxdl train transfer_shapes:pretrain --workdir runs/shapes_encoder
+    jaxdl train transfer_shapes:finetune --workdir runs/novel_shapes_finetuned
 
 The fine-tuning run loads the encoder (transfer.init_from), reads every encoder level through a fresh pooled
 dense head (average and maximum per level) and trains the encoder at a tenth of the head's learning rate; it then
@@ -13,13 +13,13 @@ trains the same budget from scratch into WORKDIR/from_scratch and reports both i
 The data-efficiency curve (1, 5, 10, 50 images per class, three seeds each) and the backbone multiplier's effect:
 
     for variant in finetune probe scratch; do
-      jaxdl sweep experiments/transfer_shapes.py:$variant --seeds 3 --workdir runs/transfer_shapes/$variant \\
+      jaxdl sweep transfer_shapes:$variant --seeds 3 --workdir runs/transfer_shapes/$variant \\
         --parallel 2 --grid dataset.train_examples_per_class=5,10,50 --grid transfer.compare_with_scratch=False
-      jaxdl sweep experiments/transfer_shapes.py:$variant --seeds 3 --workdir runs/transfer_shapes/$variant \\
+      jaxdl sweep transfer_shapes:$variant --seeds 3 --workdir runs/transfer_shapes/$variant \\
         --parallel 2 --grid dataset.train_examples_per_class=1 --grid train.batch_size=5 \\
         --grid transfer.compare_with_scratch=False     # 5 images in all: a batch of 5
     done
-    jaxdl sweep experiments/transfer_shapes.py:finetune --seeds 3 --workdir runs/transfer_shapes/multiplier \\
+    jaxdl sweep transfer_shapes:finetune --seeds 3 --workdir runs/transfer_shapes/multiplier \\
         --parallel 2 --grid dataset.train_examples_per_class=10 --grid transfer.compare_with_scratch=False \\
         --grid "optimizer.groups=(('backbone',0.0),),(('backbone',1.0),)"
     jaxdl compare runs/transfer_shapes --against dataset.train_examples_per_class --ignore train.batch_size \\
@@ -35,7 +35,7 @@ BACKBONE_MULTIPLIER = 0.1
 
 
 def _pretrain():
-    """experiments/shapes_segmentation.py (the same U-Net widths, FEATURES), for 3 epochs instead of 8."""
+    """jaxdl/experiments/shapes_segmentation.py (the same U-Net widths, FEATURES), for 3 epochs instead of 8."""
     config = load_config_file(str(Path(__file__).with_name('shapes_segmentation.py')))
     config.model.options.features = FEATURES
     config.train.duration = '3 epochs'
