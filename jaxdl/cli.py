@@ -30,7 +30,8 @@ def _quiet_libraries() -> None:
 
 
 def cmd_train(args, overrides: list[str]) -> int:
-    from jaxdl import config as config_lib, distributed
+    from jaxdl import config as config_lib
+    from jaxdl import distributed
     config = config_lib.load_config_file(args.config)
     config_lib.apply_updates(config, dict(config_lib.parse_override(o) for o in overrides))
     config_lib.validate(config)  # before TensorFlow is imported: a typo is reported in about a second
@@ -94,6 +95,7 @@ def load_image(path: str, shape: tuple[int, int, int]):
 
 def cmd_predict(args, _) -> int:
     import numpy as np
+
     from jaxdl.data import preprocess
     from jaxdl.runs import load_run
     from jaxdl.train.evaluation import predict
@@ -105,6 +107,7 @@ def cmd_predict(args, _) -> int:
         raise InputError(f'preprocessed images have shape {images.shape[1:]}, the model takes {run.image_shape}')
     outputs = predict(run.state, images, run.task)
     from PIL import Image
+
     from jaxdl.data.kinds import PredictOptions, data_kind
     kind, options = data_kind(run.task), PredictOptions(top=args.top, min_score=args.min_score)
     results = []

@@ -18,12 +18,10 @@ from typing import Any
 
 import ml_collections
 
-ConfigDict = ml_collections.ConfigDict
-
-
 from jaxdl import experiments
 from jaxdl.errors import ConfigError  # noqa: F401  (re-exported: configs raise it)
 
+ConfigDict = ml_collections.ConfigDict
 
 # Where a run's arrays live, not what it computes: a run may resume with other values (another device count or
 # mesh), and its parameters then agree with an unmoved run's to float tolerance.
@@ -348,7 +346,7 @@ class Plan:
     eval_every: int            # eval.every (the extra splits' evaluators)
 
     @classmethod
-    def resolve(cls, config: ConfigDict, steps_per_epoch: int) -> 'Plan':
+    def resolve(cls, config: ConfigDict, steps_per_epoch: int) -> Plan:
         steps = lambda key, text: parse_duration(text, key).in_steps(steps_per_epoch)
         train = lambda key: max(steps(f'train.{key}', config.train[key]), 1)
         schedule = config.optimizer.schedule

@@ -18,7 +18,7 @@ rate (sgd's momentum, adam's moments and adamw's decoupled decay all scale with 
 from __future__ import annotations
 
 import difflib
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import optax
@@ -26,6 +26,7 @@ import optax
 from jaxdl import parameter_paths
 from jaxdl.config import ConfigError, Plan
 from jaxdl.registry import OPTIMIZERS, SCHEDULES
+
 DEFAULT_LEARNING_RATES = {'sgd': 0.05, 'rmsprop': 1e-3, 'adam': 1e-3, 'adamw': 1e-3}
 
 
@@ -127,7 +128,7 @@ def multipliers(opt_cfg, layer_index: Callable[[str], tuple[int, int]] | None = 
             layer, layers = layer_index(path)
             return decay ** (layers - 1 - layer)
         layers = parameter_paths.map_by_first_match(layered, params, []) if decay else None
-        return group if layers is None else jax.tree.map(lambda g, l: g * l, group, layers)
+        return group if layers is None else jax.tree.map(lambda g, layer: g * layer, group, layers)
     return of
 
 

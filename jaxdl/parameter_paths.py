@@ -11,7 +11,8 @@ always a typo) whose message shows what the paths look like.
 from __future__ import annotations
 
 import re
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 

@@ -16,8 +16,9 @@ from jaxdl.checkpoint import Checkpoints
 from jaxdl.errors import CheckpointError, ConfigError
 from jaxdl.registry import WEIGHTS, add_code_roots
 from jaxdl.train.evaluation import evaluate
-from jaxdl.train.state import TrainState, state_from_config
 from jaxdl.train.runners import runner_for
+from jaxdl.train.state import TrainState, state_from_config
+
 
 @dataclasses.dataclass
 class Run:

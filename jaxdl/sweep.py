@@ -189,7 +189,7 @@ def sweep(experiment: str, grid: dict[str, list], seeds: int, workdir: str | Pat
             active[index] = (process, run, time.time(), slot, log, before)
             echo(f'[{index + 1}/{total}] {run.name}: {"resuming" if before == "interrupted" else "started"}')
         time.sleep(0.2)
-        for index, (process, run, started, slot, log, before) in list(active.items()):
+        for index, (process, run, started, _slot, log, _before) in list(active.items()):
             code = process.poll()
             if code is None:
                 continue

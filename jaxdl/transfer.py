@@ -244,6 +244,7 @@ def import_weights(path: str, model_cfg, num_outputs: int | None = None, *, seed
     `image_size`: a ViT's position embedding is resized to it (default: the size it was trained at)."""
     import jax
     import jax.numpy as jnp
+
     from jaxdl import weights
     from jaxdl.config import default_config
     from jaxdl.models import build_model

@@ -19,6 +19,7 @@ def builtin_datasets() -> dict[str, str]:
     (`jaxdl datasets` answers without loading TensorFlow)."""
     import ast
     import importlib.util
+
     from jaxdl.registry import BUILDERS
     folder = Path(importlib.util.find_spec(BUILDERS.package).submodule_search_locations[0])
     return {name: (ast.get_docstring(ast.parse((folder / f'{name}.py').read_text())) or '').split('\n')[0]

@@ -11,7 +11,7 @@ Segmentation masks differ per dataset (what each value means), so each dataset n
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from collections.abc import Callable
 
 import tensorflow as tf
 

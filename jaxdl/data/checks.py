@@ -9,7 +9,7 @@ the image's, or a class id out of range is an error.
 from __future__ import annotations
 
 import re
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import tensorflow as tf

@@ -12,7 +12,8 @@ fixed order, which a selection needs.
 """
 from __future__ import annotations
 
-from typing import Callable, ClassVar, Iterator
+from collections.abc import Callable, Iterator
+from typing import ClassVar
 
 import numpy as np
 import tensorflow as tf

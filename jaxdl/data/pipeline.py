@@ -12,14 +12,14 @@ import dataclasses
 import difflib
 import math
 import sys
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import tensorflow_datasets as tfds
 
 from jaxdl.data import CATALOG, prepare_command, preprocess, quiet_tfds, resolve_data_dir
 from jaxdl.data.kinds import data_kind
-from jaxdl.data.randaugment import RandAugment
 from jaxdl.data.memory import InMemorySource, split_size
+from jaxdl.data.randaugment import RandAugment
 from jaxdl.data.records import array_record_advice, is_random_access, preparable
 from jaxdl.data.source import Source, SplitReading
 from jaxdl.data.streaming import StreamSource
@@ -176,7 +176,7 @@ class Pipeline:
         self.source: Source = (StreamSource if chosen == StreamSource.name else InMemorySource)(reading)
 
     @classmethod
-    def for_config(cls, config, *, process_index: int = 0, process_count: int = 1) -> 'Pipeline':
+    def for_config(cls, config, *, process_index: int = 0, process_count: int = 1) -> Pipeline:
         """The pipeline of a run's config, with the run's task built for the dataset's classes."""
         from jaxdl.tasks import build_task, task_class
         builder = get_builder(config.dataset)

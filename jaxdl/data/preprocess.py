@@ -11,7 +11,6 @@ import dataclasses
 import tensorflow as tf
 
 
-
 @dataclasses.dataclass(frozen=True)
 class ImageFormat:
     """How images become model inputs: the central square of `center_crop` of the shorter side kept (0 keeps the
@@ -24,7 +23,7 @@ class ImageFormat:
     antialias: bool = True
 
     @classmethod
-    def of(cls, dataset_cfg) -> 'ImageFormat':
+    def of(cls, dataset_cfg) -> ImageFormat:
         # The ImageNet-style transforms resample as TF's and big_vision's ImageNet input do (bilinear, no
         # antialiasing filter): the filtered resize took 3.7x the time of the whole JPEG decode per image
         # (benchmarks/README.md), and training and evaluation must resample alike.
@@ -41,7 +40,7 @@ class Augmentation:
     crop_area: float = 1.0     # segmentation, detection: a random crop of [crop_area, 1] of the image, resized back
 
     @classmethod
-    def of(cls, augment_cfg) -> 'Augmentation':
+    def of(cls, augment_cfg) -> Augmentation:
         return cls(bool(augment_cfg.flip_left_right), int(augment_cfg.crop_padding), float(augment_cfg.crop_area))
 
     @property
@@ -108,7 +107,7 @@ class Placement:
     size: tf.Tensor            # float32 [2]: the image's height and width
 
     @classmethod
-    def draw(cls, seed: tf.Tensor, image: tf.Tensor, augment: Augmentation) -> 'Placement':
+    def draw(cls, seed: tf.Tensor, image: tf.Tensor, augment: Augmentation) -> Placement:
         flip_seed, window_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
         flip = tf.random.stateless_uniform([], flip_seed) < 0.5 if augment.flip_left_right else None
         hw = tf.shape(image)[:2]

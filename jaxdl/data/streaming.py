@@ -18,7 +18,8 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
-from typing import Callable, ClassVar, Iterator
+from collections.abc import Callable, Iterator
+from typing import ClassVar
 
 import numpy as np
 import tensorflow as tf

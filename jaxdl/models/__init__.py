@@ -24,6 +24,7 @@ import functools
 from jaxdl.errors import ConfigError
 from jaxdl.registry import MODELS, frozen, keyword_parameters
 
+
 def module_export(model_name: str, name: str):
     """What the module of model `model_name` exports as `name` (a built-in's module, or the module of a user's
     model by import path), or None: the optional hooks a model brings beside itself (`TORCH_NAMES`,

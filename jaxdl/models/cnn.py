@@ -1,5 +1,5 @@
 """The default small CNN: conv blocks (two 3x3 convs + 2x2 max-pool each), then one dense layer."""
-from typing import Sequence
+from collections.abc import Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp

@@ -11,9 +11,9 @@ import jax.numpy as jnp
 
 from jaxdl.errors import ConfigError
 from jaxdl.models.layers import torch_names
+from jaxdl.models.layers.drop_path import check_drop_path, drop_path, drop_path_rates
 from jaxdl.models.layers.heads import BackboneAndHead, DenseHead, check_head
 from jaxdl.models.layers.pooling import strided_max_pool
-from jaxdl.models.layers.drop_path import check_drop_path, drop_path, drop_path_rates
 
 STAGES = {10: (1, 1, 1, 1), 18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3),
           152: (3, 8, 36, 3)}

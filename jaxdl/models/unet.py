@@ -14,8 +14,8 @@ detection runs (or into a new segmentation task) like any other backbone; the de
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from functools import partial
-from typing import Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp

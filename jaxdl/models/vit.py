@@ -8,13 +8,12 @@ image size loads through `resize_position_embedding` (jaxdl.transfer calls it fo
 """
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import re
-
 import numpy as np
 
 from jaxdl.errors import ConfigError

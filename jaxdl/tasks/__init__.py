@@ -17,7 +17,6 @@ from jaxdl.errors import ConfigError
 from jaxdl.registry import KINDS, TASKS, frozen, keyword_parameters
 
 
-
 @runtime_checkable
 class Task(Protocol):
     """The contract between a task and the rest of jaxdl. Every method is a pure function of its arguments;

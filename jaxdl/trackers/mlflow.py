@@ -8,8 +8,8 @@ import re
 import time
 
 from jaxdl.errors import Preempted
-from jaxdl.train.hooks import Hook
 from jaxdl.trackers import flat_config, run_name, save_id, saved_id, scalars
+from jaxdl.train.hooks import Hook
 
 BATCH = 100  # MLflow takes at most 100 parameters (and 1000 metrics) in one log_batch
 

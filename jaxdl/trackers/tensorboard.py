@@ -4,8 +4,8 @@ dashboard (a sweep's runs compare in its table), and the test figures, written o
 dashboard rather than as one-point charts."""
 from __future__ import annotations
 
-from jaxdl.train.hooks import Hook
 from jaxdl.trackers import flat_config, run_name, scalars
+from jaxdl.train.hooks import Hook
 
 
 class TensorBoard(Hook):

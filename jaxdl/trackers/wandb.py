@@ -10,8 +10,8 @@ from __future__ import annotations
 import secrets
 
 from jaxdl.errors import Preempted
-from jaxdl.train.hooks import Hook
 from jaxdl.trackers import flat_config, run_name, save_id, saved_id, scalars
+from jaxdl.train.hooks import Hook
 
 
 class WandB(Hook):

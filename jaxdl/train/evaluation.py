@@ -5,14 +5,14 @@ the end. (`jaxdl.evaluate` is this function; the module has its own name, so one
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from functools import partial
-from typing import Iterable
 
 import jax
 import numpy as np
 
-from jaxdl.train.state import TrainState
 from jaxdl.train.runners import StepRunner
+from jaxdl.train.state import TrainState
 from jaxdl.train.step import add_sums, predict_step
 
 
@@ -54,5 +54,5 @@ def predict(state: TrainState, images: np.ndarray, task, *, batch_size: int = 25
     for start in range(0, len(images), batch_size):
         chunk = images[start:start + batch_size]
         padded = np.concatenate([chunk, np.zeros((batch_size - len(chunk), *chunk.shape[1:]), np.float32)])
-        outputs.append(jax.tree.map(lambda x: np.asarray(x)[:len(chunk)], _predict(state, padded, task)))
-    return jax.tree.map(lambda *chunks: np.concatenate(chunks), *outputs)
+        outputs.append(jax.tree.map(np.asarray, _predict(state, padded, task)))
+    return jax.tree.map(lambda *chunks: np.concatenate(chunks)[:len(images)], *outputs)  # the last chunk's padding off

@@ -18,7 +18,8 @@ evaluation (other weights, other figures) is one more class with the same three 
 from __future__ import annotations
 
 import dataclasses
-from typing import Iterator, Protocol
+from collections.abc import Iterator
+from typing import Protocol
 
 from jaxdl.config import Plan
 from jaxdl.train.evaluation import evaluate

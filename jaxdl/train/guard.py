@@ -35,7 +35,7 @@ class WorkdirLock:
         self.taken_over: dict | None = None
         self._held = False
 
-    def acquire(self) -> 'WorkdirLock':
+    def acquire(self) -> WorkdirLock:
         record = {'pid': os.getpid(), 'host': socket.gethostname(), 'since': time.strftime('%Y-%m-%dT%H:%M:%S')}
         try:
             fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
@@ -104,7 +104,7 @@ class StopSignals:
             raise KeyboardInterrupt
         self.received = signal.Signals(signum).name
 
-    def __enter__(self) -> 'StopSignals':
+    def __enter__(self) -> StopSignals:
         if threading.current_thread() is threading.main_thread():  # Python delivers signals to the main thread only
             self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
         return self

@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import signal
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from jaxdl.train.hooks import Hook
 
@@ -46,7 +46,7 @@ class KillPoints(Hook):
         self.point = point
 
     @classmethod
-    def armed(cls) -> 'KillPoints | None':
+    def armed(cls) -> KillPoints | None:
         point = os.environ.get(VARIABLE)
         return cls(point) if point else None
 

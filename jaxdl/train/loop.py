@@ -13,14 +13,15 @@ import dataclasses
 import json
 import math
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxdl import config as config_lib, determinism, registry
+from jaxdl import config as config_lib
+from jaxdl import determinism, registry
 from jaxdl.checkpoint import Checkpoints
 from jaxdl.config import Plan
 from jaxdl.data.pipeline import Pipeline
@@ -30,14 +31,15 @@ from jaxdl.plots import plot_progress
 from jaxdl.trackers import trackers
 from jaxdl.train import costs as costs_lib
 from jaxdl.train.evaluators import after_training, during_training, selection_split
-from jaxdl.train.hooks import Hook, Hooks, from_config as hooks_from_config
+from jaxdl.train.guard import StopSignals, WorkdirLock, check_writable
+from jaxdl.train.hooks import Hook, Hooks
+from jaxdl.train.hooks import from_config as hooks_from_config
 from jaxdl.train.kill_points import KillPoints
 from jaxdl.train.profiler import ProfileWindow
-from jaxdl.train.throughput import Throughput
-from jaxdl.train.guard import StopSignals, WorkdirLock, check_writable
-from jaxdl.train.state import TrainState, state_from_config
 from jaxdl.train.runners import StepRunner, runner_for
+from jaxdl.train.state import TrainState, state_from_config
 from jaxdl.train.step import TrainMetrics, add_train_metrics
+from jaxdl.train.throughput import Throughput
 
 
 @dataclasses.dataclass
@@ -63,7 +65,7 @@ class LoopState:
         return {**dataclasses.asdict(self), 'finished': self.finished}
 
     @classmethod
-    def from_json(cls, record: dict) -> 'LoopState':
+    def from_json(cls, record: dict) -> LoopState:
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in record.items() if k in names})
 

@@ -25,7 +25,7 @@ class ProfileWindow(Hook):
         self.tracing, self.last_metrics = False, None
 
     @classmethod
-    def from_config(cls, config) -> 'ProfileWindow | None':
+    def from_config(cls, config) -> ProfileWindow | None:
         window = parse_profile_window(config.train.profile)
         return cls(*window) if window else None
 

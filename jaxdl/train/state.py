@@ -1,8 +1,9 @@
 """TrainState: everything a step reads or changes, as one pytree (apply_fn and tx are static)."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
-from typing import Any, Callable
+from typing import Any
 
 import flax.struct
 import jax
@@ -32,7 +33,7 @@ class TrainState:
     def variables(self) -> dict:
         return {'params': self.params, **self.model_state}
 
-    def apply_gradients(self, grads, model_state) -> 'TrainState':
+    def apply_gradients(self, grads, model_state) -> TrainState:
         updates, opt_state = self.tx.update(grads, self.opt_state, self.params)
         return self.replace(step=self.step + 1, params=optax.apply_updates(self.params, updates),
                             model_state=model_state, opt_state=opt_state)
@@ -50,14 +51,14 @@ class TrainState:
         return jax.tree.map(lambda e, w: decay * e + (1.0 - decay) * w, self.ema,
                             {'params': params, 'model_state': model_state})
 
-    def ema_weights(self) -> 'TrainState':
+    def ema_weights(self) -> TrainState:
         """This state with the EMA in place of the weights (what the EMA evaluators score)."""
         if self.ema is None:
             raise ConfigError('this run was trained without an EMA of its weights (optimizer.ema_decay = 0): use '
                               'the raw weights, or train with optimizer.ema_decay set (e.g. 0.999)')
         return self.replace(params=self.ema['params'], model_state=self.ema['model_state'])
 
-    def with_ema_of_weights(self) -> 'TrainState':
+    def with_ema_of_weights(self) -> TrainState:
         """The EMA (where on) restarted at the current weights: at initialisation and after a transfer."""
         if self.ema is None:
             return self
@@ -69,7 +70,7 @@ class TrainState:
                 'opt_state': self.opt_state, 'rng': self.rng}
         return tree if self.ema is None else {**tree, 'ema': self.ema}
 
-    def from_checkpoint(self, tree: dict) -> 'TrainState':
+    def from_checkpoint(self, tree: dict) -> TrainState:
         return self.replace(**tree)
 
 

@@ -10,7 +10,8 @@ jaxdl names a kind: a new one is one new file.
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, ClassVar, Protocol, runtime_checkable
+from collections.abc import Callable
+from typing import ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 

@@ -14,7 +14,8 @@ loading jax; an import path 'package.module:build' names a runner of your own):
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import numpy as np

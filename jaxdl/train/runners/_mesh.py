@@ -6,7 +6,8 @@ from functools import partial
 
 import jax
 from jax.experimental import multihost_utils
-from jax.sharding import NamedSharding, PartitionSpec as P
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from jaxdl.train import sharding
 from jaxdl.train.runners import RunnerSettings, StepRunner, check_divisible

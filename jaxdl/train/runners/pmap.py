@@ -6,7 +6,8 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from jaxdl.train.runners import PMAP_AXIS, RunnerSettings, StepRunner, check_divisible
 from jaxdl.train.step import eval_step, train_step
