@@ -3,6 +3,7 @@
 The public API is loaded lazily, so `import jaxdl` (and `jaxdl --help`) stays fast: TensorFlow, which the input
 pipeline needs, costs seconds to import and a research script that only uses the pure step never pays for it.
 """
+
 import importlib
 
 __version__ = '0.1.0'
@@ -24,8 +25,19 @@ _EXPORTS = {
     'Task': 'jaxdl.tasks',
     'build_optimizer': 'jaxdl.optim',
 }
-_SUBPACKAGES = ('config', 'data', 'models', 'tasks', 'optim', 'train', 'checkpoint', 'runs', 'plots',
-                'registry', 'transfer')
+_SUBPACKAGES = (
+    'config',
+    'data',
+    'models',
+    'tasks',
+    'optim',
+    'train',
+    'checkpoint',
+    'runs',
+    'plots',
+    'registry',
+    'transfer',
+)
 
 __all__ = sorted(_EXPORTS) + list(_SUBPACKAGES)
 

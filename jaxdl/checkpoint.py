@@ -10,6 +10,7 @@ metrics it was given: a manager reopened by a resumed run does not know which ea
 policy then deleted the best checkpoint once it fell out of the latest two), but the loop record it resumes from
 does.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -27,6 +28,7 @@ from jaxdl.errors import CheckpointError
 @dataclasses.dataclass
 class KeepStep(policies.PreservationPolicy):
     """Preserves one named step (the loop's best), whatever metrics orbax has or has not recorded for it."""
+
     step: int | None = None
 
     def should_preserve(self, checkpoints: Sequence, *, context) -> Sequence[bool]:
@@ -48,11 +50,16 @@ class Checkpoints:
         preserve = policies.AnyPreservationPolicy([policies.LatestN(n=2), self._best])
         # cleanup_tmp_directories: a save killed while being written leaves a temporary directory that no step
         # lists; a writer removes such leftovers when it opens the directory.
-        options = ocp.CheckpointManagerOptions(preservation_policy=preserve, enable_async_checkpointing=True,
-                                               read_only=read_only, create=not read_only,
-                                               cleanup_tmp_directories=not read_only,
-                                               save_interval_steps=0 if read_only else 1)
+        options = ocp.CheckpointManagerOptions(
+            preservation_policy=preserve,
+            enable_async_checkpointing=True,
+            read_only=read_only,
+            create=not read_only,
+            cleanup_tmp_directories=not read_only,
+            save_interval_steps=0 if read_only else 1,
+        )
         import logging
+
         absl = logging.getLogger('absl')
         level = absl.level
         if read_only:  # orbax notes that a read-only directory is read-only
@@ -69,8 +76,11 @@ class Checkpoints:
         that checkpoint is kept, and the others beyond the two latest are deleted once this save has committed."""
         self._best.step = best_step
         try:
-            self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state_tree),
-                                                            loop=ocp.args.JsonSave(loop)), force=True)
+            self.manager.save(
+                step,
+                args=ocp.args.Composite(state=ocp.args.StandardSave(state_tree), loop=ocp.args.JsonSave(loop)),
+                force=True,
+            )
         except OSError as e:
             # orbax writes into a temporary directory and deletes older checkpoints only after a save commits,
             # so the previous good checkpoint is still there.
@@ -78,10 +88,13 @@ class Checkpoints:
 
     def _save_failed(self, step: int, error: OSError):
         from jaxdl.errors import WorkdirError
+
         kept = [s for s in self.all_steps() if s != step]
-        raise WorkdirError(f'saving the checkpoint at step {step} in {self.directory} failed ({error.strerror or error}); '
-                           f'the earlier checkpoints {kept} are untouched. Free space (or fix the disk) and run the '
-                           f'same command to resume from step {max(kept) if kept else 0}.') from None
+        raise WorkdirError(
+            f'saving the checkpoint at step {step} in {self.directory} failed ({error.strerror or error}); '
+            f'the earlier checkpoints {kept} are untouched. Free space (or fix the disk) and run the '
+            f'same command to resume from step {max(kept) if kept else 0}.'
+        ) from None
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
@@ -95,14 +108,17 @@ class Checkpoints:
             raise CheckpointError(f'no checkpoint at step {step} in {self.directory}; present: {self.all_steps()}')
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target_tree)
         try:
-            restored = self.manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract),
-                                                                          loop=ocp.args.JsonRestore()))
+            restored = self.manager.restore(
+                step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract), loop=ocp.args.JsonRestore())
+            )
         except ValueError as e:
             text = str(e)
             if 'tree structures do not match' in text:  # the saved tree differs from the one the config builds
-                raise CheckpointError(f'the checkpoint at step {step} in {self.directory} does not fit the model and '
-                                      f'optimizer its config builds (was it written by another jaxdl version or '
-                                      f'config?): {" ".join(text.splitlines()[:4])}') from None
+                raise CheckpointError(
+                    f'the checkpoint at step {step} in {self.directory} does not fit the model and '
+                    f'optimizer its config builds (was it written by another jaxdl version or '
+                    f'config?): {" ".join(text.splitlines()[:4])}'
+                ) from None
             raise DamagedCheckpoint(step, self.directory, text) from None
         except (OSError, RuntimeError, KeyError) as e:  # missing or truncated files, unreadable metadata
             raise DamagedCheckpoint(step, self.directory, f'{type(e).__name__}: {e}') from None
@@ -124,14 +140,17 @@ class Checkpoints:
                 continue
             return step, tree, loop
         if steps:
-            raise CheckpointError(f'every checkpoint in {self.directory} (steps {steps}) is damaged, so this run '
-                                  f'cannot resume; the damaged ones are in {self.directory.parent / "damaged_checkpoints"}. '
-                                  f'Train into a new --workdir to start over.')
+            raise CheckpointError(
+                f'every checkpoint in {self.directory} (steps {steps}) is damaged, so this run '
+                f'cannot resume; the damaged ones are in {self.directory.parent / "damaged_checkpoints"}. '
+                f'Train into a new --workdir to start over.'
+            )
         return None
 
     def _quarantine(self, step: int) -> Path:
         import shutil
         import time
+
         target = self.directory.parent / 'damaged_checkpoints' / f'{step}.{time.strftime("%Y%m%dT%H%M%S")}'
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.move(str(self.directory / str(step)), str(target))
@@ -151,8 +170,9 @@ class Checkpoints:
         if which == 'best':
             best = self.restore_loop(latest).get('best_step')
             if best is None or best not in self.all_steps():
-                raise CheckpointError(f'no best checkpoint recorded in {self.directory} (no validation yet); '
-                                      f'use --checkpoint latest')
+                raise CheckpointError(
+                    f'no best checkpoint recorded in {self.directory} (no validation yet); use --checkpoint latest'
+                )
             return best
         try:
             step = int(which)

@@ -4,6 +4,7 @@ Heavy libraries (TensorFlow, JAX) are imported inside each command, so `jaxdl --
 answer at once. Errors a user can fix (config, dataset, checkpoint, image, workdir, divergence) print one line and
 exit with 2; a run stopped by SIGTERM/SIGINT saves a checkpoint and exits with 75 (rerun the command to resume).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,6 +23,7 @@ EXIT_PREEMPTED = 75  # sysexits' EX_TEMPFAIL: "try again" (the checkpoint is sav
 def _quiet_libraries() -> None:
     """Library warnings a user cannot act on (orbax's absl notes, tfds' use of deprecated tf.data ops)."""
     import logging
+
     logging.getLogger('absl').setLevel(logging.ERROR)
     logging.getLogger('tensorflow').setLevel(logging.ERROR)
 
@@ -32,17 +34,31 @@ def _quiet_libraries() -> None:
 def cmd_train(args, overrides: list[str]) -> int:
     from jaxdl import config as config_lib
     from jaxdl import distributed
+
     config = config_lib.load_config_file(args.config)
     config_lib.apply_updates(config, dict(config_lib.parse_override(o) for o in overrides))
     config_lib.validate(config)  # before TensorFlow is imported: a typo is reported in about a second
-    distributed.initialize(coordinator=args.coordinator, num_processes=args.num_processes,
-                           process_id=args.process_id, auto=args.distributed)
+    distributed.initialize(
+        coordinator=args.coordinator,
+        num_processes=args.num_processes,
+        process_id=args.process_id,
+        auto=args.distributed,
+    )
     from jaxdl.train.loop import fit
+
     workdir = args.workdir or str(Path('runs') / Path(args.config.partition(':')[0]).stem)
     result = fit(config, workdir, show_progress=not args.no_progress)
-    print(json.dumps({'workdir': str(result.workdir), 'stop_reason': result.summary['stop_reason'],
-                      'selected_step': result.summary['selected_step'],
-                      'test': _headline(result.summary['test'])}, indent=2))
+    print(
+        json.dumps(
+            {
+                'workdir': str(result.workdir),
+                'stop_reason': result.summary['stop_reason'],
+                'selected_step': result.summary['selected_step'],
+                'test': _headline(result.summary['test']),
+            },
+            indent=2,
+        )
+    )
     return 0
 
 
@@ -52,10 +68,15 @@ def _headline(metrics: dict) -> dict:
 
 def cmd_evaluate(args, _) -> int:
     from jaxdl.runs import evaluate_run, read_run_files
+
     config, _env = read_run_files(Path(args.workdir), trust_code=args.trust_code)
     split = args.split or config.dataset.test_split
-    print(json.dumps(evaluate_run(args.workdir, split, args.checkpoint, weights=args.weights,
-                                  trust_code=args.trust_code), indent=2))
+    print(
+        json.dumps(
+            evaluate_run(args.workdir, split, args.checkpoint, weights=args.weights, trust_code=args.trust_code),
+            indent=2,
+        )
+    )
     return 0
 
 
@@ -66,6 +87,7 @@ def load_image(path: str, shape: tuple[int, int, int]):
     since squashing it would show the model an image unlike anything it was trained on."""
     import numpy as np
     from PIL import Image, UnidentifiedImageError
+
     height, width, channels = shape
     try:
         image = Image.open(path)
@@ -76,19 +98,27 @@ def load_image(path: str, shape: tuple[int, int, int]):
         raise InputError(f'{path}: not a readable PNG or JPEG image ({e})') from None
     mode = {1: 'L', 3: 'RGB'}.get(channels)
     if mode is None:
-        raise InputError(f'{path}: the model takes {channels}-channel input; only 1 (grayscale) or 3 (RGB) can be '
-                         f'made from an image file')
+        raise InputError(
+            f'{path}: the model takes {channels}-channel input; only 1 (grayscale) or 3 (RGB) can be '
+            f'made from an image file'
+        )
     if image.mode != mode:
-        print(f'note: {path}: converted {image.mode} to {mode} ({channels} channel(s), as the model expects)',
-              file=sys.stderr)
+        print(
+            f'note: {path}: converted {image.mode} to {mode} ({channels} channel(s), as the model expects)',
+            file=sys.stderr,
+        )
         image = image.convert(mode)
     if image.size != (width, height):
         ratio = (image.size[0] / image.size[1]) / (width / height)
         if not 0.8 <= ratio <= 1.25:
-            raise InputError(f'{path}: {image.size[0]}x{image.size[1]} (width x height) has an aspect ratio too far '
-                             f'from the model input {width}x{height}; crop it to that shape first')
-        print(f'note: {path}: resized {image.size[0]}x{image.size[1]} to the model input {width}x{height}',
-              file=sys.stderr)
+            raise InputError(
+                f'{path}: {image.size[0]}x{image.size[1]} (width x height) has an aspect ratio too far '
+                f'from the model input {width}x{height}; crop it to that shape first'
+            )
+        print(
+            f'note: {path}: resized {image.size[0]}x{image.size[1]} to the model input {width}x{height}',
+            file=sys.stderr,
+        )
         image = image.resize((width, height), Image.Resampling.BILINEAR)
     return np.asarray(image, np.uint8).reshape(height, width, channels)
 
@@ -99,6 +129,7 @@ def cmd_predict(args, _) -> int:
     from jaxdl.data import preprocess
     from jaxdl.runs import load_run
     from jaxdl.train.evaluation import predict
+
     run = load_run(args.workdir, args.checkpoint, weights=args.weights, trust_code=args.trust_code)
     raw = np.stack([load_image(p, run.image_shape) for p in args.images])
     image_format = preprocess.ImageFormat.of(run.config.dataset)
@@ -109,6 +140,7 @@ def cmd_predict(args, _) -> int:
     from PIL import Image
 
     from jaxdl.data.kinds import PredictOptions, data_kind
+
     kind, options = data_kind(run.task), PredictOptions(top=args.top, min_score=args.min_score)
     results = []
     for path, image, output in zip(args.images, raw, _rows(outputs)):
@@ -124,7 +156,7 @@ def cmd_predict(args, _) -> int:
         print(json.dumps(results, indent=2))
     else:
         for r in results:
-            print(f"{r['image']}: {r['summary']}" + (f" -> {r['picture']}" if 'picture' in r else ''))
+            print(f'{r["image"]}: {r["summary"]}' + (f' -> {r["picture"]}' if 'picture' in r else ''))
     return 0
 
 
@@ -139,10 +171,16 @@ def placement_differences(recorded: dict, rerun: dict) -> list[str]:
     """What besides the config changes a run's floats: the backend, the devices, the usable CPU cores (XLA's CPU
     kernels split sums by thread count), the XLA flags, deterministic GPU ops and the library versions."""
     from jaxdl.determinism import rerun_reasons
+
     reasons = []
-    for key, what in (('backend', 'backend'), ('devices', 'devices'), ('cpu_cores', 'usable CPU cores'),
-                      ('xla_flags', 'XLA_FLAGS'), ('deterministic', 'deterministic ops'),
-                      ('versions', 'library versions')):
+    for key, what in (
+        ('backend', 'backend'),
+        ('devices', 'devices'),
+        ('cpu_cores', 'usable CPU cores'),
+        ('xla_flags', 'XLA_FLAGS'),
+        ('deterministic', 'deterministic ops'),
+        ('versions', 'library versions'),
+    ):
         if key in recorded and recorded.get(key) != rerun.get(key):
             reasons.append(f'{what}: {recorded.get(key)} then, {rerun.get(key)} now')
     return reasons + rerun_reasons(recorded, rerun)
@@ -151,11 +189,14 @@ def placement_differences(recorded: dict, rerun: dict) -> list[str]:
 def cmd_rerun(args, _) -> int:
     from jaxdl.runs import read_run_files
     from jaxdl.train.loop import fit
+
     workdir = Path(args.workdir)
     config, recorded_env = read_run_files(workdir, trust_code=args.trust_code)
     if not (workdir / 'summary.json').exists():
-        raise CheckpointError(f'{workdir} has no summary.json: the run did not finish, so there is nothing to '
-                              f'compare; resume it with `jaxdl train` instead')
+        raise CheckpointError(
+            f'{workdir} has no summary.json: the run did not finish, so there is nothing to '
+            f'compare; resume it with `jaxdl train` instead'
+        )
     new = Path(args.workdir_new or f'{workdir.as_posix().rstrip("/")}-rerun')
     result = fit(config, new, show_progress=not args.no_progress)
     old = json.loads((workdir / 'summary.json').read_text())
@@ -168,10 +209,18 @@ def cmd_rerun(args, _) -> int:
     for key in ('selected_step', 'stop_reason'):
         if old.get(key) != result.summary.get(key):
             differences[key] = {'recorded': old.get(key), 'rerun': result.summary.get(key)}
-    print(json.dumps({'recorded': str(workdir), 'rerun': str(new), 'match': not differences,
-                      'differences': differences}, indent=2))
-    print('final metrics match the recorded run' if not differences else
-          f'final metrics DIFFER from the recorded run in {len(differences)} field(s)', file=sys.stderr)
+    print(
+        json.dumps(
+            {'recorded': str(workdir), 'rerun': str(new), 'match': not differences, 'differences': differences},
+            indent=2,
+        )
+    )
+    print(
+        'final metrics match the recorded run'
+        if not differences
+        else f'final metrics DIFFER from the recorded run in {len(differences)} field(s)',
+        file=sys.stderr,
+    )
     if differences:
         for reason in placement_differences(recorded_env or {}, json.loads((new / 'environment.json').read_text())):
             print(f'  a possible cause: {reason}', file=sys.stderr)
@@ -180,9 +229,16 @@ def cmd_rerun(args, _) -> int:
 
 def cmd_sweep(args, _) -> int:
     from jaxdl.sweep import parse_ablations, parse_grid, sweep
-    records = sweep(args.config, parse_grid(args.grid or []), args.seeds, args.workdir, parallel=args.parallel,
-                    echo=lambda text: print(text, file=sys.stderr, flush=True),
-                    ablations=parse_ablations(args.ablate or []))
+
+    records = sweep(
+        args.config,
+        parse_grid(args.grid or []),
+        args.seeds,
+        args.workdir,
+        parallel=args.parallel,
+        echo=lambda text: print(text, file=sys.stderr, flush=True),
+        ablations=parse_ablations(args.ablate or []),
+    )
     print(json.dumps({'workdir': str(Path(args.workdir).absolute()), 'runs': records}, indent=2))
     failed = [r for r in records if r['status'] != 'finished']
     return 0 if not failed else EXIT_MISMATCH
@@ -190,14 +246,17 @@ def cmd_sweep(args, _) -> int:
 
 def cmd_compare(args, _) -> int:
     from jaxdl.compare import as_json, compare, markdown, plot_against, plot_curves
+
     result = compare(args.runs, ignore=args.ignore)
     print(as_json(result) if args.json else markdown(result, args.metrics.split(',') if args.metrics else None))
     figure = args.figure or (Path(args.runs[0]) / 'compare.png' if Path(args.runs[0]).is_dir() else None)
     if figure and not args.no_figure:
         if args.against:
             metric = args.metrics.split(',')[0] if args.metrics else 'test.accuracy'
-            print(f'{metric} against {args.against}: {plot_against(result, args.against, figure, metric)}',
-                  file=sys.stderr)
+            print(
+                f'{metric} against {args.against}: {plot_against(result, args.against, figure, metric)}',
+                file=sys.stderr,
+            )
         else:
             print(f'validation curves: {plot_curves(result, figure)}', file=sys.stderr)
     return 0
@@ -205,6 +264,7 @@ def cmd_compare(args, _) -> int:
 
 def cmd_experiments(args, _) -> int:
     from jaxdl import experiments
+
     print(f'built-in experiments (jaxdl train NAME; their files: {experiments.DIRECTORY}):')
     for name in experiments.names():
         print(f'  {name:<26} {experiments.summary(name)}')
@@ -213,6 +273,7 @@ def cmd_experiments(args, _) -> int:
 
 def cmd_datasets(args, _) -> int:
     from jaxdl.data import CATALOG, builtin_datasets, prepare_command, prepared_versions, resolve_data_dir
+
     data_dir = resolve_data_dir(args.data_dir or '')
     print(f'data dir: {data_dir}')
     print('built-in (prepared offline on first use):')
@@ -220,10 +281,14 @@ def cmd_datasets(args, _) -> int:
         description = description.split(': ', 1)[-1] if description.startswith('`') else description
         versions = prepared_versions(name, data_dir)
         print(f'  {name:<14} {"prepared " + ",".join(versions) if versions else "not prepared yet":<22} {description}')
-    print("your own: 'folder:PATH' (class subfolders of PNG/JPEG), 'package.module:BuilderClass' (a TFDS builder), "
-          "or the name jaxdl.data.from_arrays returns")
-    print(f"catalog (never downloaded at run time; prepare one with `{prepare_command('NAME', data_dir)}` on a "
-          "machine with internet; add --array-record to stream it):")
+    print(
+        "your own: 'folder:PATH' (class subfolders of PNG/JPEG), 'package.module:BuilderClass' (a TFDS builder), "
+        'or the name jaxdl.data.from_arrays returns'
+    )
+    print(
+        f'catalog (never downloaded at run time; prepare one with `{prepare_command("NAME", data_dir)}` on a '
+        'machine with internet; add --array-record to stream it):'
+    )
     for name, holds in CATALOG.items():
         versions = prepared_versions(name, data_dir)
         print(f'  {name:<16} {"prepared " + ",".join(versions) if versions else "not prepared":<22} {holds}')
@@ -233,30 +298,48 @@ def cmd_datasets(args, _) -> int:
 def cmd_prepare(args, _) -> int:
     from jaxdl.data import resolve_data_dir
     from jaxdl.data.pipeline import prepare_dataset
+
     data_dir = resolve_data_dir(args.data_dir or '')
     builder = prepare_dataset(args.name, data_dir, array_record=args.array_record)
-    print(json.dumps({'name': args.name, 'data_dir': data_dir, 'file_format': builder.info.file_format.value,
-                      'splits': {k: v.num_examples for k, v in builder.info.splits.items()}}, indent=2))
+    print(
+        json.dumps(
+            {
+                'name': args.name,
+                'data_dir': data_dir,
+                'file_format': builder.info.file_format.value,
+                'splits': {k: v.num_examples for k, v in builder.info.splits.items()},
+            },
+            indent=2,
+        )
+    )
     return 0
 
 
 # ----------------------------------------------------------------------------------------------- parsing
 
 
-TRUST_CODE_HELP = ("import the model, task or dataset code the run names from the folders it recorded, outside "
-                   "the installed packages and the current directory (that code runs: only for runs you trust)")
-EXPERIMENT_HELP = ('a built-in experiment by name (`jaxdl experiments` lists them) or an experiment file defining '
-                   'get_config(); NAME:ARG or FILE:ARG passes ARG to get_config')
-WEIGHTS_HELP = 'raw: the checkpoint\'s weights; ema: their moving average (runs trained with optimizer.ema_decay)'
+TRUST_CODE_HELP = (
+    'import the model, task or dataset code the run names from the folders it recorded, outside '
+    'the installed packages and the current directory (that code runs: only for runs you trust)'
+)
+EXPERIMENT_HELP = (
+    'a built-in experiment by name (`jaxdl experiments` lists them) or an experiment file defining '
+    'get_config(); NAME:ARG or FILE:ARG passes ARG to get_config'
+)
+WEIGHTS_HELP = "raw: the checkpoint's weights; ema: their moving average (runs trained with optimizer.ema_decay)"
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog='jaxdl', description='Train, evaluate and use JAX image models.')
     from jaxdl import __version__
+
     parser.add_argument('--version', action='version', version=f'jaxdl {__version__}')
     sub = parser.add_subparsers(dest='command', required=True)
-    p = sub.add_parser('train', help='train an experiment config (resumes if the workdir has checkpoints)',
-                       description='Overrides: --config.KEY=VALUE, e.g. --config.train.batch_size=32')
+    p = sub.add_parser(
+        'train',
+        help='train an experiment config (resumes if the workdir has checkpoints)',
+        description='Overrides: --config.KEY=VALUE, e.g. --config.train.batch_size=32',
+    )
     p.add_argument('config', help=EXPERIMENT_HELP)
     p.add_argument('--workdir', help='run directory (default: runs/<config name>)')
     p.add_argument('--no-progress', action='store_true', help='no progress bar or table')
@@ -273,16 +356,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--weights', default='raw', choices=WEIGHTS, help=WEIGHTS_HELP)
     p.add_argument('--trust-code', action='store_true', help=TRUST_CODE_HELP)
     p.set_defaults(run=cmd_evaluate)
-    p = sub.add_parser('predict', help='predict PNG/JPEG images: top classes with probabilities, regression targets '
-                                       '(e.g. an angle), or a PNG of the mask overlaid or the boxes drawn')
+    p = sub.add_parser(
+        'predict',
+        help='predict PNG/JPEG images: top classes with probabilities, regression targets '
+        '(e.g. an angle), or a PNG of the mask overlaid or the boxes drawn',
+    )
     p.add_argument('workdir')
     p.add_argument('images', nargs='+')
     p.add_argument('--checkpoint', default='best')
     p.add_argument('--weights', default='raw', choices=WEIGHTS, help=WEIGHTS_HELP)
     p.add_argument('--top', type=int, default=3)
-    p.add_argument('--output-dir', default='.', help='where pictures of predictions go (segmentation: '
-                                                     'IMAGE.segmentation.png, detection: IMAGE.detections.png; '
-                                                     'default: here)')
+    p.add_argument(
+        '--output-dir',
+        default='.',
+        help='where pictures of predictions go (segmentation: '
+        'IMAGE.segmentation.png, detection: IMAGE.detections.png; '
+        'default: here)',
+    )
     p.add_argument('--min-score', type=float, default=0.3, help='detection: boxes scoring at least this')
     p.add_argument('--json', action='store_true')
     p.add_argument('--trust-code', action='store_true', help=TRUST_CODE_HELP)
@@ -293,31 +383,54 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--no-progress', action='store_true')
     p.add_argument('--trust-code', action='store_true', help=TRUST_CODE_HELP)
     p.set_defaults(run=cmd_rerun)
-    p = sub.add_parser('sweep', help='train every combination of a grid of config values and of seeds, one run '
-                                     'directory each (resumable: finished runs are skipped)')
+    p = sub.add_parser(
+        'sweep',
+        help='train every combination of a grid of config values and of seeds, one run '
+        'directory each (resumable: finished runs are skipped)',
+    )
     p.add_argument('config', help=EXPERIMENT_HELP)
     p.add_argument('--workdir', required=True, help='the sweep directory: one run directory per combination')
     p.add_argument('--seeds', type=int, default=1, help='seeds 0..N-1 of every combination (default 1)')
-    p.add_argument('--grid', action='append', metavar='KEY=V1,V2',
-                   help='config values to sweep, e.g. optimizer.name=sgd,adam (repeat for more keys)')
-    p.add_argument('--ablate', action='append', metavar='KEY=V[,KEY=V]',
-                   help='an ablation: the experiment once more with these set (repeat for each component); the '
-                        'experiment as it is runs too')
+    p.add_argument(
+        '--grid',
+        action='append',
+        metavar='KEY=V1,V2',
+        help='config values to sweep, e.g. optimizer.name=sgd,adam (repeat for more keys)',
+    )
+    p.add_argument(
+        '--ablate',
+        action='append',
+        metavar='KEY=V[,KEY=V]',
+        help='an ablation: the experiment once more with these set (repeat for each component); the '
+        'experiment as it is runs too',
+    )
     p.add_argument('--parallel', type=int, default=1, help='runs at once, each on its share of the cores')
     p.set_defaults(run=cmd_sweep)
-    p = sub.add_parser('compare', help='tabulate runs by configuration: mean, std and range over seeds; plot the '
-                                       'validation curves')
+    p = sub.add_parser(
+        'compare', help='tabulate runs by configuration: mean, std and range over seeds; plot the validation curves'
+    )
     p.add_argument('runs', nargs='+', help='run directories, or folders of them (e.g. a sweep directory)')
     p.add_argument('--json', action='store_true', help='JSON instead of a markdown table (every figure)')
-    p.add_argument('--metrics', help='the table\'s figures, e.g. test.accuracy,validation.loss (default: each split\'s '
-                                     'loss and main figures)')
+    p.add_argument(
+        '--metrics',
+        help="the table's figures, e.g. test.accuracy,validation.loss (default: each split's loss and main figures)",
+    )
     p.add_argument('--figure', help='where the PNG of validation curves goes (default: FIRST_DIR/compare.png)')
-    p.add_argument('--against', metavar='KEY', help='plot a test figure (the first of --metrics, default '
-                                                    'test.accuracy) against this config key instead, e.g. '
-                                                    'dataset.train_examples_per_class: a data-efficiency curve')
-    p.add_argument('--ignore', metavar='KEY', action='append', default=[],
-                   help='a config key not to group by (repeat for more), e.g. a batch size that differs only '
-                        'where the data was too small for the usual one')
+    p.add_argument(
+        '--against',
+        metavar='KEY',
+        help='plot a test figure (the first of --metrics, default '
+        'test.accuracy) against this config key instead, e.g. '
+        'dataset.train_examples_per_class: a data-efficiency curve',
+    )
+    p.add_argument(
+        '--ignore',
+        metavar='KEY',
+        action='append',
+        default=[],
+        help='a config key not to group by (repeat for more), e.g. a batch size that differs only '
+        'where the data was too small for the usual one',
+    )
     p.add_argument('--no-figure', action='store_true')
     p.set_defaults(run=cmd_compare)
     p = sub.add_parser('experiments', help='list the built-in experiments, which train by name')
@@ -325,12 +438,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser('datasets', help='list the datasets jaxdl can train on and whether they are prepared')
     p.add_argument('--data-dir', help='TFDS data dir (default: $TFDS_DATA_DIR or ~/tensorflow_datasets)')
     p.set_defaults(run=cmd_datasets)
-    p = sub.add_parser('prepare', help='prepare a dataset into the data dir (a catalog dataset downloads: run it on '
-                                       'a machine with internet), as ArrayRecord with --array-record to stream it')
+    p = sub.add_parser(
+        'prepare',
+        help='prepare a dataset into the data dir (a catalog dataset downloads: run it on '
+        'a machine with internet), as ArrayRecord with --array-record to stream it',
+    )
     p.add_argument('name', help="a built-in, a TFDS builder class 'package.module:Class', or a TFDS catalog name")
     p.add_argument('--data-dir', help='TFDS data dir (default: $TFDS_DATA_DIR or ~/tensorflow_datasets)')
-    p.add_argument('--array-record', action='store_true', help='ArrayRecord files, read by index (dataset.source='
-                                                               "'stream')")
+    p.add_argument(
+        '--array-record', action='store_true', help="ArrayRecord files, read by index (dataset.source='stream')"
+    )
     p.set_defaults(run=cmd_prepare)
     return parser
 
@@ -341,9 +458,10 @@ def main(argv: list[str] | None = None) -> int:
     overrides = [a for a in argv if a.startswith('--config.')]
     args = parser.parse_args([a for a in argv if not a.startswith('--config.')])
     if overrides and not getattr(args, 'takes_overrides', False):
-        parser.error(f'{args.command} takes no --config overrides (it uses the run\'s recorded config)')
+        parser.error(f"{args.command} takes no --config overrides (it uses the run's recorded config)")
     _quiet_libraries()
     from jaxdl.sweep import pin_to_assigned_cores
+
     pin_to_assigned_cores()
     try:
         return args.run(args, overrides)

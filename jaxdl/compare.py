@@ -5,6 +5,7 @@ min..max over its seeds, and a PNG of the validation curves with the band over s
 It reads only what every run directory holds (config.json, summary.json, metrics.jsonl) and never the current
 default config, so it compares runs written by any jaxdl version. It imports no TensorFlow or JAX.
 """
+
 from __future__ import annotations
 
 import json
@@ -36,11 +37,15 @@ def find_runs(paths) -> list[Path]:
         if (path / 'config.json').is_file():
             runs.append(path)
             continue
-        found = sorted(p.parent for p in path.rglob('config.json') if (p.parent / 'metrics.jsonl').exists()
-                       and p.parent.name != 'from_scratch')
+        found = sorted(
+            p.parent
+            for p in path.rglob('config.json')
+            if (p.parent / 'metrics.jsonl').exists() and p.parent.name != 'from_scratch'
+        )
         if not found:
-            raise CheckpointError(f'{path} is not a jaxdl run directory and holds none (no config.json with a '
-                                  f'metrics.jsonl beside it)')
+            raise CheckpointError(
+                f'{path} is not a jaxdl run directory and holds none (no config.json with a metrics.jsonl beside it)'
+            )
         runs.extend(found)
     return list(dict.fromkeys(runs))
 
@@ -48,10 +53,18 @@ def find_runs(paths) -> list[Path]:
 def load(run: Path) -> dict:
     config = json.loads((run / 'config.json').read_text())
     summary_path = run / 'summary.json'
-    records = [json.loads(line) for line in (run / 'metrics.jsonl').read_text().splitlines() if line.strip()] \
-        if (run / 'metrics.jsonl').exists() else []
-    return {'path': run, 'config': flatten(config), 'seed': config.get('seed'),
-            'summary': json.loads(summary_path.read_text()) if summary_path.exists() else None, 'records': records}
+    records = (
+        [json.loads(line) for line in (run / 'metrics.jsonl').read_text().splitlines() if line.strip()]
+        if (run / 'metrics.jsonl').exists()
+        else []
+    )
+    return {
+        'path': run,
+        'config': flatten(config),
+        'seed': config.get('seed'),
+        'summary': json.loads(summary_path.read_text()) if summary_path.exists() else None,
+        'records': records,
+    }
 
 
 def _stats(values: list[float]) -> dict:
@@ -67,8 +80,10 @@ def compare(paths, ignore=()) -> dict:
     runs = [load(r) for r in find_runs(paths)]
     tasks = sorted({str(r['config'].get('task.name')) for r in runs})
     if len(tasks) > 1:
-        raise ConfigError(f'these runs are of different tasks ({", ".join(tasks)}); their figures do not compare: '
-                          f'compare the runs of one task at a time')
+        raise ConfigError(
+            f'these runs are of different tasks ({", ".join(tasks)}); their figures do not compare: '
+            f'compare the runs of one task at a time'
+        )
     keys = sorted({k for r in runs for k in r['config']} - set(IGNORED) - set(ignore))
     differing = [k for k in keys if len({json.dumps(r['config'].get(k), sort_keys=True) for r in runs}) > 1]
     groups = {}
@@ -81,16 +96,31 @@ def compare(paths, ignore=()) -> dict:
         unfinished += [str(m['path']) for m in members if not m['summary']]
         figures = {}
         for split in SPLITS:
-            names = sorted({k for m in finished for k, v in (m['summary'].get(split) or {}).items()
-                            if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in NOT_FIGURES})
+            names = sorted(
+                {
+                    k
+                    for m in finished
+                    for k, v in (m['summary'].get(split) or {}).items()
+                    if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in NOT_FIGURES
+                }
+            )
             for name in names:
-                values = [m['summary'][split][name] for m in finished
-                          if isinstance((m['summary'].get(split) or {}).get(name), (int, float))]
+                values = [
+                    m['summary'][split][name]
+                    for m in finished
+                    if isinstance((m['summary'].get(split) or {}).get(name), (int, float))
+                ]
                 if values:
                     figures[f'{split}.{name}'] = _stats(values)
-        out.append({'config': {k: json.loads(v) for k, v in zip(differing, signature)},
-                    'seeds': sorted(m['seed'] for m in finished), 'runs': [str(m['path']) for m in members],
-                    'figures': figures, '_members': finished})
+        out.append(
+            {
+                'config': {k: json.loads(v) for k, v in zip(differing, signature)},
+                'seeds': sorted(m['seed'] for m in finished),
+                'runs': [str(m['path']) for m in members],
+                'figures': figures,
+                '_members': finished,
+            }
+        )
     return {'task': tasks[0] if tasks else None, 'keys': differing, 'groups': out, 'unfinished': unfinished}
 
 
@@ -112,26 +142,30 @@ def markdown(result: dict, metrics=None) -> str:
     lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
     for group in groups:
         cells = [str(group['config'][k]) for k in result['keys']]
-        cells.append(f"{len(group['seeds'])} ({', '.join(map(str, group['seeds']))})")
+        cells.append(f'{len(group["seeds"])} ({", ".join(map(str, group["seeds"]))})')
         for name in names:
             s = group['figures'].get(name)
-            cells.append('-' if s is None else f"{s['mean']:.4f} ± {s['std']:.4f} ({s['min']:.4f}..{s['max']:.4f})")
+            cells.append('-' if s is None else f'{s["mean"]:.4f} ± {s["std"]:.4f} ({s["min"]:.4f}..{s["max"]:.4f})')
         lines.append('| ' + ' | '.join(cells) + ' |')
     if result['unfinished']:
         lines.append('')
-        lines.append(f"unfinished (left out): {', '.join(result['unfinished'])}")
+        lines.append(f'unfinished (left out): {", ".join(result["unfinished"])}')
     return '\n'.join(lines)
 
 
 def as_json(result: dict) -> str:
-    return json.dumps({**result, 'groups': [{k: v for k, v in g.items() if not k.startswith('_')}
-                                            for g in result['groups']]}, indent=2, default=str)
+    return json.dumps(
+        {**result, 'groups': [{k: v for k, v in g.items() if not k.startswith('_')} for g in result['groups']]},
+        indent=2,
+        default=str,
+    )
 
 
 def group_labels(result: dict) -> list[str]:
     """What sets each group apart, for a legend: the keys whose value is not the one most groups share (all
     differing keys where no value is shared more than others); 'the shared setting' for the group that changes
     none, as the full experiment of an ablation."""
+
     def mode(key):
         counts = {}
         for g in result['groups']:
@@ -140,6 +174,7 @@ def group_labels(result: dict) -> list[str]:
         ranked = sorted(counts.values(), reverse=True)
         shared = max(counts, key=counts.get)
         return shared if len(ranked) == 1 or ranked[0] > ranked[1] else None
+
     modes = {k: mode(k) for k in result['keys']}
     labels = []
     for group in result['groups']:
@@ -152,8 +187,10 @@ def plot_curves(result: dict, path: Path, metric: str | None = None) -> Path:
     """Validation loss and one more validation figure against the step: per configuration the mean over its seeds
     as a line, min..max as a band."""
     import matplotlib
+
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
+
     members = [m for g in result['groups'] for m in g['_members']]
     validation_keys = {k for m in members for r in m['records'] if r.get('split') == 'validation' for k in r}
     if metric is None:
@@ -176,8 +213,14 @@ def plot_curves(result: dict, path: Path, metric: str | None = None) -> Path:
             mean = [sum(curves[s]) / len(curves[s]) for s in steps]
             colour = colours[g % len(colours)]
             ax.plot(steps, mean, color=colour, marker='o', markersize=3, label=f'{label} ({len(group["seeds"])} seeds)')
-            ax.fill_between(steps, [min(curves[s]) for s in steps], [max(curves[s]) for s in steps], color=colour,
-                            alpha=0.2, linewidth=0)
+            ax.fill_between(
+                steps,
+                [min(curves[s]) for s in steps],
+                [max(curves[s]) for s in steps],
+                color=colour,
+                alpha=0.2,
+                linewidth=0,
+            )
     for ax, name in zip(axes[0], panels):
         ax.set_xlabel('step')
         ax.set_ylabel(f'validation {name}')
@@ -193,14 +236,19 @@ def plot_curves(result: dict, path: Path, metric: str | None = None) -> Path:
 def curves_against(result: dict, key: str, metric: str = 'test.accuracy') -> dict[str, list[tuple]]:
     """{label of the other differing keys: [(value of `key`, [metric of each seed]), ...] sorted by value}."""
     if key not in result['keys']:
-        raise ConfigError(f'--against {key}: not a config key these runs differ in (they differ in: '
-                          f'{", ".join(result["keys"]) or "nothing"})')
+        raise ConfigError(
+            f'--against {key}: not a config key these runs differ in (they differ in: '
+            f'{", ".join(result["keys"]) or "nothing"})'
+        )
     split, _, name = metric.partition('.')
     lines = {}
     for group in result['groups']:
         label = ', '.join(f'{k.rsplit(".", 1)[-1]}={v}' for k, v in group['config'].items() if k != key) or 'runs'
-        values = [m['summary'][split][name] for m in group['_members']
-                  if isinstance((m['summary'].get(split) or {}).get(name), (int, float))]
+        values = [
+            m['summary'][split][name]
+            for m in group['_members']
+            if isinstance((m['summary'].get(split) or {}).get(name), (int, float))
+        ]
         if values:
             lines.setdefault(label, []).append((group['config'][key], values))
     if not lines:
@@ -213,16 +261,24 @@ def plot_against(result: dict, key: str, path: Path, metric: str = 'test.accurac
     one line per configuration of the other differing keys, its mean over seeds, each seed a dot, the band
     min..max. The data-efficiency curve of a transfer experiment is this with key dataset.train_examples_per_class."""
     import matplotlib
+
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
+
     lines = curves_against(result, key, metric)
     figure, ax = plt.subplots(figsize=(8, 5))
     for label, points in lines.items():
         xs = [p[0] for p in points]
         means = [sum(v) / len(v) for _, v in points]
-        line, = ax.plot(xs, means, marker='o', label=f'{label} ({len(points[0][1])} seeds)')
-        ax.fill_between(xs, [min(v) for _, v in points], [max(v) for _, v in points], color=line.get_color(),
-                        alpha=0.15, linewidth=0)
+        (line,) = ax.plot(xs, means, marker='o', label=f'{label} ({len(points[0][1])} seeds)')
+        ax.fill_between(
+            xs,
+            [min(v) for _, v in points],
+            [max(v) for _, v in points],
+            color=line.get_color(),
+            alpha=0.15,
+            linewidth=0,
+        )
         for x, v in points:
             ax.scatter([x] * len(v), v, color=line.get_color(), s=10, alpha=0.6)
     if all(isinstance(x, (int, float)) and x > 0 for points in lines.values() for x, _ in points):

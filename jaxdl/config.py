@@ -4,6 +4,7 @@ Every key a run can read is declared in `default_config()`; experiment files sta
 experiment or on the command line is an error that names the key and its close matches, never a silently
 ignored setting. Durations are written as "<n> epochs" or "<n> steps" and resolved once the epoch length is known.
 """
+
 from __future__ import annotations
 
 import ast
@@ -26,11 +27,24 @@ ConfigDict = ml_collections.ConfigDict
 # Where a run's arrays live, not what it computes: a run may resume with other values (another device count or
 # mesh), and its parameters then agree with an unmoved run's to float tolerance.
 # train.deterministic chooses how the backend orders its sums, likewise not what a run computes.
-PLACEMENT_KEYS = ('train.parallel', 'train.mesh', 'train.sharding_rules', 'train.fsdp_min_size',
-                  'train.cpu_convolutions', 'train.deterministic')
+PLACEMENT_KEYS = (
+    'train.parallel',
+    'train.mesh',
+    'train.sharding_rules',
+    'train.fsdp_min_size',
+    'train.cpu_convolutions',
+    'train.deterministic',
+)
 # What watches a run, not what it computes: a resumed run may add a tracker, a hook or a profile window.
-INSTRUMENT_KEYS = ('train.hooks', 'train.trackers', 'train.profile', 'train.peak_tflops', 'tracking.project',
-                   'tracking.run_name', 'tracking.mlflow_uri')
+INSTRUMENT_KEYS = (
+    'train.hooks',
+    'train.trackers',
+    'train.profile',
+    'train.peak_tflops',
+    'tracking.project',
+    'tracking.run_name',
+    'tracking.mlflow_uri',
+)
 FSDP_MIN_SIZE = 1024
 
 
@@ -41,142 +55,162 @@ def default_config() -> ConfigDict:
     # The task and the model: a built-in name or an import path 'package.module:Attr' to your own code, and a
     # free-form dict of its settings, checked by its own constructor (jaxdl.tasks, jaxdl.models).
     c.task = ConfigDict(dict(name='classification', options=ConfigDict()))
-    c.dataset = ConfigDict(dict(
-        # a built-in (`jaxdl datasets`), a TFDS catalog name, 'folder:PATH' (an image folder), an import path to a
-        # TFDS builder class, or a name jaxdl.data.from_arrays returned
-        name='digits',
-        data_dir='',           # '' = $TFDS_DATA_DIR or ~/tensorflow_datasets
-        label='label',         # the feature holding each example's class (classification, class selection)
-        split_fractions=(0.8, 0.1, 0.1),  # folder:PATH without train/validation/test subfolders: seeded shares
-        split_seed=0,          # the seed of that split (per class, so every split keeps the class balance)
-        train_split='train',
-        validation_split='validation',
-        test_split='test',
-        image_size=0,          # 0 keeps the dataset's size; n resizes to n x n
-        mean=(0.0,),           # per channel (or one for all), applied after scaling pixels to [0, 1]
-        std=(1.0,),
-        classes=(),            # keep only these class ids of the label feature, renumbered 0.. in this order
-        train_examples_per_class=0,  # > 0: the first n training examples of each class only (few-shot data)
-        shuffle_buffer=0,      # 0 = the whole split (exact uniform shuffle)
-        cache=True,            # keep decoded, normalised images in memory
-        # How examples are read. 'memory': the decoded split cached and shuffled in memory, every process reading
-        # all of it (the built-in datasets). 'stream': each step's examples read by index from ArrayRecord files,
-        # decoded per step, each process reading only its own rows; memory does not grow with the dataset.
-        # 'auto': 'stream' when the decoded split would take more than memory_limit_mb, or a setting below needs it.
-        source='auto',
-        memory_limit_mb=2048,
-        skip_corrupt_images=False,  # stream: an image that does not decode is left out (counted in summary.json)
-        center_crop=0.0,       # keep the central square of this share of the shorter side (e.g. 0.875), resized
-                               # to image_size: ImageNet's evaluation crop (training too, unless the random-
-                               # resized crop draws the window there); 0 = the whole image
-        augment=ConfigDict(dict(
-            flip_left_right=False,
-            crop_padding=0,    # random translation: pad by n pixels, crop back
-            crop_area=1.0,     # segmentation, detection: random crop of [crop_area, 1] of the image, resized back
-            # stream, classification: the random-resized ("Inception") crop, decoded from the JPEG window alone
-            random_resized_crop=False,
-            crop_scale=(0.08, 1.0),    # its share of the image's area
-            crop_ratio=(0.75, 4 / 3),  # its aspect ratio (width / height)
-            # RandAugment (jaxdl.data.randaugment), for data kinds whose targets do not move with the image: this
-            # many ops per image (timm's n, e.g. 2; 0 = off) at this magnitude (timm's m, 0-10, e.g. 9)
-            randaugment_layers=0,
-            randaugment_magnitude=9.0,
-            # Mixup and CutMix, in the train step, for tasks with class labels (jaxdl.train.mixing): lambda ~
-            # Beta(alpha, alpha); 0 = off. With both on, mix_switch_prob of the mixed batches CutMix; mix_prob of
-            # the batches are mixed at all.
-            mixup_alpha=0.0,
-            cutmix_alpha=0.0,
-            mix_switch_prob=0.5,
-            mix_prob=1.0,
-        )),
-    ))
-    c.model = ConfigDict(dict(
-        name='cnn',
-        options=ConfigDict(),  # e.g. cnn: features, dense, dropout; resnet: depth, width, stem; unet: features
-        dtype='float32',       # the compute dtype (parameters stay float32), for models that take a dtype
-        freeze_batch_norm=False,  # BatchNorm uses and keeps its running statistics in training too (fine-tuning)
-    ))
-    c.optimizer = ConfigDict(dict(
-        name='sgd',
-        learning_rate=None,    # None = the optimizer's usual default (see jaxdl.optim.DEFAULT_LEARNING_RATES)
-        momentum=0.9,          # sgd only (0 = plain sgd)
-        nesterov=False,        # sgd, adam, adamw
-        rmsprop_decay=0.9,
-        b1=0.9,
-        b2=0.999,
-        eps=1e-8,
-        weight_decay=0.0,      # L2 added to the gradient (sgd, rmsprop, adam); decoupled for adamw
-        clip_global_norm=0.0,  # 0 = no clipping
-        accumulate_steps=1,    # > 1 accumulates gradients over that many steps (optax.MultiSteps)
-        # An exponential moving average of the weights (parameters and model state, e.g. BatchNorm statistics),
-        # evaluated beside them: 0 = off, else e.g. 0.999. Its decay warms up as min(ema_decay, (1+t)/(10+t)) over
-        # the t updates so far, so early averages do not hold the initial weights for long.
-        ema_decay=0.0,
-        # Layer-wise learning-rate decay for fine-tuning (e.g. 0.75; 0 = off): layer i of L trains at
-        # layer_decay ** (L - 1 - i) of the rate, L from the model's LAYER_INDEX (jaxdl's vit has one).
-        layer_decay=0.0,
-        # Parameter groups: (regex on the parameter path, e.g. 'backbone/.*', learning-rate multiplier) pairs;
-        # the first match wins, unmatched parameters train at the full rate, multiplier 0 freezes a group.
-        groups=(),
-        schedule=ConfigDict(dict(
-            name='constant',
-            warmup='0 steps',
-            drop_every='10 epochs',  # piecewise: multiply by drop_factor every this often
-            drop_factor=0.1,
-            final_fraction=0.0,      # cosine: final learning rate as a fraction of the peak
-        )),
-    ))
-    c.transfer = ConfigDict(dict(
-        # a run's workdir, an orbax checkpoint directory, or a torchvision/timm weights file (.safetensors, .pth)
-        # to initialise from; '' = scratch
-        init_from='',
-        checkpoint='best',     # which checkpoint of a workdir: best | latest | STEP
-        weights='raw',         # raw | ema: a run's own weights or their EMA (a run trained with optimizer.ema_decay)
-        reinitialize=('head/.*',),  # parameter paths (regex) freshly initialised instead of loaded
-        compare_with_scratch=False,  # also train the same budget from scratch and report both test results
-    ))
-    c.train = ConfigDict(dict(
-        batch_size=128,              # global: summed over every device and process
-        eval_batch_size=256,
-        duration='30 epochs',
-        validate_every='1 epoch',
-        log_every='10 steps',
-        checkpoint_every='1 epoch',  # also saved at every validation, so 'best' is always on disk
-        # auto | jit | pmap | sharded (jit over a mesh, state replicated) | fsdp (state split over the mesh's fsdp
-        # axis); see jaxdl.train.sharding. These placement keys may change when a run resumes.
-        parallel='auto',
-        mesh='',                     # axis sizes, e.g. 'data=2,fsdp=4' ('' = every device on data, or on fsdp)
-        sharding_rules=(),           # fsdp: (path regex, spec) pairs: '' replicated, 'auto', or per dimension 'fsdp,'
-        fsdp_min_size=FSDP_MIN_SIZE,  # fsdp: leaves no rule names are split from this many numbers on
-        cpu_convolutions='eigen',    # eigen | ynnpack (XLA:CPU's default): the kernels of a CPU step's convolutions
-        # GPU: deterministic reductions and kernels (XLA's --xla_gpu_deterministic_ops, set before the backend
-        # starts), so a rerun gives the same bits; see jaxdl.determinism. XLA:CPU is deterministic either way.
-        deterministic=True,
-        select='best',               # best (by validation loss) | best_ema (by the EMA's) | last: what test reads
-        on_nonfinite='stop',         # a NaN/Inf loss or gradient: stop (naming the step) | skip that update
-        # What watches the run (jaxdl.train.hooks): your hooks by import path ('package.module:MyHook', a Hook
-        # subclass or a function of the config returning one), run after the loop's own, in this order.
-        hooks=(),
-        trackers=('tensorboard',),   # where the records go besides metrics.jsonl: tensorboard | wandb | mlflow
-        profile='',                  # e.g. 'steps 20-25': a jax.profiler trace of those steps ('' = off)
-        peak_tflops=0.0,             # a device's peak TFLOP/s for MFU (0 = jaxdl.train.costs' table, if it knows it)
-        early_stopping=ConfigDict(dict(
-            patience=0,              # validations without improvement before stopping; 0 = off
-            min_delta=0.0,
-        )),
-    ))
-    c.eval = ConfigDict(dict(
-        # Splits scored while training besides validation, each logged under its own name; model selection reads
-        # validation alone. E.g. ('train[:1000]',): the training data measured as validation is (no augmentation,
-        # no dropout). The test split is never one: it is scored once, after training.
-        splits=(),
-        every='',                    # how often ('' = with validation: train.validate_every)
-    ))
-    c.tracking = ConfigDict(dict(     # the W&B and MLflow trackers (train.trackers)
-        project='jaxdl',             # the W&B project, the MLflow experiment
-        run_name='',                 # '' = the workdir's name
-        mlflow_uri='',               # '' = MLFLOW_TRACKING_URI, else MLflow's default (e.g. 'sqlite:///mlflow.db')
-    ))
+    c.dataset = ConfigDict(
+        dict(
+            # a built-in (`jaxdl datasets`), a TFDS catalog name, 'folder:PATH' (an image folder), an import path to a
+            # TFDS builder class, or a name jaxdl.data.from_arrays returned
+            name='digits',
+            data_dir='',  # '' = $TFDS_DATA_DIR or ~/tensorflow_datasets
+            label='label',  # the feature holding each example's class (classification, class selection)
+            split_fractions=(0.8, 0.1, 0.1),  # folder:PATH without train/validation/test subfolders: seeded shares
+            split_seed=0,  # the seed of that split (per class, so every split keeps the class balance)
+            train_split='train',
+            validation_split='validation',
+            test_split='test',
+            image_size=0,  # 0 keeps the dataset's size; n resizes to n x n
+            mean=(0.0,),  # per channel (or one for all), applied after scaling pixels to [0, 1]
+            std=(1.0,),
+            classes=(),  # keep only these class ids of the label feature, renumbered 0.. in this order
+            train_examples_per_class=0,  # > 0: the first n training examples of each class only (few-shot data)
+            shuffle_buffer=0,  # 0 = the whole split (exact uniform shuffle)
+            cache=True,  # keep decoded, normalised images in memory
+            # How examples are read. 'memory': the decoded split cached and shuffled in memory, every process reading
+            # all of it (the built-in datasets). 'stream': each step's examples read by index from ArrayRecord files,
+            # decoded per step, each process reading only its own rows; memory does not grow with the dataset.
+            # 'auto': 'stream' when the decoded split would take more than memory_limit_mb, or a setting below needs it.
+            source='auto',
+            memory_limit_mb=2048,
+            skip_corrupt_images=False,  # stream: an image that does not decode is left out (counted in summary.json)
+            center_crop=0.0,  # keep the central square of this share of the shorter side (e.g. 0.875), resized
+            # to image_size: ImageNet's evaluation crop (training too, unless the random-
+            # resized crop draws the window there); 0 = the whole image
+            augment=ConfigDict(
+                dict(
+                    flip_left_right=False,
+                    crop_padding=0,  # random translation: pad by n pixels, crop back
+                    crop_area=1.0,  # segmentation, detection: random crop of [crop_area, 1] of the image, resized back
+                    # stream, classification: the random-resized ("Inception") crop, decoded from the JPEG window alone
+                    random_resized_crop=False,
+                    crop_scale=(0.08, 1.0),  # its share of the image's area
+                    crop_ratio=(0.75, 4 / 3),  # its aspect ratio (width / height)
+                    # RandAugment (jaxdl.data.randaugment), for data kinds whose targets do not move with the image: this
+                    # many ops per image (timm's n, e.g. 2; 0 = off) at this magnitude (timm's m, 0-10, e.g. 9)
+                    randaugment_layers=0,
+                    randaugment_magnitude=9.0,
+                    # Mixup and CutMix, in the train step, for tasks with class labels (jaxdl.train.mixing): lambda ~
+                    # Beta(alpha, alpha); 0 = off. With both on, mix_switch_prob of the mixed batches CutMix; mix_prob of
+                    # the batches are mixed at all.
+                    mixup_alpha=0.0,
+                    cutmix_alpha=0.0,
+                    mix_switch_prob=0.5,
+                    mix_prob=1.0,
+                )
+            ),
+        )
+    )
+    c.model = ConfigDict(
+        dict(
+            name='cnn',
+            options=ConfigDict(),  # e.g. cnn: features, dense, dropout; resnet: depth, width, stem; unet: features
+            dtype='float32',  # the compute dtype (parameters stay float32), for models that take a dtype
+            freeze_batch_norm=False,  # BatchNorm uses and keeps its running statistics in training too (fine-tuning)
+        )
+    )
+    c.optimizer = ConfigDict(
+        dict(
+            name='sgd',
+            learning_rate=None,  # None = the optimizer's usual default (see jaxdl.optim.DEFAULT_LEARNING_RATES)
+            momentum=0.9,  # sgd only (0 = plain sgd)
+            nesterov=False,  # sgd, adam, adamw
+            rmsprop_decay=0.9,
+            b1=0.9,
+            b2=0.999,
+            eps=1e-8,
+            weight_decay=0.0,  # L2 added to the gradient (sgd, rmsprop, adam); decoupled for adamw
+            clip_global_norm=0.0,  # 0 = no clipping
+            accumulate_steps=1,  # > 1 accumulates gradients over that many steps (optax.MultiSteps)
+            # An exponential moving average of the weights (parameters and model state, e.g. BatchNorm statistics),
+            # evaluated beside them: 0 = off, else e.g. 0.999. Its decay warms up as min(ema_decay, (1+t)/(10+t)) over
+            # the t updates so far, so early averages do not hold the initial weights for long.
+            ema_decay=0.0,
+            # Layer-wise learning-rate decay for fine-tuning (e.g. 0.75; 0 = off): layer i of L trains at
+            # layer_decay ** (L - 1 - i) of the rate, L from the model's LAYER_INDEX (jaxdl's vit has one).
+            layer_decay=0.0,
+            # Parameter groups: (regex on the parameter path, e.g. 'backbone/.*', learning-rate multiplier) pairs;
+            # the first match wins, unmatched parameters train at the full rate, multiplier 0 freezes a group.
+            groups=(),
+            schedule=ConfigDict(
+                dict(
+                    name='constant',
+                    warmup='0 steps',
+                    drop_every='10 epochs',  # piecewise: multiply by drop_factor every this often
+                    drop_factor=0.1,
+                    final_fraction=0.0,  # cosine: final learning rate as a fraction of the peak
+                )
+            ),
+        )
+    )
+    c.transfer = ConfigDict(
+        dict(
+            # a run's workdir, an orbax checkpoint directory, or a torchvision/timm weights file (.safetensors, .pth)
+            # to initialise from; '' = scratch
+            init_from='',
+            checkpoint='best',  # which checkpoint of a workdir: best | latest | STEP
+            weights='raw',  # raw | ema: a run's own weights or their EMA (a run trained with optimizer.ema_decay)
+            reinitialize=('head/.*',),  # parameter paths (regex) freshly initialised instead of loaded
+            compare_with_scratch=False,  # also train the same budget from scratch and report both test results
+        )
+    )
+    c.train = ConfigDict(
+        dict(
+            batch_size=128,  # global: summed over every device and process
+            eval_batch_size=256,
+            duration='30 epochs',
+            validate_every='1 epoch',
+            log_every='10 steps',
+            checkpoint_every='1 epoch',  # also saved at every validation, so 'best' is always on disk
+            # auto | jit | pmap | sharded (jit over a mesh, state replicated) | fsdp (state split over the mesh's fsdp
+            # axis); see jaxdl.train.sharding. These placement keys may change when a run resumes.
+            parallel='auto',
+            mesh='',  # axis sizes, e.g. 'data=2,fsdp=4' ('' = every device on data, or on fsdp)
+            sharding_rules=(),  # fsdp: (path regex, spec) pairs: '' replicated, 'auto', or per dimension 'fsdp,'
+            fsdp_min_size=FSDP_MIN_SIZE,  # fsdp: leaves no rule names are split from this many numbers on
+            cpu_convolutions='eigen',  # eigen | ynnpack (XLA:CPU's default): the kernels of a CPU step's convolutions
+            # GPU: deterministic reductions and kernels (XLA's --xla_gpu_deterministic_ops, set before the backend
+            # starts), so a rerun gives the same bits; see jaxdl.determinism. XLA:CPU is deterministic either way.
+            deterministic=True,
+            select='best',  # best (by validation loss) | best_ema (by the EMA's) | last: what test reads
+            on_nonfinite='stop',  # a NaN/Inf loss or gradient: stop (naming the step) | skip that update
+            # What watches the run (jaxdl.train.hooks): your hooks by import path ('package.module:MyHook', a Hook
+            # subclass or a function of the config returning one), run after the loop's own, in this order.
+            hooks=(),
+            trackers=('tensorboard',),  # where the records go besides metrics.jsonl: tensorboard | wandb | mlflow
+            profile='',  # e.g. 'steps 20-25': a jax.profiler trace of those steps ('' = off)
+            peak_tflops=0.0,  # a device's peak TFLOP/s for MFU (0 = jaxdl.train.costs' table, if it knows it)
+            early_stopping=ConfigDict(
+                dict(
+                    patience=0,  # validations without improvement before stopping; 0 = off
+                    min_delta=0.0,
+                )
+            ),
+        )
+    )
+    c.eval = ConfigDict(
+        dict(
+            # Splits scored while training besides validation, each logged under its own name; model selection reads
+            # validation alone. E.g. ('train[:1000]',): the training data measured as validation is (no augmentation,
+            # no dropout). The test split is never one: it is scored once, after training.
+            splits=(),
+            every='',  # how often ('' = with validation: train.validate_every)
+        )
+    )
+    c.tracking = ConfigDict(
+        dict(  # the W&B and MLflow trackers (train.trackers)
+            project='jaxdl',  # the W&B project, the MLflow experiment
+            run_name='',  # '' = the workdir's name
+            mlflow_uri='',  # '' = MLFLOW_TRACKING_URI, else MLflow's default (e.g. 'sqlite:///mlflow.db')
+        )
+    )
     c.lock()
     for free_form in (c.task.options, c.model.options):  # their keys are the model's or task's own
         free_form.unlock()
@@ -193,6 +227,7 @@ def load_config_file(path: str) -> ConfigDict:
     A file's directory becomes importable (first on sys.path), so a model, task or builder in a file beside the
     experiment (`model.name='my_models:ViT'`) is found from any current directory."""
     import sys
+
     file, _, arg = str(path).partition(':')
     file_path = _experiment_file(file)
     directory = str(file_path.resolve().parent)
@@ -219,8 +254,10 @@ def _experiment_file(file: str) -> Path:
         return Path(file)
     if (built_in := experiments.path(file)) is not None:
         return built_in
-    raise ConfigError(f'{file!r} is neither an experiment file (a Python file defining get_config()) nor a built-in '
-                      f'experiment; the built-in ones (`jaxdl experiments`): {", ".join(experiments.names())}')
+    raise ConfigError(
+        f'{file!r} is neither an experiment file (a Python file defining get_config()) nor a built-in '
+        f'experiment; the built-in ones (`jaxdl experiments`): {", ".join(experiments.names())}'
+    )
 
 
 def config_from_json(text: str) -> ConfigDict:
@@ -268,7 +305,7 @@ def parse_override(text: str) -> tuple[str, Any]:
     """`--config.a.b=value` -> ('a.b', value). Values are Python literals where they parse, else strings."""
     if not text.startswith('--config.') or '=' not in text:
         raise ConfigError(f'cannot read override {text!r}: write --config.KEY=VALUE, e.g. --config.train.batch_size=64')
-    key, _, raw = text[len('--config.'):].partition('=')
+    key, _, raw = text[len('--config.') :].partition('=')
     try:
         value = ast.literal_eval(raw)
     except (ValueError, SyntaxError):
@@ -336,14 +373,15 @@ class Duration:
 class Plan:
     """Every duration of a run in steps, resolved once the epoch length is known: what the loop, the schedule and
     environment.json read (none of them parses a duration again)."""
+
     steps_per_epoch: int
     total_steps: int
     validate_every: int
     log_every: int
     checkpoint_every: int
-    warmup_steps: int          # optimizer.schedule.warmup
-    drop_every_steps: int      # optimizer.schedule.drop_every (piecewise)
-    eval_every: int            # eval.every (the extra splits' evaluators)
+    warmup_steps: int  # optimizer.schedule.warmup
+    drop_every_steps: int  # optimizer.schedule.drop_every (piecewise)
+    eval_every: int  # eval.every (the extra splits' evaluators)
 
     @classmethod
     def resolve(cls, config: ConfigDict, steps_per_epoch: int) -> Plan:
@@ -351,9 +389,16 @@ class Plan:
         train = lambda key: max(steps(f'train.{key}', config.train[key]), 1)
         schedule = config.optimizer.schedule
         eval_every = max(steps('eval.every', config.eval.every), 1) if config.eval.every else train('validate_every')
-        return cls(steps_per_epoch, train('duration'), train('validate_every'), train('log_every'),
-                   train('checkpoint_every'), steps('optimizer.schedule.warmup', schedule.warmup),
-                   max(steps('optimizer.schedule.drop_every', schedule.drop_every), 1), eval_every)
+        return cls(
+            steps_per_epoch,
+            train('duration'),
+            train('validate_every'),
+            train('log_every'),
+            train('checkpoint_every'),
+            steps('optimizer.schedule.warmup', schedule.warmup),
+            max(steps('optimizer.schedule.drop_every', schedule.drop_every), 1),
+            eval_every,
+        )
 
 
 def parse_duration(text: Any, key: str) -> Duration:
@@ -372,14 +417,24 @@ def parse_duration(text: Any, key: str) -> Duration:
 def _check_eval(config: ConfigDict) -> None:
     """eval.splits: split names, none of them the splits the run already scores, and never the test split."""
     d, e = config.dataset, config.eval
-    _require(isinstance(e.splits, (tuple, list)) and all(isinstance(s, str) and s for s in e.splits), 'eval.splits',
-             f"must be split names, e.g. ('train[:1000]',); got {e.splits!r}")
+    _require(
+        isinstance(e.splits, (tuple, list)) and all(isinstance(s, str) and s for s in e.splits),
+        'eval.splits',
+        f"must be split names, e.g. ('train[:1000]',); got {e.splits!r}",
+    )
     for split in e.splits:
-        _require(split != d.test_split, 'eval.splits', f'{split!r} is the test split, which is scored once, after '
-                 f'training, on the selected model: never while training')
-        _require(split not in (d.validation_split, 'train', 'validation', 'test'), 'eval.splits',
-                 f"{split!r} is scored already or names another row of metrics.jsonl; for the whole training "
-                 f"split write 'train[:100%]'")
+        _require(
+            split != d.test_split,
+            'eval.splits',
+            f'{split!r} is the test split, which is scored once, after '
+            f'training, on the selected model: never while training',
+        )
+        _require(
+            split not in (d.validation_split, 'train', 'validation', 'test'),
+            'eval.splits',
+            f'{split!r} is scored already or names another row of metrics.jsonl; for the whole training '
+            f"split write 'train[:100%]'",
+        )
     _require(len(set(e.splits)) == len(e.splits), 'eval.splits', f'lists a split twice: {e.splits!r}')
     if e.every:
         _require(parse_duration(e.every, 'eval.every').amount > 0, 'eval.every', 'must be positive')
@@ -408,8 +463,10 @@ def _check_structure(config: ConfigDict) -> None:
     present = set(all_keys(config))
     missing = [k for k in all_keys(defaults) if k not in present]
     if missing:
-        raise ConfigError(f'config is missing {", ".join(map(repr, missing[:5]))}: build experiment configs from '
-                          f'jaxdl.config.default_config() and change what differs')
+        raise ConfigError(
+            f'config is missing {", ".join(map(repr, missing[:5]))}: build experiment configs from '
+            f'jaxdl.config.default_config() and change what differs'
+        )
     numbers = (int, float)
     for key, default in flatten(defaults.to_dict()).items():
         value = config
@@ -432,6 +489,7 @@ def validate(config: ConfigDict) -> ConfigDict:
     """Checks every value a run depends on, before any data or device is touched. The model's and the task's
     options are checked by their own constructors when the run builds them (jaxdl.models, jaxdl.tasks)."""
     from jaxdl import registry
+
     _check_structure(config)
     registry.TASKS.import_path(config.task.name)
     registry.MODELS.import_path(config.model.name)
@@ -450,67 +508,119 @@ def validate(config: ConfigDict) -> ConfigDict:
         duration = parse_duration(t[key], f'train.{key}')
         _require(duration.amount > 0, f'train.{key}', 'must be positive')
     parse_duration(config.optimizer.schedule.warmup, 'optimizer.schedule.warmup')
-    _require(parse_duration(config.optimizer.schedule.drop_every, 'optimizer.schedule.drop_every').amount > 0,
-             'optimizer.schedule.drop_every', 'must be positive')
+    _require(
+        parse_duration(config.optimizer.schedule.drop_every, 'optimizer.schedule.drop_every').amount > 0,
+        'optimizer.schedule.drop_every',
+        'must be positive',
+    )
     _require(t.fsdp_min_size >= 1, 'train.fsdp_min_size', 'must be >= 1')
     for i, rule in enumerate(t.sharding_rules):
-        _require(isinstance(rule, (tuple, list)) and len(rule) == 2 and isinstance(rule[0], str)
-                 and isinstance(rule[1], str), f'train.sharding_rules[{i}]',
-                 f"must be a (path regex, spec) pair, e.g. ('.*kernel', 'auto'); got {rule!r}")
+        _require(
+            isinstance(rule, (tuple, list))
+            and len(rule) == 2
+            and isinstance(rule[0], str)
+            and isinstance(rule[1], str),
+            f'train.sharding_rules[{i}]',
+            f"must be a (path regex, spec) pair, e.g. ('.*kernel', 'auto'); got {rule!r}",
+        )
         require_regex(rule[0], f'train.sharding_rules[{i}]')
-    _require(isinstance(t.mesh, str) and all(axis in ('data', 'fsdp') for axis in _mesh_axes(t.mesh))
-             and all('=' in part for part in t.mesh.split(',')) if t.mesh else True, 'train.mesh',
-             f"must name axis sizes as 'data=2,fsdp=4' (-1: the devices left); got {t.mesh!r}")
+    _require(
+        isinstance(t.mesh, str)
+        and all(axis in ('data', 'fsdp') for axis in _mesh_axes(t.mesh))
+        and all('=' in part for part in t.mesh.split(','))
+        if t.mesh
+        else True,
+        'train.mesh',
+        f"must name axis sizes as 'data=2,fsdp=4' (-1: the devices left); got {t.mesh!r}",
+    )
     check_placement(t.parallel, t.mesh, t.sharding_rules, t.fsdp_min_size)
     _require(t.early_stopping.patience >= 0, 'train.early_stopping.patience', 'must be >= 0 (0 turns it off)')
     _check_eval(config)
     _check_instruments(config)
     o = config.optimizer
-    _require(o.learning_rate is None or (isinstance(o.learning_rate, (int, float)) and o.learning_rate > 0),
-             'optimizer.learning_rate', f'must be a positive number or None, got {o.learning_rate!r}')
+    _require(
+        o.learning_rate is None or (isinstance(o.learning_rate, (int, float)) and o.learning_rate > 0),
+        'optimizer.learning_rate',
+        f'must be a positive number or None, got {o.learning_rate!r}',
+    )
     _require(o.accumulate_steps >= 1, 'optimizer.accumulate_steps', 'must be >= 1')
-    _require(0.0 <= o.layer_decay <= 1.0, 'optimizer.layer_decay',
-             f'must be in [0, 1] (0 = off; e.g. 0.75), got {o.layer_decay!r}')
+    _require(
+        0.0 <= o.layer_decay <= 1.0,
+        'optimizer.layer_decay',
+        f'must be in [0, 1] (0 = off; e.g. 0.75), got {o.layer_decay!r}',
+    )
     _require(0.0 <= o.ema_decay < 1.0, 'optimizer.ema_decay', f'must be in [0, 1) (0 = no EMA), got {o.ema_decay!r}')
-    _require(t.select != 'best_ema' or o.ema_decay > 0, 'train.select',
-             "'best_ema' selects by the EMA weights' validation loss: set optimizer.ema_decay (e.g. 0.999)")
+    _require(
+        t.select != 'best_ema' or o.ema_decay > 0,
+        'train.select',
+        "'best_ema' selects by the EMA weights' validation loss: set optimizer.ema_decay (e.g. 0.999)",
+    )
     _require(o.clip_global_norm >= 0, 'optimizer.clip_global_norm', 'must be >= 0 (0 turns it off)')
     _require(o.weight_decay >= 0, 'optimizer.weight_decay', 'must be >= 0')
     d = config.dataset
-    _require(isinstance(d.name, str) and d.name != '', 'dataset.name', 'must name a dataset; `jaxdl datasets` lists them')
+    _require(
+        isinstance(d.name, str) and d.name != '', 'dataset.name', 'must name a dataset; `jaxdl datasets` lists them'
+    )
     _require(bool(d.label), 'dataset.label', 'must name the feature holding the class')
     _require(d.image_size >= 0, 'dataset.image_size', 'must be >= 0 (0 keeps the dataset size)')
     _require(all(v != 0 for v in d.std), 'dataset.std', 'must not contain zero')
     _require(d.shuffle_buffer >= 0, 'dataset.shuffle_buffer', 'must be >= 0 (0 = the whole split)')
     _require(d.augment.crop_padding >= 0, 'dataset.augment.crop_padding', 'must be >= 0')
-    _require(isinstance(d.augment.randaugment_layers, int) and d.augment.randaugment_layers >= 0,
-             'dataset.augment.randaugment_layers', f'must be an int >= 0 (0 = off; e.g. 2), got '
-             f'{d.augment.randaugment_layers!r}')
-    _require(isinstance(d.augment.randaugment_magnitude, (int, float)) and 0 <= d.augment.randaugment_magnitude <= 10,
-             'dataset.augment.randaugment_magnitude', f'must be in [0, 10] (timm\'s scale; e.g. 9), got '
-             f'{d.augment.randaugment_magnitude!r}')
+    _require(
+        isinstance(d.augment.randaugment_layers, int) and d.augment.randaugment_layers >= 0,
+        'dataset.augment.randaugment_layers',
+        f'must be an int >= 0 (0 = off; e.g. 2), got {d.augment.randaugment_layers!r}',
+    )
+    _require(
+        isinstance(d.augment.randaugment_magnitude, (int, float)) and 0 <= d.augment.randaugment_magnitude <= 10,
+        'dataset.augment.randaugment_magnitude',
+        f"must be in [0, 10] (timm's scale; e.g. 9), got {d.augment.randaugment_magnitude!r}",
+    )
     for key in ('mixup_alpha', 'cutmix_alpha'):
-        _require(isinstance(d.augment[key], (int, float)) and d.augment[key] >= 0, f'dataset.augment.{key}',
-                 f'must be >= 0 (0 = off; timm uses 0.8 for mixup, 1.0 for cutmix), got {d.augment[key]!r}')
+        _require(
+            isinstance(d.augment[key], (int, float)) and d.augment[key] >= 0,
+            f'dataset.augment.{key}',
+            f'must be >= 0 (0 = off; timm uses 0.8 for mixup, 1.0 for cutmix), got {d.augment[key]!r}',
+        )
     for key in ('mix_switch_prob', 'mix_prob'):
-        _require(isinstance(d.augment[key], (int, float)) and 0.0 <= d.augment[key] <= 1.0, f'dataset.augment.{key}',
-                 f'must be a probability in [0, 1], got {d.augment[key]!r}')
+        _require(
+            isinstance(d.augment[key], (int, float)) and 0.0 <= d.augment[key] <= 1.0,
+            f'dataset.augment.{key}',
+            f'must be a probability in [0, 1], got {d.augment[key]!r}',
+        )
     _require(0.0 < d.augment.crop_area <= 1.0, 'dataset.augment.crop_area', 'must be in (0, 1] (1 = no crop)')
-    _require(d.source in ('auto', 'memory', 'stream'), 'dataset.source', f"must be 'auto', 'memory' or 'stream', "
-             f'got {d.source!r}')
+    _require(
+        d.source in ('auto', 'memory', 'stream'),
+        'dataset.source',
+        f"must be 'auto', 'memory' or 'stream', got {d.source!r}",
+    )
     _require(d.memory_limit_mb > 0, 'dataset.memory_limit_mb', 'must be > 0')
     _require(0.0 <= d.center_crop <= 1.0, 'dataset.center_crop', 'must be in [0, 1] (0 = no crop)')
     scale, ratio = tuple(d.augment.crop_scale), tuple(d.augment.crop_ratio)
-    _require(len(scale) == 2 and 0.0 < scale[0] <= scale[1] <= 1.0, 'dataset.augment.crop_scale',
-             f'must be (low, high) with 0 < low <= high <= 1, got {scale!r}')
-    _require(len(ratio) == 2 and 0.0 < ratio[0] <= ratio[1], 'dataset.augment.crop_ratio',
-             f'must be (low, high) with 0 < low <= high, got {ratio!r}')
-    _require(not ((d.augment.random_resized_crop or d.center_crop) and not d.image_size), 'dataset.image_size',
-             'must be set with augment.random_resized_crop or center_crop (the size the crop is resized to)')
+    _require(
+        len(scale) == 2 and 0.0 < scale[0] <= scale[1] <= 1.0,
+        'dataset.augment.crop_scale',
+        f'must be (low, high) with 0 < low <= high <= 1, got {scale!r}',
+    )
+    _require(
+        len(ratio) == 2 and 0.0 < ratio[0] <= ratio[1],
+        'dataset.augment.crop_ratio',
+        f'must be (low, high) with 0 < low <= high, got {ratio!r}',
+    )
+    _require(
+        not ((d.augment.random_resized_crop or d.center_crop) and not d.image_size),
+        'dataset.image_size',
+        'must be set with augment.random_resized_crop or center_crop (the size the crop is resized to)',
+    )
     fractions = d.split_fractions
-    _require(len(fractions) == 3 and all(isinstance(f, (int, float)) and f >= 0 for f in fractions)
-             and abs(sum(fractions) - 1.0) < 1e-6 and fractions[0] > 0, 'dataset.split_fractions',
-             f'must be three shares (train, validation, test) >= 0 summing to 1, train > 0; got {tuple(fractions)!r}')
+    _require(
+        len(fractions) == 3
+        and all(isinstance(f, (int, float)) and f >= 0 for f in fractions)
+        and abs(sum(fractions) - 1.0) < 1e-6
+        and fractions[0] > 0,
+        'dataset.split_fractions',
+        f'must be three shares (train, validation, test) >= 0 summing to 1, train > 0; got {tuple(fractions)!r}',
+    )
     for key in ('momentum', 'rmsprop_decay', 'b1', 'b2'):
         _require(0.0 <= o[key] < 1.0, f'optimizer.{key}', f'must be in [0, 1), got {o[key]!r}')
     _require(o.eps > 0, 'optimizer.eps', 'must be positive')
@@ -524,13 +634,20 @@ def validate(config: ConfigDict) -> ConfigDict:
 
 def _check_instruments(config: ConfigDict) -> None:
     from jaxdl import registry
+
     t = config.train
-    _require(isinstance(t.trackers, (tuple, list)), 'train.trackers',
-             f"must be a tuple of tracker names, e.g. ('tensorboard', 'wandb'); got {t.trackers!r}")
+    _require(
+        isinstance(t.trackers, (tuple, list)),
+        'train.trackers',
+        f"must be a tuple of tracker names, e.g. ('tensorboard', 'wandb'); got {t.trackers!r}",
+    )
     for name in t.trackers:
         registry.TRACKERS.import_path(name)
-    _require(isinstance(t.hooks, (tuple, list)) and all(registry.is_import_path(h) for h in t.hooks), 'train.hooks',
-             f"must be a tuple of import paths 'package.module:Name' of hooks; got {t.hooks!r}")
+    _require(
+        isinstance(t.hooks, (tuple, list)) and all(registry.is_import_path(h) for h in t.hooks),
+        'train.hooks',
+        f"must be a tuple of import paths 'package.module:Name' of hooks; got {t.hooks!r}",
+    )
     parse_profile_window(t.profile)
     _require(t.peak_tflops >= 0, 'train.peak_tflops', 'must be >= 0 (0 = from the table of known devices)')
 
@@ -541,8 +658,10 @@ def parse_profile_window(text: str) -> tuple[int, int] | None:
         return None
     match = re.fullmatch(r'\s*steps\s+(\d+)\s*-\s*(\d+)\s*', text) if isinstance(text, str) else None
     if not match or not 1 <= int(match[1]) < int(match[2]):
-        raise ConfigError(f"config key 'train.profile': must be 'steps A-B' with 1 <= A < B (e.g. 'steps 20-25'), "
-                          f"or '' for no trace; got {text!r}")
+        raise ConfigError(
+            f"config key 'train.profile': must be 'steps A-B' with 1 <= A < B (e.g. 'steps 20-25'), "
+            f"or '' for no trace; got {text!r}"
+        )
     return int(match[1]), int(match[2])
 
 
@@ -550,23 +669,35 @@ def check_placement(parallel: str, mesh: str, sharding_rules, fsdp_min_size: int
     """A placement setting the chosen runner cannot use is an error, never ignored: only 'sharded' and 'fsdp' run
     over a mesh, and only 'fsdp' splits the state ('auto' picks the runner these settings need)."""
     if mesh and parallel in ('jit', 'pmap'):
-        raise ConfigError(f"config key 'train.mesh': {mesh!r} needs a runner over a mesh, and train.parallel="
-                          f"{parallel!r} has none; set train.parallel to 'sharded' or 'fsdp' (or 'auto', which then "
-                          f"picks one), or leave train.mesh empty")
+        raise ConfigError(
+            f"config key 'train.mesh': {mesh!r} needs a runner over a mesh, and train.parallel="
+            f"{parallel!r} has none; set train.parallel to 'sharded' or 'fsdp' (or 'auto', which then "
+            f'picks one), or leave train.mesh empty'
+        )
     if parallel == 'fsdp' and mesh and 'fsdp' not in _mesh_axes(mesh):
-        raise ConfigError(f"config key 'train.mesh': {mesh!r} has no fsdp axis, so train.parallel='fsdp' would split "
-                          f"nothing; add one (e.g. 'data=2,fsdp=-1'), or use train.parallel='sharded'")
+        raise ConfigError(
+            f"config key 'train.mesh': {mesh!r} has no fsdp axis, so train.parallel='fsdp' would split "
+            f"nothing; add one (e.g. 'data=2,fsdp=-1'), or use train.parallel='sharded'"
+        )
     for key in state_splitting_keys(sharding_rules, fsdp_min_size):
         if parallel in ('jit', 'pmap', 'sharded'):
-            raise ConfigError(f"config key {key!r}: only train.parallel='fsdp' splits the state, and "
-                              f"train.parallel={parallel!r} keeps it whole; set train.parallel to 'fsdp' (or 'auto', "
-                              f"which then picks it), or leave {key} at its default")
+            raise ConfigError(
+                f"config key {key!r}: only train.parallel='fsdp' splits the state, and "
+                f"train.parallel={parallel!r} keeps it whole; set train.parallel to 'fsdp' (or 'auto', "
+                f'which then picks it), or leave {key} at its default'
+            )
 
 
 def state_splitting_keys(sharding_rules, fsdp_min_size: int) -> list[str]:
     """The placement keys set to split the state, which only the fsdp runner does."""
-    return [key for key, given in (('train.sharding_rules', bool(sharding_rules)),
-                                   ('train.fsdp_min_size', fsdp_min_size != FSDP_MIN_SIZE)) if given]
+    return [
+        key
+        for key, given in (
+            ('train.sharding_rules', bool(sharding_rules)),
+            ('train.fsdp_min_size', fsdp_min_size != FSDP_MIN_SIZE),
+        )
+        if given
+    ]
 
 
 def _mesh_axes(mesh: str) -> list[str]:
@@ -579,30 +710,51 @@ def require_regex(pattern: str, key: str) -> None:
         re.compile(pattern)
     except re.error as e:
         where = f' at position {e.pos}' if e.pos is not None else ''
-        raise ConfigError(f'config key {key!r}: the regular expression {pattern!r} does not compile: {e.msg}{where}'
-                          f' (escape a literal character with a backslash, e.g. {re.escape(pattern)!r})') from None
+        raise ConfigError(
+            f'config key {key!r}: the regular expression {pattern!r} does not compile: {e.msg}{where}'
+            f' (escape a literal character with a backslash, e.g. {re.escape(pattern)!r})'
+        ) from None
 
 
 def _validate_transfer(config: ConfigDict) -> None:
     from jaxdl.registry import WEIGHTS
+
     _choice(config, 'transfer.weights', WEIGHTS)
     d, o, t = config.dataset, config.optimizer, config.transfer
-    _require(all(isinstance(c, int) and c >= 0 for c in d.classes) and len(set(d.classes)) == len(d.classes),
-             'dataset.classes', f'must be distinct class ids (integers >= 0), got {d.classes!r}')
+    _require(
+        all(isinstance(c, int) and c >= 0 for c in d.classes) and len(set(d.classes)) == len(d.classes),
+        'dataset.classes',
+        f'must be distinct class ids (integers >= 0), got {d.classes!r}',
+    )
     _require(d.train_examples_per_class >= 0, 'dataset.train_examples_per_class', 'must be >= 0 (0 = all)')
     for i, group in enumerate(o.groups):
-        ok = (isinstance(group, (tuple, list)) and len(group) == 2 and isinstance(group[0], str)
-              and isinstance(group[1], (int, float)) and not isinstance(group[1], bool) and group[1] >= 0)
-        _require(ok, f'optimizer.groups[{i}]', f"must be a (path regex, learning-rate multiplier >= 0) pair, "
-                 f"e.g. ('backbone', 0.1); got {group!r}")
+        ok = (
+            isinstance(group, (tuple, list))
+            and len(group) == 2
+            and isinstance(group[0], str)
+            and isinstance(group[1], (int, float))
+            and not isinstance(group[1], bool)
+            and group[1] >= 0
+        )
+        _require(
+            ok,
+            f'optimizer.groups[{i}]',
+            f"must be a (path regex, learning-rate multiplier >= 0) pair, e.g. ('backbone', 0.1); got {group!r}",
+        )
         require_regex(group[0], f'optimizer.groups[{i}]')
     for i, pattern in enumerate(t.reinitialize):
         _require(isinstance(pattern, str), f'transfer.reinitialize[{i}]', f'must be a path regex, got {pattern!r}')
         require_regex(pattern, f'transfer.reinitialize[{i}]')
-    _require(t.checkpoint in ('best', 'latest') or str(t.checkpoint).isdigit(), 'transfer.checkpoint',
-             f"must be 'best', 'latest' or a step number, got {t.checkpoint!r}")
-    _require(not t.compare_with_scratch or bool(t.init_from), 'transfer.compare_with_scratch',
-             'compares a fine-tuned run with one from scratch, so it needs transfer.init_from')
+    _require(
+        t.checkpoint in ('best', 'latest') or str(t.checkpoint).isdigit(),
+        'transfer.checkpoint',
+        f"must be 'best', 'latest' or a step number, got {t.checkpoint!r}",
+    )
+    _require(
+        not t.compare_with_scratch or bool(t.init_from),
+        'transfer.compare_with_scratch',
+        'compares a fine-tuned run with one from scratch, so it needs transfer.init_from',
+    )
 
 
 def to_json(config: ConfigDict) -> str:

@@ -3,6 +3,7 @@
 Only the side effects live here; what is logged is decided by the loop. In a multi-process run only process 0
 writes (the others get a RunLog with `enabled=False`).
 """
+
 from __future__ import annotations
 
 import importlib.metadata
@@ -17,8 +18,19 @@ from pathlib import Path
 
 import tqdm
 
-PACKAGES = ('jax', 'jaxlib', 'flax', 'optax', 'orbax-checkpoint', 'tensorflow', 'tensorflow-cpu',
-            'tensorflow-datasets', 'ml-collections', 'numpy', 'jaxdl')
+PACKAGES = (
+    'jax',
+    'jaxlib',
+    'flax',
+    'optax',
+    'orbax-checkpoint',
+    'tensorflow',
+    'tensorflow-cpu',
+    'tensorflow-datasets',
+    'ml-collections',
+    'numpy',
+    'jaxdl',
+)
 # The only fields allowed to differ between identical reruns (jaxdl.train.throughput adds the speed ones).
 TIMING_KEYS = ('elapsed_s', 'step_time_s', 'images_per_s', 'input_wait_share', 'mfu')
 
@@ -47,6 +59,7 @@ def _git(*args, cwd) -> str | None:
 def environment_record(config) -> dict:
     """Everything needed to explain a difference between two runs' numbers."""
     import jax
+
     versions = {}
     for name in PACKAGES:
         try:
@@ -100,24 +113,48 @@ class Console:
     On a terminal the progress is a redrawn bar; elsewhere (CI logs, nohup, a notebook's captured output) it is a
     short line every `PROGRESS_EVERY` of the run, since a redrawn bar would fill such a log with its frames. All of
     it goes to stderr: stdout is kept for the commands' machine-readable results."""
+
     WIDTHS = (6, 10, 9, 11, 10, 9, 10, 11)
     PROGRESS_EVERY = 0.05
 
-    def __init__(self, total_steps: int, initial_step: int, *, enabled: bool = True, progress: bool = True,
-                 metric: str = 'accuracy', stream=None):
+    def __init__(
+        self,
+        total_steps: int,
+        initial_step: int,
+        *,
+        enabled: bool = True,
+        progress: bool = True,
+        metric: str = 'accuracy',
+        stream=None,
+    ):
         """`enabled`: this process reports at all (process 0); `progress`: also the progress and the table;
         `metric`: the task's column beside the loss (accuracy, rmse, ...)."""
         self.metric = metric
         self.stream = stream or sys.stderr
         short = {'accuracy': 'acc'}.get(metric, metric)
-        self.columns = ('epoch', 'iteration', 'elapsed', 'train loss', f'train {short}', 'val loss', f'val {short}',
-                        'learn rate')
+        self.columns = (
+            'epoch',
+            'iteration',
+            'elapsed',
+            'train loss',
+            f'train {short}',
+            'val loss',
+            f'val {short}',
+            'learn rate',
+        )
         self.widths = tuple(max(w, len(c)) for w, c in zip(self.WIDTHS, self.columns))
         self.enabled = enabled
         self.progress = enabled and progress
         self.terminal = bool(getattr(self.stream, 'isatty', lambda: False)())
-        self.bar = tqdm.tqdm(total=total_steps, initial=initial_step, unit='step', dynamic_ncols=True, file=self.stream,
-                             disable=not (self.progress and self.terminal), leave=False)
+        self.bar = tqdm.tqdm(
+            total=total_steps,
+            initial=initial_step,
+            unit='step',
+            dynamic_ncols=True,
+            file=self.stream,
+            disable=not (self.progress and self.terminal),
+            leave=False,
+        )
         self.total, self.step, self.started, self.first_step = total_steps, initial_step, time.time(), initial_step
         self._next_report = self._report_after(initial_step)
         self._header_done = False
@@ -142,9 +179,20 @@ class Console:
         known = lambda m, k: isinstance(m.get(k), (int, float))  # absent (e.g. mAP of a training row) or undefined
         num = lambda m, k: f'{m[k]:.4f}' if known(m, k) else '-'
         show = (lambda m, k: f'{100 * m[k]:.2f}%' if known(m, k) else '-') if self.metric.endswith('accuracy') else num
-        self._write(self._line((epoch, step, time.strftime('%H:%M:%S', time.gmtime(elapsed)),
-                                num(train, 'loss'), show(train, self.metric), num(validation, 'loss'),
-                                show(validation, self.metric), f'{learning_rate:.3g}')))
+        self._write(
+            self._line(
+                (
+                    epoch,
+                    step,
+                    time.strftime('%H:%M:%S', time.gmtime(elapsed)),
+                    num(train, 'loss'),
+                    show(train, self.metric),
+                    num(validation, 'loss'),
+                    show(validation, self.metric),
+                    f'{learning_rate:.3g}',
+                )
+            )
+        )
 
     def message(self, text: str) -> None:
         if self.enabled:
@@ -159,8 +207,10 @@ class Console:
             seconds = time.time() - self.started
             rate = (self.step - self.first_step) / seconds if seconds > 0 else 0.0
             left = (self.total - self.step) / rate if rate > 0 else 0.0
-            self._write(f'step {self.step}/{self.total} ({100 * self.step / self.total:.0f}%), {rate:.1f} steps/s, '
-                        f'about {time.strftime("%H:%M:%S", time.gmtime(left))} left')
+            self._write(
+                f'step {self.step}/{self.total} ({100 * self.step / self.total:.0f}%), {rate:.1f} steps/s, '
+                f'about {time.strftime("%H:%M:%S", time.gmtime(left))} left'
+            )
 
     def close(self) -> None:
         self.bar.close()

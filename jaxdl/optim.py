@@ -15,6 +15,7 @@ rate (sgd's momentum, adam's moments and adamw's decoupled decay all scale with 
   i of L (the model's `LAYER_INDEX`, e.g. a ViT's embeddings 0, block k k + 1, its final norm and head L - 1)
   trains at layer_decay ** (L - 1 - i) of the rate, times its group's multiplier.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -77,13 +78,17 @@ def group_multipliers(groups) -> Callable:
 
     def of(params):
         used = set()
-        tree = parameter_paths.map_by_first_match(lambda path, leaf, i: 1.0 if i is None else groups[i][1],
-                                                  params, [p for p, _ in groups], used=used)
+        tree = parameter_paths.map_by_first_match(
+            lambda path, leaf, i: 1.0 if i is None else groups[i][1], params, [p for p, _ in groups], used=used
+        )
         unused = [groups[i][0] for i in range(len(groups)) if i not in used]
         if unused:
-            raise ConfigError(f'optimizer.groups: pattern(s) {unused} match no parameter; paths look like '
-                              f'{parameter_paths.paths_look_like(params)} (see jaxdl.parameter_paths)')
+            raise ConfigError(
+                f'optimizer.groups: pattern(s) {unused} match no parameter; paths look like '
+                f'{parameter_paths.paths_look_like(params)} (see jaxdl.parameter_paths)'
+            )
         return tree
+
     return of
 
 
@@ -100,11 +105,21 @@ def _scaled_step(opt_cfg, learning_rate) -> list[optax.GradientTransformation]:
         # Plain RMSProp (no momentum): Adam is the one that adds momentum to RMSProp-style scaling.
         parts.append(optax.rmsprop(learning_rate, decay=opt_cfg.rmsprop_decay, eps=opt_cfg.eps))
     elif name == 'adam':
-        parts.append(optax.adam(learning_rate, b1=opt_cfg.b1, b2=opt_cfg.b2, eps=opt_cfg.eps,
-                                nesterov=opt_cfg.nesterov))
+        parts.append(
+            optax.adam(learning_rate, b1=opt_cfg.b1, b2=opt_cfg.b2, eps=opt_cfg.eps, nesterov=opt_cfg.nesterov)
+        )
     else:
-        parts.append(optax.adamw(learning_rate, b1=opt_cfg.b1, b2=opt_cfg.b2, eps=opt_cfg.eps,
-                                 weight_decay=opt_cfg.weight_decay, mask=_decay_mask, nesterov=opt_cfg.nesterov))
+        parts.append(
+            optax.adamw(
+                learning_rate,
+                b1=opt_cfg.b1,
+                b2=opt_cfg.b2,
+                eps=opt_cfg.eps,
+                weight_decay=opt_cfg.weight_decay,
+                mask=_decay_mask,
+                nesterov=opt_cfg.nesterov,
+            )
+        )
     return parts
 
 
@@ -117,8 +132,10 @@ def multipliers(opt_cfg, layer_index: Callable[[str], tuple[int, int]] | None = 
     if not groups and not decay:
         return None
     if decay and layer_index is None:
-        raise ConfigError("config key 'optimizer.layer_decay': this model has no layer index (a LAYER_INDEX in its "
-                          "module, as jaxdl's vit has); set optimizer.layer_decay = 0")
+        raise ConfigError(
+            "config key 'optimizer.layer_decay': this model has no layer index (a LAYER_INDEX in its "
+            "module, as jaxdl's vit has); set optimizer.layer_decay = 0"
+        )
     group_of = group_multipliers(groups)
 
     def of(params):
@@ -127,20 +144,25 @@ def multipliers(opt_cfg, layer_index: Callable[[str], tuple[int, int]] | None = 
         def layered(path, leaf, _):
             layer, layers = layer_index(path)
             return decay ** (layers - 1 - layer)
+
         layers = parameter_paths.map_by_first_match(layered, params, []) if decay else None
         return group if layers is None else jax.tree.map(lambda g, layer: g * layer, group, layers)
+
     return of
 
 
 def scale_by_multipliers(multipliers_of: Callable) -> optax.GradientTransformation:
     """Each update times its parameter's multiplier (a constant tree, from the parameters' paths); no state."""
+
     def update(updates, state, params=None):
         return jax.tree.map(lambda u, m: u * m, updates, multipliers_of(updates)), state
+
     return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
 
 
-def build_optimizer(opt_cfg, plan: Plan, *, layer_index: Callable[[str], tuple[int, int]] | None = None
-                    ) -> tuple[optax.GradientTransformation, optax.Schedule]:
+def build_optimizer(
+    opt_cfg, plan: Plan, *, layer_index: Callable[[str], tuple[int, int]] | None = None
+) -> tuple[optax.GradientTransformation, optax.Schedule]:
     """Returns (the optax chain, its schedule as a function of the train step; the full rate, before any
     multiplier). `plan`: the run's durations in steps (`jaxdl.config.Plan.resolve`); `layer_index`: the model's
     `LAYER_INDEX` (`optimizer.layer_decay` needs one)."""

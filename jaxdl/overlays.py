@@ -3,14 +3,33 @@
 Both take and return plain uint8 RGB arrays, so `jaxdl predict` writes them as PNGs and notebooks show them.
 Small images are enlarged (nearest neighbour, whole pixels) first, so labels stay legible on a 64x64 scene.
 """
+
 from __future__ import annotations
 
 import numpy as np
 
 # Distinct colours (Okabe-Ito, then tab10's); class 0 of a mask is background and stays uncoloured.
-PALETTE = np.array([(230, 159, 0), (86, 180, 233), (0, 158, 115), (240, 228, 66), (0, 114, 178), (213, 94, 0),
-                    (204, 121, 167), (31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40),
-                    (148, 103, 189), (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34)], np.uint8)
+PALETTE = np.array(
+    [
+        (230, 159, 0),
+        (86, 180, 233),
+        (0, 158, 115),
+        (240, 228, 66),
+        (0, 114, 178),
+        (213, 94, 0),
+        (204, 121, 167),
+        (31, 119, 180),
+        (255, 127, 14),
+        (44, 160, 44),
+        (214, 39, 40),
+        (148, 103, 189),
+        (140, 86, 75),
+        (227, 119, 194),
+        (127, 127, 127),
+        (188, 189, 34),
+    ],
+    np.uint8,
+)
 MIN_SIDE = 256
 
 
@@ -31,8 +50,9 @@ def _enlarge(image: np.ndarray) -> tuple[np.ndarray, int]:
     return np.repeat(np.repeat(image, factor, axis=0), factor, axis=1), factor
 
 
-def mask_overlay(image: np.ndarray, class_map: np.ndarray, *, alpha: float = 0.7, background: int = 0,
-                 enlarge: bool = True) -> np.ndarray:
+def mask_overlay(
+    image: np.ndarray, class_map: np.ndarray, *, alpha: float = 0.7, background: int = 0, enlarge: bool = True
+) -> np.ndarray:
     """The image with each non-background pixel tinted by its class colour (class c uses colour c - 1, so the
     first object class gets the first colour)."""
     image, class_map = as_rgb(image).astype(np.float32), np.asarray(class_map)
@@ -42,11 +62,13 @@ def mask_overlay(image: np.ndarray, class_map: np.ndarray, *, alpha: float = 0.7
     return _enlarge(out)[0] if enlarge else out
 
 
-def draw_boxes(image: np.ndarray, boxes: np.ndarray, classes: np.ndarray, class_names, scores=None, *,
-               min_score: float = 0.0) -> np.ndarray:
+def draw_boxes(
+    image: np.ndarray, boxes: np.ndarray, classes: np.ndarray, class_names, scores=None, *, min_score: float = 0.0
+) -> np.ndarray:
     """Boxes (normalised ymin, xmin, ymax, xmax) outlined in their class colour and labelled 'name 0.93'; boxes
     scoring under `min_score` are left out."""
     from PIL import Image, ImageDraw
+
     enlarged, _ = _enlarge(as_rgb(image))
     canvas = Image.fromarray(enlarged)
     draw = ImageDraw.Draw(canvas)

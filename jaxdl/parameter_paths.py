@@ -8,6 +8,7 @@ leading part of it up to a '/', so 'backbone' and 'backbone/.*' both select the 
 several patterns, a leaf takes the first that matches, and a pattern that matches no leaf is an error (almost
 always a typo) whose message shows what the paths look like.
 """
+
 from __future__ import annotations
 
 import re
@@ -37,16 +38,19 @@ def flat_paths(tree) -> dict[str, Any]:
     return {parameter_path(path): leaf for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
 
 
-def map_by_first_match(fn: Callable[[str, Any, int | None], Any], tree, patterns, *, prefix: str = '',
-                       used: set | None = None):
+def map_by_first_match(
+    fn: Callable[[str, Any, int | None], Any], tree, patterns, *, prefix: str = '', used: set | None = None
+):
     """`tree` with every leaf replaced by fn(path, leaf, index of the first pattern matching prefix + path, or
     None); the indices that matched are added to `used`."""
+
     def one(key_path, leaf):
         path = prefix + parameter_path(key_path)
         index = first_match(patterns, path)
         if index is not None and used is not None:
             used.add(index)
         return fn(path, leaf, index)
+
     return jax.tree_util.tree_map_with_path(one, tree)
 
 

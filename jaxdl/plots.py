@@ -1,4 +1,5 @@
 """progress.png: training and validation loss and accuracy against iteration, in one figure."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,8 +9,9 @@ from pathlib import Path
 from matplotlib.figure import Figure
 
 
-def plot_progress(records: list[dict], path: Path, *, metrics=('loss', 'accuracy'), title: str = '',
-                  selected_step: int | None = None) -> None:
+def plot_progress(
+    records: list[dict], path: Path, *, metrics=('loss', 'accuracy'), title: str = '', selected_step: int | None = None
+) -> None:
     """`selected_step` (the model the test split was run on) is marked with a vertical line."""
     fig = Figure(figsize=(8, 3.2 * len(metrics)))
     axes = fig.subplots(len(metrics), 1, sharex=True, squeeze=False)
@@ -18,7 +20,9 @@ def plot_progress(records: list[dict], path: Path, *, metrics=('loss', 'accuracy
             points = [(r['step'], r[metric]) for r in records if r['split'] == split and metric in r]
             if points:
                 steps, values = zip(*points)
-                ax.plot(steps, values, label=f'{split} ({"mini-batches" if split == "train" else "full split"})', **style)
+                ax.plot(
+                    steps, values, label=f'{split} ({"mini-batches" if split == "train" else "full split"})', **style
+                )
         if selected_step is not None:
             ax.axvline(selected_step, color='gray', ls='--', lw=1, label=f'selected model (step {selected_step})')
         ax.set_ylabel(metric)

@@ -7,6 +7,7 @@ valid names is the package's files (written down nowhere else), and adding a bui
 
 This module imports no other jaxdl module but `errors`, so anything may import it.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -46,8 +47,12 @@ def frozen(value):
 
 def is_import_path(name: str) -> bool:
     module, colon, attribute = name.partition(':')
-    return bool(colon) and bool(module) and attribute.isidentifier() and all(
-        part.isidentifier() for part in module.split('.'))
+    return (
+        bool(colon)
+        and bool(module)
+        and attribute.isidentifier()
+        and all(part.isidentifier() for part in module.split('.'))
+    )
 
 
 def import_object(path: str, key: str):
@@ -61,12 +66,16 @@ def import_object(path: str, key: str):
         if e.name and (module_name == e.name or module_name.startswith(e.name + '.')):
             raise ConfigError(
                 f"config key '{key}': {path!r} does not import: no module named {e.name!r}. Put {module_name}.py "
-                f"beside the experiment file, install its package, or add its directory to PYTHONPATH") from None
-        raise ConfigError(f"config key '{key}': importing {module_name!r} for {path!r} failed: it needs "
-                          f"{e.name!r}, which is not installed") from None
+                f'beside the experiment file, install its package, or add its directory to PYTHONPATH'
+            ) from None
+        raise ConfigError(
+            f"config key '{key}': importing {module_name!r} for {path!r} failed: it needs "
+            f'{e.name!r}, which is not installed'
+        ) from None
     except Exception as e:  # a syntax error or a failing statement in the user's module
-        raise ConfigError(f"config key '{key}': importing {module_name!r} for {path!r} failed: "
-                          f"{type(e).__name__}: {e}") from None
+        raise ConfigError(
+            f"config key '{key}': importing {module_name!r} for {path!r} failed: {type(e).__name__}: {e}"
+        ) from None
     if not hasattr(module, attribute):
         public = sorted(n for n in vars(module) if not n.startswith('_'))
         close = difflib.get_close_matches(attribute, public, n=3)
@@ -94,10 +103,14 @@ def code_root(path: str) -> str | None:
 def named_code(config) -> tuple[tuple[str, str], ...]:
     """(config key, name) of every setting that names code: model, task, dataset builder, runner, trackers,
     hooks."""
-    return (('model.name', config.model.name), ('task.name', config.task.name),
-            ('dataset.name', config.dataset.name), ('train.parallel', config.train.parallel),
-            *(('train.trackers', name) for name in config.train.trackers),
-            *(('train.hooks', name) for name in config.train.hooks))
+    return (
+        ('model.name', config.model.name),
+        ('task.name', config.task.name),
+        ('dataset.name', config.dataset.name),
+        ('train.parallel', config.train.parallel),
+        *(('train.trackers', name) for name in config.train.trackers),
+        *(('train.hooks', name) for name in config.train.hooks),
+    )
 
 
 def code_roots(config) -> list[str]:
@@ -128,9 +141,11 @@ def add_code_roots(config, roots, *, trust: bool = False, run: str = 'the run') 
             if Path(holders[0]).resolve() != here:
                 outside.append(f'{top} ({key} {name!r}) from {holders[0]}')
     if outside and not trust:
-        raise UntrustedCode(f"{run} names code from outside the installed packages and the current directory: "
-                            f"{'; '.join(outside)}. Importing it runs that code; if you trust where the run came "
-                            f"from, pass --trust-code")
+        raise UntrustedCode(
+            f'{run} names code from outside the installed packages and the current directory: '
+            f'{"; ".join(outside)}. Importing it runs that code; if you trust where the run came '
+            f'from, pass --trust-code'
+        )
     for root in needed:
         if root not in sys.path:
             sys.path.append(root)
@@ -138,16 +153,17 @@ def add_code_roots(config, roots, *, trust: bool = False, run: str = 'the run') 
 
 @dataclasses.dataclass(frozen=True)
 class Registry:
-    kind: str        # what a name names, for messages: 'model'
-    key: str         # the config key holding the name: 'model.name'
-    package: str     # whose public modules are the built-ins: 'jaxdl.models'
-    attribute: str   # what each built-in module exports: 'MODEL'
+    kind: str  # what a name names, for messages: 'model'
+    key: str  # the config key holding the name: 'model.name'
+    package: str  # whose public modules are the built-ins: 'jaxdl.models'
+    attribute: str  # what each built-in module exports: 'MODEL'
 
     def builtin_names(self) -> tuple[str, ...]:
         """The built-ins, from the package's files (without importing them)."""
         locations = importlib.util.find_spec(self.package).submodule_search_locations
-        return tuple(sorted(m.name for m in pkgutil.iter_modules(locations)
-                            if not m.ispkg and not m.name.startswith('_')))
+        return tuple(
+            sorted(m.name for m in pkgutil.iter_modules(locations) if not m.ispkg and not m.name.startswith('_'))
+        )
 
     def import_path(self, name: str) -> str:
         """A built-in name's import path, or the user's import path itself; else a ConfigError with the choices."""
@@ -159,8 +175,10 @@ class Registry:
             return name
         close = difflib.get_close_matches(name, self.builtin_names(), n=1)
         hint = f' (did you mean {close[0]!r}?)' if close else ''
-        raise ConfigError(f"config key '{self.key}': unknown {self.kind} {name!r}{hint}; built-in: "
-                          f"{', '.join(self.builtin_names())}; or an import path 'package.module:Attr' to your own")
+        raise ConfigError(
+            f"config key '{self.key}': unknown {self.kind} {name!r}{hint}; built-in: "
+            f"{', '.join(self.builtin_names())}; or an import path 'package.module:Attr' to your own"
+        )
 
     def resolve(self, name: str):
         return import_object(self.import_path(name), self.key)

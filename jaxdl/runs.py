@@ -3,6 +3,7 @@ behind `jaxdl evaluate`, `predict` and `rerun`, and what notebooks use to look a
 
 `load_run` rebuilds the selected (or any) checkpoint's model and task; `evaluate_run` scores it on any split.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -23,6 +24,7 @@ from jaxdl.train.state import TrainState, state_from_config
 @dataclasses.dataclass
 class Run:
     """A trained run rebuilt from its workdir."""
+
     workdir: Path
     config: config_lib.ConfigDict
     environment: dict
@@ -55,6 +57,7 @@ def read_run_files(workdir: Path, *, trust_code: bool = False) -> tuple[config_l
 def initial_state(config, environment: dict) -> tuple[TrainState, object]:
     """A freshly initialised state with the run's structure (the target a checkpoint restores into)."""
     from jaxdl.tasks import build_task
+
     dataset = environment['dataset']
     plan = config_lib.Plan.resolve(config, environment['plan']['steps_per_epoch'])
     task = build_task(config.task, dataset.get('class_names', ()))
@@ -62,16 +65,19 @@ def initial_state(config, environment: dict) -> tuple[TrainState, object]:
     return state, task
 
 
-def load_run(workdir: str | Path, checkpoint: str | int = 'best', *, weights: str = 'raw',
-             trust_code: bool = False) -> Run:
+def load_run(
+    workdir: str | Path, checkpoint: str | int = 'best', *, weights: str = 'raw', trust_code: bool = False
+) -> Run:
     """A trained run's checkpoint (best | latest | STEP), its own weights or (`weights='ema'`) their EMA in place."""
     workdir = Path(workdir)
     config, environment = read_run_files(workdir, trust_code=trust_code)
     if weights not in WEIGHTS:
-        raise ConfigError(f"--weights must be one of {', '.join(WEIGHTS)}, got {weights!r}")
+        raise ConfigError(f'--weights must be one of {", ".join(WEIGHTS)}, got {weights!r}')
     if weights == 'ema' and not config.optimizer.ema_decay:
-        raise ConfigError(f'--weights ema: the run in {workdir} was trained without an EMA of its weights '
-                          f'(optimizer.ema_decay = 0); use --weights raw')
+        raise ConfigError(
+            f'--weights ema: the run in {workdir} was trained without an EMA of its weights '
+            f'(optimizer.ema_decay = 0); use --weights raw'
+        )
     state, task = initial_state(config, environment)
     checkpoints = Checkpoints(workdir / 'checkpoints', read_only=True)
     try:
@@ -83,13 +89,22 @@ def load_run(workdir: str | Path, checkpoint: str | int = 'best', *, weights: st
     return Run(workdir, config, environment, task, state.ema_weights() if weights == 'ema' else state, step)
 
 
-def evaluate_run(workdir: str | Path, split: str, checkpoint: str | int = 'best', batch_size: int | None = None, *,
-                 weights: str = 'raw', trust_code: bool = False) -> dict:
+def evaluate_run(
+    workdir: str | Path,
+    split: str,
+    checkpoint: str | int = 'best',
+    batch_size: int | None = None,
+    *,
+    weights: str = 'raw',
+    trust_code: bool = False,
+) -> dict:
     """Metrics of a trained run's checkpoint (its weights, or their EMA) on any split of its dataset."""
     from jaxdl.data.pipeline import Pipeline
+
     run = load_run(workdir, checkpoint, weights=weights, trust_code=trust_code)
-    pipeline = Pipeline(run.config.dataset, run.task,
-                        process_index=jax.process_index(), process_count=jax.process_count())
+    pipeline = Pipeline(
+        run.config.dataset, run.task, process_index=jax.process_index(), process_count=jax.process_count()
+    )
     runner = runner_for(run.config.train, run.task)
     batch_size = batch_size or run.config.train.eval_batch_size
     metrics = evaluate(runner, runner.place_state(run.state), pipeline.eval_batches(split, batch_size), run.task)

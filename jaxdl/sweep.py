@@ -13,6 +13,7 @@ the same command again skips the finished runs and resumes the interrupted ones.
 each pinned to its share of the cores. Every grid key and value is checked against the config before any run
 starts. `jaxdl compare DIR` tabulates the result; `tensorboard --logdir DIR` shows every run by its name.
 """
+
 from __future__ import annotations
 
 import ast
@@ -34,7 +35,7 @@ AFFINITY_VARIABLE = 'JAXDL_CPU_AFFINITY'
 
 @dataclasses.dataclass(frozen=True)
 class SweepRun:
-    overrides: tuple[tuple[str, object], ...]   # (key, value) in grid order, then ('seed', n)
+    overrides: tuple[tuple[str, object], ...]  # (key, value) in grid order, then ('seed', n)
 
     @property
     def name(self) -> str:
@@ -93,8 +94,10 @@ def parse_ablations(entries: list[str]) -> list[tuple[tuple[str, object], ...]]:
         for part in _split_values(entry):
             key, equals, text = part.partition('=')
             if not equals or not key or not text:
-                raise ConfigError(f'--ablate {entry!r}: write KEY=VALUE, or several comma-separated, e.g. '
-                                  f'dataset.augment.mixup_alpha=0,dataset.augment.cutmix_alpha=0')
+                raise ConfigError(
+                    f'--ablate {entry!r}: write KEY=VALUE, or several comma-separated, e.g. '
+                    f'dataset.augment.mixup_alpha=0,dataset.augment.cutmix_alpha=0'
+                )
             overrides.append((key, _value(text)))
         ablations.append(tuple(overrides))
     return ablations
@@ -106,11 +109,12 @@ def plan_runs(experiment: str, grid: dict[str, list], seeds: int, ablations=()) 
     if seeds < 1:
         raise ConfigError(f'--seeds must be at least 1, got {seeds}')
     if 'seed' in grid or any(key == 'seed' for ablation in ablations for key, _ in ablation):
-        raise ConfigError("sweep seeds with --seeds N, not --grid seed=...")
+        raise ConfigError('sweep seeds with --seeds N, not --grid seed=...')
     shared = sorted({key for ablation in ablations for key, _ in ablation} & set(grid))
     if shared:
         raise ConfigError(f'{", ".join(shared)}: both swept by --grid and set by --ablate; give each key to one')
     from jaxdl import config as config_lib
+
     base = config_lib.load_config_file(experiment)
     runs = []
     for values in itertools.product(*grid.values()):
@@ -137,12 +141,21 @@ def _cores(slot: int, slots: int) -> set[int] | None:
     if slots <= 1 or len(available) < slots:
         return None
     share = len(available) // slots
-    return set(available[slot * share:(slot + 1) * share])
+    return set(available[slot * share : (slot + 1) * share])
 
 
 def _start(experiment: str, run: SweepRun, workdir: Path, cores: set[int] | None, log) -> subprocess.Popen:
-    command = [sys.executable, '-m', 'jaxdl', 'train', experiment, '--workdir', str(workdir), '--no-progress',
-               *run.arguments()]
+    command = [
+        sys.executable,
+        '-m',
+        'jaxdl',
+        'train',
+        experiment,
+        '--workdir',
+        str(workdir),
+        '--no-progress',
+        *run.arguments(),
+    ]
     # Pinned to its cores: XLA and tf.data size their thread pools by the cores a process may use.
     env = {**os.environ, AFFINITY_VARIABLE: ','.join(map(str, sorted(cores)))} if cores else None
     return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log, env=env)
@@ -162,15 +175,26 @@ def _headline(workdir: Path) -> str:
     return ', '.join(f'test {k} {v:.4f}' for k, v in shown)
 
 
-def sweep(experiment: str, grid: dict[str, list], seeds: int, workdir: str | Path, parallel: int = 1,
-          echo=print, ablations=()) -> list[dict]:
+def sweep(
+    experiment: str, grid: dict[str, list], seeds: int, workdir: str | Path, parallel: int = 1, echo=print, ablations=()
+) -> list[dict]:
     """Runs (or resumes, or skips) every run of the grid (and ablations); returns one record per run."""
     root = Path(workdir).absolute()
     runs = plan_runs(experiment, grid, seeds, ablations)
     root.mkdir(parents=True, exist_ok=True)
-    (root / 'sweep.json').write_text(json.dumps({'experiment': str(Path(experiment).absolute()), 'grid': grid,
-                                                 'ablations': [dict(a) for a in ablations], 'seeds': seeds,
-                                                 'runs': [r.name for r in runs]}, indent=2, default=str))
+    (root / 'sweep.json').write_text(
+        json.dumps(
+            {
+                'experiment': str(Path(experiment).absolute()),
+                'grid': grid,
+                'ablations': [dict(a) for a in ablations],
+                'seeds': seeds,
+                'runs': [r.name for r in runs],
+            },
+            indent=2,
+            default=str,
+        )
+    )
     records, queue, active = {}, list(enumerate(runs)), {}
     total = len(runs)
     while queue or active:
@@ -203,6 +227,8 @@ def sweep(experiment: str, grid: dict[str, list], seeds: int, workdir: str | Pat
             else:
                 last = (directory / 'sweep.log').read_text().strip().splitlines()[-1:] or ['(no output)']
                 records[index] = {'run': run.name, 'status': status(directory), 'exit_code': code}
-                echo(f'[{index + 1}/{total}] {run.name}: stopped with exit code {code} ({last[0][:200]}); '
-                     f'run the same sweep command again to resume it')
+                echo(
+                    f'[{index + 1}/{total}] {run.name}: stopped with exit code {code} ({last[0][:200]}); '
+                    f'run the same sweep command again to resume it'
+                )
     return [records[i] for i in range(total)]

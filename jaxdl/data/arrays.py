@@ -1,5 +1,6 @@
 """In-memory arrays (a notebook's numpy images and labels) stored once as a prepared TFDS dataset, so they train
 through the same pipeline, checks, checkpoints and reruns as any dataset."""
+
 from __future__ import annotations
 
 import hashlib
@@ -18,11 +19,15 @@ def _as_images(images, split: str) -> np.ndarray:
     if images.ndim == 3:
         images = images[..., None]  # [N, H, W] grey
     if images.ndim != 4 or images.shape[-1] not in (1, 3):
-        raise DatasetNotAvailable(f"from_arrays: split {split!r}: images must be [N, H, W], [N, H, W, 1] or "
-                                  f"[N, H, W, 3], got shape {images.shape}")
+        raise DatasetNotAvailable(
+            f'from_arrays: split {split!r}: images must be [N, H, W], [N, H, W, 1] or '
+            f'[N, H, W, 3], got shape {images.shape}'
+        )
     if images.dtype != np.uint8:
-        raise DatasetNotAvailable(f"from_arrays: split {split!r}: images must be uint8 (0..255) as stored images are, "
-                                  f"got {images.dtype}; e.g. (np.clip(x, 0, 1) * 255).round().astype(np.uint8)")
+        raise DatasetNotAvailable(
+            f'from_arrays: split {split!r}: images must be uint8 (0..255) as stored images are, '
+            f'got {images.dtype}; e.g. (np.clip(x, 0, 1) * 255).round().astype(np.uint8)'
+        )
     return images
 
 
@@ -35,6 +40,7 @@ def from_arrays(name: str, splits: dict, data_dir: str = '', *, class_names=None
     {'angle': angles}). The same arrays give the same name and are stored once; other arrays get another."""
     import tensorflow_datasets as tfds
     from tensorflow_datasets.core.dataset_builders import adhoc_builder
+
     if not re.fullmatch(r'[a-z][a-z0-9_]*', name):
         raise DatasetNotAvailable(f'from_arrays: name {name!r} must be lower case letters, digits and _')
     if not splits:
@@ -43,15 +49,21 @@ def from_arrays(name: str, splits: dict, data_dir: str = '', *, class_names=None
     for split, (images, targets) in splits.items():
         images = _as_images(images, split)
         if shape is not None and images.shape[1:] != shape:
-            raise DatasetNotAvailable(f'from_arrays: split {split!r} has images of {images.shape[1:]}, another split '
-                                      f'{shape}; give every split the same image shape')
+            raise DatasetNotAvailable(
+                f'from_arrays: split {split!r} has images of {images.shape[1:]}, another split '
+                f'{shape}; give every split the same image shape'
+            )
         shape = images.shape[1:]
-        columns = {'label': np.asarray(targets)} if not isinstance(targets, dict) else {
-            k: np.asarray(v, np.float32) for k, v in targets.items()}
+        columns = (
+            {'label': np.asarray(targets)}
+            if not isinstance(targets, dict)
+            else {k: np.asarray(v, np.float32) for k, v in targets.items()}
+        )
         for key, column in columns.items():
             if len(column) != len(images):
-                raise DatasetNotAvailable(f'from_arrays: split {split!r} has {len(images)} images but {len(column)} '
-                                          f'{key} values')
+                raise DatasetNotAvailable(
+                    f'from_arrays: split {split!r} has {len(images)} images but {len(column)} {key} values'
+                )
         prepared[split] = (images, columns)
         digest.update(split.encode() + images.tobytes() + repr(shape).encode())
         for key, column in sorted(columns.items()):
@@ -61,12 +73,15 @@ def from_arrays(name: str, splits: dict, data_dir: str = '', *, class_names=None
     if label_columns:
         labels = np.concatenate(label_columns)
         if not np.issubdtype(labels.dtype, np.integer) or labels.min() < 0:
-            raise DatasetNotAvailable('from_arrays: labels must be integer class ids >= 0 (for regression targets '
-                                      'give a dict of named float arrays)')
+            raise DatasetNotAvailable(
+                'from_arrays: labels must be integer class ids >= 0 (for regression targets '
+                'give a dict of named float arrays)'
+            )
         names = tuple(class_names) if class_names is not None else tuple(str(i) for i in range(int(labels.max()) + 1))
         if labels.max() >= len(names):
-            raise DatasetNotAvailable(f'from_arrays: label {int(labels.max())} has no name among the {len(names)} '
-                                      f'class_names')
+            raise DatasetNotAvailable(
+                f'from_arrays: label {int(labels.max())} has no name among the {len(names)} class_names'
+            )
         features['label'] = tfds.features.ClassLabel(names=names)
         digest.update(repr(names).encode())
     for key in next(iter(prepared.values()))[1]:
@@ -81,11 +96,20 @@ def from_arrays(name: str, splits: dict, data_dir: str = '', *, class_names=None
 
     def examples(images, columns):
         for i in range(len(images)):
-            yield i, {'image': images[i], **{k: (int(v[i]) if k == 'label' else float(v[i])) for k, v in columns.items()}}
+            yield (
+                i,
+                {'image': images[i], **{k: (int(v[i]) if k == 'label' else float(v[i])) for k, v in columns.items()}},
+            )
+
     print(f'storing arrays as the dataset {full_name} (once) in {data_dir}', file=sys.stderr, flush=True)
     with quiet_tfds():
         adhoc_builder.store_as_tfds_dataset(
-            name=name, config=version_key, version='1.0.0', features=tfds.features.FeaturesDict(features),
-            split_datasets={s: examples(*v) for s, v in prepared.items()}, data_dir=data_dir,
-            description='Arrays stored by jaxdl.data.from_arrays.')
+            name=name,
+            config=version_key,
+            version='1.0.0',
+            features=tfds.features.FeaturesDict(features),
+            split_datasets={s: examples(*v) for s, v in prepared.items()},
+            data_dir=data_dir,
+            description='Arrays stored by jaxdl.data.from_arrays.',
+        )
     return full_name

@@ -6,6 +6,7 @@ from the batch iterator) and in the offline builders (eager mode: a failure rais
 is written). Nothing is clipped or dropped silently: a box outside [0, 1] or upside down, a mask whose size is not
 the image's, or a class id out of range is an error.
 """
+
 from __future__ import annotations
 
 import re
@@ -30,11 +31,20 @@ def mask_checks(example_id, image, mask, num_classes: int, ignore_label: int) ->
     ids = tf.reshape(tf.cast(mask, tf.int64), [-1])
     in_range = (ids >= 0) & (ids < num_classes) | (ids == ignore_label)
     return [
-        assert_that(tf.reduce_all(tf.equal(mask_hw, image_hw)), example_id,
-                'segmentation_mask: height and width differ from the image\'s; mask, image:', mask_hw, image_hw),
-        assert_that(tf.reduce_all(in_range), example_id,
-                f'segmentation_mask: class ids must be in 0..{num_classes - 1} (or the ignore label {ignore_label}); '
-                f'found:', tf.boolean_mask(ids, ~in_range)[:8]),
+        assert_that(
+            tf.reduce_all(tf.equal(mask_hw, image_hw)),
+            example_id,
+            "segmentation_mask: height and width differ from the image's; mask, image:",
+            mask_hw,
+            image_hw,
+        ),
+        assert_that(
+            tf.reduce_all(in_range),
+            example_id,
+            f'segmentation_mask: class ids must be in 0..{num_classes - 1} (or the ignore label {ignore_label}); '
+            f'found:',
+            tf.boolean_mask(ids, ~in_range)[:8],
+        ),
     ]
 
 
@@ -46,15 +56,31 @@ def box_checks(example_id, boxes, labels, num_classes: int) -> list:
     ordered = (boxes[:, 0] <= boxes[:, 2]) & (boxes[:, 1] <= boxes[:, 3])
     known = (labels >= 0) & (labels < num_classes)
     return [
-        assert_that(tf.equal(tf.shape(boxes)[0], tf.shape(labels)[0]), example_id,
-                'objects: the number of boxes and of labels differ:', tf.shape(boxes)[0], tf.shape(labels)[0]),
-        assert_that(tf.reduce_all(inside), example_id,
-                'objects/bbox: coordinates must be normalised to [0, 1]; boxes outside:', tf.boolean_mask(boxes, ~inside)),
-        assert_that(tf.reduce_all(ordered), example_id,
-                'objects/bbox: boxes are (ymin, xmin, ymax, xmax) with ymin <= ymax and xmin <= xmax; boxes that are '
-                'not:', tf.boolean_mask(boxes, ~ordered)),
-        assert_that(tf.reduce_all(known), example_id,
-                f'objects/label: class ids must be in 0..{num_classes - 1}; found:', tf.boolean_mask(labels, ~known)),
+        assert_that(
+            tf.equal(tf.shape(boxes)[0], tf.shape(labels)[0]),
+            example_id,
+            'objects: the number of boxes and of labels differ:',
+            tf.shape(boxes)[0],
+            tf.shape(labels)[0],
+        ),
+        assert_that(
+            tf.reduce_all(inside),
+            example_id,
+            'objects/bbox: coordinates must be normalised to [0, 1]; boxes outside:',
+            tf.boolean_mask(boxes, ~inside),
+        ),
+        assert_that(
+            tf.reduce_all(ordered),
+            example_id,
+            'objects/bbox: boxes are (ymin, xmin, ymax, xmax) with ymin <= ymax and xmin <= xmax; boxes that are not:',
+            tf.boolean_mask(boxes, ~ordered),
+        ),
+        assert_that(
+            tf.reduce_all(known),
+            example_id,
+            f'objects/label: class ids must be in 0..{num_classes - 1}; found:',
+            tf.boolean_mask(labels, ~known),
+        ),
     ]
 
 
@@ -90,24 +116,40 @@ def message_of(error: tf.errors.InvalidArgumentError) -> str:
     return ' '.join(part.strip() for part in re.findall(r'\[(.*?)\](?=\s*\[|\s*$)', text, re.S)) or text.strip()
 
 
-def check_numpy_examples(named: list[tuple[str, dict]], mask_classes: int, box_classes: int,
-                         ignore_label: int = 255) -> None:
+def check_numpy_examples(
+    named: list[tuple[str, dict]], mask_classes: int, box_classes: int, ignore_label: int = 255
+) -> None:
     """For builders: the same checks on (name, numpy example) pairs (image, segmentation_mask, objects) before
     any is written; raises DataError for the first bad one. One tf.data pass: running the ops eagerly, one
     example at a time, costs ~20 ms an example."""
-    signature = {'name': tf.TensorSpec([], tf.string), 'image': tf.TensorSpec([None, None, None], tf.uint8),
-                 'mask': tf.TensorSpec([None, None, None], tf.uint8),
-                 'boxes': tf.TensorSpec([None, 4], tf.float32), 'labels': tf.TensorSpec([None], tf.int64)}
-    rows = ({'name': name, 'image': ex['image'], 'mask': ex['segmentation_mask'],
-             'boxes': np.asarray(ex['objects']['bbox'], np.float32).reshape(-1, 4),
-             'labels': np.asarray(ex['objects']['label'], np.int64)} for name, ex in named)
+    signature = {
+        'name': tf.TensorSpec([], tf.string),
+        'image': tf.TensorSpec([None, None, None], tf.uint8),
+        'mask': tf.TensorSpec([None, None, None], tf.uint8),
+        'boxes': tf.TensorSpec([None, 4], tf.float32),
+        'labels': tf.TensorSpec([None], tf.int64),
+    }
+    rows = (
+        {
+            'name': name,
+            'image': ex['image'],
+            'mask': ex['segmentation_mask'],
+            'boxes': np.asarray(ex['objects']['bbox'], np.float32).reshape(-1, 4),
+            'labels': np.asarray(ex['objects']['label'], np.int64),
+        }
+        for name, ex in named
+    )
 
     def check(ex):
-        checks = (mask_checks(ex['name'], ex['image'], ex['mask'], mask_classes, ignore_label)
-                  + box_checks(ex['name'], ex['boxes'], ex['labels'], box_classes))
+        checks = mask_checks(ex['name'], ex['image'], ex['mask'], mask_classes, ignore_label) + box_checks(
+            ex['name'], ex['boxes'], ex['labels'], box_classes
+        )
         with tf.control_dependencies(checks):
             return tf.constant(1)
+
     try:
-        tf.data.Dataset.from_generator(lambda: rows, output_signature=signature).map(check).reduce(0, lambda a, b: a + b)
+        tf.data.Dataset.from_generator(lambda: rows, output_signature=signature).map(check).reduce(
+            0, lambda a, b: a + b
+        )
     except tf.errors.InvalidArgumentError as e:
         raise DataError(message_of(e)) from None

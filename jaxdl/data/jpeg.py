@@ -7,6 +7,7 @@ RandomResizedCrop). For a JPEG, `tf.image.decode_and_crop_jpeg` decodes only the
 (`preprocess.image_to_float`). Evaluation's centre crop is `preprocess.center_crop`, shared with `jaxdl predict`:
 it does not depend on a random draw, so it is applied to decoded images on both input paths.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -22,14 +23,21 @@ class RandomResizedCrop:
     def window(self, shape: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
         """[y, x, height, width] of a random window of an image of `shape` ([H, W, C])."""
         begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
-            shape, bounding_boxes=tf.zeros([1, 0, 4]), seed=seed, min_object_covered=0.0,
-            aspect_ratio_range=self.ratio, area_range=self.scale, max_attempts=10,
-            use_image_if_no_bounding_boxes=True)
+            shape,
+            bounding_boxes=tf.zeros([1, 0, 4]),
+            seed=seed,
+            min_object_covered=0.0,
+            aspect_ratio_range=self.ratio,
+            area_range=self.scale,
+            max_attempts=10,
+            use_image_if_no_bounding_boxes=True,
+        )
         return tf.stack([begin[0], begin[1], size[0], size[1]])
 
 
 def decode_window(image_bytes: tf.Tensor, crop, seed: tf.Tensor | None, channels: int) -> tf.Tensor:
     """uint8 [h, w, channels]: the window `crop` chooses of the encoded image, decoded."""
+
     def jpeg():
         window = crop.window(tf.image.extract_jpeg_shape(image_bytes), seed)
         return tf.image.decode_and_crop_jpeg(image_bytes, window, channels=channels)

@@ -10,6 +10,7 @@ batches as every other process, padding marked in `valid`, so every example is c
 Only this source selects examples (`dataset.classes`, `dataset.train_examples_per_class`): it reads a split in its
 fixed order, which a selection needs.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
@@ -33,13 +34,15 @@ def open_split(builder, split: str) -> tf.data.Dataset:
     if is_random_access(builder):
         return streaming.in_order(SplitRecords(builder, split), builder.info.features)
     try:
-        return builder.as_dataset(split=split, shuffle_files=False,
-                                  read_config=tfds.ReadConfig(shuffle_seed=0, interleave_cycle_length=1))
+        return builder.as_dataset(
+            split=split, shuffle_files=False, read_config=tfds.ReadConfig(shuffle_seed=0, interleave_cycle_length=1)
+        )
     except AssertionError:  # tfds' way of saying "not prepared"
         raise DatasetNotAvailable(
             f'dataset {builder.name!r} is not prepared in {builder.data_dir_root} and jaxdl never downloads at '
             f'run time. On a machine with internet run `{prepare_command(builder.name, "DIR")}`, copy DIR here '
-            f'and set --config.dataset.data_dir=DIR (or TFDS_DATA_DIR).') from None
+            f'and set --config.dataset.data_dir=DIR (or TFDS_DATA_DIR).'
+        ) from None
     except ValueError as e:  # an unknown split name
         raise DatasetNotAvailable(f'dataset {builder.name!r} has no split {split!r}: {e}') from None
 
@@ -53,23 +56,28 @@ def split_size(builder, split: str) -> int:
 
 def select_classes(ds: tf.data.Dataset, label_key: str, classes) -> tf.data.Dataset:
     """Only examples whose label is in `classes`, relabelled by position in `classes` (e.g. digits 5-9 -> 0-4)."""
-    table = tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(
-        tf.constant(classes, tf.int64), tf.range(len(classes), dtype=tf.int64)), default_value=-1)
+    table = tf.lookup.StaticHashTable(
+        tf.lookup.KeyValueTensorInitializer(tf.constant(classes, tf.int64), tf.range(len(classes), dtype=tf.int64)),
+        default_value=-1,
+    )
     relabel = lambda ex: {**ex, label_key: table.lookup(tf.cast(ex[label_key], tf.int64))}
     return ds.map(relabel).filter(lambda ex: ex[label_key] >= 0)
 
 
 def first_per_class(ds: tf.data.Dataset, label_key: str, num_classes: int, per_class: int) -> tf.data.Dataset:
     """The first `per_class` examples of each class in the split's fixed order (a deterministic few-shot subset)."""
+
     def count(seen, ex):
         label = tf.cast(ex[label_key], tf.int32)
         keep = seen[label] < per_class
         return seen + tf.one_hot(label, num_classes, dtype=tf.int32), (keep, ex)
+
     def kept(keep, ex):
         return keep
 
     def example(keep, ex):
         return ex
+
     # Named functions: AutoGraph cannot tell two lambdas on one line apart and warns.
     return ds.scan(tf.zeros([num_classes], tf.int32), count).filter(kept).map(example)
 
@@ -96,8 +104,11 @@ class InMemorySource:
     def size(self, split: str) -> int:
         self._open(split)
         if split not in self._sizes:
-            self._sizes[split] = (int(self._selected(split).reduce(0, lambda count, _: count + 1))
-                                  if self._filtering(split) else split_size(self.reading.builder, split))
+            self._sizes[split] = (
+                int(self._selected(split).reduce(0, lambda count, _: count + 1))
+                if self._filtering(split)
+                else split_size(self.reading.builder, split)
+            )
         return self._sizes[split]
 
     def fingerprints(self, splits) -> None:
@@ -119,7 +130,8 @@ class InMemorySource:
             # in the (sub)split it was read from, e.g. "voc train example 17".
             prefix = f'{cfg.name} {split} example '
             ds = ds.enumerate().map(
-                lambda i, ex: {**ex, 'example_id': tf.strings.join([prefix, tf.strings.as_string(i)])})
+                lambda i, ex: {**ex, 'example_id': tf.strings.join([prefix, tf.strings.as_string(i)])}
+            )
         label, classes = cfg.label, tuple(cfg.classes)
         if classes:
             ds = select_classes(ds, label, classes)
@@ -136,8 +148,9 @@ class InMemorySource:
             self._decoded[split] = ds.cache() if self.reading.cfg.cache else ds
         return self._decoded[split]
 
-    def train_batches(self, *, seed: int, global_batch: int, steps_per_epoch: int, start_step: int,
-                      first_row: int, rows: int) -> Iterator[dict]:
+    def train_batches(
+        self, *, seed: int, global_batch: int, steps_per_epoch: int, start_step: int, first_row: int, rows: int
+    ) -> Iterator[dict]:
         """One tf.data pipeline serves the whole run (building one per epoch costs more than a small epoch's
         steps): a flat_map over epochs, each shuffled with its own seed. Resuming at step s skips the s % epoch
         batches of its epoch already seen; augmentation is seeded by (epoch seed, position), so it is redrawn
@@ -153,14 +166,15 @@ class InMemorySource:
             e_seed = epoch_seed(seed, e)
             examples = decoded.shuffle(buffer, seed=e_seed, reshuffle_each_iteration=False).take(examples_per_epoch)
             if reading.augments:  # seeded by (epoch seed, position): redrawn identically on resume
-                examples = examples.enumerate().map(lambda i, ex: reading.augmenting(ex, tf.stack([e_seed, i])),
-                                                    num_parallel_calls=tf.data.AUTOTUNE)
+                examples = examples.enumerate().map(
+                    lambda i, ex: reading.augmenting(ex, tf.stack([e_seed, i])), num_parallel_calls=tf.data.AUTOTUNE
+                )
             # An epoch is a whole number of batches, so each is batched here and only whole batches pass the
             # later stages (each per-example stage costs ~1 us; benchmarks/README.md).
             return examples.batch(global_batch, drop_remainder=True)
 
         # Resuming skips the batches of its epoch already trained on (augmented too: at most one epoch's work).
-        ds = tf.data.Dataset.range(first_epoch, 2 ** 62).flat_map(epoch).skip(first_batch)
+        ds = tf.data.Dataset.range(first_epoch, 2**62).flat_map(epoch).skip(first_batch)
         batches = checks.reporting_data_errors(ds.prefetch(tf.data.AUTOTUNE).as_numpy_iterator())
         return _process_rows(batches, first_row, rows)
 
@@ -176,4 +190,4 @@ def _process_rows(batches: Iterator[dict], start: int, rows: int) -> Iterator[di
     """This process's rows of each global batch, all valid. Sliced on the host (numpy views): a tf.data map for
     it cost ~100 us of CPU a batch, 1-2% of a small model's step on two cores."""
     for batch in batches:
-        yield {**{k: v[start:start + rows] for k, v in batch.items()}, 'valid': np.ones(rows, bool)}
+        yield {**{k: v[start : start + rows] for k, v in batch.items()}, 'valid': np.ones(rows, bool)}

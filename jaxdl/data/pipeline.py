@@ -5,6 +5,7 @@ in-memory source of `memory.py`, or the stream source of `streaming.py` for data
 `Pipeline` around it, which keeps what both sources share. Both keep the invariants: global batches independent of
 the process count, exact resume, every evaluation example counted once.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -36,7 +37,8 @@ def get_builder(dataset_cfg) -> tfds.core.DatasetBuilder:
     name, data_dir = dataset_cfg.name, resolve_data_dir(dataset_cfg.data_dir)
     if name.startswith('folder:'):
         from jaxdl.data import folder
-        return folder.prepared_builder(name[len('folder:'):], dataset_cfg, data_dir)
+
+        return folder.prepared_builder(name[len('folder:') :], dataset_cfg, data_dir)
     if name in BUILDERS.builtin_names() or is_import_path(name):
         builder_class = BUILDERS.resolve(name)
         if not (isinstance(builder_class, type) and issubclass(builder_class, tfds.core.DatasetBuilder)):
@@ -52,8 +54,10 @@ def get_builder(dataset_cfg) -> tfds.core.DatasetBuilder:
         known = [*BUILDERS.builtin_names(), *CATALOG]
         close = difflib.get_close_matches(name, known + tfds.list_builders(), n=3)
         hint = f' Did you mean {", ".join(map(repr, close))}?' if close else ''
-        raise DatasetNotAvailable(f'unknown dataset {name!r}.{hint} `jaxdl datasets` lists the built-in ones; an '
-                                  f"image folder is 'folder:PATH', your own TFDS builder 'package.module:Class'.") from None
+        raise DatasetNotAvailable(
+            f'unknown dataset {name!r}.{hint} `jaxdl datasets` lists the built-in ones; an '
+            f"image folder is 'folder:PATH', your own TFDS builder 'package.module:Class'."
+        ) from None
 
 
 def prepare_dataset(name: str, data_dir: str, *, array_record: bool = False) -> tfds.core.DatasetBuilder:
@@ -63,9 +67,11 @@ def prepare_dataset(name: str, data_dir: str, *, array_record: bool = False) -> 
     one format per prepared version, so the other format goes into a data dir of its own."""
     file_format = 'array_record' if array_record else None
     if not preparable(name):
-        raise DatasetNotAvailable(f'{name!r} is neither a built-in (`jaxdl datasets`), a TFDS builder '
-                                  f"class 'package.module:Class' nor a TFDS catalog name; an image folder or arrays "
-                                  f'are prepared by the run that names them')
+        raise DatasetNotAvailable(
+            f'{name!r} is neither a built-in (`jaxdl datasets`), a TFDS builder '
+            f"class 'package.module:Class' nor a TFDS catalog name; an image folder or arrays "
+            f'are prepared by the run that names them'
+        )
     if name in BUILDERS.builtin_names() or is_import_path(name):
         builder_class = BUILDERS.resolve(name)
         make = lambda fmt: builder_class(data_dir=data_dir, file_format=fmt)
@@ -77,7 +83,8 @@ def prepare_dataset(name: str, data_dir: str, *, array_record: bool = False) -> 
         if builder.info.file_format != wanted:
             raise DatasetNotAvailable(
                 f'{name!r} is already prepared in {data_dir} as {builder.info.file_format.value}; prepare it as '
-                f'{wanted.value} into another data dir (`{prepare_command(name, f"{data_dir}-{wanted.value}", array_record=array_record)}`)')
+                f'{wanted.value} into another data dir (`{prepare_command(name, f"{data_dir}-{wanted.value}", array_record=array_record)}`)'
+            )
         return builder
     builder = make(file_format)
     prepare(builder, 'once' + (', as ArrayRecord' if array_record else ''))
@@ -100,7 +107,7 @@ def prepare(builder: tfds.core.DatasetBuilder, how: str) -> None:
 @dataclasses.dataclass(frozen=True)
 class DatasetSpec:
     name: str
-    num_classes: int                   # of the task's classes (label, mask or objects); 0 if there are none
+    num_classes: int  # of the task's classes (label, mask or objects); 0 if there are none
     class_names: tuple[str, ...]
     image_shape: tuple[int, int, int]  # after preprocessing
 
@@ -111,8 +118,10 @@ def image_shape(builder, dataset_cfg) -> tuple[int, int, int]:
     if dataset_cfg.image_size:
         return dataset_cfg.image_size, dataset_cfg.image_size, channels
     if height is None or width is None:
-        raise DatasetNotAvailable(f'dataset {dataset_cfg.name!r} has images of varying size; set dataset.image_size '
-                                  f'to train on batches of one size (e.g. --config.dataset.image_size=128)')
+        raise DatasetNotAvailable(
+            f'dataset {dataset_cfg.name!r} has images of varying size; set dataset.image_size '
+            f'to train on batches of one size (e.g. --config.dataset.image_size=128)'
+        )
     return height, width, channels
 
 
@@ -122,33 +131,57 @@ def choose_source(dataset_cfg, builder, train_size: int, shape: tuple[int, int, 
     path implements, and a split too large for memory stored where it cannot be read by index, are errors that
     say what to change."""
     d = dataset_cfg
-    streaming_only = [key for key, on in (('dataset.augment.random_resized_crop', d.augment.random_resized_crop),
-                                          ('dataset.skip_corrupt_images', d.skip_corrupt_images)) if on]
-    filtering = [key for key, on in (('dataset.classes', d.classes),
-                                     ('dataset.train_examples_per_class', d.train_examples_per_class)) if on]
+    streaming_only = [
+        key
+        for key, on in (
+            ('dataset.augment.random_resized_crop', d.augment.random_resized_crop),
+            ('dataset.skip_corrupt_images', d.skip_corrupt_images),
+        )
+        if on
+    ]
+    filtering = [
+        key
+        for key, on in (
+            ('dataset.classes', d.classes),
+            ('dataset.train_examples_per_class', d.train_examples_per_class),
+        )
+        if on
+    ]
     held = train_size if d.cache or not d.shuffle_buffer else min(d.shuffle_buffer, train_size)
-    held_mb = held * math.prod(shape) * 4 / 2 ** 20
-    if d.source == 'memory' or (d.source == 'auto' and not streaming_only and (filtering or held_mb <= d.memory_limit_mb)):
+    held_mb = held * math.prod(shape) * 4 / 2**20
+    if d.source == 'memory' or (
+        d.source == 'auto' and not streaming_only and (filtering or held_mb <= d.memory_limit_mb)
+    ):
         if streaming_only:
-            raise ConfigError(f"config key {streaming_only[0]!r}: is implemented by the streaming path; set "
-                              f"dataset.source='stream' or 'auto' (the dataset must be stored as ArrayRecord)")
+            raise ConfigError(
+                f'config key {streaming_only[0]!r}: is implemented by the streaming path; set '
+                f"dataset.source='stream' or 'auto' (the dataset must be stored as ArrayRecord)"
+            )
         return 'memory'
     if filtering:
-        raise ConfigError(f"config key {filtering[0]!r}: selects examples on the in-memory path only; set "
-                          f"dataset.source='memory'")
-    if not is_random_access(builder):
-        why = (f'it would hold {held_mb:,.0f} MB in memory (dataset.memory_limit_mb={d.memory_limit_mb})'
-               if not streaming_only else f'{streaming_only[0]} needs the streaming path')
         raise ConfigError(
-            f"dataset {d.name!r} is stored as {builder.info.file_format.value}, which cannot be read by index, and "
+            f"config key {filtering[0]!r}: selects examples on the in-memory path only; set dataset.source='memory'"
+        )
+    if not is_random_access(builder):
+        why = (
+            f'it would hold {held_mb:,.0f} MB in memory (dataset.memory_limit_mb={d.memory_limit_mb})'
+            if not streaming_only
+            else f'{streaming_only[0]} needs the streaming path'
+        )
+        raise ConfigError(
+            f'dataset {d.name!r} is stored as {builder.info.file_format.value}, which cannot be read by index, and '
             f"{why}. To stream it, {array_record_advice(d.name, builder)}set dataset.source='memory' with "
-            f"dataset.cache=False and a dataset.shuffle_buffer (e.g. 10000) to bound its memory.")
-    memory_only = [key for key, on in (('dataset.shuffle_buffer', d.shuffle_buffer), ('dataset.cache', not d.cache))
-                   if on]
+            f'dataset.cache=False and a dataset.shuffle_buffer (e.g. 10000) to bound its memory.'
+        )
+    memory_only = [
+        key for key, on in (('dataset.shuffle_buffer', d.shuffle_buffer), ('dataset.cache', not d.cache)) if on
+    ]
     if memory_only:
-        raise ConfigError(f"config key {memory_only[0]!r}: applies to the in-memory path only, and this run streams "
-                          f"(dataset.source={d.source!r}): the stream shuffles every epoch whole, by index, and "
-                          f"caches nothing. Leave it at its default, or set dataset.source='memory'")
+        raise ConfigError(
+            f'config key {memory_only[0]!r}: applies to the in-memory path only, and this run streams '
+            f'(dataset.source={d.source!r}): the stream shuffles every epoch whole, by index, and '
+            f"caches nothing. Leave it at its default, or set dataset.source='memory'"
+        )
     return 'stream'
 
 
@@ -170,8 +203,17 @@ class Pipeline:
         self._check()
         self._eval_passes: dict[tuple[str, int], Callable[[], Iterator[dict]]] = {}
         shape = image_shape(self.builder, dataset_cfg)
-        reading = SplitReading(dataset_cfg, self.builder, task, self.kind, self.augmentation, shape,
-                               process_index, process_count, RandAugment.of(dataset_cfg.augment))
+        reading = SplitReading(
+            dataset_cfg,
+            self.builder,
+            task,
+            self.kind,
+            self.augmentation,
+            shape,
+            process_index,
+            process_count,
+            RandAugment.of(dataset_cfg.augment),
+        )
         chosen = choose_source(dataset_cfg, self.builder, split_size(self.builder, dataset_cfg.train_split), shape)
         self.source: Source = (StreamSource if chosen == StreamSource.name else InMemorySource)(reading)
 
@@ -179,8 +221,11 @@ class Pipeline:
     def for_config(cls, config, *, process_index: int = 0, process_count: int = 1) -> Pipeline:
         """The pipeline of a run's config, with the run's task built for the dataset's classes."""
         from jaxdl.tasks import build_task, task_class
+
         builder = get_builder(config.dataset)
-        task = build_task(config.task, data_kind(task_class(config.task).data_kind).class_names(builder, config.dataset))
+        task = build_task(
+            config.task, data_kind(task_class(config.task).data_kind).class_names(builder, config.dataset)
+        )
         return cls(config.dataset, task, builder=builder, process_index=process_index, process_count=process_count)
 
     # -- metadata
@@ -193,33 +238,47 @@ class Pipeline:
             needed.append(self.cfg.label)
         missing = [f for f in dict.fromkeys(['image', *needed]) if f not in features]
         if missing:
-            raise DatasetNotAvailable(f'dataset {self.cfg.name!r} has no feature {", ".join(map(repr, missing))} '
-                                      f'(the {kind.name} task reads it); its features: {", ".join(features.keys())}')
+            raise DatasetNotAvailable(
+                f'dataset {self.cfg.name!r} has no feature {", ".join(map(repr, missing))} '
+                f'(the {kind.name} task reads it); its features: {", ".join(features.keys())}'
+            )
         kind.check(features, self.task, self.cfg)
         image_shape(self.builder, self.cfg)
         if (self.cfg.classes or self.cfg.train_examples_per_class) and not kind.selects_by_label:
             key = 'dataset.classes' if self.cfg.classes else 'dataset.train_examples_per_class'
-            raise DatasetNotAvailable(f'{key} selects images by their one class (dataset.label); the {kind.name} '
-                                      f'data kind has no one class per image, so it uses every example')
+            raise DatasetNotAvailable(
+                f'{key} selects images by their one class (dataset.label); the {kind.name} '
+                f'data kind has no one class per image, so it uses every example'
+            )
         if self.augmentation.flip_left_right and getattr(self.task, 'flips_change_targets', False):
-            raise ConfigError("config key 'dataset.augment.flip_left_right': cannot be used for this task: a mirrored "
-                              "image has a different target (a flip negates an angle)")
+            raise ConfigError(
+                "config key 'dataset.augment.flip_left_right': cannot be used for this task: a mirrored "
+                'image has a different target (a flip negates an angle)'
+            )
         if self.cfg.augment.random_resized_crop and (kind.moves_with_image or self.augmentation.crop_padding):
-            raise ConfigError("config key 'dataset.augment.random_resized_crop': crops the image alone, for data "
-                              "kinds whose targets do not move with the image (classification, regression), and "
-                              "replaces crop_padding's translation (segmentation and detection: crop_area)")
+            raise ConfigError(
+                "config key 'dataset.augment.random_resized_crop': crops the image alone, for data "
+                'kinds whose targets do not move with the image (classification, regression), and '
+                "replaces crop_padding's translation (segmentation and detection: crop_area)"
+            )
         if self.cfg.augment.randaugment_layers and kind.moves_with_image:
-            raise ConfigError(f"config key 'dataset.augment.randaugment_layers': RandAugment moves the image alone; "
-                              f"the {kind.name} data kind's targets move with it: set it to 0 (crop_area and "
-                              f"flip_left_right move both)")
+            raise ConfigError(
+                f"config key 'dataset.augment.randaugment_layers': RandAugment moves the image alone; "
+                f"the {kind.name} data kind's targets move with it: set it to 0 (crop_area and "
+                f'flip_left_right move both)'
+            )
         mixing = [k for k in ('mixup_alpha', 'cutmix_alpha') if self.cfg.augment[k]]
         if mixing and not getattr(kind, 'mixes_labels', False):
-            raise ConfigError(f"config key 'dataset.augment.{mixing[0]}': Mixup and CutMix blend class labels; the "
-                              f"{kind.name} data kind's targets are not class labels: set it to 0")
+            raise ConfigError(
+                f"config key 'dataset.augment.{mixing[0]}': Mixup and CutMix blend class labels; the "
+                f"{kind.name} data kind's targets are not class labels: set it to 0"
+            )
         if self.augmentation.crop_area < 1.0 and not kind.moves_with_image:
-            raise ConfigError("config key 'dataset.augment.crop_area': is for data kinds whose targets move with "
-                              "the image (segmentation, detection); classification and regression translate with "
-                              "crop_padding")
+            raise ConfigError(
+                "config key 'dataset.augment.crop_area': is for data kinds whose targets move with "
+                'the image (segmentation, detection); classification and regression translate with '
+                'crop_padding'
+            )
 
     @property
     def spec(self) -> DatasetSpec:
@@ -235,8 +294,10 @@ class Pipeline:
     def steps_per_epoch(self, global_batch: int) -> int:
         steps = self.size(self.cfg.train_split) // global_batch
         if steps == 0:
-            raise ConfigError(f"config key 'train.batch_size': the train split {self.cfg.train_split!r} has "
-                              f"{self.size(self.cfg.train_split)} examples, fewer than one batch of {global_batch}")
+            raise ConfigError(
+                f"config key 'train.batch_size': the train split {self.cfg.train_split!r} has "
+                f'{self.size(self.cfg.train_split)} examples, fewer than one batch of {global_batch}'
+            )
         return steps
 
     def _local_batch(self, global_batch: int) -> int:
@@ -248,9 +309,14 @@ class Pipeline:
     def train_batches(self, *, seed: int, global_batch: int, start_step: int = 0) -> Iterator[dict]:
         """This process's rows of every global batch from step `start_step` on, epoch after epoch, endlessly."""
         local = self._local_batch(global_batch)
-        return self.source.train_batches(seed=seed, global_batch=global_batch,
-                                         steps_per_epoch=self.steps_per_epoch(global_batch), start_step=start_step,
-                                         first_row=self.process_index * local, rows=local)
+        return self.source.train_batches(
+            seed=seed,
+            global_batch=global_batch,
+            steps_per_epoch=self.steps_per_epoch(global_batch),
+            start_step=start_step,
+            first_row=self.process_index * local,
+            rows=local,
+        )
 
     # -- evaluation
     def num_eval_batches(self, split: str, global_batch: int) -> int:
@@ -266,8 +332,9 @@ class Pipeline:
         Python when the interpreter exits.)"""
         key = (split, global_batch)
         if key not in self._eval_passes:
-            self._eval_passes[key] = self.source.eval_pass(split, rows=self._local_batch(global_batch),
-                                                           batches=self.num_eval_batches(split, global_batch))
+            self._eval_passes[key] = self.source.eval_pass(
+                split, rows=self._local_batch(global_batch), batches=self.num_eval_batches(split, global_batch)
+            )
         return _returning_freed_memory(self._eval_passes[key]())
 
 

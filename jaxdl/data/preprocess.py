@@ -4,6 +4,7 @@ Everything here is a tf function of one example, so the same code serves the tf.
 (a user's image goes through exactly the normalisation the model was trained with). Each data kind
 (`jaxdl.data.kinds`) converts its targets and moves them with a `Placement`.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -16,6 +17,7 @@ class ImageFormat:
     """How images become model inputs: the central square of `center_crop` of the shorter side kept (0 keeps the
     whole image), resized to `size` x `size` (0 keeps their size; `antialias` filters a reduction), scaled to
     [0, 1] and normalised per channel by `mean` and `std` (one value, or one per channel)."""
+
     size: int
     mean: tuple[float, ...]
     std: tuple[float, ...]
@@ -28,16 +30,22 @@ class ImageFormat:
         # antialiasing filter): the filtered resize took 3.7x the time of the whole JPEG decode per image
         # (benchmarks/README.md), and training and evaluation must resample alike.
         imagenet_style = bool(dataset_cfg.augment.random_resized_crop or dataset_cfg.center_crop)
-        return cls(int(dataset_cfg.image_size), tuple(float(v) for v in dataset_cfg.mean),
-                   tuple(float(v) for v in dataset_cfg.std), float(dataset_cfg.center_crop), not imagenet_style)
+        return cls(
+            int(dataset_cfg.image_size),
+            tuple(float(v) for v in dataset_cfg.mean),
+            tuple(float(v) for v in dataset_cfg.std),
+            float(dataset_cfg.center_crop),
+            not imagenet_style,
+        )
 
 
 @dataclasses.dataclass(frozen=True)
 class Augmentation:
     """Per-example random augmentation of training images (dataset.augment)."""
+
     flip_left_right: bool = False
-    crop_padding: int = 0      # random translation: pad by n pixels, crop back
-    crop_area: float = 1.0     # segmentation, detection: a random crop of [crop_area, 1] of the image, resized back
+    crop_padding: int = 0  # random translation: pad by n pixels, crop back
+    crop_area: float = 1.0  # segmentation, detection: a random crop of [crop_area, 1] of the image, resized back
 
     @classmethod
     def of(cls, augment_cfg) -> Augmentation:
@@ -61,8 +69,9 @@ def image_to_float(image: tf.Tensor, image_format: ImageFormat) -> tf.Tensor:
         image = center_crop(image, image_format.center_crop)
     image = tf.cast(image, tf.float32) / 255.0
     if image_format.size:
-        image = tf.image.resize(image, (image_format.size, image_format.size), method='bilinear',
-                                antialias=image_format.antialias)
+        image = tf.image.resize(
+            image, (image_format.size, image_format.size), method='bilinear', antialias=image_format.antialias
+        )
     mean = tf.constant(image_format.mean, tf.float32)
     std = tf.constant(image_format.std, tf.float32)
     return (image - mean) / std
@@ -101,10 +110,11 @@ class Placement:
     """One random draw of where an augmented image samples its source: a mirror (flip_left_right), then a window
     that zooms in on [crop_area, 1] of the image and shifts by up to crop_padding pixels (the outside is padding).
     The image, its mask, boxes and points all go through the same draw, so they stay aligned."""
-    flip: tf.Tensor | None     # bool []; None: no mirror drawn
-    start: tf.Tensor | None    # float32 [2]: the window's first sample, in source pixel centres; None: no window
-    step: tf.Tensor | None     # float32 []: source pixels per output pixel
-    size: tf.Tensor            # float32 [2]: the image's height and width
+
+    flip: tf.Tensor | None  # bool []; None: no mirror drawn
+    start: tf.Tensor | None  # float32 [2]: the window's first sample, in source pixel centres; None: no window
+    step: tf.Tensor | None  # float32 []: source pixels per output pixel
+    size: tf.Tensor  # float32 [2]: the image's height and width
 
     @classmethod
     def draw(cls, seed: tf.Tensor, image: tf.Tensor, augment: Augmentation) -> Placement:
@@ -120,8 +130,14 @@ class Placement:
         # crop_and_resize's box: (y1, x1, y2, x2) with the source pixel-centre coordinate p = y1 * (H - 1) + ...
         end = self.start + self.step * (self.size - 1)
         box = tf.concat([self.start / (self.size - 1), end / (self.size - 1)], 0)[None]
-        return tf.image.crop_and_resize(tf.cast(x, tf.float32)[None], box, [0], tf.cast(self.size, tf.int32),
-                                        method=method, extrapolation_value=fill)[0]
+        return tf.image.crop_and_resize(
+            tf.cast(x, tf.float32)[None],
+            box,
+            [0],
+            tf.cast(self.size, tf.int32),
+            method=method,
+            extrapolation_value=fill,
+        )[0]
 
     def image(self, image: tf.Tensor) -> tf.Tensor:
         """[H, W, C], resampled bilinearly (zeros outside the source)."""

@@ -13,6 +13,7 @@ example's seed alone (epoch seed, position in the epoch), so a resumed run reads
 paths. It moves the image alone: for data kinds whose targets do not move with it (classification, regression,
 multi-label).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -26,8 +27,8 @@ _FILL = 128.0
 
 @dataclasses.dataclass(frozen=True)
 class RandAugment:
-    layers: int = 0          # ops per image (0 = off)
-    magnitude: float = 9.0   # 0-10
+    layers: int = 0  # ops per image (0 = off)
+    magnitude: float = 9.0  # 0-10
 
     @classmethod
     def of(cls, augment_cfg) -> RandAugment:
@@ -41,8 +42,9 @@ class RandAugment:
         """float32 [H, W, C] pixel values 0-255 -> the same, `layers` ops drawn from `seed` (int [2])."""
         level = self.magnitude / MAX_MAGNITUDE
         for layer in range(self.layers):
-            op_seed, apply_seed, sign_seed = tf.unstack(tf.random.experimental.stateless_split(
-                tf.random.experimental.stateless_fold_in(seed, layer), 3))
+            op_seed, apply_seed, sign_seed = tf.unstack(
+                tf.random.experimental.stateless_split(tf.random.experimental.stateless_fold_in(seed, layer), 3)
+            )
             op = tf.random.stateless_uniform([], op_seed, 0, len(OPS), tf.int32)
             sign = tf.where(tf.random.stateless_uniform([], sign_seed) < 0.5, -1.0, 1.0)
             # Every branch sees the same input; tf.switch_case runs the chosen one only.
@@ -73,8 +75,13 @@ def _transform(image: tf.Tensor, matrix) -> tf.Tensor:
     """Output pixel (x, y) samples the input at (a0 x + a1 y + a2, b0 x + b1 y + b2), bilinearly, grey outside."""
     transform = tf.cast(tf.reshape(tf.stack([*matrix, 0.0, 0.0]), [1, 8]), tf.float32)
     return tf.raw_ops.ImageProjectiveTransformV3(
-        images=image[None], transforms=transform, output_shape=tf.shape(image)[:2], fill_value=_FILL,
-        interpolation='BILINEAR', fill_mode='CONSTANT')[0]
+        images=image[None],
+        transforms=transform,
+        output_shape=tf.shape(image)[:2],
+        fill_value=_FILL,
+        interpolation='BILINEAR',
+        fill_mode='CONSTANT',
+    )[0]
 
 
 def _size(image: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
@@ -94,6 +101,7 @@ def auto_contrast(image, level, sign):
 
 def equalize(image, level, sign):
     """Each channel's histogram equalised as PIL's ImageOps.equalize does it."""
+
     def channel(values):
         pixels = tf.cast(values, tf.int32)
         histogram = tf.math.bincount(tf.reshape(pixels, [-1]), minlength=256, maxlength=256)
@@ -102,6 +110,7 @@ def equalize(image, level, sign):
         lut = (tf.cumsum(histogram) + step // 2) // tf.maximum(step, 1)
         lut = tf.clip_by_value(tf.concat([[0], lut[:-1]], 0), 0, 255)
         return tf.where(step > 0, tf.cast(tf.gather(lut, pixels), tf.float32), values)
+
     return tf.stack([channel(image[..., c]) for c in range(image.shape[-1])], axis=-1)
 
 
@@ -175,7 +184,20 @@ def translate_y(image, level, sign):
     return _transform(image, [1.0, 0.0, 0.0, 0.0, 1.0, sign * level * 0.45 * height])
 
 
-OPS = (('AutoContrast', auto_contrast), ('Equalize', equalize), ('Invert', invert), ('Rotate', rotate),
-       ('Posterize', posterize), ('Solarize', solarize), ('SolarizeAdd', solarize_add), ('Color', color),
-       ('Contrast', contrast), ('Brightness', brightness), ('Sharpness', sharpness), ('ShearX', shear_x),
-       ('ShearY', shear_y), ('TranslateX', translate_x), ('TranslateY', translate_y))
+OPS = (
+    ('AutoContrast', auto_contrast),
+    ('Equalize', equalize),
+    ('Invert', invert),
+    ('Rotate', rotate),
+    ('Posterize', posterize),
+    ('Solarize', solarize),
+    ('SolarizeAdd', solarize_add),
+    ('Color', color),
+    ('Contrast', contrast),
+    ('Brightness', brightness),
+    ('Sharpness', sharpness),
+    ('ShearX', shear_x),
+    ('ShearY', shear_y),
+    ('TranslateX', translate_x),
+    ('TranslateY', translate_y),
+)

@@ -5,6 +5,7 @@ step), reads any examples by index (`read`, called from tf.data through `tf.nump
 example lives (`locate`, for messages) and fingerprints the files (`fingerprint`), so a resumed run notices a
 dataset prepared again under it.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -37,8 +38,10 @@ def array_record_advice(name: str, builder) -> str:
     if not preparable(name):
         return ''
     target = f'{str(builder.data_dir_root).rstrip("/")}-array_record'
-    return (f'prepare it as ArrayRecord into a data dir of its own (`{prepare_command(name, target, array_record=True)}`)'
-            f' and set dataset.data_dir={target}, or ')
+    return (
+        f'prepare it as ArrayRecord into a data dir of its own (`{prepare_command(name, target, array_record=True)}`)'
+        f' and set dataset.data_dir={target}, or '
+    )
 
 
 class SplitRecords:
@@ -47,7 +50,8 @@ class SplitRecords:
             raise DatasetNotAvailable(
                 f'dataset {builder.name!r} is stored as {builder.info.file_format.value} files, which cannot be read '
                 f'by index; the streaming pipeline needs ArrayRecord: {array_record_advice(builder.name, builder)}'
-                f"set dataset.source='memory'.")
+                f"set dataset.source='memory'."
+            )
         self.dataset, self.split = builder.name, split
         try:
             self._source = builder.as_data_source(split).data_source  # array_record's raw-bytes source
@@ -61,6 +65,7 @@ class SplitRecords:
         """Each file opens and holds the records the dataset's metadata says: ArrayRecord keeps its index in a
         footer, so a file cut short fails here rather than at some later step."""
         from array_record.python.array_record_module import ArrayRecordReader
+
         for instruction in self._instructions:
             path = instruction.filename
             try:
@@ -71,9 +76,11 @@ class SplitRecords:
                 count = f'{type(e).__name__}: {str(e).splitlines()[0][:200]}'
             if not isinstance(count, int) or count < instruction.end:
                 found = 'unreadable' if count is None else count if isinstance(count, str) else f'{count} records'
-                raise DataError(f'{self.dataset} {self.split}: the record file {path} is damaged or truncated '
-                                f'({found}; its metadata says {instruction.num_records} records). Prepare the '
-                                f'dataset again (or restore the file).')
+                raise DataError(
+                    f'{self.dataset} {self.split}: the record file {path} is damaged or truncated '
+                    f'({found}; its metadata says {instruction.num_records} records). Prepare the '
+                    f'dataset again (or restore the file).'
+                )
 
     def __len__(self) -> int:
         return int(self._starts[-1])

@@ -9,6 +9,7 @@ process computes the same global batch and reads only its own rows of it.
 An epoch is `steps_per_epoch * global_batch` positions of the permutation (the remainder of the split is left out
 of that epoch, and another remainder of the next, since every epoch is permuted anew).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -19,8 +20,9 @@ import tensorflow as tf
 def epoch_seed(seed: int, epoch: tf.Tensor) -> tf.Tensor:
     """A seed per (run seed, epoch), computed inside the graph by a stateless op: every epoch is shuffled (and
     augmented) differently, and a resumed run redraws exactly the same."""
-    return tf.random.stateless_uniform([], seed=tf.stack([tf.constant(seed, tf.int64), epoch]),
-                                       minval=0, maxval=2 ** 62, dtype=tf.int64)
+    return tf.random.stateless_uniform(
+        [], seed=tf.stack([tf.constant(seed, tf.int64), epoch]), minval=0, maxval=2**62, dtype=tf.int64
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,8 +38,9 @@ class IndexSampler:
         and `epoch` (int64 [])."""
         step = tf.cast(step, tf.int64)
         epoch = step // self.steps_per_epoch
-        position = (step % self.steps_per_epoch) * self.global_batch + tf.range(first_row, first_row + rows,
-                                                                                   dtype=tf.int64)
+        position = (step % self.steps_per_epoch) * self.global_batch + tf.range(
+            first_row, first_row + rows, dtype=tf.int64
+        )
         seed = tf.stack([tf.constant(self.seed, tf.int64), epoch])
         index = tf.random.experimental.index_shuffle(position, seed, tf.constant(self.num_examples - 1, tf.int64))
         return {'index': index, 'position': position, 'epoch': epoch}

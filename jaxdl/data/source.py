@@ -5,6 +5,7 @@
 `Pipeline` (`data/pipeline.py`) chooses one per run (`choose_source`) and keeps what both share: the dataset's
 spec, steps per epoch, a process's rows of a global batch, and the evaluation passes built once per split.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -21,10 +22,11 @@ from jaxdl.data.randaugment import RandAugment
 class SplitReading:
     """What both sources read by: the dataset's settings and builder, the task and its data kind, the
     augmentation, and which process of how many this is."""
-    cfg: Any                          # the config's `dataset` section
-    builder: Any                      # a prepared tfds.core.DatasetBuilder
-    task: Any                         # jaxdl.tasks.Task
-    kind: Any                         # the task's jaxdl.data.kinds.DataKind
+
+    cfg: Any  # the config's `dataset` section
+    builder: Any  # a prepared tfds.core.DatasetBuilder
+    task: Any  # jaxdl.tasks.Task
+    kind: Any  # the task's jaxdl.data.kinds.DataKind
     augmentation: preprocess.Augmentation
     image_shape: tuple[int, int, int]  # the model input's, after preprocessing
     process_index: int = 0
@@ -64,6 +66,7 @@ class Source(Protocol):
     """One way of reading a run's splits. Training batches are this process's `rows` rows (from `first_row`) of
     every global batch from `start_step` on, endlessly, all marked valid; an evaluation pass is every example of
     this process's share of a split once, in `batches` batches of `rows`, the padding marked invalid."""
+
     name: ClassVar[str]  # 'memory' or 'stream', as dataset.source and environment.json write it
 
     def size(self, split: str) -> int: ...
@@ -75,8 +78,9 @@ class Source(Protocol):
         """Each split's file fingerprint, recorded with the run so a resumed run notices files prepared again under
         it; None where the source reads the split whole (nothing is read by index)."""
 
-    def train_batches(self, *, seed: int, global_batch: int, steps_per_epoch: int, start_step: int,
-                      first_row: int, rows: int) -> Iterator[dict]: ...
+    def train_batches(
+        self, *, seed: int, global_batch: int, steps_per_epoch: int, start_step: int, first_row: int, rows: int
+    ) -> Iterator[dict]: ...
 
     def eval_pass(self, split: str, *, rows: int, batches: int) -> Callable[[], Iterator[dict]]:
         """A function that starts one evaluation pass (built once, started at every evaluation)."""

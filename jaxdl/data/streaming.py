@@ -13,6 +13,7 @@ A corrupt image (one that does not decode) stops the run with a `DataError` nami
 it is in, or, with `dataset.skip_corrupt_images`, becomes a blank example marked invalid: the step's loss and the
 evaluation's sums leave it out, the batch keeps its shape, and the loop counts it for summary.json.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -35,13 +36,14 @@ from jaxdl.data.source import SplitReading
 class ExampleReader:
     """Serialized example -> the data contract: parse, decode (a crop window only, where a JPEG transform is
     set), convert for the task, augment (training), mark valid."""
+
     features: tfds.features.FeaturesDict
-    to_contract: Callable           # the task's data kind's converter (jaxdl.data.kinds)
-    augment: Callable | None        # (example, seed) -> example; None: no augmentation
-    rand_augment: Callable | None   # (converted example, seed) -> example: RandAugment; None: off
+    to_contract: Callable  # the task's data kind's converter (jaxdl.data.kinds)
+    augment: Callable | None  # (example, seed) -> example; None: no augmentation
+    rand_augment: Callable | None  # (converted example, seed) -> example: RandAugment; None: off
     crop: jpeg.RandomResizedCrop | None  # None: decode the whole image
     channels: int
-    example_prefix: str             # e.g. 'jpeg_shapes train example ', for the data-contract messages
+    example_prefix: str  # e.g. 'jpeg_shapes train example ', for the data-contract messages
 
     def __call__(self, record: tf.Tensor, index: tf.Tensor, seed: tf.Tensor) -> dict:
         if self.crop is not None:
@@ -79,11 +81,15 @@ def _decoded(ds: tf.data.Dataset, reader: ExampleReader, skip_corrupt: bool) -> 
     blank = _blank(ds.take(1).map(reader).element_spec)
 
     def one(record, index, seed):
-        return (tf.data.Dataset.from_tensors((record, index, seed)).map(reader).ignore_errors()
-                .concatenate(tf.data.Dataset.from_tensors(blank)).take(1))
+        return (
+            tf.data.Dataset.from_tensors((record, index, seed))
+            .map(reader)
+            .ignore_errors()
+            .concatenate(tf.data.Dataset.from_tensors(blank))
+            .take(1)
+        )
 
-    return ds.interleave(one, cycle_length=16, block_length=1, num_parallel_calls=tf.data.AUTOTUNE,
-                         deterministic=True)
+    return ds.interleave(one, cycle_length=16, block_length=1, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
 
 def in_order(records: SplitRecords, features: tfds.features.FeaturesDict, chunk: int = 64) -> tf.data.Dataset:
@@ -94,22 +100,32 @@ def in_order(records: SplitRecords, features: tfds.features.FeaturesDict, chunk:
     return ds.map(features.deserialize_example, num_parallel_calls=tf.data.AUTOTUNE)
 
 
-def train_dataset(records: SplitRecords, reader: ExampleReader, sampler: IndexSampler, *, start_step: int,
-                  first_row: int, rows: int, skip_corrupt: bool) -> tf.data.Dataset:
+def train_dataset(
+    records: SplitRecords,
+    reader: ExampleReader,
+    sampler: IndexSampler,
+    *,
+    start_step: int,
+    first_row: int,
+    rows: int,
+    skip_corrupt: bool,
+) -> tf.data.Dataset:
     """This process's rows of every global batch from `start_step` on, endlessly, as batches of `rows`."""
+
     def step_records(step):
         chosen = sampler.step_indices(step, first_row, rows)
         e_seed = epoch_seed(sampler.seed, chosen['epoch'])
         seeds = tf.stack([tf.fill([rows], e_seed), chosen['position']], axis=1)
         return _read(records, chosen['index']), chosen['index'], seeds
 
-    steps = tf.data.Dataset.range(start_step, 2 ** 62)
+    steps = tf.data.Dataset.range(start_step, 2**62)
     ds = steps.map(step_records, num_parallel_calls=tf.data.AUTOTUNE).unbatch()
     return _decoded(ds, reader, skip_corrupt).batch(rows, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
 
 
-def eval_dataset(records: SplitRecords, reader: ExampleReader, *, start: int, stop: int, rows: int, batches: int,
-                 skip_corrupt: bool) -> tf.data.Dataset:
+def eval_dataset(
+    records: SplitRecords, reader: ExampleReader, *, start: int, stop: int, rows: int, batches: int, skip_corrupt: bool
+) -> tf.data.Dataset:
     """Examples [start, stop) of the split in order, in `batches` batches of `rows`, the padding marked invalid."""
     ds = tf.data.Dataset.range(start, stop).batch(rows)
     ds = ds.map(lambda indices: (_read(records, indices), indices), num_parallel_calls=tf.data.AUTOTUNE).unbatch()
@@ -126,17 +142,20 @@ def padded(ds: tf.data.Dataset, count: int) -> tf.data.Dataset:
     return ds.concatenate(tf.data.Dataset.from_tensors(_blank(ds.element_spec)).repeat(count)) if count else ds
 
 
-def naming_corrupt_examples(batches: Iterator[dict], records: SplitRecords, reader: ExampleReader,
-                            indices_of_batch: Callable[[int], list[int]]) -> Iterator[dict]:
+def naming_corrupt_examples(
+    batches: Iterator[dict], records: SplitRecords, reader: ExampleReader, indices_of_batch: Callable[[int], list[int]]
+) -> Iterator[dict]:
     """The batches, with a decoding failure raised as a DataError naming the example(s) of the failed batch that
     do not decode, and the record file each is in. `indices_of_batch(k)`: the example indices of the k-th batch
     this iterator yields (found again only after a failure, by decoding each eagerly)."""
     return checks.reporting_data_errors(
-        batches, lambda error, k: _describe_failure(error, records, reader, indices_of_batch(k)))
+        batches, lambda error, k: _describe_failure(error, records, reader, indices_of_batch(k))
+    )
 
 
-def _describe_failure(error: tf.errors.InvalidArgumentError, records: SplitRecords, reader: ExampleReader,
-                      indices: list[int]) -> str:
+def _describe_failure(
+    error: tf.errors.InvalidArgumentError, records: SplitRecords, reader: ExampleReader, indices: list[int]
+) -> str:
     if 'assertion failed' in error.message:  # a data-contract check (box, mask, label): it names the example
         return checks.message_of(error)
     bad = []
@@ -149,9 +168,11 @@ def _describe_failure(error: tf.errors.InvalidArgumentError, records: SplitRecor
     if not bad:
         return f'{records.dataset} {records.split}: an example does not decode: {error.message.splitlines()[0]}'
     named = '; '.join(f'example {i} (its index in the split; {records.locate(i)}): {why}' for i, why in bad[:5])
-    return (f'{records.dataset} {records.split}: {len(bad)} example(s) of this batch do not decode: {named}. '
-            f'Repair or remove them and prepare the dataset again, or set dataset.skip_corrupt_images=True to '
-            f'leave them out (the count goes to summary.json).')
+    return (
+        f'{records.dataset} {records.split}: {len(bad)} example(s) of this batch do not decode: {named}. '
+        f'Repair or remove them and prepare the dataset again, or set dataset.skip_corrupt_images=True to '
+        f'leave them out (the count goes to summary.json).'
+    )
 
 
 class StreamSource:
@@ -188,29 +209,49 @@ class StreamSource:
         if train and cfg.augment.random_resized_crop:  # the window replaces the centre crop
             crop = jpeg.RandomResizedCrop(tuple(cfg.augment.crop_scale), tuple(cfg.augment.crop_ratio))
             image_format = dataclasses.replace(image_format, center_crop=0.0)
-        return ExampleReader(reading.builder.info.features, reading.converter(image_format),
-                             reading.augment if train and reading.augmentation.active else None,
-                             reading.rand_augment if train and reading.randaugment.active else None,
-                             crop, reading.image_shape[2], f'{cfg.name} {split} example ')
+        return ExampleReader(
+            reading.builder.info.features,
+            reading.converter(image_format),
+            reading.augment if train and reading.augmentation.active else None,
+            reading.rand_augment if train and reading.randaugment.active else None,
+            crop,
+            reading.image_shape[2],
+            f'{cfg.name} {split} example ',
+        )
 
     def sampler(self, seed: int, global_batch: int) -> IndexSampler:
         size = self.size(self.reading.cfg.train_split)
         return IndexSampler(seed, size, global_batch, size // global_batch)
 
-    def train_batches(self, *, seed: int, global_batch: int, steps_per_epoch: int, start_step: int,
-                      first_row: int, rows: int) -> Iterator[dict]:
+    def train_batches(
+        self, *, seed: int, global_batch: int, steps_per_epoch: int, start_step: int, first_row: int, rows: int
+    ) -> Iterator[dict]:
         split = self.reading.cfg.train_split
         sampler = IndexSampler(seed, self.size(split), global_batch, steps_per_epoch)
         records, reader = self.records(split), self.reader(split, train=True)
-        ds = train_dataset(records, reader, sampler, start_step=start_step, first_row=first_row, rows=rows,
-                           skip_corrupt=self.reading.cfg.skip_corrupt_images)
+        ds = train_dataset(
+            records,
+            reader,
+            sampler,
+            start_step=start_step,
+            first_row=first_row,
+            rows=rows,
+            skip_corrupt=self.reading.cfg.skip_corrupt_images,
+        )
         rows_of = lambda k: [int(i) for i in sampler.step_indices(start_step + k, first_row, rows)['index']]
         return naming_corrupt_examples(ds.as_numpy_iterator(), records, reader, rows_of)
 
     def eval_pass(self, split: str, *, rows: int, batches: int) -> Callable[[], Iterator[dict]]:
         start, stop = self._share(split)
         records, reader = self.records(split), self.reader(split, train=False)
-        ds = eval_dataset(records, reader, start=start, stop=stop, rows=rows, batches=batches,
-                          skip_corrupt=self.reading.cfg.skip_corrupt_images)
+        ds = eval_dataset(
+            records,
+            reader,
+            start=start,
+            stop=stop,
+            rows=rows,
+            batches=batches,
+            skip_corrupt=self.reading.cfg.skip_corrupt_images,
+        )
         rows_of = lambda k: list(range(start + k * rows, min(start + (k + 1) * rows, stop)))
         return lambda: naming_corrupt_examples(ds.as_numpy_iterator(), records, reader, rows_of)

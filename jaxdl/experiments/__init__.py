@@ -1,6 +1,7 @@
 """The built-in experiments, shipped inside the package so that an installed wheel runs them by name
 (`jaxdl train digits_cnn`); `jaxdl experiments` lists them. Each is one file defining `get_config()`, loaded by
 `jaxdl.config.load_config_file` like any experiment file of a user's."""
+
 import ast
 from pathlib import Path
 

@@ -7,6 +7,7 @@
 The optimizer is chosen by the field `optimizer.name`; `learning_rate=None` takes each optimizer's usual
 default (jaxdl.optim.DEFAULT_LEARNING_RATES), so switching the name alone gives a sensible run.
 """
+
 from jaxdl.config import default_config
 
 

@@ -1,4 +1,5 @@
 """A ResNet-10 (BatchNorm, 'small' stem for 8x8 inputs) on `digits`, with random-translation augmentation."""
+
 from jaxdl.config import default_config
 
 

@@ -12,6 +12,7 @@ with its BatchNorm statistics frozen (50 images make poor batch statistics), and
 ImageNet's channel means and deviations, as the weights expect. The same budget is trained from scratch into
 WORKDIR/from_scratch for comparison.
 """
+
 from jaxdl.config import default_config
 
 WEIGHTS = 'weights/resnet18.safetensors'
@@ -21,9 +22,9 @@ def get_config(depth: str = '18'):
     config = default_config()
     config.seed = 0
     config.dataset.name = 'novel_shapes'
-    config.dataset.mean = (0.485, 0.456, 0.406)   # ImageNet's, which the imported weights were trained with
+    config.dataset.mean = (0.485, 0.456, 0.406)  # ImageNet's, which the imported weights were trained with
     config.dataset.std = (0.229, 0.224, 0.225)
-    config.dataset.image_size = 128               # the ImageNet stem quarters the image before the first block
+    config.dataset.image_size = 128  # the ImageNet stem quarters the image before the first block
     config.dataset.train_examples_per_class = 10
     config.dataset.augment.flip_left_right = True
     config.model.name = 'resnet'

@@ -3,6 +3,7 @@ the random-resized crop and flip in training and the 0.875 centre crop in evalua
 
 The random-resized crop decodes only its window of each JPEG, which only the streaming path does, so
 `dataset.source='auto'` streams here; each process reads only its own examples, and nothing is cached."""
+
 from jaxdl.config import default_config
 
 

@@ -15,6 +15,7 @@ Its ablation (README, "Recipe pieces") removes each in turn:
 It is small enough for two CPU cores (about two minutes a run); at this size and length some pieces do not pay
 off, which the ablation reports as it finds it.
 """
+
 from jaxdl.config import default_config
 
 
@@ -34,7 +35,7 @@ def get_config():
     config.dataset.center_crop = 0.875
     config.task.options.label_smoothing = 0.1
     config.model.name = 'vit'
-    config.model.options.patch = 8   # 16 tokens: a few minutes a run on two CPU cores
+    config.model.options.patch = 8  # 16 tokens: a few minutes a run on two CPU cores
     config.model.options.width = 64
     config.model.options.depth = 4
     config.model.options.heads = 4

@@ -6,6 +6,7 @@
 The angles are uniform in [-45, 45], so the targets are normalised by mean 0 and std 26 (90 / sqrt(12)) for
 the loss; rmse, mae and within_threshold (share within 10 degrees) are reported in degrees.
 """
+
 from jaxdl.config import default_config
 
 

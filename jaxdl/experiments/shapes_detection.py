@@ -7,6 +7,7 @@ CenterNet on a small U-Net: a heatmap of object centres per class and box sizes 
 (16x16 cells for 64x64 scenes), decoded to the 100 best peaks per image inside jit. Flips and crops move the
 boxes with the images. Reported: COCO mAP@[.5:.95], mAP@.5 and mAP@.75 by pycocotools, and AP per class.
 """
+
 from jaxdl.config import default_config
 
 

@@ -6,6 +6,7 @@
 The small CNN with one sigmoid per class (binary cross-entropy), Adam on a cosine schedule, flips. Reported: mAP
 (the mean of each class's average precision), F1 at 0.5 (micro and per class) and the exact-match share.
 """
+
 from jaxdl.config import default_config
 
 

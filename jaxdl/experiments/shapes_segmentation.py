@@ -6,6 +6,7 @@
 A small U-Net (encoder widths 16-32-64-128, BatchNorm) trained with Adam on a cosine schedule; flips and crops
 move the masks with the images. Reported: mean IoU over the four classes, pixel accuracy, IoU per class.
 """
+
 from jaxdl.config import default_config
 
 

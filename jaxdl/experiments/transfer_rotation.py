@@ -6,6 +6,7 @@ fine-tune that backbone to predict the rotation angle from 10 training images pe
 
 The fine-tuning run also trains the same budget from scratch (WORKDIR/from_scratch); summary.json compares them.
 """
+
 from jaxdl.config import default_config
 
 PRETRAINED = 'runs/rotated_digit_classifier'
@@ -37,5 +38,5 @@ def get_config(stage: str = 'finetune'):
         config.train.duration = '60 epochs'  # 60 steps of 100 images
         config.train.validate_every = '5 epochs'
     else:
-        raise ValueError(f"stage {stage!r}: use transfer_rotation.py:pretrain or transfer_rotation.py:finetune")
+        raise ValueError(f'stage {stage!r}: use transfer_rotation.py:pretrain or transfer_rotation.py:finetune')
     return config

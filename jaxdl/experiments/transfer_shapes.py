@@ -25,6 +25,7 @@ The data-efficiency curve (1, 5, 10, 50 images per class, three seeds each) and 
     jaxdl compare runs/transfer_shapes --against dataset.train_examples_per_class --ignore train.batch_size \\
         --metrics test.accuracy --figure docs/figures/transfer_shapes.png
 """
+
 from pathlib import Path
 
 from jaxdl.config import default_config, load_config_file
@@ -70,12 +71,12 @@ def get_config(stage: str = 'finetune'):
     if stage == 'pretrain':
         return _pretrain()
     if stage not in ('finetune', 'probe', 'scratch'):
-        raise ValueError(f"stage {stage!r}: use transfer_shapes.py:pretrain, :finetune, :probe or :scratch")
+        raise ValueError(f'stage {stage!r}: use transfer_shapes.py:pretrain, :finetune, :probe or :scratch')
     config = _classify()
     if stage == 'scratch':
         return config
     config.transfer.init_from = PRETRAINED
-    config.transfer.reinitialize = ('head',)     # the decoder and pixel classifier stay behind
+    config.transfer.reinitialize = ('head',)  # the decoder and pixel classifier stay behind
     if stage == 'finetune':
         config.optimizer.groups = (('backbone', BACKBONE_MULTIPLIER),)
         config.transfer.compare_with_scratch = True

@@ -16,6 +16,7 @@ linen module does; its `__call__(images, *, train)` is called as a linen module'
 over) only where its `__call__` takes it; every non-param collection it keeps (e.g. `batch_stats`) is model state.
 What it must return is the task's contract (`jaxdl.tasks.Task.check_outputs`). A user's model needs no jaxdl import.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -30,65 +31,89 @@ def module_export(model_name: str, name: str):
     model by import path), or None: the optional hooks a model brings beside itself (`TORCH_NAMES`,
     `LAYER_INDEX`)."""
     import importlib
+
     return getattr(importlib.import_module(MODELS.import_path(model_name).split(':')[0]), name, None)
 
 
-def build_model(model_cfg, num_outputs: int, head_options: dict | None = None, *,
-                image_shape: tuple[int, int, int] | None = None):
+def build_model(
+    model_cfg, num_outputs: int, head_options: dict | None = None, *, image_shape: tuple[int, int, int] | None = None
+):
     """The flax Module `model_cfg` names, with `num_outputs` outputs (classes, targets, heatmap channels), for
     images of `image_shape` (passed to a model that takes it; an NNX model whose layers need their input width
     does)."""
     import flax.linen as nn
     import jax.numpy as jnp
+
     name = model_cfg.name
     target = MODELS.resolve(name)
     nnx_class = _is_nnx_class(target)
     if isinstance(target, type) and not nnx_class and not issubclass(target, nn.Module):
-        raise ConfigError(f"config key 'model.name': {name!r} is the class {target.__name__}, not a "
-                          f"flax.linen.Module or flax.nnx.Module; name a Module class or a function that returns one")
+        raise ConfigError(
+            f"config key 'model.name': {name!r} is the class {target.__name__}, not a "
+            f'flax.linen.Module or flax.nnx.Module; name a Module class or a function that returns one'
+        )
     if not callable(target):
-        raise ConfigError(f"config key 'model.name': {name!r} is a {type(target).__name__}, not a flax.linen.Module "
-                          f"class or a function that returns one")
+        raise ConfigError(
+            f"config key 'model.name': {name!r} is a {type(target).__name__}, not a flax.linen.Module "
+            f'class or a function that returns one'
+        )
     options = frozen(model_cfg.options.to_dict())
     # (NNX's metaclass hides the constructor's signature behind its own (*args, **kwargs).)
     accepted = keyword_parameters(target.__init__ if nnx_class else target)
     accepted = accepted - {'self'} if accepted is not None else None
     if nnx_class and accepted is not None:
         if 'rngs' not in accepted:
-            raise ConfigError(f"config key 'model.name': the nnx.Module {name!r} takes no `rngs`; jaxdl builds an "
-                              f"NNX model as Attr(num_outputs=..., **model.options, rngs=nnx.Rngs(...))")
+            raise ConfigError(
+                f"config key 'model.name': the nnx.Module {name!r} takes no `rngs`; jaxdl builds an "
+                f'NNX model as Attr(num_outputs=..., **model.options, rngs=nnx.Rngs(...))'
+            )
         accepted = accepted - {'rngs'}
-    extras = {'dtype': jnp.dtype(model_cfg.dtype), 'freeze_batch_norm': model_cfg.freeze_batch_norm,
-              **({'image_shape': tuple(image_shape)} if image_shape is not None else {}), **(head_options or {})}
+    extras = {
+        'dtype': jnp.dtype(model_cfg.dtype),
+        'freeze_batch_norm': model_cfg.freeze_batch_norm,
+        **({'image_shape': tuple(image_shape)} if image_shape is not None else {}),
+        **(head_options or {}),
+    }
     kwargs = {'num_outputs': num_outputs, **options}
     if accepted is not None:
         if 'num_outputs' not in accepted:
-            raise ConfigError(f"config key 'model.name': {name!r} takes no num_outputs argument; jaxdl constructs a "
-                              f"model as Attr(num_outputs=..., **model.options)")
+            raise ConfigError(
+                f"config key 'model.name': {name!r} takes no num_outputs argument; jaxdl constructs a "
+                f'model as Attr(num_outputs=..., **model.options)'
+            )
         unknown = sorted(set(options) - accepted)
         if unknown:
             valid = sorted(accepted - {'num_outputs', *extras})
-            raise ConfigError(f"config key 'model.options': {', '.join(map(repr, unknown))} "
-                              f"{'is not an option' if len(unknown) == 1 else 'are not options'} of {name!r}; its "
-                              f"options: {', '.join(valid) or 'none'}")
+            raise ConfigError(
+                f"config key 'model.options': {', '.join(map(repr, unknown))} "
+                f'{"is not an option" if len(unknown) == 1 else "are not options"} of {name!r}; its '
+                f'options: {", ".join(valid) or "none"}'
+            )
         kwargs.update({k: v for k, v in extras.items() if k in accepted})
         if model_cfg.freeze_batch_norm and 'freeze_batch_norm' not in accepted:
-            raise ConfigError(f"config key 'model.freeze_batch_norm': model {name!r} takes no freeze_batch_norm "
-                              f"(it has no BatchNorm to freeze, or does not say so)")
+            raise ConfigError(
+                f"config key 'model.freeze_batch_norm': model {name!r} takes no freeze_batch_norm "
+                f'(it has no BatchNorm to freeze, or does not say so)'
+            )
         if model_cfg.dtype != 'float32' and 'dtype' not in accepted:
-            raise ConfigError(f"config key 'model.dtype': model {name!r} takes no dtype, so it computes in its own; "
-                              f"leave model.dtype at 'float32' or give the model a dtype field")
+            raise ConfigError(
+                f"config key 'model.dtype': model {name!r} takes no dtype, so it computes in its own; "
+                f"leave model.dtype at 'float32' or give the model a dtype field"
+            )
     module = _from_nnx(name, target, kwargs) if nnx_class else _construct(name, target, kwargs)
     takes = keyword_parameters(_call_of(module))
     if takes is not None and 'train' not in takes:
-        raise ConfigError(f"config key 'model.name': {name!r}'s __call__ takes no `train` argument; jaxdl applies a "
-                          f"model as module.apply(variables, images, train=...)")
+        raise ConfigError(
+            f"config key 'model.name': {name!r}'s __call__ takes no `train` argument; jaxdl applies a "
+            f'model as module.apply(variables, images, train=...)'
+        )
     return module
 
 
 def _construct(name: str, target, kwargs: dict):
     """A linen Module from its class or factory."""
     import flax.linen as nn
+
     try:
         module = target(**kwargs)
     except ConfigError:
@@ -96,13 +121,15 @@ def _construct(name: str, target, kwargs: dict):
     except (TypeError, ValueError) as e:
         raise ConfigError(f"config key 'model.options': constructing {name!r} failed: {e}") from None
     if not isinstance(module, nn.Module):
-        raise ConfigError(f"config key 'model.name': {name!r} returned a {type(module).__name__}, not a "
-                          f"flax.linen.Module")
+        raise ConfigError(
+            f"config key 'model.name': {name!r} returned a {type(module).__name__}, not a flax.linen.Module"
+        )
     return module
 
 
 def _is_nnx_class(target) -> bool:
     from flax import nnx
+
     return isinstance(target, type) and issubclass(target, nnx.Module)
 
 
@@ -111,6 +138,7 @@ def _from_nnx(name: str, target: type, kwargs: dict):
     a wrong option fails here, naming the key, not inside the first compiled step."""
     from flax import nnx
     from flax.core import FrozenDict
+
     try:
         nnx.eval_shape(lambda: target(**kwargs, rngs=nnx.Rngs(0)))
     except ConfigError:
@@ -129,6 +157,7 @@ def _call_of(module):
 class ModelApply:
     """`module.apply(variables, images, train=...)`, passing `axis_name` only to a module whose `__call__` takes
     it. Hashable by the module's value, so a jitted step that holds it compiles once per model."""
+
     module: object
 
     @functools.cached_property

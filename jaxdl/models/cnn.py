@@ -1,4 +1,5 @@
 """The default small CNN: conv blocks (two 3x3 convs + 2x2 max-pool each), then one dense layer."""
+
 from collections.abc import Sequence
 
 import flax.linen as nn
@@ -28,8 +29,15 @@ class SmallCNN(nn.Module):
         return nn.Dropout(self.dropout, deterministic=not train or self.dropout == 0.0)(x)
 
 
-def MODEL(num_outputs: int, *, features: Sequence[int] = (32, 64), dense: int = 128, dropout: float = 0.0,
-          dtype=jnp.float32, head: str = 'dense') -> BackboneAndHead:
+def MODEL(
+    num_outputs: int,
+    *,
+    features: Sequence[int] = (32, 64),
+    dense: int = 128,
+    dropout: float = 0.0,
+    dtype=jnp.float32,
+    head: str = 'dense',
+) -> BackboneAndHead:
     """`model.name='cnn'`; `model.options`: features (widths of the conv blocks), dense (units), dropout."""
     if not features or not all(isinstance(f, int) and f > 0 for f in features):
         raise ConfigError(f"config key 'model.options.features': must be positive integers, got {features!r}")
@@ -38,5 +46,7 @@ def MODEL(num_outputs: int, *, features: Sequence[int] = (32, 64), dense: int = 
     if not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
         raise ConfigError(f"config key 'model.options.dropout': must be in [0, 1), got {dropout!r}")
     check_head('cnn', 'vector', head)
-    return BackboneAndHead(backbone=SmallCNN(tuple(features), dense, float(dropout), dtype),
-                           head=DenseHead(num_outputs=num_outputs, dtype=dtype))
+    return BackboneAndHead(
+        backbone=SmallCNN(tuple(features), dense, float(dropout), dtype),
+        head=DenseHead(num_outputs=num_outputs, dtype=dtype),
+    )

@@ -6,6 +6,7 @@ Names and conventions follow timm's `vit_*_patch16_*` closely enough that its we
 LayerNorm epsilon 1e-6, exact (erf) GELU, attention scaled by head_dim ** -0.5. A checkpoint trained at another
 image size loads through `resize_position_embedding` (jaxdl.transfer calls it for every `position_embedding`).
 """
+
 from __future__ import annotations
 
 import re
@@ -22,8 +23,12 @@ from jaxdl.models.layers.drop_path import check_drop_path, drop_path, drop_path_
 from jaxdl.models.layers.heads import BackboneAndHead, DenseHead, check_head
 
 # name -> (width, depth, heads, mlp width)
-SIZES = {'tiny': (192, 12, 3, 768), 'small': (384, 12, 6, 1536), 'base': (768, 12, 12, 3072),
-         'large': (1024, 24, 16, 4096)}
+SIZES = {
+    'tiny': (192, 12, 3, 768),
+    'small': (384, 12, 6, 1536),
+    'base': (768, 12, 12, 3072),
+    'large': (1024, 24, 16, 4096),
+}
 
 
 class EncoderBlock(nn.Module):
@@ -32,13 +37,14 @@ class EncoderBlock(nn.Module):
     mlp: int
     dropout: float = 0.0
     dtype: Any = jnp.float32
-    drop_path: float = 0.0   # this block's stochastic depth rate
+    drop_path: float = 0.0  # this block's stochastic depth rate
 
     @nn.compact
     def __call__(self, x, *, train: bool):
         y = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name='norm1')(x)
         y = nn.MultiHeadDotProductAttention(num_heads=self.heads, dtype=self.dtype, name='attention')(
-            y, y, deterministic=True)
+            y, y, deterministic=True
+        )
         x = x + drop_path(self.drop_path, train, x.ndim)(nn.Dropout(self.dropout, deterministic=not train)(y))
         y = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name='norm2')(x)
         y = nn.Dense(self.mlp, dtype=self.dtype, name='fc1')(y)
@@ -48,25 +54,34 @@ class EncoderBlock(nn.Module):
 
 class ViTEncoder(nn.Module):
     """images [N, H, W, C] -> the pooled feature vector [N, width]."""
+
     patch: int = 16
     width: int = 192
     depth: int = 12
     heads: int = 3
     mlp: int = 768
-    pool: str = 'cls'          # 'cls': the class token; 'gap': the mean of the patch tokens
+    pool: str = 'cls'  # 'cls': the class token; 'gap': the mean of the patch tokens
     dropout: float = 0.0
     dtype: Any = jnp.float32
-    drop_path: float = 0.0     # stochastic depth of the last block; block i gets drop_path * i / (depth - 1)
+    drop_path: float = 0.0  # stochastic depth of the last block; block i gets drop_path * i / (depth - 1)
 
     @nn.compact
     def __call__(self, images, *, train: bool = False, axis_name=None):
         del axis_name  # no statistics across examples
         if images.shape[1] % self.patch or images.shape[2] % self.patch:
-            raise ConfigError(f"config key 'model.options.patch': images of {images.shape[1]}x{images.shape[2]} do "
-                              f"not divide into patches of {self.patch}x{self.patch}; set dataset.image_size to a "
-                              f"multiple of {self.patch}")
-        x = nn.Conv(self.width, (self.patch, self.patch), strides=self.patch, padding='VALID', dtype=self.dtype,
-                    name='patch_embedding')(images.astype(self.dtype))
+            raise ConfigError(
+                f"config key 'model.options.patch': images of {images.shape[1]}x{images.shape[2]} do "
+                f'not divide into patches of {self.patch}x{self.patch}; set dataset.image_size to a '
+                f'multiple of {self.patch}'
+            )
+        x = nn.Conv(
+            self.width,
+            (self.patch, self.patch),
+            strides=self.patch,
+            padding='VALID',
+            dtype=self.dtype,
+            name='patch_embedding',
+        )(images.astype(self.dtype))
         n, h, w, _ = x.shape
         x = x.reshape(n, h * w, self.width)
         if self.pool == 'cls':
@@ -75,37 +90,62 @@ class ViTEncoder(nn.Module):
         position = self.param('position_embedding', nn.initializers.normal(0.02), (1, x.shape[1], self.width))
         x = nn.Dropout(self.dropout, deterministic=not train)(x + position.astype(x.dtype))
         for i in range(self.depth):
-            x = EncoderBlock(self.width, self.heads, self.mlp, self.dropout, self.dtype,
-                             drop_path_rates(self.drop_path, self.depth)[i], name=f'block_{i}')(x, train=train)
+            x = EncoderBlock(
+                self.width,
+                self.heads,
+                self.mlp,
+                self.dropout,
+                self.dtype,
+                drop_path_rates(self.drop_path, self.depth)[i],
+                name=f'block_{i}',
+            )(x, train=train)
         x = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name='norm')(x)
         return x[:, 0] if self.pool == 'cls' else jnp.mean(x, axis=1)
 
 
-def MODEL(num_outputs: int, *, size: str = 'tiny', patch: int = 16, pool: str = 'cls', dropout: float = 0.0,
-          width: int | None = None, depth: int | None = None, heads: int | None = None, mlp: int | None = None,
-          dtype=jnp.float32, head: str = 'dense', drop_path: float = 0.0) -> BackboneAndHead:
+def MODEL(
+    num_outputs: int,
+    *,
+    size: str = 'tiny',
+    patch: int = 16,
+    pool: str = 'cls',
+    dropout: float = 0.0,
+    width: int | None = None,
+    depth: int | None = None,
+    heads: int | None = None,
+    mlp: int | None = None,
+    dtype=jnp.float32,
+    head: str = 'dense',
+    drop_path: float = 0.0,
+) -> BackboneAndHead:
     """`model.name='vit'`; `model.options`: size (tiny, small, base, large), patch (pixels per side of a patch),
     pool ('cls' or 'gap'), dropout, drop_path (stochastic depth of the last block, increasing linearly from 0);
     width, depth, heads, mlp override the size's."""
     if size not in SIZES:
         raise ConfigError(f"config key 'model.options.size': must be one of {', '.join(SIZES)}, got {size!r}")
     default = dict(zip(('width', 'depth', 'heads', 'mlp'), SIZES[size]))
-    chosen = {k: default[k] if v is None else v for k, v in
-              (('width', width), ('depth', depth), ('heads', heads), ('mlp', mlp))}
+    chosen = {
+        k: default[k] if v is None else v
+        for k, v in (('width', width), ('depth', depth), ('heads', heads), ('mlp', mlp))
+    }
     for key, value in (('patch', patch), *chosen.items()):
         if not isinstance(value, int) or value <= 0:
             raise ConfigError(f"config key 'model.options.{key}': must be a positive integer, got {value!r}")
     if chosen['width'] % chosen['heads']:
-        raise ConfigError(f"config key 'model.options.heads': {chosen['heads']} heads do not divide the width "
-                          f"{chosen['width']}")
+        raise ConfigError(
+            f"config key 'model.options.heads': {chosen['heads']} heads do not divide the width {chosen['width']}"
+        )
     if pool not in ('cls', 'gap'):
         raise ConfigError(f"config key 'model.options.pool': must be 'cls' or 'gap', got {pool!r}")
     if not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
         raise ConfigError(f"config key 'model.options.dropout': must be in [0, 1), got {dropout!r}")
     check_head('vit', 'vector', head)
-    return BackboneAndHead(backbone=ViTEncoder(patch, pool=pool, dropout=float(dropout), dtype=dtype,
-                                               drop_path=check_drop_path(drop_path), **chosen),
-                           head=DenseHead(num_outputs=num_outputs, dtype=dtype))
+    return BackboneAndHead(
+        backbone=ViTEncoder(
+            patch, pool=pool, dropout=float(dropout), dtype=dtype, drop_path=check_drop_path(drop_path), **chosen
+        ),
+        head=DenseHead(num_outputs=num_outputs, dtype=dtype),
+    )
 
 
 def LAYER_INDEX(model):
@@ -121,11 +161,12 @@ def LAYER_INDEX(model):
         if path.startswith('backbone/') and not path.startswith('backbone/norm/'):
             return 0, layers
         return layers - 1, layers
+
     return index
 
 
 def _grid_side(patch_tokens: int) -> int | None:
-    side = int(round(patch_tokens ** 0.5))
+    side = int(round(patch_tokens**0.5))
     return side if side > 0 and side * side == patch_tokens else None
 
 
@@ -142,8 +183,9 @@ def resize_position_embedding(embedding, tokens: int):
         if old and new:
             grid = embedding[0, prefix:].reshape(old, old, -1)
             resized = jax.image.resize(grid.astype(np.float32), (new, new, grid.shape[-1]), method='bicubic')
-            rows = np.concatenate([embedding[0, :prefix].astype(np.float32),
-                                   np.asarray(resized).reshape(new * new, -1)])
+            rows = np.concatenate(
+                [embedding[0, :prefix].astype(np.float32), np.asarray(resized).reshape(new * new, -1)]
+            )
             return rows[None].astype(embedding.dtype)
     return None
 
@@ -157,8 +199,9 @@ def TORCH_NAMES(state: dict, backbone) -> tuple[dict, list[str]]:
         if key in state:
             torch_names.put(out['params'], target, state[key])
             used.add(key)
-    used |= torch_names.linear(state, 'patch_embed.proj', 'backbone/patch_embedding', out,
-                               kernel=torch_names.conv_kernel)
+    used |= torch_names.linear(
+        state, 'patch_embed.proj', 'backbone/patch_embedding', out, kernel=torch_names.conv_kernel
+    )
     blocks = sorted({int(m[1]) for k in state if (m := re.match(r'blocks\.(\d+)\.', k))})
     for i in blocks:
         prefix, target = f'blocks.{i}', f'backbone/block_{i}'

@@ -9,6 +9,7 @@ A task computes per-example losses and metric *sums* (reduced across devices and
 by `summarize`), and predictions. A task whose figures cannot be summed (detection's COCO mAP) also returns
 per-example `eval_predictions`, which evaluation gathers over the whole split and hands to `summarize`.
 """
+
 from __future__ import annotations
 
 from typing import ClassVar, Protocol, runtime_checkable
@@ -21,10 +22,11 @@ from jaxdl.registry import KINDS, TASKS, frozen, keyword_parameters
 class Task(Protocol):
     """The contract between a task and the rest of jaxdl. Every method is a pure function of its arguments;
     `outputs` are what the model returned for a batch, `batch` follows the data contract of `data_kind`."""
-    data_kind: ClassVar[str]          # the data contract it reads (jaxdl.data.kinds): a built-in or an import path
-    num_outputs: int                  # the model's output width (classes, targets, heatmap channels)
-    head_options: dict                # for the built-in models: which head reads the backbone ({'head': 'dense'})
-    headline: tuple[str, ...]         # the loss, then the figures the console table and the progress plot show
+
+    data_kind: ClassVar[str]  # the data contract it reads (jaxdl.data.kinds): a built-in or an import path
+    num_outputs: int  # the model's output width (classes, targets, heatmap channels)
+    head_options: dict  # for the built-in models: which head reads the backbone ({'head': 'dense'})
+    headline: tuple[str, ...]  # the loss, then the figures the console table and the progress plot show
 
     def check_outputs(self, outputs, image_shape: tuple[int, int, int], model: str) -> None:
         """Raise a ConfigError naming `model` if `outputs` (shapes, for a batch of 2) do not fit the task."""
@@ -35,8 +37,7 @@ class Task(Protocol):
     def train_metric_sums(self, outputs, batch, per_example_loss) -> dict:
         """Sums over the batch's valid rows (`batch['valid']`); must include 'loss_sum' and 'count'."""
 
-    def eval_metric_sums(self, outputs, batch, per_example_loss) -> dict:
-        ...
+    def eval_metric_sums(self, outputs, batch, per_example_loss) -> dict: ...
 
     def eval_predictions(self, outputs, batch) -> dict:
         """Per-example rows for figures that cannot be summed; {} when every figure comes from the sums."""
@@ -51,6 +52,7 @@ class Task(Protocol):
 class TaskDefaults:
     """What a task may leave out: built-in models read nothing special, evaluation sums what training sums,
     no per-example rows, and the output is not checked. Subclass it (or a built-in task) to write a new task."""
+
     head_options: ClassVar[dict] = {'head': 'dense'}
 
     def check_outputs(self, outputs, image_shape, model: str) -> None:
@@ -65,12 +67,24 @@ class TaskDefaults:
 
 def output_mismatch(model: str, outputs, needs: str) -> ConfigError:
     shapes = outputs.shape if hasattr(outputs, 'shape') else type(outputs).__name__
-    return ConfigError(f"config key 'model.name': model {model!r} outputs {shapes} for a batch of 2; the task "
-                       f"needs {needs}")
+    return ConfigError(
+        f"config key 'model.name': model {model!r} outputs {shapes} for a batch of 2; the task needs {needs}"
+    )
 
 
-_REQUIRED = ('data_kind', 'num_outputs', 'head_options', 'headline', 'check_outputs', 'per_example_loss',
-             'train_metric_sums', 'eval_metric_sums', 'eval_predictions', 'summarize', 'predict')
+_REQUIRED = (
+    'data_kind',
+    'num_outputs',
+    'head_options',
+    'headline',
+    'check_outputs',
+    'per_example_loss',
+    'train_metric_sums',
+    'eval_metric_sums',
+    'eval_predictions',
+    'summarize',
+    'predict',
+)
 
 
 def task_class(task_cfg) -> type:
@@ -78,18 +92,27 @@ def task_class(task_cfg) -> type:
     target = TASKS.resolve(task_cfg.name)
     if not isinstance(target, type):
         raise ConfigError(f"config key 'task.name': {task_cfg.name!r} is a {type(target).__name__}, not a Task class")
-    missing = [name for name in _REQUIRED if not hasattr(target, name) and name not in getattr(
-        target, '__dataclass_fields__', {}) and name not in getattr(target, '__annotations__', {})]
+    missing = [
+        name
+        for name in _REQUIRED
+        if not hasattr(target, name)
+        and name not in getattr(target, '__dataclass_fields__', {})
+        and name not in getattr(target, '__annotations__', {})
+    ]
     if missing:
-        raise ConfigError(f"config key 'task.name': {task_cfg.name!r} is not a Task: it lacks {', '.join(missing)} "
-                          f"(see jaxdl.tasks.Task; subclass jaxdl.tasks.TaskDefaults or a built-in task)")
+        raise ConfigError(
+            f"config key 'task.name': {task_cfg.name!r} is not a Task: it lacks {', '.join(missing)} "
+            f'(see jaxdl.tasks.Task; subclass jaxdl.tasks.TaskDefaults or a built-in task)'
+        )
     kind = getattr(target, 'data_kind', None)
     try:
         KINDS.import_path(kind)
     except ConfigError:
-        raise ConfigError(f"config key 'task.name': {task_cfg.name!r} has data_kind {kind!r}; it must name a data "
-                          f"kind: {', '.join(KINDS.builtin_names())}, or 'package.module:KIND' for your own "
-                          f"(see jaxdl.data.kinds.DataKind)") from None
+        raise ConfigError(
+            f"config key 'task.name': {task_cfg.name!r} has data_kind {kind!r}; it must name a data "
+            f"kind: {', '.join(KINDS.builtin_names())}, or 'package.module:KIND' for your own "
+            f'(see jaxdl.data.kinds.DataKind)'
+        ) from None
     return target
 
 
@@ -106,9 +129,11 @@ def build_task(task_cfg, class_names=()):
         unknown = sorted(set(options) - accepted)
         if unknown:
             valid = sorted(accepted - set(extras))
-            raise ConfigError(f"config key 'task.options': {', '.join(map(repr, unknown))} "
-                              f"{'is not an option' if len(unknown) == 1 else 'are not options'} of task "
-                              f"{task_cfg.name!r}; its options: {', '.join(valid) or 'none'}")
+            raise ConfigError(
+                f"config key 'task.options': {', '.join(map(repr, unknown))} "
+                f'{"is not an option" if len(unknown) == 1 else "are not options"} of task '
+                f'{task_cfg.name!r}; its options: {", ".join(valid) or "none"}'
+            )
         kwargs.update({k: v for k, v in extras.items() if k in accepted})
     try:
         return target(**kwargs)

@@ -1,4 +1,5 @@
 """Image classification: softmax cross-entropy; loss, accuracy, confidence, top-k, confusion matrix, ECE."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -15,6 +16,7 @@ from jaxdl.tasks import TaskDefaults, output_mismatch, require_option
 class Classification(TaskDefaults):
     """Static (hashable) description of the task; every method is a pure function of its arguments.
     `task.options`: label_smoothing, top_k (reported as top_k_accuracy), calibration_bins (of the ECE)."""
+
     num_classes: int
     label_smoothing: float = 0.0
     top_k: int = 5
@@ -23,11 +25,17 @@ class Classification(TaskDefaults):
     data_kind = 'classification'
 
     def __post_init__(self):
-        require_option(isinstance(self.label_smoothing, (int, float)) and 0.0 <= self.label_smoothing < 1.0,
-                       'label_smoothing', f'must be in [0, 1), got {self.label_smoothing!r}')
+        require_option(
+            isinstance(self.label_smoothing, (int, float)) and 0.0 <= self.label_smoothing < 1.0,
+            'label_smoothing',
+            f'must be in [0, 1), got {self.label_smoothing!r}',
+        )
         require_option(isinstance(self.top_k, int) and self.top_k >= 1, 'top_k', f'must be >= 1, got {self.top_k!r}')
-        require_option(isinstance(self.calibration_bins, int) and self.calibration_bins >= 1, 'calibration_bins',
-                       f'must be >= 1, got {self.calibration_bins!r}')
+        require_option(
+            isinstance(self.calibration_bins, int) and self.calibration_bins >= 1,
+            'calibration_bins',
+            f'must be >= 1, got {self.calibration_bins!r}',
+        )
 
     @property
     def num_outputs(self) -> int:
@@ -51,10 +59,12 @@ class Classification(TaskDefaults):
         valid = batch['valid'].astype(jnp.float32)
         probs = self.predict(logits)
         correct = (jnp.argmax(logits, -1) == batch['label']).astype(jnp.float32)
-        return {'loss_sum': jnp.sum(per_example_loss * valid),
-                'correct': jnp.sum(correct * valid),
-                'confidence_sum': jnp.sum(jnp.max(probs, -1) * valid),
-                'count': jnp.sum(valid)}
+        return {
+            'loss_sum': jnp.sum(per_example_loss * valid),
+            'correct': jnp.sum(correct * valid),
+            'confidence_sum': jnp.sum(jnp.max(probs, -1) * valid),
+            'count': jnp.sum(valid),
+        }
 
     def eval_metric_sums(self, logits, batch, per_example_loss) -> dict:
         sums = self.train_metric_sums(logits, batch, per_example_loss)
@@ -65,7 +75,9 @@ class Classification(TaskDefaults):
         sums['top_k_correct'] = jnp.sum(jnp.any(top_k == labels[:, None], -1) * valid)
         predicted = jnp.argmax(logits, -1)
         # Padding rows add zeros, whatever their (meaningless) label and prediction.
-        sums['confusion'] = jnp.zeros((self.num_classes, self.num_classes), jnp.float32).at[labels, predicted].add(valid)
+        sums['confusion'] = (
+            jnp.zeros((self.num_classes, self.num_classes), jnp.float32).at[labels, predicted].add(valid)
+        )
         confidence = jnp.max(self.predict(logits), -1)
         bins = jnp.clip((confidence * self.calibration_bins).astype(jnp.int32), 0, self.calibration_bins - 1)
         one_hot_bins = jax.nn.one_hot(bins, self.calibration_bins) * valid[:, None]
@@ -82,10 +94,12 @@ class Classification(TaskDefaults):
         del predictions
         sums = {k: np.asarray(v, np.float64) for k, v in sums.items()}
         count = max(float(sums['count']), 1.0)
-        out = {'loss': float(sums['loss_sum']) / count,
-               'accuracy': float(sums['correct']) / count,
-               'confidence': float(sums['confidence_sum']) / count,
-               'count': int(sums['count'])}
+        out = {
+            'loss': float(sums['loss_sum']) / count,
+            'accuracy': float(sums['correct']) / count,
+            'confidence': float(sums['confidence_sum']) / count,
+            'count': int(sums['count']),
+        }
         if 'top_k_correct' in sums:
             out[f'top_{min(self.top_k, self.num_classes)}_accuracy'] = float(sums['top_k_correct']) / count
             out['confusion_matrix'] = sums['confusion'].astype(np.int64).tolist()

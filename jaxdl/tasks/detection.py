@@ -12,6 +12,7 @@ replacement for non-maximum suppression), the `max_detections` highest peaks ove
 fixed-size, padded set of boxes, scores and classes per image. COCO mAP@[.5:.95] and mAP@.5 are computed by
 pycocotools, the reference implementation, on the host from a whole split's gathered predictions.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -30,14 +31,14 @@ def gaussian_radius(height, width, min_overlap: float = 0.7):
     IoU (the reference implementation's formula, as published)."""
     b1 = height + width
     c1 = width * height * (1 - min_overlap) / (1 + min_overlap)
-    r1 = (b1 + jnp.sqrt(jnp.maximum(b1 ** 2 - 4 * c1, 0.0))) / 2
+    r1 = (b1 + jnp.sqrt(jnp.maximum(b1**2 - 4 * c1, 0.0))) / 2
     b2 = 2 * (height + width)
     c2 = (1 - min_overlap) * width * height
-    r2 = (b2 + jnp.sqrt(jnp.maximum(b2 ** 2 - 16 * c2, 0.0))) / 2
+    r2 = (b2 + jnp.sqrt(jnp.maximum(b2**2 - 16 * c2, 0.0))) / 2
     a3 = 4 * min_overlap
     b3 = -2 * min_overlap * (height + width)
     c3 = (min_overlap - 1) * width * height
-    r3 = (b3 + jnp.sqrt(jnp.maximum(b3 ** 2 - 4 * a3 * c3, 0.0))) / 2
+    r3 = (b3 + jnp.sqrt(jnp.maximum(b3**2 - 4 * a3 * c3, 0.0))) / 2
     return jnp.minimum(jnp.minimum(r1, r2), r3)
 
 
@@ -47,6 +48,7 @@ class Detection(TaskDefaults):
     max_detections (boxes per image the decoder returns, best first), output_stride (the heatmap's cell in pixels:
     1, 2, 4 or 8), size_weight and offset_weight (loss weights of the box size in cells and of the centre's offset
     inside its cell, relative to the heatmap's focal loss)."""
+
     num_classes: int
     max_objects: int = 50
     max_detections: int = 100
@@ -61,8 +63,9 @@ class Detection(TaskDefaults):
         for key in ('max_objects', 'max_detections'):
             value = getattr(self, key)
             require_option(isinstance(value, int) and value > 0, key, f'must be a positive integer, got {value!r}')
-        require_option(self.output_stride in (1, 2, 4, 8), 'output_stride',
-                       f'must be 1, 2, 4 or 8, got {self.output_stride!r}')
+        require_option(
+            self.output_stride in (1, 2, 4, 8), 'output_stride', f'must be 1, 2, 4 or 8, got {self.output_stride!r}'
+        )
         for key in ('size_weight', 'offset_weight'):
             value = getattr(self, key)
             require_option(isinstance(value, (int, float)) and value >= 0, key, f'must be >= 0, got {value!r}')
@@ -78,9 +81,13 @@ class Detection(TaskDefaults):
     def check_outputs(self, outputs, image_shape, model: str) -> None:
         h, w = image_shape[0] // self.output_stride, image_shape[1] // self.output_stride
         if getattr(outputs, 'shape', None) != (2, h, w, self.num_classes + 4):
-            raise output_mismatch(model, outputs, f'[batch, {h}, {w}, {self.num_classes + 4}]: at 1/{self.output_stride} '
-                                                  f'of the image, a heatmap logit per class, then box height, width '
-                                                  f'and the centre offset (y, x)')
+            raise output_mismatch(
+                model,
+                outputs,
+                f'[batch, {h}, {w}, {self.num_classes + 4}]: at 1/{self.output_stride} '
+                f'of the image, a heatmap logit per class, then box height, width '
+                f'and the centre offset (y, x)',
+            )
 
     # ------------------------------------------------------------------------------------------------ targets
     def targets(self, batch, grid_shape):
@@ -102,7 +109,7 @@ class Detection(TaskDefaults):
         xs = jnp.arange(w, dtype=jnp.float32)[None, :]
         dy = ys[None, None] - cell[..., 0, None, None]
         dx = xs[None, None] - cell[..., 1, None, None]
-        peaks = jnp.exp(-(dy ** 2 + dx ** 2) / (2 * sigma[..., None, None] ** 2))  # [N, M, h, w]
+        peaks = jnp.exp(-(dy**2 + dx**2) / (2 * sigma[..., None, None] ** 2))  # [N, M, h, w]
         peaks = jnp.where(active[..., None, None], peaks, 0.0)
         n, m = active.shape
         rows = jnp.broadcast_to(jnp.arange(n)[:, None], (n, m))
@@ -112,12 +119,12 @@ class Detection(TaskDefaults):
 
     def _parts(self, outputs, batch):
         """Per-image (focal, size, offset) losses."""
-        logits, box = outputs[..., :self.num_classes], outputs[..., self.num_classes:]
+        logits, box = outputs[..., : self.num_classes], outputs[..., self.num_classes :]
         heatmap, cell, size, offset, active = self.targets(batch, outputs.shape[1:3])
         positive = heatmap >= 1.0  # exactly the centre cells: exp(0) = 1
         log_p, log_not_p = jax.nn.log_sigmoid(logits), jax.nn.log_sigmoid(-logits)
         p = jnp.exp(log_p)
-        focal = jnp.where(positive, log_p * (1 - p) ** 2, log_not_p * p ** 2 * (1 - heatmap) ** 4)
+        focal = jnp.where(positive, log_p * (1 - p) ** 2, log_not_p * p**2 * (1 - heatmap) ** 4)
         num_positive = jnp.maximum(jnp.sum(positive, axis=(1, 2, 3)), 1)
         focal = -jnp.sum(focal, axis=(1, 2, 3)) / num_positive
         rows = jnp.arange(outputs.shape[0])[:, None]
@@ -137,18 +144,20 @@ class Detection(TaskDefaults):
         """{'boxes' [N, K, 4] normalised (ymin, xmin, ymax, xmax), 'scores' [N, K], 'classes' [N, K]}, the K =
         max_detections best peaks per image, best first (low scores are the padding)."""
         n, h, w, _ = outputs.shape
-        heat = jax.nn.sigmoid(outputs[..., :self.num_classes])
+        heat = jax.nn.sigmoid(outputs[..., : self.num_classes])
         neighbourhood_max = jax.lax.reduce_window(heat, -jnp.inf, jax.lax.max, (1, 3, 3, 1), (1, 1, 1, 1), 'SAME')
         peaks = jnp.where(heat == neighbourhood_max, heat, 0.0)
         k = min(self.max_detections, h * w * self.num_classes)
         scores, index = jax.lax.top_k(peaks.reshape(n, -1), k)
         classes = index % self.num_classes
         iy, ix = (index // self.num_classes) // w, (index // self.num_classes) % w
-        box = outputs[..., self.num_classes:][jnp.arange(n)[:, None], iy, ix]  # [N, K, 4]
+        box = outputs[..., self.num_classes :][jnp.arange(n)[:, None], iy, ix]  # [N, K, 4]
         centre_y, centre_x = iy + box[..., 2], ix + box[..., 3]
         half_h, half_w = jnp.maximum(box[..., 0], 0) / 2, jnp.maximum(box[..., 1], 0) / 2
-        boxes = jnp.stack([(centre_y - half_h) / h, (centre_x - half_w) / w,
-                           (centre_y + half_h) / h, (centre_x + half_w) / w], axis=-1)
+        boxes = jnp.stack(
+            [(centre_y - half_h) / h, (centre_x - half_w) / w, (centre_y + half_h) / h, (centre_x + half_w) / w],
+            axis=-1,
+        )
         return {'boxes': jnp.clip(boxes, 0.0, 1.0), 'scores': scores, 'classes': classes.astype(jnp.int32)}
 
     def predict(self, outputs):
@@ -158,25 +167,38 @@ class Detection(TaskDefaults):
     def train_metric_sums(self, outputs, batch, per_example_loss) -> dict:
         valid = batch['valid'].astype(jnp.float32)
         focal, size_loss, offset_loss = self._parts(outputs, batch)
-        return {'loss_sum': jnp.sum(per_example_loss * valid), 'heatmap_loss_sum': jnp.sum(focal * valid),
-                'size_loss_sum': jnp.sum(size_loss * valid), 'offset_loss_sum': jnp.sum(offset_loss * valid),
-                'count': jnp.sum(valid)}
+        return {
+            'loss_sum': jnp.sum(per_example_loss * valid),
+            'heatmap_loss_sum': jnp.sum(focal * valid),
+            'size_loss_sum': jnp.sum(size_loss * valid),
+            'offset_loss_sum': jnp.sum(offset_loss * valid),
+            'count': jnp.sum(valid),
+        }
 
     def eval_predictions(self, outputs, batch) -> dict:
         """What COCO evaluation reads, per image: decoded detections and the ground truth, in pixels."""
         pixels = jnp.asarray([outputs.shape[1], outputs.shape[2]] * 2, jnp.float32) * self.output_stride
         detections = self.decode(outputs)
-        return {'boxes': detections['boxes'] * pixels, 'scores': detections['scores'],
-                'classes': detections['classes'], 'true_boxes': batch['boxes'] * pixels,
-                'true_labels': batch['box_labels'], 'true_valid': batch['box_valid'],
-                'true_ignore': batch['box_ignore'], 'valid': batch['valid']}
+        return {
+            'boxes': detections['boxes'] * pixels,
+            'scores': detections['scores'],
+            'classes': detections['classes'],
+            'true_boxes': batch['boxes'] * pixels,
+            'true_labels': batch['box_labels'],
+            'true_valid': batch['box_valid'],
+            'true_ignore': batch['box_ignore'],
+            'valid': batch['valid'],
+        }
 
     def summarize(self, sums: dict, predictions: dict | None = None) -> dict:
         sums = {k: np.asarray(v, np.float64) for k, v in sums.items()}
         count = max(float(sums['count']), 1.0)
-        out = {'loss': float(sums['loss_sum']) / count, 'heatmap_loss': float(sums['heatmap_loss_sum']) / count,
-               'size_loss': float(sums['size_loss_sum']) / count,
-               'offset_loss': float(sums['offset_loss_sum']) / count}
+        out = {
+            'loss': float(sums['loss_sum']) / count,
+            'heatmap_loss': float(sums['heatmap_loss_sum']) / count,
+            'size_loss': float(sums['size_loss_sum']) / count,
+            'offset_loss': float(sums['offset_loss_sum']) / count,
+        }
         if predictions is not None:
             out.update(coco_metrics(predictions, self.class_names or tuple(map(str, range(self.num_classes)))))
         out['count'] = int(sums['count'])
@@ -200,23 +222,36 @@ def coco_metrics(predictions: dict, class_names: tuple[str, ...]) -> dict:
     it is neither a hit nor a false positive. With no ground-truth object at all the APs are undefined: None."""
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
+
     p = {k: np.asarray(v) for k, v in predictions.items()}
     images = np.flatnonzero(p['valid'])
     gt, annotations, detections = COCO(), [], []
     for image_id in images:
         real = p['true_valid'][image_id]  # the padding rows of an image's boxes are not ground truth
-        for box, label, ignore in zip(_xywh(p['true_boxes'][image_id])[real], p['true_labels'][image_id][real],
-                                      p['true_ignore'][image_id][real]):
-            annotations.append({'id': len(annotations) + 1, 'image_id': int(image_id), 'category_id': int(label),
-                                'bbox': [float(v) for v in box], 'area': float(box[2] * box[3]),
-                                'iscrowd': int(ignore)})
+        for box, label, ignore in zip(
+            _xywh(p['true_boxes'][image_id])[real], p['true_labels'][image_id][real], p['true_ignore'][image_id][real]
+        ):
+            annotations.append(
+                {
+                    'id': len(annotations) + 1,
+                    'image_id': int(image_id),
+                    'category_id': int(label),
+                    'bbox': [float(v) for v in box],
+                    'area': float(box[2] * box[3]),
+                    'iscrowd': int(ignore),
+                }
+            )
         boxes = _xywh(p['boxes'][image_id])
-        detections.append(np.column_stack([np.full(len(boxes), image_id), boxes, p['scores'][image_id],
-                                           p['classes'][image_id]]))
+        detections.append(
+            np.column_stack([np.full(len(boxes), image_id), boxes, p['scores'][image_id], p['classes'][image_id]])
+        )
     if not annotations:
         return {'map': None, 'map_50': None, 'map_75': None}
-    gt.dataset = {'images': [{'id': int(i)} for i in images], 'annotations': annotations,
-                  'categories': [{'id': i, 'name': name} for i, name in enumerate(class_names)]}
+    gt.dataset = {
+        'images': [{'id': int(i)} for i in images],
+        'annotations': annotations,
+        'categories': [{'id': i, 'name': name} for i, name in enumerate(class_names)],
+    }
     quiet = contextlib.redirect_stdout(io.StringIO())  # pycocotools reports on stdout, which is for results
     with quiet:
         gt.createIndex()
@@ -234,5 +269,9 @@ def coco_metrics(predictions: dict, class_names: tuple[str, ...]) -> dict:
         values = precision[:, :, c]
         per_class[name] = float(values[values > -1].mean()) if (values > -1).any() else None
     undefined = lambda v: None if v < 0 else float(v)
-    return {'map': undefined(stats[0]), 'map_50': undefined(stats[1]), 'map_75': undefined(stats[2]),
-            'ap_per_class': per_class}
+    return {
+        'map': undefined(stats[0]),
+        'map_50': undefined(stats[1]),
+        'map_75': undefined(stats[2]),
+        'ap_per_class': per_class,
+    }

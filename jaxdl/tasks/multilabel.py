@@ -2,6 +2,7 @@
 and binary cross-entropy; per-class average precision and its mean (mAP, from every example's probabilities,
 gathered over the split: a ranking figure cannot be summed), and F1 at a threshold (micro over every label, and
 the mean of the per-class F1s), from summed true/false positives and negatives."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -17,6 +18,7 @@ from jaxdl.tasks import TaskDefaults, output_mismatch, require_option
 @dataclasses.dataclass(frozen=True)
 class MultiLabelClassification(TaskDefaults):
     """`task.options`: threshold (a class is predicted present from this probability on)."""
+
     num_classes: int
     class_names: tuple[str, ...] = ()
     threshold: float = 0.5
@@ -25,8 +27,11 @@ class MultiLabelClassification(TaskDefaults):
     headline = ('loss', 'map', 'f1')
 
     def __post_init__(self):
-        require_option(isinstance(self.threshold, (int, float)) and 0.0 < self.threshold < 1.0, 'threshold',
-                       f'must be in (0, 1), got {self.threshold!r}')
+        require_option(
+            isinstance(self.threshold, (int, float)) and 0.0 < self.threshold < 1.0,
+            'threshold',
+            f'must be in (0, 1), got {self.threshold!r}',
+        )
 
     @property
     def num_outputs(self) -> int:
@@ -48,11 +53,14 @@ class MultiLabelClassification(TaskDefaults):
         valid = batch['valid'].astype(jnp.float32)[:, None]
         predicted = (self.predict(logits) >= self.threshold).astype(jnp.float32)
         truth = batch['labels']
-        return {'loss_sum': jnp.sum(per_example_loss * valid[:, 0]), 'count': jnp.sum(valid),
-                'true_positives': jnp.sum(predicted * truth * valid, 0),
-                'false_positives': jnp.sum(predicted * (1 - truth) * valid, 0),
-                'false_negatives': jnp.sum((1 - predicted) * truth * valid, 0),
-                'exact': jnp.sum(jnp.all(predicted == truth, -1) * valid[:, 0])}
+        return {
+            'loss_sum': jnp.sum(per_example_loss * valid[:, 0]),
+            'count': jnp.sum(valid),
+            'true_positives': jnp.sum(predicted * truth * valid, 0),
+            'false_positives': jnp.sum(predicted * (1 - truth) * valid, 0),
+            'false_negatives': jnp.sum((1 - predicted) * truth * valid, 0),
+            'exact': jnp.sum(jnp.all(predicted == truth, -1) * valid[:, 0]),
+        }
 
     def eval_predictions(self, logits, batch) -> dict:
         return {'probabilities': self.predict(logits), 'labels': batch['labels'], 'valid': batch['valid']}
@@ -64,11 +72,13 @@ class MultiLabelClassification(TaskDefaults):
         names = self.class_names or tuple(map(str, range(self.num_classes)))
         per_class_f1 = [2 * t / (2 * t + p + n) if t + p + n else None for t, p, n in zip(tp, fp, fn)]
         defined = [f for f in per_class_f1 if f is not None]
-        out = {'loss': float(sums['loss_sum']) / count,
-               'f1': float(2 * tp.sum() / max(2 * tp.sum() + fp.sum() + fn.sum(), 1.0)),
-               'macro_f1': float(np.mean(defined)) if defined else None,
-               'exact_match': float(sums['exact']) / count,
-               'f1_per_class': {n: None if f is None else float(f) for n, f in zip(names, per_class_f1)}}
+        out = {
+            'loss': float(sums['loss_sum']) / count,
+            'f1': float(2 * tp.sum() / max(2 * tp.sum() + fp.sum() + fn.sum(), 1.0)),
+            'macro_f1': float(np.mean(defined)) if defined else None,
+            'exact_match': float(sums['exact']) / count,
+            'f1_per_class': {n: None if f is None else float(f) for n, f in zip(names, per_class_f1)},
+        }
         if predictions is not None:
             out.update(average_precision(predictions, names))
         out['count'] = int(sums['count'])
@@ -80,11 +90,14 @@ def average_precision(predictions: dict, class_names: tuple[str, ...]) -> dict:
     precision-recall curve), and their mean over the classes present in the split (AP is undefined, None, for a
     class no example holds)."""
     from sklearn.metrics import average_precision_score
+
     valid = np.asarray(predictions['valid'], bool)
     probabilities = np.asarray(predictions['probabilities'], np.float64)[valid]
     labels = np.asarray(predictions['labels'])[valid] > 0.5
-    per_class = {name: (float(average_precision_score(labels[:, c], probabilities[:, c]))
-                        if labels[:, c].any() else None) for c, name in enumerate(class_names)}
+    per_class = {
+        name: (float(average_precision_score(labels[:, c], probabilities[:, c])) if labels[:, c].any() else None)
+        for c, name in enumerate(class_names)
+    }
     defined = [v for v in per_class.values() if v is not None]
     return {'map': float(np.mean(defined)) if defined else None, 'ap_per_class': per_class}
 

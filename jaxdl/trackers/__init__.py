@@ -12,6 +12,7 @@ A tracker that fails (not installed, a bad URI, a server gone) is named once in 
 goes on and metrics.jsonl, the checkpoints and the run's files are written as ever. A tracker keeps the id of its
 run in WORKDIR/trackers.json, so a resumed run continues the same tracker run.
 """
+
 from __future__ import annotations
 
 import json
@@ -33,7 +34,7 @@ def scalars(row: dict) -> dict[str, float]:
     for key, value in row.items():
         if key in ('step', 'epoch', 'split'):
             continue
-        for part, number in (value.items() if isinstance(value, dict) else [('', value)]):
+        for part, number in value.items() if isinstance(value, dict) else [('', value)]:
             if isinstance(number, (int, float)) and not isinstance(number, bool):
                 out[f'{row["split"]}/{key}' + (f'/{part}' if part else '')] = float(number)
     return out
@@ -78,11 +79,16 @@ class Dropping(Hook):
         except Exception as e:  # any failure of a tracker: warn once, drop it, train on
             self.tracker = None
             self.build = None
-            hint = (f'; install it with `pip install jaxdl[{EXTRAS[self.name]}]`'
-                    if isinstance(e, ImportError) and self.name in EXTRAS else '')
+            hint = (
+                f'; install it with `pip install jaxdl[{EXTRAS[self.name]}]`'
+                if isinstance(e, ImportError) and self.name in EXTRAS
+                else ''
+            )
             reason = str(e).splitlines()[0][:300] if str(e) else ''
-            run.note(f'warning: tracker {self.name!r} failed at {moment} ({type(e).__name__}: {reason}){hint}; it is '
-                     f'dropped for this run, training goes on, and the run directory keeps every record')
+            run.note(
+                f'warning: tracker {self.name!r} failed at {moment} ({type(e).__name__}: {reason}){hint}; it is '
+                f'dropped for this run, training goes on, and the run directory keeps every record'
+            )
 
     def run_start(self, run):
         if self.build is not None:
@@ -92,6 +98,7 @@ class Dropping(Hook):
 def _forwarding(moment: str):
     def call(self, run, *args):
         self._call(moment, run, *args)
+
     call.__name__ = moment
     return call
 

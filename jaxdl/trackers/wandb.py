@@ -5,6 +5,7 @@ The project is `tracking.project`, the run's name `tracking.run_name` (default: 
 variables choose the rest (WANDB_ENTITY, WANDB_MODE=offline, WANDB_DIR). Its files live in WORKDIR/wandb. A
 resumed run continues the same W&B run (its id kept in WORKDIR/trackers.json); steps its killed predecessor had
 already logged past the checkpoint are logged again and W&B keeps the first."""
+
 from __future__ import annotations
 
 import secrets
@@ -17,13 +18,20 @@ from jaxdl.train.hooks import Hook
 class WandB(Hook):
     def __init__(self, run):
         import wandb
+
         run_id = saved_id(run.workdir, 'wandb')
         if run_id is None:
             run_id = secrets.token_hex(6)  # W&B's ids: letters and digits
             save_id(run.workdir, 'wandb', run_id)  # before init: a run killed during it resumes the same id
-        self.run = wandb.init(project=run.config.tracking.project, name=run_name(run), id=run_id, resume='allow',
-                              dir=str(run.workdir), config=flat_config(run.config),
-                              settings=wandb.Settings(quiet=True))
+        self.run = wandb.init(
+            project=run.config.tracking.project,
+            name=run_name(run),
+            id=run_id,
+            resume='allow',
+            dir=str(run.workdir),
+            config=flat_config(run.config),
+            settings=wandb.Settings(quiet=True),
+        )
 
     def record(self, run, row):
         figures = scalars(row)

@@ -4,6 +4,7 @@ and the device's peak rate, so the training records can give model FLOPs utilisa
 
 The train step is compiled ahead of time here with the run's first batch, and jax keeps that executable for
 the loop's calls: measuring costs no second compilation."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -42,8 +43,8 @@ def peak_tflops(device_kind: str, dtype: str) -> float | None:
 
 @dataclasses.dataclass(frozen=True)
 class ModuleRow:
-    name: str           # the top-level module (or parameter) of the model
-    shapes: str         # its parameters' shapes, abbreviated
+    name: str  # the top-level module (or parameter) of the model
+    shapes: str  # its parameters' shapes, abbreviated
     count: int
     bytes: int
     bytes_per_device: int
@@ -59,10 +60,15 @@ def parameter_table(params, device_params) -> list[ModuleRow]:
     rows = []
     for name, leaves in modules.items():
         shapes = ', '.join('x'.join(map(str, np.shape(leaf))) or 'scalar' for _, leaf in leaves)
-        rows.append(ModuleRow(name, shapes if len(shapes) <= 48 else shapes[:45] + '...',
-                              sum(int(np.size(leaf)) for _, leaf in leaves),
-                              sum(int(np.size(leaf)) * np.dtype(leaf.dtype).itemsize for _, leaf in leaves),
-                              sum(_bytes_on_one_device(placed[path]) for path, _ in leaves)))
+        rows.append(
+            ModuleRow(
+                name,
+                shapes if len(shapes) <= 48 else shapes[:45] + '...',
+                sum(int(np.size(leaf)) for _, leaf in leaves),
+                sum(int(np.size(leaf)) * np.dtype(leaf.dtype).itemsize for _, leaf in leaves),
+                sum(_bytes_on_one_device(placed[path]) for path, _ in leaves),
+            )
+        )
     return rows
 
 
@@ -86,8 +92,10 @@ def compiled_step_costs(runner, device_state, batch) -> dict | None:
     analysis = analysis[0] if isinstance(analysis, (list, tuple)) else analysis  # (older jax: one per device)
     memory = compiled.memory_analysis()
     fields = ('argument', 'output', 'alias', 'temp', 'generated_code')
-    return {'flops_per_device': float(analysis['flops']) if analysis and 'flops' in analysis else None,
-            'memory_bytes': {f: int(getattr(memory, f'{f}_size_in_bytes')) for f in fields} if memory else None}
+    return {
+        'flops_per_device': float(analysis['flops']) if analysis and 'flops' in analysis else None,
+        'memory_bytes': {f: int(getattr(memory, f'{f}_size_in_bytes')) for f in fields} if memory else None,
+    }
 
 
 def measure(run, device_state, batch) -> dict:
@@ -110,21 +118,30 @@ def describe(costs: dict) -> str:
     width = max([len('parameters'), *(len(r['name']) for r in rows)])
     lines = [f'{"parameters":<{width}}  {"count":>11}  {"bytes":>9}  {"per device":>10}  shapes']
     for r in rows:
-        lines.append(f'{r["name"]:<{width}}  {r["count"]:>11,}  {_size(r["bytes"]):>9}  '
-                     f'{_size(r["bytes_per_device"]):>10}  {r["shapes"]}')
+        lines.append(
+            f'{r["name"]:<{width}}  {r["count"]:>11,}  {_size(r["bytes"]):>9}  '
+            f'{_size(r["bytes_per_device"]):>10}  {r["shapes"]}'
+        )
     total = lambda key: sum(r[key] for r in rows)
-    lines.append(f'{"total":<{width}}  {total("count"):>11,}  {_size(total("bytes")):>9}  '
-                 f'{_size(total("bytes_per_device")):>10}  (train state per device: '
-                 f'{_size(costs["state_bytes_per_device"])})')
+    lines.append(
+        f'{"total":<{width}}  {total("count"):>11,}  {_size(total("bytes")):>9}  '
+        f'{_size(total("bytes_per_device")):>10}  (train state per device: '
+        f'{_size(costs["state_bytes_per_device"])})'
+    )
     step = costs['train_step']
     if step:
         flops = step['flops_per_device']
         memory = step['memory_bytes'] or {}
         peak = costs['peak_tflops_per_device']
-        lines.append(f'train step: {f"{flops / 1e9:.3g} GFLOPs" if flops else "FLOPs unknown"} per device'
-                     + (f', memory {", ".join(f"{k} {_size(v)}" for k, v in memory.items() if v)}' if memory else '')
-                     + (f'; peak {peak:g} TFLOP/s per device ({costs["device_kind"]})' if peak
-                        else f'; no peak rate known for {costs["device_kind"]!r} (train.peak_tflops sets one)'))
+        lines.append(
+            f'train step: {f"{flops / 1e9:.3g} GFLOPs" if flops else "FLOPs unknown"} per device'
+            + (f', memory {", ".join(f"{k} {_size(v)}" for k, v in memory.items() if v)}' if memory else '')
+            + (
+                f'; peak {peak:g} TFLOP/s per device ({costs["device_kind"]})'
+                if peak
+                else f'; no peak rate known for {costs["device_kind"]!r} (train.peak_tflops sets one)'
+            )
+        )
     return '\n'.join(lines)
 
 

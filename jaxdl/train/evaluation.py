@@ -3,6 +3,7 @@
 `evaluate` sums the task's metric sums over every (padded) batch of a split on the devices and divides once at
 the end. (`jaxdl.evaluate` is this function; the module has its own name, so one name is one thing.)
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable
@@ -34,6 +35,7 @@ def evaluate(runner: StepRunner, device_state, batches: Iterable[dict], task) ->
         gathered = {k: np.concatenate([r[k] for r in rows]) for k in rows[0]}
         if jax.process_count() > 1:
             from jax.experimental import multihost_utils
+
             gathered = {k: np.asarray(v) for k, v in multihost_utils.process_allgather(gathered, tiled=True).items()}
     return task.summarize(jax.device_get(total), gathered)
 
@@ -52,7 +54,7 @@ def predict(state: TrainState, images: np.ndarray, task, *, batch_size: int = 25
     images = np.asarray(images, np.float32)
     outputs = []
     for start in range(0, len(images), batch_size):
-        chunk = images[start:start + batch_size]
+        chunk = images[start : start + batch_size]
         padded = np.concatenate([chunk, np.zeros((batch_size - len(chunk), *chunk.shape[1:]), np.float32)])
         outputs.append(jax.tree.map(np.asarray, _predict(state, padded, task)))
-    return jax.tree.map(lambda *chunks: np.concatenate(chunks)[:len(images)], *outputs)  # the last chunk's padding off
+    return jax.tree.map(lambda *chunks: np.concatenate(chunks)[: len(images)], *outputs)  # the last chunk's padding off

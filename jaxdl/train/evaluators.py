@@ -15,6 +15,7 @@ An evaluator is a name (its rows' `split` in metrics.jsonl), a cadence in steps 
 call that runs the one evaluation loop (`jaxdl.train.evaluation.evaluate`) over its batches. A new kind of
 evaluation (other weights, other figures) is one more class with the same three things.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -26,8 +27,8 @@ from jaxdl.train.evaluation import evaluate
 
 
 class Evaluator(Protocol):
-    name: str    # its metrics.jsonl rows' `split`
-    every: int   # in steps; 0: once, after training (the test)
+    name: str  # its metrics.jsonl rows' `split`
+    every: int  # in steps; 0: once, after training (the test)
 
     def due(self, step: int, plan: Plan) -> bool:
         """Whether it runs after training step `step`."""
@@ -40,6 +41,7 @@ class Evaluator(Protocol):
 class SplitEvaluator:
     """The task's figures on every example of `split` once (the last batch padded, never dropped), with the
     state's own weights or (`weights='ema'`) their moving average."""
+
     name: str
     split: str
     every: int
@@ -72,9 +74,14 @@ def during_training(config, plan: Plan) -> tuple[SplitEvaluator, ...]:
     """The evaluators that run while the model trains: validation first (and its EMA's), then the extra
     splits."""
     d = config.dataset
-    ema = (SplitEvaluator('validation_ema', d.validation_split, plan.validate_every, 'ema'),) if with_ema(config) else ()
-    return (SplitEvaluator('validation', d.validation_split, plan.validate_every), *ema,
-            *(SplitEvaluator(split, split, plan.eval_every) for split in config.eval.splits))
+    ema = (
+        (SplitEvaluator('validation_ema', d.validation_split, plan.validate_every, 'ema'),) if with_ema(config) else ()
+    )
+    return (
+        SplitEvaluator('validation', d.validation_split, plan.validate_every),
+        *ema,
+        *(SplitEvaluator(split, split, plan.eval_every) for split in config.eval.splits),
+    )
 
 
 def after_training(config) -> tuple[SplitEvaluator, ...]:

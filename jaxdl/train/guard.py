@@ -1,6 +1,7 @@
 """What protects a run directory while a run trains in it: one run per workdir (a lock that a dead run's
 successor takes over), a write and free-space check before training, and SIGTERM/SIGINT turned into "finish the
 step, save a checkpoint, exit" so a preempted run resumes where it stopped."""
+
 from __future__ import annotations
 
 import json
@@ -45,11 +46,13 @@ class WorkdirLock:
                 if holder.get('host') != record['host']:
                     raise WorkdirError(
                         f'{self.path.parent} is in use by a run on host {holder.get("host")} (pid {holder.get("pid")}, '
-                        f'since {holder.get("since")}); if that run is gone, delete {self.path} and try again') from None
+                        f'since {holder.get("since")}); if that run is gone, delete {self.path} and try again'
+                    ) from None
                 if _alive(int(holder.get('pid', -1))):
                     raise WorkdirError(
                         f'{self.path.parent} is in use by another jaxdl run (pid {holder["pid"]}, since '
-                        f'{holder.get("since")}); wait for it, stop it, or train into another --workdir') from None
+                        f'{holder.get("since")}); wait for it, stop it, or train into another --workdir'
+                    ) from None
             self.taken_over = holder
             temporary = self.path.with_suffix(f'.{os.getpid()}')
             temporary.write_text(json.dumps(record))
@@ -75,24 +78,29 @@ class WorkdirLock:
 def check_writable(workdir: Path, needed_bytes: int = 0) -> None:
     """Fails before training when the workdir cannot be written or has clearly too little free space."""
     import shutil
+
     try:
         workdir.mkdir(parents=True, exist_ok=True)
         probe = workdir / f'.write_test.{os.getpid()}'
         probe.write_bytes(b'ok')
         probe.unlink()
     except OSError as e:
-        raise WorkdirError(f'cannot write to the workdir {workdir}: {e.strerror or e}; choose a writable '
-                           f'--workdir') from None
+        raise WorkdirError(
+            f'cannot write to the workdir {workdir}: {e.strerror or e}; choose a writable --workdir'
+        ) from None
     free = shutil.disk_usage(workdir).free
     if needed_bytes and free < needed_bytes:
-        raise WorkdirError(f'{workdir} has {free / 2**20:.1f} MiB free, but checkpoints of this run need about '
-                           f'{needed_bytes / 2**20:.1f} MiB (two latest + best + one being written); free space or '
-                           f'choose another --workdir')
+        raise WorkdirError(
+            f'{workdir} has {free / 2**20:.1f} MiB free, but checkpoints of this run need about '
+            f'{needed_bytes / 2**20:.1f} MiB (two latest + best + one being written); free space or '
+            f'choose another --workdir'
+        )
 
 
 class StopSignals:
     """Inside `with`, SIGTERM and SIGINT ask the training loop to stop after the current step (it then saves a
     checkpoint and raises Preempted) instead of killing the process mid-write. A second SIGINT stops at once."""
+
     SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
     def __init__(self):

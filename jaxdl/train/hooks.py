@@ -29,10 +29,24 @@ any step. The loop's own hooks are the training records (`TrainRecords`, jaxdl.t
 (jaxdl.trackers), the profiler window (jaxdl.train.profiler), the step costs (jaxdl.train.costs) and the
 test-only kill points (jaxdl.train.kill_points).
 """
+
 from __future__ import annotations
 
-MOMENTS = ('run_start', 'train_start', 'before_dispatch', 'after_dispatch', 'after_step', 'evaluation_batch',
-           'record', 'validated', 'before_save', 'after_save', 'end_of_step', 'after_summary', 'closed')
+MOMENTS = (
+    'run_start',
+    'train_start',
+    'before_dispatch',
+    'after_dispatch',
+    'after_step',
+    'evaluation_batch',
+    'record',
+    'validated',
+    'before_save',
+    'after_save',
+    'end_of_step',
+    'after_summary',
+    'closed',
+)
 
 
 class Hook:
@@ -82,6 +96,7 @@ def _calling_each(moment: str):
     def call(self, *args):
         for hook in self.hooks:
             getattr(hook, moment)(*args)
+
     call.__name__ = moment
     call.__doc__ = f'`{moment}` of every hook, in order.'
     return call
@@ -116,17 +131,27 @@ def from_config(config) -> tuple[Hook, ...]:
     naming it, before any step."""
     from jaxdl.errors import ConfigError
     from jaxdl.registry import import_object
+
     hooks = []
     for i, path in enumerate(config.train.hooks):
         key = f'train.hooks[{i}]'
         found = import_object(path, key)
         try:
-            hook = (found() if isinstance(found, type) and issubclass(found, Hook)
-                    else found if isinstance(found, Hook) else found(config) if callable(found) else found)
+            hook = (
+                found()
+                if isinstance(found, type) and issubclass(found, Hook)
+                else found
+                if isinstance(found, Hook)
+                else found(config)
+                if callable(found)
+                else found
+            )
         except Exception as e:
             raise ConfigError(f'config key {key!r}: building the hook {path!r} failed ({type(e).__name__}: {e})') from e
         if not isinstance(hook, Hook):
-            raise ConfigError(f'config key {key!r}: {path!r} is not a hook (it gives a {type(hook).__name__}); name a '
-                              f'subclass of jaxdl.train.hooks.Hook, or a function of the config returning one')
+            raise ConfigError(
+                f'config key {key!r}: {path!r} is not a hook (it gives a {type(hook).__name__}); name a '
+                f'subclass of jaxdl.train.hooks.Hook, or a function of the config returning one'
+            )
         hooks.append(hook)
     return tuple(hooks)

@@ -12,6 +12,7 @@
 The resume tests use them to stop a run deterministically at each kind of point. The KillPoints hook
 (jaxdl.train.hooks) acts at them; unset, a run has no such hook.
 """
+
 from __future__ import annotations
 
 import os
@@ -33,6 +34,7 @@ def kill(settle: Callable[[], None] | None = None) -> None:
     if settle is not None:
         settle()
     import jax  # only when armed: the module stays importable without jax
+
     if jax.process_count() > 1 and jax.process_index() == 0:
         time.sleep(LEADER_GRACE_S)
     os.kill(os.getpid(), signal.SIGKILL)

@@ -5,6 +5,7 @@ only thing model selection and early stopping read; the test split is evaluated 
 selected model and reported apart. Training into a workdir that has checkpoints resumes from the latest: the
 step restores the RNG and the optimizer, the step number gives the epoch and the batches already seen.
 """
+
 from __future__ import annotations
 
 import collections
@@ -46,13 +47,14 @@ from jaxdl.train.throughput import Throughput
 class LoopState:
     """What the loop carries from step to step and through a checkpoint (its `loop` item, as JSON): enough for a
     resumed run to continue exactly where the checkpointed one stood, early stopping and train records included."""
+
     best_step: int | None = None
     best_validation_loss: float | None = None
     validations_since_best: int = 0
     elapsed_s: float = 0.0
     stop_reason: str | None = None  # None while training; then 'completed' or 'early_stopping'
-    skipped_updates: int = 0        # updates with a non-finite loss or gradient (train.on_nonfinite='skip')
-    skipped_images: int = 0         # this process's training examples left out as corrupt (skip_corrupt_images)
+    skipped_updates: int = 0  # updates with a non-finite loss or gradient (train.on_nonfinite='skip')
+    skipped_images: int = 0  # this process's training examples left out as corrupt (skip_corrupt_images)
     # The training metrics summed since the last train record, as JSON (float32 and int32 sums go through JSON
     # exactly), so a resumed run writes the records an uninterrupted one does.
     pending_train: dict | None = None
@@ -81,22 +83,28 @@ class LoopState:
 
 
 def _metrics_to_json(host: TrainMetrics) -> dict:
-    return {'sums': {k: np.asarray(v).tolist() for k, v in host.sums.items()},  # (confusion matrices too)
-            'nonfinite_steps': float(host.nonfinite_steps), 'first_nonfinite_step': float(host.first_nonfinite_step)}
+    return {
+        'sums': {k: np.asarray(v).tolist() for k, v in host.sums.items()},  # (confusion matrices too)
+        'nonfinite_steps': float(host.nonfinite_steps),
+        'first_nonfinite_step': float(host.first_nonfinite_step),
+    }
 
 
 def _metrics_from_json(record: dict) -> TrainMetrics:
     def device_sum(value):  # back with its step's dtype: int32 counts stay integers, float32 sums float32
         value = np.asarray(value)
         return jnp.asarray(value, jnp.int32 if value.dtype.kind in 'iu' else jnp.float32)
-    return TrainMetrics(sums={k: device_sum(v) for k, v in record['sums'].items()},
-                        nonfinite_steps=jnp.float32(record['nonfinite_steps']),
-                        first_nonfinite_step=jnp.float32(record['first_nonfinite_step']))
+
+    return TrainMetrics(
+        sums={k: device_sum(v) for k, v in record['sums'].items()},
+        nonfinite_steps=jnp.float32(record['nonfinite_steps']),
+        first_nonfinite_step=jnp.float32(record['first_nonfinite_step']),
+    )
 
 
 @dataclasses.dataclass
 class FitResult:
-    state: TrainState        # the selected model (best by validation, or last)
+    state: TrainState  # the selected model (best by validation, or last)
     summary: dict
     workdir: Path
 
@@ -107,10 +115,13 @@ def _environment(config, pipeline: Pipeline, plan: Plan, parallel: str, transfer
     spec, d = pipeline.spec, config.dataset
     environment = environment_record(config)
     environment['dataset'] = {
-        'name': spec.name, 'num_classes': spec.num_classes, 'image_shape': list(spec.image_shape),
+        'name': spec.name,
+        'num_classes': spec.num_classes,
+        'image_shape': list(spec.image_shape),
         'class_names': list(spec.class_names),
         'sizes': {s: pipeline.size(s) for s in (d.train_split, d.validation_split, d.test_split)},
-        'source': pipeline.source.name}
+        'source': pipeline.source.name,
+    }
     fingerprints = pipeline.fingerprints((d.train_split, d.validation_split, d.test_split))
     if fingerprints:
         environment['dataset']['fingerprints'] = fingerprints
@@ -132,17 +143,19 @@ def _record_run(workdir: Path, config, environment: dict, has_checkpoints: bool)
     if has_checkpoints and config_path.exists():
         old = json.loads(config_path.read_text())
         flat_old, flat_new = config_lib.flatten(old), config_lib.flatten(new)
-        changed = sorted(k for k in set(flat_old) | set(flat_new)
-                         if flat_old.get(k) != flat_new.get(k)
-                         and k not in config_lib.PLACEMENT_KEYS + config_lib.INSTRUMENT_KEYS)
+        changed = sorted(
+            k
+            for k in set(flat_old) | set(flat_new)
+            if flat_old.get(k) != flat_new.get(k) and k not in config_lib.PLACEMENT_KEYS + config_lib.INSTRUMENT_KEYS
+        )
         if changed:
             raise config_lib.ConfigError(
                 f'{workdir} holds a run trained with a different config ({", ".join(changed)} differ); '
-                f'resume with the recorded config (`jaxdl rerun`) or train into a new --workdir')
+                f'resume with the recorded config (`jaxdl rerun`) or train into a new --workdir'
+            )
     environment_path = workdir / 'environment.json'
     if has_checkpoints and environment_path.exists():
-        _check_same_data(json.loads(environment_path.read_text()).get('dataset', {}), environment['dataset'],
-                         workdir)
+        _check_same_data(json.loads(environment_path.read_text()).get('dataset', {}), environment['dataset'], workdir)
     write_json(config_path, new)
     write_json(workdir / 'environment.json', environment)
 
@@ -153,11 +166,13 @@ def _check_same_data(started: dict, now: dict, workdir: Path) -> None:
     before, after = started.get('fingerprints'), now.get('fingerprints')
     if before and after and before != after:
         changed = sorted(s for s in set(before) | set(after) if before.get(s) != after.get(s))
-        raise DataError(f'the files of dataset {now["name"]!r} changed since the run in {workdir} started (splits '
-                        f'{", ".join(changed)}: fingerprint {", ".join(str(before.get(s)) for s in changed)} then, '
-                        f'{", ".join(str(after.get(s)) for s in changed)} now), so its example indices no longer '
-                        f'name the same examples. Restore the files it started with to resume, or train into a new '
-                        f'--workdir. Its checkpoints are untouched.')
+        raise DataError(
+            f'the files of dataset {now["name"]!r} changed since the run in {workdir} started (splits '
+            f'{", ".join(changed)}: fingerprint {", ".join(str(before.get(s)) for s in changed)} then, '
+            f'{", ".join(str(after.get(s)) for s in changed)} now), so its example indices no longer '
+            f'name the same examples. Restore the files it started with to resume, or train into a new '
+            f'--workdir. Its checkpoints are untouched.'
+        )
 
 
 def fit(config, workdir: str | Path, *, show_progress: bool = True, hooks: Sequence[Hook] = ()) -> FitResult:
@@ -182,14 +197,22 @@ def fit(config, workdir: str | Path, *, show_progress: bool = True, hooks: Seque
 
 def _compare_with_scratch(config, result: FitResult, show_progress: bool, hooks: tuple[Hook, ...]) -> FitResult:
     from jaxdl.transfer import scratch_baseline_config
+
     scalars = lambda metrics: {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
     scratch_dir = result.workdir / 'from_scratch'
     Console(0, 0, enabled=jax.process_index() == 0, progress=False).message(
-        f'training the from-scratch baseline with the same budget into {scratch_dir}')
+        f'training the from-scratch baseline with the same budget into {scratch_dir}'
+    )
     baseline = _fit(scratch_baseline_config(config), scratch_dir, show_progress, hooks)
-    summary = {**result.summary, 'comparison': {
-        'fine_tuned': scalars(result.summary['test']), 'from_scratch': scalars(baseline.summary['test']),
-        'from_scratch_workdir': str(scratch_dir), 'source': config.transfer.init_from}}
+    summary = {
+        **result.summary,
+        'comparison': {
+            'fine_tuned': scalars(result.summary['test']),
+            'from_scratch': scalars(baseline.summary['test']),
+            'from_scratch_workdir': str(scratch_dir),
+            'source': config.transfer.init_from,
+        },
+    }
     if jax.process_index() == 0:
         write_json(result.workdir / 'summary.json', summary)
     return dataclasses.replace(result, summary=summary)
@@ -203,7 +226,8 @@ def _fit(config, workdir: Path, show_progress: bool, hooks: tuple[Hook, ...]) ->
         lock = WorkdirLock(workdir).acquire()
         if lock.taken_over:
             Console(0, 0, progress=False).message(
-                f'took over {lock.path.name} from a run that is no longer alive (pid {lock.taken_over.get("pid")})')
+                f'took over {lock.path.name} from a run that is no longer alive (pid {lock.taken_over.get("pid")})'
+            )
     try:
         return _fit_holding_lock(config, workdir, show_progress, hooks)
     finally:
@@ -215,9 +239,10 @@ def _fit(config, workdir: Path, show_progress: bool, hooks: tuple[Hook, ...]) ->
 class RunContext:
     """What every phase of one run reads: its settings, data, step runner, records and the loop's own state.
     Hooks and evaluators receive it (`run`)."""
+
     config: config_lib.ConfigDict
     workdir: Path
-    environment: dict                     # environment.json's content (with `costs` once measured); process 0
+    environment: dict  # environment.json's content (with `costs` once measured); process 0
     pipeline: Pipeline
     task: object
     plan: Plan
@@ -225,11 +250,11 @@ class RunContext:
     schedule: Callable[[int], float]
     checkpoints: Checkpoints
     log: RunLog
-    state: TrainState                     # on the host: initialised, transferred, then restored
-    hooks: Hooks                          # the loop's own TrainRecords first, then the user's, then kill points
+    state: TrainState  # on the host: initialised, transferred, then restored
+    hooks: Hooks  # the loop's own TrainRecords first, then the user's, then kill points
     records: TrainRecords
     loop: LoopState = dataclasses.field(default_factory=LoopState)
-    resumed_from: int | None = None       # the checkpoint's step, when a run resumes
+    resumed_from: int | None = None  # the checkpoint's step, when a run resumes
     console: Console | None = None
     is_main: bool = True
     throughput: Throughput | None = None
@@ -255,8 +280,13 @@ def _fit_holding_lock(config, workdir: Path, show_progress: bool, hooks: tuple[H
         _resume(run)
         if run.loop.finished and (workdir / 'summary.json').exists():
             return _finished_before(run)
-        run.console = Console(run.plan.total_steps, int(run.state.step), enabled=run.is_main,
-                              progress=show_progress, metric=run.task.headline[1])
+        run.console = Console(
+            run.plan.total_steps,
+            int(run.state.step),
+            enabled=run.is_main,
+            progress=show_progress,
+            metric=run.task.headline[1],
+        )
         if transfer_message:
             run.note(transfer_message)
         # Whatever a stopped run logged after the checkpoint this run starts from (all of it, when it stopped
@@ -299,8 +329,9 @@ def _open_run(config, workdir: Path, hooks: tuple[Hook, ...]) -> tuple[RunContex
     spec, task = pipeline.spec, pipeline.task
     plan = Plan.resolve(config, pipeline.steps_per_epoch(config.train.batch_size))
     runner = runner_for(config.train, task)
-    state, schedule = state_from_config(config, task, image_shape=spec.image_shape, plan=plan,
-                                        shardings=runner.state_shardings)
+    state, schedule = state_from_config(
+        config, task, image_shape=spec.image_shape, plan=plan, shardings=runner.state_shardings
+    )
     if is_main:  # two latest + best + one being written, before any step rather than at the first failed save
         check_writable(workdir, needed_bytes=4 * sum(x.nbytes for x in jax.tree.leaves(state.to_checkpoint())))
     checkpoints = Checkpoints(workdir / 'checkpoints')
@@ -308,6 +339,7 @@ def _open_run(config, workdir: Path, hooks: tuple[Hook, ...]) -> tuple[RunContex
     transfer, transfer_message = None, None
     if config.transfer.init_from and latest is None:  # a resumed run has the transferred weights in its checkpoint
         from jaxdl.transfer import initialize_from
+
         state, report = initialize_from(state, config.transfer, config.model)
         state = state.with_ema_of_weights()  # the EMA starts at the transferred weights
         transfer, transfer_message = report.as_record(), report.describe()
@@ -319,9 +351,24 @@ def _open_run(config, workdir: Path, hooks: tuple[Hook, ...]) -> tuple[RunContex
         _record_run(workdir, config, environment, latest is not None)
     kill, records, profile = KillPoints.armed(), TrainRecords(), ProfileWindow.from_config(config)
     own = [records, ConsoleRows(), trackers(config.train.trackers), *([profile] if profile else [])]
-    run = RunContext(config, workdir, environment, pipeline, task, plan, runner, schedule, checkpoints,
-                     RunLog(workdir, enabled=is_main), state, Hooks([*own, *hooks, *([kill] if kill else [])]),
-                     records, resumed_from=latest, is_main=is_main, throughput=Throughput(config.train.batch_size))
+    run = RunContext(
+        config,
+        workdir,
+        environment,
+        pipeline,
+        task,
+        plan,
+        runner,
+        schedule,
+        checkpoints,
+        RunLog(workdir, enabled=is_main),
+        state,
+        Hooks([*own, *hooks, *([kill] if kill else [])]),
+        records,
+        resumed_from=latest,
+        is_main=is_main,
+        throughput=Throughput(config.train.batch_size),
+    )
     return run, transfer_message
 
 
@@ -337,8 +384,10 @@ def _resume(run: RunContext) -> None:
 
 def _finished_before(run: RunContext) -> FitResult:
     summary = json.loads((run.workdir / 'summary.json').read_text())
-    run.note(f'{run.workdir} holds a finished run ({summary["stop_reason"]} at step {summary["final_step"]}); '
-             f'not training or testing again. Train into a new --workdir to start over.')
+    run.note(
+        f'{run.workdir} holds a finished run ({summary["stop_reason"]} at step {summary["final_step"]}); '
+        f'not training or testing again. Train into a new --workdir to start over.'
+    )
     selected = _restored(run, run.state, summary['selected_step'], run.resumed_from)
     return FitResult(selected, summary, run.workdir)
 
@@ -363,8 +412,14 @@ def _test(run: RunContext, selected: TrainState, selected_step: int) -> dict[str
     device_state, tests = run.runner.place_state(selected), {}
     for evaluator in after_training(run.config):
         tests[evaluator.name] = evaluator(run, device_state, None)
-        run.write_record({'step': selected_step, 'epoch': selected_step / run.plan.steps_per_epoch,
-                          'split': evaluator.name, **tests[evaluator.name]})
+        run.write_record(
+            {
+                'step': selected_step,
+                'epoch': selected_step / run.plan.steps_per_epoch,
+                'split': evaluator.name,
+                **tests[evaluator.name],
+            }
+        )
     return tests
 
 
@@ -373,9 +428,13 @@ def _summarize(run: RunContext, selected_step: int, final_step: int, tests: dict
     config, task = run.config, run.task
     summary = _summary(config, run.plan, run.loop, selected_step, final_step, run.log.path, tests)
     if run.is_main:
-        plot_progress(read_jsonl(run.log.path), run.workdir / 'progress.png',
-                      title=f'{run.pipeline.spec.name}: {config.model.name}', metrics=task.headline[:2],
-                      selected_step=selected_step)
+        plot_progress(
+            read_jsonl(run.log.path),
+            run.workdir / 'progress.png',
+            title=f'{run.pipeline.spec.name}: {config.model.name}',
+            metrics=task.headline[:2],
+            selected_step=selected_step,
+        )
         write_json(run.workdir / 'summary.json', summary)
         run.hooks.after_summary(run, summary)
     for name, test in tests.items():
@@ -395,6 +454,7 @@ def _stop_requested(stop: StopSignals, step: int, plan: Plan) -> bool:
     if step % plan.log_every:
         return False
     from jax.experimental import multihost_utils
+
     return bool(np.any(multihost_utils.process_allgather(np.int32(stop.received is not None))))
 
 
@@ -411,10 +471,13 @@ def _check_finite(metrics: TrainMetrics, run: RunContext) -> None:
         raise TrainingDiverged(
             f'non-finite loss or gradient at step {first}: training stopped (that update was not applied). '
             f'The last checkpoint ({f"step {latest}" if latest is not None else "none yet"}) is intact. Lower '
-            f'optimizer.learning_rate, set optimizer.clip_global_norm, or set train.on_nonfinite=skip.')
+            f'optimizer.learning_rate, set optimizer.clip_global_norm, or set train.on_nonfinite=skip.'
+        )
     run.loop.skipped_updates += skipped
-    run.note(f'skipped {skipped} update(s) with a non-finite loss or gradient (first at step {first}; '
-             f'{run.loop.skipped_updates} in this run)')
+    run.note(
+        f'skipped {skipped} update(s) with a non-finite loss or gradient (first at step {first}; '
+        f'{run.loop.skipped_updates} in this run)'
+    )
 
 
 class TrainRecords(Hook):
@@ -430,7 +493,7 @@ class TrainRecords(Hook):
     def __init__(self):
         self.sums: TrainMetrics | None = None
         self.deferred: tuple[TrainMetrics, dict] | None = None
-        self.latest: tuple[dict, float | None] = ({}, None)   # the last row's metrics and learning rate
+        self.latest: tuple[dict, float | None] = ({}, None)  # the last row's metrics and learning rate
 
     def resume(self, loop: LoopState) -> None:
         self.sums = _metrics_from_json(loop.pending_train) if loop.pending_train else None
@@ -440,8 +503,9 @@ class TrainRecords(Hook):
         _check_finite(host, run)
         metrics = run.task.summarize(host.sums)
         rate = float(run.schedule(fields['step'] - 1))  # the rate this step used
-        run.write_record({**fields, 'split': 'train', 'learning_rate': rate, **metrics,
-                          **run.throughput.fields(fields['step'])})
+        run.write_record(
+            {**fields, 'split': 'train', 'learning_rate': rate, **metrics, **run.throughput.fields(fields['step'])}
+        )
         self.latest = (metrics, rate)
 
     def _flush(self, run: RunContext) -> None:
@@ -516,13 +580,17 @@ def _train(run: RunContext, stop: StopSignals):
         run.throughput.pause(time.perf_counter() - pausing)
         if stopping:
             run.checkpoints.wait()
-            raise Preempted(f'{stop.received or "a stop signal (on another process)"} received: stopped after step '
-                            f'{step} and saved a checkpoint there; run the same command again to resume')
+            raise Preempted(
+                f'{stop.received or "a stop signal (on another process)"} received: stopped after step '
+                f'{step} and saved a checkpoint there; run the same command again to resume'
+            )
         hooks.end_of_step(run, step)
     if loop.stop_reason == 'early_stopping':
-        run.note(f'early stopping at step {step}: validation loss has not improved for '
-                 f'{config.train.early_stopping.patience} validations (best {loop.best_validation_loss:.4f} at step '
-                 f'{loop.best_step})')
+        run.note(
+            f'early stopping at step {step}: validation loss has not improved for '
+            f'{config.train.early_stopping.patience} validations (best {loop.best_validation_loss:.4f} at step '
+            f'{loop.best_step})'
+        )
     return device_state
 
 
@@ -548,8 +616,14 @@ class ConsoleRows(Hook):
 
     def validated(self, run, step, metrics, improved):
         train_metrics, learning_rate = run.records.latest
-        run.console.row(epoch=math.ceil(step / run.plan.steps_per_epoch), step=step, elapsed=run.loop.elapsed_s,
-                        train=train_metrics, validation=metrics, learning_rate=learning_rate)
+        run.console.row(
+            epoch=math.ceil(step / run.plan.steps_per_epoch),
+            step=step,
+            elapsed=run.loop.elapsed_s,
+            train=train_metrics,
+            validation=metrics,
+            learning_rate=learning_rate,
+        )
 
 
 def _measure_costs(run: RunContext, device_state, batch) -> None:
@@ -570,13 +644,17 @@ def _measure_costs(run: RunContext, device_state, batch) -> None:
         write_json(run.workdir / 'environment.json', run.environment)
 
 
-def _summary(config, plan: Plan, loop: LoopState, selected_step: int, final_step: int, log_path: Path,
-             tests: dict[str, dict]) -> dict:
+def _summary(
+    config, plan: Plan, loop: LoopState, selected_step: int, final_step: int, log_path: Path, tests: dict[str, dict]
+) -> dict:
     records = read_jsonl(log_path)
     at_selected = lambda split: next((r for r in records if r['split'] == split and r['step'] == selected_step), None)
     strip = lambda r: {k: v for k, v in r.items() if k not in ('split', 'elapsed_s')} if r else None
-    ema = {'validation_ema': strip(at_selected('validation_ema')), 'test_ema': dict(tests['test_ema'])} \
-        if 'test_ema' in tests else {}
+    ema = (
+        {'validation_ema': strip(at_selected('validation_ema')), 'test_ema': dict(tests['test_ema'])}
+        if 'test_ema' in tests
+        else {}
+    )
     return {
         'stop_reason': loop.stop_reason,
         'final_step': final_step,
@@ -598,4 +676,5 @@ def _all_processes_sum(count: int) -> int:
     if jax.process_count() == 1:
         return count
     from jax.experimental import multihost_utils
+
     return int(np.sum(multihost_utils.process_allgather(np.int64(count))))

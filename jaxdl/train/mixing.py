@@ -13,6 +13,7 @@ cross-entropy against timm's soft targets lam * smooth(onehot(a)) + (1 - lam) * 
 cross-entropy (softmax or sigmoid) is linear in its target. Training metrics count against the dominant label
 (the own one when lam >= 0.5). Evaluation never mixes.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -28,15 +29,20 @@ _STREAM = 0x6D6978
 @dataclasses.dataclass(frozen=True)
 class Mixing:
     """What a train step mixes (static: part of the compiled step). 0 alphas: no mixing."""
+
     mixup_alpha: float = 0.0
     cutmix_alpha: float = 0.0
-    switch_prob: float = 0.5   # with both on: the share of mixed batches that CutMix instead of Mixup
-    prob: float = 1.0          # the share of batches mixed at all
+    switch_prob: float = 0.5  # with both on: the share of mixed batches that CutMix instead of Mixup
+    prob: float = 1.0  # the share of batches mixed at all
 
     @classmethod
     def of(cls, augment_cfg) -> Mixing | None:
-        mixing = cls(float(augment_cfg.mixup_alpha), float(augment_cfg.cutmix_alpha),
-                     float(augment_cfg.mix_switch_prob), float(augment_cfg.mix_prob))
+        mixing = cls(
+            float(augment_cfg.mixup_alpha),
+            float(augment_cfg.cutmix_alpha),
+            float(augment_cfg.mix_switch_prob),
+            float(augment_cfg.mix_prob),
+        )
         return mixing if mixing.active else None
 
     @property
@@ -48,6 +54,7 @@ class Mixing:
 class Draw:
     """One step's mixing: `lam` is each example's own share (1: not mixed; for CutMix, the share of pixels
     outside the box), `cutmix` whether the partner is pasted in a box [y0, y1) x [x0, x1) rather than blended."""
+
     lam: jax.Array
     cutmix: jax.Array
     box: jax.Array  # int32 [4]: y0, y1, x0, x1

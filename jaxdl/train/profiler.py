@@ -4,6 +4,7 @@ tab (`pip install tensorboard-plugin-profile`) or Perfetto. The loop annotates e
 (`StepTraceAnnotation('train', step_num=...)`), so the trace viewer shows them as steps.
 
 A run resumed at or past A does not trace again: its window was traced (or began) before it stopped."""
+
 from __future__ import annotations
 
 import time
@@ -31,11 +32,15 @@ class ProfileWindow(Hook):
 
     def run_start(self, run):
         if self.first > run.plan.total_steps:
-            raise ConfigError(f"config key 'train.profile': the window starts at step {self.first}, after the run's "
-                              f"last step ({run.plan.total_steps}); choose steps within 1-{run.plan.total_steps}")
+            raise ConfigError(
+                f"config key 'train.profile': the window starts at step {self.first}, after the run's "
+                f'last step ({run.plan.total_steps}); choose steps within 1-{run.plan.total_steps}'
+            )
         if run.resumed_from is not None and run.resumed_from >= self.first:  # (its steps are never dispatched again)
-            run.note(f'not profiling: the run resumes from step {run.resumed_from}, past the start of '
-                     f'train.profile={run.config.train.profile!r}')
+            run.note(
+                f'not profiling: the run resumes from step {run.resumed_from}, past the start of '
+                f'train.profile={run.config.train.profile!r}'
+            )
 
     def before_dispatch(self, run, step):
         if step == self.first:

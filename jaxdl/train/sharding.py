@@ -13,6 +13,7 @@ the fsdp axis), or one entry per dimension, each an axis name or empty ('fsdp,' 
 rule matches get 'auto' when they hold at least `train.fsdp_min_size` numbers, else stay replicated. The
 optimizer state follows its parameters (optax.tree_utils.tree_map_params); step and rng are replicated.
 """
+
 from __future__ import annotations
 
 import math
@@ -36,13 +37,16 @@ def parse_mesh(spec: str) -> dict[str, int]:
     for part in text.split(','):
         name, equals, value = part.partition('=')
         if name not in AXES or not equals or name in sizes:
-            raise ConfigError(f"config key 'train.mesh': {spec!r} must name each of the axes "
-                              f"{', '.join(AXES)} at most once, as 'data=2,fsdp=4' (-1: the devices left)")
+            raise ConfigError(
+                f"config key 'train.mesh': {spec!r} must name each of the axes "
+                f"{', '.join(AXES)} at most once, as 'data=2,fsdp=4' (-1: the devices left)"
+            )
         try:
             sizes[name] = int(value)
         except ValueError:
-            raise ConfigError(f"config key 'train.mesh': the size of axis {name!r} must be an integer, "
-                              f"got {value!r}") from None
+            raise ConfigError(
+                f"config key 'train.mesh': the size of axis {name!r} must be an integer, got {value!r}"
+            ) from None
     return sizes
 
 
@@ -55,13 +59,17 @@ def mesh_sizes(spec: str, device_count: int, default: str) -> dict[str, int]:
     fixed = math.prod(size for size in sizes.values() if size != -1)
     if free:
         if device_count % fixed:
-            raise ConfigError(f"config key 'train.mesh': {spec!r}: the fixed axes ({fixed} devices) do not divide "
-                              f"the {device_count} devices")
+            raise ConfigError(
+                f"config key 'train.mesh': {spec!r}: the fixed axes ({fixed} devices) do not divide "
+                f'the {device_count} devices'
+            )
         sizes[free[0]] = device_count // fixed
     if math.prod(sizes.values()) != device_count:
         product = ' x '.join(f'{name} {size}' for name, size in sizes.items())
-        raise ConfigError(f"config key 'train.mesh': {product} = {math.prod(sizes.values())} devices, but there are "
-                          f"{device_count}; make the sizes multiply to {device_count} (or write -1 for one of them)")
+        raise ConfigError(
+            f"config key 'train.mesh': {product} = {math.prod(sizes.values())} devices, but there are "
+            f'{device_count}; make the sizes multiply to {device_count} (or write -1 for one of them)'
+        )
     return sizes
 
 
@@ -94,22 +102,29 @@ def _spec(path: str, shape: tuple, spec: str, mesh: Mesh, origin: str) -> P:
         return P(*[('fsdp' if d == divisible[0] else None) for d in range(len(shape))])
     entries = [e.strip() or None for e in spec.split(',')]
     if len(entries) != len(shape):
-        raise ConfigError(f"config key 'train.sharding_rules': {origin} gives {spec!r} ({len(entries)} dimensions) "
-                          f"for {path}, which has shape {tuple(shape)}")
+        raise ConfigError(
+            f"config key 'train.sharding_rules': {origin} gives {spec!r} ({len(entries)} dimensions) "
+            f'for {path}, which has shape {tuple(shape)}'
+        )
     for d, axis in enumerate(entries):
         if axis is None:
             continue
         if axis not in sizes:
-            raise ConfigError(f"config key 'train.sharding_rules': {origin} names the axis {axis!r}, which the mesh "
-                              f"({', '.join(f'{k}={v}' for k, v in sizes.items())}) does not have")
+            raise ConfigError(
+                f"config key 'train.sharding_rules': {origin} names the axis {axis!r}, which the mesh "
+                f'({", ".join(f"{k}={v}" for k, v in sizes.items())}) does not have'
+            )
         if shape[d] % sizes[axis]:
-            raise ConfigError(f"config key 'train.sharding_rules': {origin}: dimension {d} of {path} {tuple(shape)} "
-                              f"does not divide by the {sizes[axis]} devices of axis {axis!r}")
+            raise ConfigError(
+                f"config key 'train.sharding_rules': {origin}: dimension {d} of {path} {tuple(shape)} "
+                f'does not divide by the {sizes[axis]} devices of axis {axis!r}'
+            )
     return P(*entries)
 
 
 def leaf_specs(tree, mesh: Mesh, rules, min_size: int, prefix: str = '', used: set | None = None):
     """A PartitionSpec for every leaf of a params or model-state tree."""
+
     def spec_of(path, leaf, i):
         shape = tuple(np.shape(leaf))
         if i is not None:
@@ -118,14 +133,17 @@ def leaf_specs(tree, mesh: Mesh, rules, min_size: int, prefix: str = '', used: s
         if math.prod(shape) >= min_size:
             return _spec(path, shape, 'auto', mesh, 'the default rule')
         return P()
-    return parameter_paths.map_by_first_match(spec_of, tree, [pattern for pattern, _ in rules], prefix=prefix,
-                                              used=used)
+
+    return parameter_paths.map_by_first_match(
+        spec_of, tree, [pattern for pattern, _ in rules], prefix=prefix, used=used
+    )
 
 
 def state_shardings(abstract_state, mesh: Mesh, rules=(), min_size: int = 1024, split: bool = True):
     """NamedShardings for a TrainState: replicated everywhere, or (`split`) parameters and model state by the
     rules and the optimizer state following its parameters. A rule that matches no leaf is an error (a typo)."""
     import optax
+
     replicated = NamedSharding(mesh, P())
     if not split:
         return jax.tree.map(lambda _: replicated, abstract_state)
@@ -134,17 +152,28 @@ def state_shardings(abstract_state, mesh: Mesh, rules=(), min_size: int = 1024, 
         require_regex(pattern, f'train.sharding_rules[{i}]')
     used = set()
     named = lambda spec: NamedSharding(mesh, spec)
-    params = jax.tree.map(named, leaf_specs(abstract_state.params, mesh, rules, min_size, used=used),
-                          is_leaf=lambda x: isinstance(x, P))
-    model_state = jax.tree.map(named, leaf_specs(abstract_state.model_state, mesh, rules, min_size, used=used),
-                               is_leaf=lambda x: isinstance(x, P))
+    params = jax.tree.map(
+        named, leaf_specs(abstract_state.params, mesh, rules, min_size, used=used), is_leaf=lambda x: isinstance(x, P)
+    )
+    model_state = jax.tree.map(
+        named,
+        leaf_specs(abstract_state.model_state, mesh, rules, min_size, used=used),
+        is_leaf=lambda x: isinstance(x, P),
+    )
     unused = [rules[i] for i in range(len(rules)) if i not in used]
     if unused:
-        raise ConfigError(f"config key 'train.sharding_rules': {unused} match no parameter or model state; paths look "
-                          f"like {parameter_paths.paths_look_like(abstract_state.params)}")
-    opt_state = optax.tree_utils.tree_map_params(abstract_state.tx, lambda _, sharding: sharding,
-                                                 abstract_state.opt_state, params,
-                                                 transform_non_params=lambda _: replicated)
+        raise ConfigError(
+            f"config key 'train.sharding_rules': {unused} match no parameter or model state; paths look "
+            f'like {parameter_paths.paths_look_like(abstract_state.params)}'
+        )
+    opt_state = optax.tree_utils.tree_map_params(
+        abstract_state.tx,
+        lambda _, sharding: sharding,
+        abstract_state.opt_state,
+        params,
+        transform_non_params=lambda _: replicated,
+    )
     ema = None if abstract_state.ema is None else {'params': params, 'model_state': model_state}  # split alike
-    return abstract_state.replace(step=replicated, params=params, model_state=model_state, opt_state=opt_state,
-                                  rng=replicated, ema=ema)
+    return abstract_state.replace(
+        step=replicated, params=params, model_state=model_state, opt_state=opt_state, rng=replicated, ema=ema
+    )

@@ -8,6 +8,7 @@ valid examples and gradients and metric sums are summed over the axis exactly on
 the same update as one device with the whole batch. Randomness comes from fold_in(state.rng, state.step) only.
 Mixup and CutMix (`state.mixing`, `train/mixing.py`) mix the batch inside the step, one draw for the global batch.
 """
+
 from __future__ import annotations
 
 import flax.struct
@@ -18,7 +19,7 @@ from jaxdl.train.mixing import mix_batch
 from jaxdl.train.state import TrainState
 
 # float32 holds step numbers exactly up to 2**24: "no non-finite step yet".
-NO_STEP = float(2 ** 24)
+NO_STEP = float(2**24)
 
 
 @flax.struct.dataclass
@@ -26,6 +27,7 @@ class TrainMetrics:
     """What a train step returns beside the new state, and what the loop sums over steps: the task's metric sums,
     and apart from them how many steps had a non-finite loss or gradient (their updates were not applied) and the
     first such step (1-based, as the loop counts; NO_STEP when there was none)."""
+
     sums: dict
     nonfinite_steps: jax.Array
     first_nonfinite_step: jax.Array
@@ -38,8 +40,14 @@ def _psum(tree, axis_name):
 def _forward(state: TrainState, params, batch, *, train: bool, axis_name, rng=None):
     """Model outputs and the updated non-param collections (batch statistics) when training."""
     mutable = list(state.model_state) if train and state.model_state else False
-    out = state.apply_fn({'params': params, **state.model_state}, batch['image'], train=train,
-                         axis_name=axis_name, rngs={'dropout': rng} if rng is not None else None, mutable=mutable)
+    out = state.apply_fn(
+        {'params': params, **state.model_state},
+        batch['image'],
+        train=train,
+        axis_name=axis_name,
+        rngs={'dropout': rng} if rng is not None else None,
+        mutable=mutable,
+    )
     return out if mutable else (out, state.model_state)
 
 
@@ -57,6 +65,7 @@ def _device_varying(tree, axis_name):
         if axis_name in getattr(jax.typeof(leaf), 'vma', ()):
             return leaf
         return jax.lax.pcast(leaf, axis_name, to='varying')
+
     return jax.tree.map(vary, tree)
 
 
@@ -78,24 +87,30 @@ def train_step(state: TrainState, batch: dict, *, task, axis_name=None) -> tuple
         return jnp.sum(per_example * valid) / global_count, (outputs, per_example, model_state)
 
     (loss, (outputs, per_example, model_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        _device_varying(state.params, axis_name))
+        _device_varying(state.params, axis_name)
+    )
     grads = _psum(grads, axis_name)
     # A non-finite loss or gradient anywhere leaves parameters, optimizer and model state as they were (the step
     # counter still advances with the data); the loop stops or carries on as train.on_nonfinite says.
     finite = jnp.isfinite(_psum(loss, axis_name)) & _all_finite(grads)
     updated = state.apply_gradients(grads, model_state)
     keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
-    new_state = updated.replace(params=keep(updated.params, state.params),
-                                opt_state=keep(updated.opt_state, state.opt_state),
-                                model_state=keep(updated.model_state, state.model_state))
+    new_state = updated.replace(
+        params=keep(updated.params, state.params),
+        opt_state=keep(updated.opt_state, state.opt_state),
+        model_state=keep(updated.model_state, state.model_state),
+    )
     if state.ema is not None:  # the moving average of the weights this step leaves (unchanged by a skipped one)
         new_state = new_state.replace(ema=keep(state.updated_ema(new_state.params, new_state.model_state), state.ema))
     if mixing is not None:  # training metrics count against the dominant label
         batch = jax.tree.map(lambda own, other: jnp.where(lam >= 0.5, own, other), batch, partner)
     sums = _psum(task.train_metric_sums(outputs, batch, per_example), axis_name)
     sums = jax.tree.map(lambda m: jnp.where(finite, m, jnp.zeros_like(m)), sums)  # skipped steps count nothing
-    return new_state, TrainMetrics(sums=sums, nonfinite_steps=1.0 - finite.astype(jnp.float32),
-                                   first_nonfinite_step=jnp.where(finite, NO_STEP, (state.step + 1).astype(jnp.float32)))
+    return new_state, TrainMetrics(
+        sums=sums,
+        nonfinite_steps=1.0 - finite.astype(jnp.float32),
+        first_nonfinite_step=jnp.where(finite, NO_STEP, (state.step + 1).astype(jnp.float32)),
+    )
 
 
 def _all_finite(tree) -> jax.Array:
@@ -118,8 +133,11 @@ def add_sums(a, b):
 
 @jax.jit
 def add_train_metrics(a: TrainMetrics, b: TrainMetrics) -> TrainMetrics:
-    return TrainMetrics(sums=jax.tree.map(jnp.add, a.sums, b.sums), nonfinite_steps=a.nonfinite_steps + b.nonfinite_steps,
-                        first_nonfinite_step=jnp.minimum(a.first_nonfinite_step, b.first_nonfinite_step))
+    return TrainMetrics(
+        sums=jax.tree.map(jnp.add, a.sums, b.sums),
+        nonfinite_steps=a.nonfinite_steps + b.nonfinite_steps,
+        first_nonfinite_step=jnp.minimum(a.first_nonfinite_step, b.first_nonfinite_step),
+    )
 
 
 def predict_step(state: TrainState, images, *, task):

@@ -5,6 +5,7 @@ and the device's peak are known (jaxdl.train.costs).
 The time between two records is taken where their metric sums were fetched, so it covers the device's work of
 the steps between them however far the host ran ahead; evaluation and checkpoint time in between is left out
 (`pause`)."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -13,7 +14,7 @@ import time
 
 @dataclasses.dataclass
 class Throughput:
-    batch_size: int                         # global, every process's rows
+    batch_size: int  # global, every process's rows
     flops_per_device_step: float | None = None
     peak_flops_per_device: float | None = None
     _since: float | None = None
@@ -39,8 +40,11 @@ class Throughput:
             return {}
         now = time.perf_counter()
         seconds, steps = max(now - self._since - self._paused, 1e-9), step - self._step
-        out = {'step_time_s': seconds / steps, 'images_per_s': steps * self.batch_size / seconds,
-               'input_wait_share': min(self._waited / seconds, 1.0)}
+        out = {
+            'step_time_s': seconds / steps,
+            'images_per_s': steps * self.batch_size / seconds,
+            'input_wait_share': min(self._waited / seconds, 1.0),
+        }
         if self.flops_per_device_step and self.peak_flops_per_device:
             out['mfu'] = self.flops_per_device_step * steps / seconds / self.peak_flops_per_device
         self._since, self._step, self._waited, self._paused = now, step, 0.0, 0.0

@@ -1,4 +1,5 @@
 """`digits`: scikit-learn's bundled 8x8 handwritten digits (1,797 real images, 10 classes), no network needed."""
+
 import numpy as np
 import tensorflow_datasets as tfds
 
@@ -12,14 +13,17 @@ def split_indices(num_examples: int, seed: int = SPLIT_SEED) -> dict[str, np.nda
     order = np.random.default_rng(seed).permutation(num_examples)
     n_train = int(round(SPLIT_FRACTIONS['train'] * num_examples))
     n_val = int(round(SPLIT_FRACTIONS['validation'] * num_examples))
-    return {'train': np.sort(order[:n_train]),
-            'validation': np.sort(order[n_train:n_train + n_val]),
-            'test': np.sort(order[n_train + n_val:])}
+    return {
+        'train': np.sort(order[:n_train]),
+        'validation': np.sort(order[n_train : n_train + n_val]),
+        'test': np.sort(order[n_train + n_val :]),
+    }
 
 
 def load_digit_images() -> tuple[np.ndarray, np.ndarray]:
     """scikit-learn's 1,797 digits as uint8 [N, 8, 8] images (pixel values 0..16 rescaled to 0..255) and labels."""
     from sklearn.datasets import load_digits
+
     digits = load_digits()
     return np.round(digits.images * (255.0 / 16.0)).astype(np.uint8), digits.target.astype(np.int64)
 
@@ -34,10 +38,12 @@ class Digits(tfds.core.GeneratorBasedBuilder):
         return tfds.core.DatasetInfo(
             builder=self,
             description='8x8 handwritten digits bundled with scikit-learn (prepared offline).',
-            features=tfds.features.FeaturesDict({
-                'image': tfds.features.Image(shape=(8, 8, 1)),
-                'label': tfds.features.ClassLabel(num_classes=10),
-            }),
+            features=tfds.features.FeaturesDict(
+                {
+                    'image': tfds.features.Image(shape=(8, 8, 1)),
+                    'label': tfds.features.ClassLabel(num_classes=10),
+                }
+            ),
             supervised_keys=('image', 'label'),
             homepage='https://scikit-learn.org/stable/datasets/toy_dataset.html#digits-dataset',
         )
@@ -45,8 +51,10 @@ class Digits(tfds.core.GeneratorBasedBuilder):
     def _split_generators(self, dl_manager):
         del dl_manager  # nothing to download: scikit-learn ships the data
         images, labels = load_digit_images()
-        return {name: self._generate_examples(images[..., None], labels, idx)
-                for name, idx in split_indices(len(labels)).items()}
+        return {
+            name: self._generate_examples(images[..., None], labels, idx)
+            for name, idx in split_indices(len(labels)).items()
+        }
 
     def _generate_examples(self, images, labels, indices):
         for i in indices:

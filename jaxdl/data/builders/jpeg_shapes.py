@@ -13,6 +13,7 @@ train 5000, validation 500, test 1000 images (about 60 MB of JPEG, 1.9 GB as dec
 A subclass with other `SPLIT_SIZES` or `SIDES` is the same dataset at another scale (the tests and the
 benchmarks use that).
 """
+
 from __future__ import annotations
 
 import io
@@ -30,6 +31,7 @@ JPEG_QUALITY = 90
 def draw_jpeg(rng: np.random.Generator, label: int, sides: tuple[int, int]) -> bytes:
     """One example's image as JPEG bytes: a side in `sides` (inclusive), the object 20-45% of it in radius."""
     from PIL import Image
+
     side = int(rng.integers(sides[0], sides[1] + 1))
     background = _background(rng, side)
     radius = rng.uniform(0.2, 0.45) * side
@@ -57,25 +59,30 @@ class JpegShapes(tfds.core.GeneratorBasedBuilder):
         return tfds.core.DatasetInfo(
             builder=self,
             description='One procedurally drawn star, cross, ring, pentagon or hexagon per JPEG image of 128-224 '
-                        'pixels a side on a textured background: an offline stand-in for ImageNet-style input. '
-                        'Prepared offline from a fixed seed.',
-            features=tfds.features.FeaturesDict({
-                'image': tfds.features.Image(shape=(None, None, 3), encoding_format='jpeg'),
-                'label': tfds.features.ClassLabel(names=CLASS_NAMES),
-            }),
+            'pixels a side on a textured background: an offline stand-in for ImageNet-style input. '
+            'Prepared offline from a fixed seed.',
+            features=tfds.features.FeaturesDict(
+                {
+                    'image': tfds.features.Image(shape=(None, None, 3), encoding_format='jpeg'),
+                    'label': tfds.features.ClassLabel(names=CLASS_NAMES),
+                }
+            ),
             supervised_keys=('image', 'label'),
         )
 
     def _split_generators(self, dl_manager):
         del dl_manager  # nothing to download
-        return {name: self._generate_examples(index, count)
-                for index, (name, count) in enumerate(self.SPLIT_SIZES.items())}
+        return {
+            name: self._generate_examples(index, count) for index, (name, count) in enumerate(self.SPLIT_SIZES.items())
+        }
 
     def _generate_examples(self, split_index: int, count: int):
         for i in range(count):
             rng = np.random.default_rng([JPEG_SHAPES_SEED, split_index, i])
-            yield f'{split_index}_{i}', {'image': io.BytesIO(draw_jpeg(rng, i % len(CLASS_NAMES), self.SIDES)),
-                                         'label': i % len(CLASS_NAMES)}
+            yield (
+                f'{split_index}_{i}',
+                {'image': io.BytesIO(draw_jpeg(rng, i % len(CLASS_NAMES), self.SIDES)), 'label': i % len(CLASS_NAMES)},
+            )
 
 
 BUILDER = JpegShapes

@@ -12,6 +12,7 @@ Each object has a random size (its circumscribed circle 22 to 52 pixels across),
 cycle through the five classes, so every split is balanced and the first n examples of each class are fixed.
 Splits are independent draws with their own seeds: train 1000, validation 250, test 500 images.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -22,7 +23,7 @@ from jaxdl.data.builders.shapes import SIZE, _background, _contrasting_colour
 NOVEL_SHAPES_SEED = 20261201
 CLASS_NAMES = ('star', 'cross', 'ring', 'pentagon', 'hexagon')
 SPLIT_SIZES = {'train': 1000, 'validation': 250, 'test': 500}
-MIN_RADIUS, MAX_RADIUS = 11, 26   # of the circle through the outline's outer points, in pixels
+MIN_RADIUS, MAX_RADIUS = 11, 26  # of the circle through the outline's outer points, in pixels
 
 
 def _polygon(points: int, radius: float, angle: float, centre, inner: float | None = None) -> list:
@@ -40,8 +41,20 @@ def _cross(radius: float, angle: float, centre) -> list:
     """A plus sign whose arms are a third of its width, rotated by `angle`."""
     w = radius / np.sqrt(1 + 1 / 9)  # arm half-length, so the outer corners lie on the circle
     t = w / 3
-    outline = [(t, w), (t, t), (w, t), (w, -t), (t, -t), (t, -w), (-t, -w), (-t, -t), (-w, -t), (-w, t), (-t, t),
-               (-t, w)]
+    outline = [
+        (t, w),
+        (t, t),
+        (w, t),
+        (w, -t),
+        (t, -t),
+        (t, -w),
+        (-t, -w),
+        (-t, -t),
+        (-w, -t),
+        (-w, t),
+        (-t, t),
+        (-t, w),
+    ]
     c, s = np.cos(angle), np.sin(angle)
     return [(centre[0] + c * x - s * y, centre[1] + s * x + c * y) for x, y in outline]
 
@@ -49,6 +62,7 @@ def _cross(radius: float, angle: float, centre) -> list:
 def object_mask(label: int, radius: float, angle: float, centre, size: int = SIZE) -> np.ndarray:
     """bool [size, size]: the pixels of one object."""
     from PIL import Image, ImageDraw
+
     canvas = Image.new('L', (size, size), 0)
     draw = ImageDraw.Draw(canvas)
     x, y = centre
@@ -85,19 +99,20 @@ class NovelShapes(tfds.core.GeneratorBasedBuilder):
         return tfds.core.DatasetInfo(
             builder=self,
             description='One procedurally drawn star, cross, ring, pentagon or hexagon per 64x64 RGB image, on the '
-                        'textured backgrounds of `shapes`: five shapes `shapes` never shows, for transfer learning. '
-                        'Prepared offline from a fixed seed.',
-            features=tfds.features.FeaturesDict({
-                'image': tfds.features.Image(shape=(SIZE, SIZE, 3)),
-                'label': tfds.features.ClassLabel(names=CLASS_NAMES),
-            }),
+            'textured backgrounds of `shapes`: five shapes `shapes` never shows, for transfer learning. '
+            'Prepared offline from a fixed seed.',
+            features=tfds.features.FeaturesDict(
+                {
+                    'image': tfds.features.Image(shape=(SIZE, SIZE, 3)),
+                    'label': tfds.features.ClassLabel(names=CLASS_NAMES),
+                }
+            ),
             supervised_keys=('image', 'label'),
         )
 
     def _split_generators(self, dl_manager):
         del dl_manager  # nothing to download
-        return {name: self._generate_examples(index, count)
-                for index, (name, count) in enumerate(SPLIT_SIZES.items())}
+        return {name: self._generate_examples(index, count) for index, (name, count) in enumerate(SPLIT_SIZES.items())}
 
     def _generate_examples(self, split_index: int, count: int):
         for i in range(count):

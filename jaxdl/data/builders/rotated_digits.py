@@ -5,6 +5,7 @@ rotated counter-clockwise by `angle` degrees, drawn uniformly from [-45, 45]. Ro
 straightens it. The splits are the digits' own (no source image in two splits); the training split holds several
 rotated copies of each of its images, each with its own angle.
 """
+
 import numpy as np
 import tensorflow_datasets as tfds
 
@@ -20,6 +21,7 @@ COPIES = {'train': 8, 'validation': 2, 'test': 2}
 def rotated_digit(image_8x8: np.ndarray, angle: float) -> np.ndarray:
     """uint8 [8, 8] -> uint8 [28, 28], the digit centred and turned `angle` degrees counter-clockwise."""
     from PIL import Image
+
     digit = Image.fromarray(image_8x8).resize((DIGIT, DIGIT), Image.Resampling.BILINEAR)
     canvas = Image.new('L', (CANVAS, CANVAS), 0)
     offset = (CANVAS - DIGIT) // 2
@@ -39,27 +41,37 @@ class RotatedDigits(tfds.core.GeneratorBasedBuilder):
         return tfds.core.DatasetInfo(
             builder=self,
             description='The 8x8 scikit-learn digits, upscaled to 16x16 on a 28x28 canvas and rotated by a seeded '
-                        'random angle in [-45, 45] degrees (counter-clockwise positive). Prepared offline.',
-            features=tfds.features.FeaturesDict({
-                'image': tfds.features.Image(shape=(CANVAS, CANVAS, 1)),
-                'angle': tfds.features.Scalar(dtype=np.float32, doc='degrees counter-clockwise'),
-                'label': tfds.features.ClassLabel(num_classes=10),
-            }),
+            'random angle in [-45, 45] degrees (counter-clockwise positive). Prepared offline.',
+            features=tfds.features.FeaturesDict(
+                {
+                    'image': tfds.features.Image(shape=(CANVAS, CANVAS, 1)),
+                    'angle': tfds.features.Scalar(dtype=np.float32, doc='degrees counter-clockwise'),
+                    'label': tfds.features.ClassLabel(num_classes=10),
+                }
+            ),
             supervised_keys=('image', 'angle'),
         )
 
     def _split_generators(self, dl_manager):
         del dl_manager  # nothing to download: scikit-learn ships the data
         images, labels = load_digit_images()
-        return {name: self._generate_examples(images, labels, idx, COPIES[name])
-                for name, idx in split_indices(len(labels)).items()}
+        return {
+            name: self._generate_examples(images, labels, idx, COPIES[name])
+            for name, idx in split_indices(len(labels)).items()
+        }
 
     def _generate_examples(self, images, labels, indices, copies):
         for i in indices:
             for copy in range(copies):
                 angle = angle_of(int(i), copy)
-                yield f'{int(i)}_{copy}', {'image': rotated_digit(images[i], angle)[..., None],
-                                           'angle': np.float32(angle), 'label': int(labels[i])}
+                yield (
+                    f'{int(i)}_{copy}',
+                    {
+                        'image': rotated_digit(images[i], angle)[..., None],
+                        'angle': np.float32(angle),
+                        'label': int(labels[i]),
+                    },
+                )
 
 
 BUILDER = RotatedDigits

@@ -13,6 +13,7 @@ reads catalog datasets:
 
 Splits are independent draws with their own seeds: train 2000, validation 300, test 300 scenes.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -25,9 +26,9 @@ SIZE = 64
 CLASS_NAMES = ('circle', 'square', 'triangle')
 SPLIT_SIZES = {'train': 2000, 'validation': 300, 'test': 300}
 MIN_OBJECTS, MAX_OBJECTS = 1, 4
-MIN_SIDE, MAX_SIDE = 12, 26       # an object's box side in pixels
-MIN_VISIBLE = 0.5                 # share of each object's pixels left uncovered by the objects drawn after it
-MIN_COLOUR_DISTANCE = 90.0        # RGB distance between an object's colour and the background around it
+MIN_SIDE, MAX_SIDE = 12, 26  # an object's box side in pixels
+MIN_VISIBLE = 0.5  # share of each object's pixels left uncovered by the objects drawn after it
+MIN_COLOUR_DISTANCE = 90.0  # RGB distance between an object's colour and the background around it
 
 
 def _background(rng: np.random.Generator, size: int = SIZE) -> np.ndarray:
@@ -46,6 +47,7 @@ def _background(rng: np.random.Generator, size: int = SIZE) -> np.ndarray:
 def _object_mask(label: int, top: int, left: int, side: int) -> np.ndarray:
     """bool [64, 64]: the pixels of one object whose bounding square is (top, left, side)."""
     from PIL import Image, ImageDraw
+
     canvas = Image.new('L', (SIZE, SIZE), 0)
     draw = ImageDraw.Draw(canvas)
     right, bottom = left + side - 1, top + side - 1
@@ -78,8 +80,9 @@ def draw_scene(rng: np.random.Generator) -> dict:
             side = int(rng.integers(MIN_SIDE, MAX_SIDE + 1))
             top, left = rng.integers(0, SIZE - side + 1, 2)
             masks.append(_object_mask(int(label), int(top), int(left), side))
-        covered_later = [np.logical_or.reduce(masks[i + 1:]) if i + 1 < count else np.zeros_like(masks[0])
-                         for i in range(count)]
+        covered_later = [
+            np.logical_or.reduce(masks[i + 1 :]) if i + 1 < count else np.zeros_like(masks[0]) for i in range(count)
+        ]
         if all((m & ~c).sum() >= MIN_VISIBLE * m.sum() for m, c in zip(masks, covered_later)):
             break
     image = background.copy()
@@ -91,9 +94,11 @@ def draw_scene(rng: np.random.Generator) -> dict:
         segmentation[mask] = label + 1
         rows, cols = np.nonzero(mask)
         boxes.append([rows.min() / SIZE, cols.min() / SIZE, (rows.max() + 1) / SIZE, (cols.max() + 1) / SIZE])
-    return {'image': np.clip(np.round(image), 0, 255).astype(np.uint8),
-            'segmentation_mask': segmentation[..., None],
-            'objects': {'bbox': np.asarray(boxes, np.float32), 'label': labels.astype(np.int64)}}
+    return {
+        'image': np.clip(np.round(image), 0, 255).astype(np.uint8),
+        'segmentation_mask': segmentation[..., None],
+        'objects': {'bbox': np.asarray(boxes, np.float32), 'label': labels.astype(np.int64)},
+    }
 
 
 class Shapes(tfds.core.GeneratorBasedBuilder):
@@ -104,28 +109,36 @@ class Shapes(tfds.core.GeneratorBasedBuilder):
         return tfds.core.DatasetInfo(
             builder=self,
             description='Procedurally drawn 64x64 RGB scenes with 1-4 possibly overlapping circles, squares and '
-                        'triangles on a textured background: per-pixel classes and per-object boxes. Prepared '
-                        'offline from a fixed seed.',
-            features=tfds.features.FeaturesDict({
-                'image': tfds.features.Image(shape=(SIZE, SIZE, 3)),
-                'segmentation_mask': tfds.features.Image(shape=(SIZE, SIZE, 1)),
-                'objects': tfds.features.Sequence({
-                    'bbox': tfds.features.BBoxFeature(),
-                    'label': tfds.features.ClassLabel(names=CLASS_NAMES),
-                }),
-            }),
+            'triangles on a textured background: per-pixel classes and per-object boxes. Prepared '
+            'offline from a fixed seed.',
+            features=tfds.features.FeaturesDict(
+                {
+                    'image': tfds.features.Image(shape=(SIZE, SIZE, 3)),
+                    'segmentation_mask': tfds.features.Image(shape=(SIZE, SIZE, 1)),
+                    'objects': tfds.features.Sequence(
+                        {
+                            'bbox': tfds.features.BBoxFeature(),
+                            'label': tfds.features.ClassLabel(names=CLASS_NAMES),
+                        }
+                    ),
+                }
+            ),
         )
 
     def _split_generators(self, dl_manager):
         del dl_manager  # nothing to download
-        return {name: self._generate_examples(index, count)
-                for index, (name, count) in enumerate(SPLIT_SIZES.items())}
+        return {name: self._generate_examples(index, count) for index, (name, count) in enumerate(SPLIT_SIZES.items())}
 
     def _generate_examples(self, split_index: int, count: int):
-        named = [(f'{split_index}_{i}', draw_scene(np.random.default_rng([SHAPES_SEED, split_index, i])))
-                 for i in range(count)]
-        checks.check_numpy_examples([(f'shapes example {key}', ex) for key, ex in named],
-                                    mask_classes=len(CLASS_NAMES) + 1, box_classes=len(CLASS_NAMES))
+        named = [
+            (f'{split_index}_{i}', draw_scene(np.random.default_rng([SHAPES_SEED, split_index, i])))
+            for i in range(count)
+        ]
+        checks.check_numpy_examples(
+            [(f'shapes example {key}', ex) for key, ex in named],
+            mask_classes=len(CLASS_NAMES) + 1,
+            box_classes=len(CLASS_NAMES),
+        )
         yield from named
 
 

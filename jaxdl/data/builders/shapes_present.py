@@ -9,6 +9,7 @@ multi-label data, as voc's `labels`):
 
 Splits are independent draws: train 3000, validation 500, test 500 scenes.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -28,24 +29,27 @@ class ShapesPresent(tfds.core.GeneratorBasedBuilder):
         return tfds.core.DatasetInfo(
             builder=self,
             description='Procedurally drawn 64x64 RGB scenes of 1-4 circles, squares and triangles (the shapes '
-                        'dataset), labelled with the set of shape classes present. Prepared offline from a fixed '
-                        'seed.',
-            features=tfds.features.FeaturesDict({
-                'image': tfds.features.Image(shape=(SIZE, SIZE, 3)),
-                'labels': tfds.features.Sequence(tfds.features.ClassLabel(names=CLASS_NAMES)),
-            }),
+            'dataset), labelled with the set of shape classes present. Prepared offline from a fixed '
+            'seed.',
+            features=tfds.features.FeaturesDict(
+                {
+                    'image': tfds.features.Image(shape=(SIZE, SIZE, 3)),
+                    'labels': tfds.features.Sequence(tfds.features.ClassLabel(names=CLASS_NAMES)),
+                }
+            ),
         )
 
     def _split_generators(self, dl_manager):
         del dl_manager  # nothing to download
-        return {name: self._generate_examples(index, count)
-                for index, (name, count) in enumerate(SPLIT_SIZES.items())}
+        return {name: self._generate_examples(index, count) for index, (name, count) in enumerate(SPLIT_SIZES.items())}
 
     def _generate_examples(self, split_index: int, count: int):
         for i in range(count):
             scene = draw_scene(np.random.default_rng([SEED, split_index, i]))
-            yield f'{split_index}_{i}', {'image': scene['image'],
-                                         'labels': np.unique(scene['objects']['label']).astype(np.int64)}
+            yield (
+                f'{split_index}_{i}',
+                {'image': scene['image'], 'labels': np.unique(scene['objects']['label']).astype(np.int64)},
+            )
 
 
 BUILDER = ShapesPresent

@@ -7,6 +7,7 @@ example becomes the batch contract (the arrays the task's loss and metrics read)
 arrays with the image, what the classes are called, and how `jaxdl predict` shows a prediction. Nothing else in
 jaxdl names a kind: a new one is one new file.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -23,6 +24,7 @@ from jaxdl.registry import KINDS
 class Prediction:
     """How `jaxdl predict` shows one image's prediction: `fields` for its JSON record, `summary` for its line on
     the console, and optionally a picture (uint8 RGB) written as IMAGE.<picture_suffix>.png."""
+
     fields: dict
     summary: str
     picture: np.ndarray | None = None
@@ -31,14 +33,15 @@ class Prediction:
 
 @dataclasses.dataclass(frozen=True)
 class PredictOptions:
-    top: int = 5              # classes listed per image
-    min_score: float = 0.3    # boxes and labels shown from this score on
+    top: int = 5  # classes listed per image
+    min_score: float = 0.3  # boxes and labels shown from this score on
 
 
 @runtime_checkable
 class DataKind(Protocol):
     """One data contract. Every method is a function of its arguments; `task` is the run's task (its options
     reach the contract: regression's targets, segmentation's ignore label, detection's object count)."""
+
     name: str
     # Targets that are positions in the image (a mask, boxes, points) move with it under augmentation: the
     # zooming crop (`crop_area`) applies and the image-only random-resized crop does not.
@@ -76,6 +79,7 @@ class DataKind(Protocol):
 class DataKindDefaults:
     """What a kind may leave out: no class selection, no example names, nothing to check beyond the features'
     names, no classes, no picture."""
+
     moves_with_image: ClassVar[bool] = False
     selects_by_label: ClassVar[bool] = False
     names_examples: ClassVar[bool] = False
@@ -92,34 +96,51 @@ class DataKindDefaults:
         return Prediction({'output': values}, str(values))
 
 
-_REQUIRED = ('name', 'moves_with_image', 'selects_by_label', 'names_examples', 'features', 'check', 'class_names',
-             'converter', 'augment', 'prediction')
+_REQUIRED = (
+    'name',
+    'moves_with_image',
+    'selects_by_label',
+    'names_examples',
+    'features',
+    'check',
+    'class_names',
+    'converter',
+    'augment',
+    'prediction',
+)
 
 
 def data_kind(task_or_name) -> DataKind:
     """The kind a task (or a kind's name) reads, checked against the protocol."""
     name = task_or_name if isinstance(task_or_name, str) else getattr(task_or_name, 'data_kind', None)
     if not isinstance(name, str):
-        raise ConfigError(f"config key 'task.name': the task's data_kind must name a data kind (built-in: "
-                          f"{', '.join(KINDS.builtin_names())}, or 'package.module:KIND'), got {name!r}")
+        raise ConfigError(
+            f"config key 'task.name': the task's data_kind must name a data kind (built-in: "
+            f"{', '.join(KINDS.builtin_names())}, or 'package.module:KIND'), got {name!r}"
+        )
     kind = KINDS.resolve(name)
     missing = [attr for attr in _REQUIRED if not hasattr(kind, attr)]
     if missing:
-        raise ConfigError(f"config key 'task.name': the task's data_kind {name!r} is not a DataKind: it lacks "
-                          f"{', '.join(missing)} (see jaxdl.data.kinds.DataKind; subclass DataKindDefaults)")
+        raise ConfigError(
+            f"config key 'task.name': the task's data_kind {name!r} is not a DataKind: it lacks "
+            f'{", ".join(missing)} (see jaxdl.data.kinds.DataKind; subclass DataKindDefaults)'
+        )
     return kind
 
 
 def class_label(builder, dataset_cfg, kind: str, *, sequence: bool = False):
     """The dataset's `dataset.label` feature, which must be a ClassLabel (or, `sequence`, a Sequence of them)."""
     import tensorflow_datasets as tfds
+
     features = builder.info.features
     label = features[dataset_cfg.label] if dataset_cfg.label in features else None
     inner = label.feature if sequence and isinstance(label, tfds.features.Sequence) else label if not sequence else None
     if not isinstance(inner, tfds.features.ClassLabel):
         wanted = 'a Sequence of ClassLabel' if sequence else 'a ClassLabel'
         found = 'no such feature' if label is None else f'a {type(label).__name__}, not {wanted}'
-        raise DatasetNotAvailable(f'dataset {dataset_cfg.name!r}: {kind} reads the classes from the feature '
-                                  f'{dataset_cfg.label!r} (dataset.label), which is {found}; its features: '
-                                  f'{", ".join(features.keys())}')
+        raise DatasetNotAvailable(
+            f'dataset {dataset_cfg.name!r}: {kind} reads the classes from the feature '
+            f'{dataset_cfg.label!r} (dataset.label), which is {found}; its features: '
+            f'{", ".join(features.keys())}'
+        )
     return inner

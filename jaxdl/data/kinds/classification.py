@@ -1,5 +1,6 @@
 """One class per image: `label` int32 [B], from the dataset's ClassLabel feature `dataset.label` (after class
 selection, relabelled in order)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -23,8 +24,9 @@ class Classification(DataKindDefaults):
         if dataset_cfg.classes:
             bad = [c for c in dataset_cfg.classes if not 0 <= c < len(names)]
             if bad:
-                raise DatasetNotAvailable(f'dataset.classes {bad} are not class ids of {dataset_cfg.name!r} '
-                                          f'(0..{len(names) - 1})')
+                raise DatasetNotAvailable(
+                    f'dataset.classes {bad} are not class ids of {dataset_cfg.name!r} (0..{len(names) - 1})'
+                )
             names = tuple(names[c] for c in dataset_cfg.classes)
         return names
 
@@ -37,9 +39,9 @@ class Classification(DataKindDefaults):
 
     def prediction(self, raw_image, output, task, class_names, options):
         probs = np.asarray(output)
-        order = np.argsort(-probs)[:options.top]
+        order = np.argsort(-probs)[: options.top]
         top = [{'class': class_names[i], 'index': int(i), 'probability': float(probs[i])} for i in order]
-        return Prediction({'top': top}, ', '.join(f"{t['class']} {100 * t['probability']:.1f}%" for t in top))
+        return Prediction({'top': top}, ', '.join(f'{t["class"]} {100 * t["probability"]:.1f}%' for t in top))
 
 
 KIND = Classification()

@@ -1,5 +1,6 @@
 """Numbers per image: `target` float32 [B, K], the task's `targets` features in their own units (the task
 normalises them for its loss)."""
+
 from __future__ import annotations
 
 import tensorflow as tf
@@ -10,7 +11,7 @@ from jaxdl.data.kinds import DataKindDefaults, Prediction
 
 class Regression(DataKindDefaults):
     name = 'regression'
-    selects_by_label = True   # images may be chosen by a class feature besides their targets
+    selects_by_label = True  # images may be chosen by a class feature besides their targets
 
     def features(self, task, dataset_cfg):
         return tuple(task.targets)
@@ -21,6 +22,7 @@ class Regression(DataKindDefaults):
         def convert(ex):
             values = [tf.reshape(tf.cast(ex[name], tf.float32), []) for name in targets]
             return {'image': image_to_float(ex['image']), 'target': tf.stack(values)}
+
         return convert
 
     def augment(self, example, seed, augmentation, task):

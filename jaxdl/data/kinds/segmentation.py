@@ -1,6 +1,7 @@
 """A class per pixel: `mask` int32 [B, S, S] (0 background, or the task's ignore label), from the dataset's
 `segmentation_mask` through its `adapters.MaskSource` (what its values mean), resized with the image by nearest
 neighbour so no pixel gets a class in between two others."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -32,19 +33,28 @@ class Segmentation(DataKindDefaults):
             if size:
                 mask = tf.image.resize(mask[..., None], (size, size), method='nearest')[..., 0]
             return {'image': image_to_float(image), 'mask': tf.cast(mask, tf.int32)}
+
         return convert
 
     def augment(self, example, seed, augmentation, task):
         placement = preprocess.Placement.draw(seed, example['image'], augmentation)
-        return {**example, 'image': placement.image(example['image']),
-                'mask': placement.mask(example['mask'], task.ignore_label)}
+        return {
+            **example,
+            'image': placement.image(example['image']),
+            'mask': placement.mask(example['mask'], task.ignore_label),
+        }
 
     def prediction(self, raw_image, output, task, class_names, options):
         from jaxdl import overlays
+
         class_map = np.asarray(output['class_map'])
         shares = {class_names[c]: float(np.mean(class_map == c)) for c in range(len(class_names))}
-        return Prediction({'pixel_share': shares}, ', '.join(f'{k} {100 * v:.1f}%' for k, v in shares.items() if v > 0),
-                          overlays.mask_overlay(raw_image, class_map), 'segmentation')
+        return Prediction(
+            {'pixel_share': shares},
+            ', '.join(f'{k} {100 * v:.1f}%' for k, v in shares.items() if v > 0),
+            overlays.mask_overlay(raw_image, class_map),
+            'segmentation',
+        )
 
 
 KIND = Segmentation()

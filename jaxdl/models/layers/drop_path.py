@@ -1,5 +1,6 @@
 """Stochastic depth (Huang et al. 2016), as DeiT and timm use it in ViTs and ResNets: each residual branch is
 dropped for a whole example, at a rate increasing linearly with the block's depth."""
+
 from __future__ import annotations
 
 import flax.linen as nn
@@ -21,6 +22,8 @@ def drop_path_rates(rate: float, blocks: int) -> list[float]:
 
 def check_drop_path(rate) -> float:
     if not isinstance(rate, (int, float)) or not 0.0 <= rate < 1.0:
-        raise ConfigError(f"config key 'model.options.drop_path': must be in [0, 1) (the last block's stochastic "
-                          f"depth rate; 0 = off), got {rate!r}")
+        raise ConfigError(
+            f"config key 'model.options.drop_path': must be in [0, 1) (the last block's stochastic "
+            f'depth rate; 0 = off), got {rate!r}'
+        )
     return float(rate)

@@ -3,6 +3,7 @@
 The task names the head a built-in model ends in (`task.head_options`): a dense layer on a feature vector
 (classification, regression), per-pixel scores (segmentation) or a CenterNet heatmap and boxes (detection).
 """
+
 import flax.linen as nn
 import jax.numpy as jnp
 
@@ -16,13 +17,16 @@ def check_head(model: str, gives: str, head: str) -> None:
     """A ConfigError when the task's head cannot read what this built-in backbone gives."""
     if head not in HEADS[gives]:
         needs = 'keeps feature maps (unet)' if head not in HEADS['vector'] else 'ends in a feature vector (cnn, resnet)'
-        raise ConfigError(f"config key 'model.name': the task's head {head!r} needs a model that {needs}; "
-                          f"{model!r} gives {'a feature vector' if gives == 'vector' else 'feature maps'}")
+        raise ConfigError(
+            f"config key 'model.name': the task's head {head!r} needs a model that {needs}; "
+            f'{model!r} gives {"a feature vector" if gives == "vector" else "feature maps"}'
+        )
 
 
 class DenseHead(nn.Module):
     """One dense layer from features to the task's outputs: class scores (logits, softmax applied by the
     classification task's predict) or normalised regression targets."""
+
     num_outputs: int
     dtype: jnp.dtype = jnp.float32
 

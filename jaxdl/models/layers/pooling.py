@@ -11,6 +11,7 @@ its neighbours. The gradient goes, as `select_and_scatter`'s does, wholly to the
 row-major order (jnp.max's own gradient would split it among ties, which are common after a ReLU on a flat
 background), so a model computes bit for bit what it computed with `nn.max_pool`.
 """
+
 from functools import partial
 
 import jax
@@ -45,8 +46,8 @@ def _backward(window, residuals, grad):
             first = (tiles[:, :, i, :, j, :] == pooled) & ~taken
             taken = taken | first
             row.append(jnp.where(first, grad, jnp.zeros_like(grad)))
-        rows.append(jnp.stack(row, axis=3))              # [b, h/k, w/k, k(j), c]
-    dx = jnp.stack(rows, axis=2)                          # [b, h/k, k(i), w/k, k(j), c]
+        rows.append(jnp.stack(row, axis=3))  # [b, h/k, w/k, k(j), c]
+    dx = jnp.stack(rows, axis=2)  # [b, h/k, k(i), w/k, k(j), c]
     b, h, w, c = shape
     dx = dx.reshape(b, h - h % window, w - w % window, c)
     return (jnp.pad(dx, ((0, 0), (0, h % window), (0, w % window), (0, 0))),)
@@ -68,8 +69,10 @@ def _windows(x, window, stride, padding):
     padded = jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)), constant_values=-jnp.inf)
     h = (padded.shape[1] - window) // stride + 1
     w = (padded.shape[2] - window) // stride + 1
-    slices = [[padded[:, i:i + stride * (h - 1) + 1:stride, j:j + stride * (w - 1) + 1:stride]
-               for j in range(window)] for i in range(window)]
+    slices = [
+        [padded[:, i : i + stride * (h - 1) + 1 : stride, j : j + stride * (w - 1) + 1 : stride] for j in range(window)]
+        for i in range(window)
+    ]
     return padded, slices
 
 
@@ -92,11 +95,18 @@ def _strided_backward(window, stride, padding, residuals, grad):
         for j in range(window):  # the whole gradient to each window's first maximum, as select_and_scatter
             first = (slices[i][j] == pooled) & ~taken
             taken = taken | first
-            spread = jax.lax.pad(jnp.where(first, grad, jnp.zeros_like(grad)), jnp.zeros((), grad.dtype),
-                                 ((0, 0, 0), (i, padded.shape[1] - i - stride * (h - 1) - 1, stride - 1),
-                                  (j, padded.shape[2] - j - stride * (w - 1) - 1, stride - 1), (0, 0, 0)))
+            spread = jax.lax.pad(
+                jnp.where(first, grad, jnp.zeros_like(grad)),
+                jnp.zeros((), grad.dtype),
+                (
+                    (0, 0, 0),
+                    (i, padded.shape[1] - i - stride * (h - 1) - 1, stride - 1),
+                    (j, padded.shape[2] - j - stride * (w - 1) - 1, stride - 1),
+                    (0, 0, 0),
+                ),
+            )
             dx = dx + spread
-    return (dx[:, padding:padding + x.shape[1], padding:padding + x.shape[2]],)
+    return (dx[:, padding : padding + x.shape[1], padding : padding + x.shape[2]],)
 
 
 strided_max_pool.defvjp(_strided_forward, _strided_backward)

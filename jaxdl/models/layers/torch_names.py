@@ -5,6 +5,7 @@ A torch convolution [out, in, h, w] becomes flax's [h, w, in, out], a linear lay
 BatchNorm's running statistics go to the `batch_stats` collection. Each function returns the torch names it used,
 so a mapping can hand back the names it did not recognise.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -15,7 +16,7 @@ def empty() -> dict:
     return {'params': {}, 'batch_stats': {}}
 
 
-def conv_kernel(weight: np.ndarray) -> np.ndarray:   # torch [out, in, h, w] -> flax [h, w, in, out]
+def conv_kernel(weight: np.ndarray) -> np.ndarray:  # torch [out, in, h, w] -> flax [h, w, in, out]
     return weight.transpose(2, 3, 1, 0)
 
 
@@ -34,9 +35,12 @@ def put(tree: dict, path: str, value) -> None:
 def batch_norm(state: dict, prefix: str, target: str, out: dict) -> set[str]:
     """torch BatchNorm `prefix` -> flax BatchNorm at `target` (scale and bias; mean and var in batch_stats)."""
     used = set()
-    for torch_name, collection, name in (('weight', 'params', 'scale'), ('bias', 'params', 'bias'),
-                                         ('running_mean', 'batch_stats', 'mean'),
-                                         ('running_var', 'batch_stats', 'var')):
+    for torch_name, collection, name in (
+        ('weight', 'params', 'scale'),
+        ('bias', 'params', 'bias'),
+        ('running_mean', 'batch_stats', 'mean'),
+        ('running_var', 'batch_stats', 'var'),
+    ):
         key = f'{prefix}.{torch_name}'
         if key in state:
             put(out[collection], f'{target}/{name}', state[key])

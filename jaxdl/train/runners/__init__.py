@@ -11,6 +11,7 @@ loading jax; an import path 'package.module:build' names a runner of your own):
 
 `make_runner` builds the one a run names ('auto': `choose_parallel`).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -29,7 +30,6 @@ from jaxdl.train.step import TrainMetrics
 PMAP_AXIS = 'batch'
 
 
-
 @dataclasses.dataclass
 class StepRunner:
     """Runs the pure steps on the devices present. Host batches go in; device metric sums come out.
@@ -39,6 +39,7 @@ class StepRunner:
     arrays themselves for mesh runners: a checkpoint writes each shard from where it lives). `lower_train` lowers
     the train step for a placed state and a host batch (optional: costs are measured only where it is given).
     """
+
     kind: str
     train: Callable[[Any, dict], tuple[Any, TrainMetrics]]
     eval: Callable[[Any, dict], tuple[dict, dict]]  # -> (device metric sums, this process's prediction rows)
@@ -92,7 +93,7 @@ def compiler_options(cpu_convolutions: str = 'eigen') -> dict | None:
     names a field of XLA:CPU's options. A jaxlib that no longer knows the option compiles with its defaults
     (one warning), rather than failing the run."""
     if cpu_convolutions not in CPU_CONVOLUTIONS:
-        raise ValueError(f"cpu_convolutions must be one of {', '.join(CPU_CONVOLUTIONS)}, got {cpu_convolutions!r}")
+        raise ValueError(f'cpu_convolutions must be one of {", ".join(CPU_CONVOLUTIONS)}, got {cpu_convolutions!r}')
     if cpu_convolutions == 'ynnpack' or jax.default_backend() != 'cpu':
         return None
     return _supported({'xla_cpu_experimental_ynn_fusion_type': _YNNPACK_WITHOUT_CONVOLUTIONS})
@@ -107,8 +108,13 @@ def _supported(options: dict) -> dict | None:
             _SUPPORTED[key] = True
         except Exception as e:  # an unknown option: XLA raises while compiling
             import warnings
-            warnings.warn(f'XLA does not take the compiler options {options} ({str(e).splitlines()[0][:200]}); '
-                          f'compiling with its defaults', RuntimeWarning, stacklevel=3)
+
+            warnings.warn(
+                f'XLA does not take the compiler options {options} ({str(e).splitlines()[0][:200]}); '
+                f'compiling with its defaults',
+                RuntimeWarning,
+                stacklevel=3,
+            )
             _SUPPORTED[key] = False
     return options if _SUPPORTED[key] else None
 
@@ -120,14 +126,22 @@ _SUPPORTED: dict = {}
 class RunnerSettings:
     """What a runner is built with beside the task: the XLA options of its compilations (None: XLA's defaults)
     and the placement settings (`train.mesh`, `train.sharding_rules`, `train.fsdp_min_size`)."""
+
     compiler_options: dict | None = None
     mesh: str = ''
     sharding_rules: tuple = ()
     fsdp_min_size: int = FSDP_MIN_SIZE
 
 
-def make_runner(parallel: str, task, cpu_convolutions: str = 'eigen', *, mesh: str = '', sharding_rules=(),
-                fsdp_min_size: int = FSDP_MIN_SIZE) -> StepRunner:
+def make_runner(
+    parallel: str,
+    task,
+    cpu_convolutions: str = 'eigen',
+    *,
+    mesh: str = '',
+    sharding_rules=(),
+    fsdp_min_size: int = FSDP_MIN_SIZE,
+) -> StepRunner:
     """The runner `train.parallel` names. `cpu_convolutions`: see `compiler_options` (jit and mesh runners;
     jax.pmap takes no compiler options). `mesh`, `sharding_rules`, `fsdp_min_size`: see jaxdl.train.sharding."""
     check_placement(parallel, mesh, sharding_rules, fsdp_min_size)
@@ -138,12 +152,20 @@ def make_runner(parallel: str, task, cpu_convolutions: str = 'eigen', *, mesh: s
 
 def runner_for(train_cfg, task) -> StepRunner:
     """The runner a run's `train` config describes."""
-    return make_runner(train_cfg.parallel, task, train_cfg.cpu_convolutions, mesh=train_cfg.mesh,
-                       sharding_rules=tuple(train_cfg.sharding_rules), fsdp_min_size=train_cfg.fsdp_min_size)
+    return make_runner(
+        train_cfg.parallel,
+        task,
+        train_cfg.cpu_convolutions,
+        mesh=train_cfg.mesh,
+        sharding_rules=tuple(train_cfg.sharding_rules),
+        fsdp_min_size=train_cfg.fsdp_min_size,
+    )
 
 
 def check_divisible(batch: dict, parts: int, what: str):
     rows = len(batch['valid'])
     if rows % parts:
-        raise ConfigError(f'a batch of {rows} rows (per process) does not split across {parts} {what}; choose '
-                          f'train.batch_size and train.eval_batch_size divisible by {parts} per process')
+        raise ConfigError(
+            f'a batch of {rows} rows (per process) does not split across {parts} {what}; choose '
+            f'train.batch_size and train.eval_batch_size divisible by {parts} per process'
+        )

@@ -1,5 +1,6 @@
 """What the two runners over a mesh share (`sharded.py`, `fsdp.py`): jit over a mesh of every device of every
 process, batches split over its data-carrying axes."""
+
 from __future__ import annotations
 
 from functools import partial
@@ -27,8 +28,12 @@ def mesh_runner(kind: str, task, settings: RunnerSettings) -> StepRunner:
 
     def place(state):
         placed = jax.device_put(state, shardings_of(jax.eval_shape(lambda s: s, state)))
-        steps['train'] = jax.jit(partial(train_step, task=task), donate_argnums=0, compiler_options=options,
-                                 out_shardings=(jax.tree.map(lambda x: x.sharding, placed), replicated))
+        steps['train'] = jax.jit(
+            partial(train_step, task=task),
+            donate_argnums=0,
+            compiler_options=options,
+            out_shardings=(jax.tree.map(lambda x: x.sharding, placed), replicated),
+        )
         return placed
 
     def put(batch):  # this process's rows -> one global array (multi-process safe)
@@ -49,5 +54,14 @@ def mesh_runner(kind: str, task, settings: RunnerSettings) -> StepRunner:
             raise RuntimeError('place the state with runner.place_state before lowering the step')
         return steps['train'].lower(state, put(batch))
 
-    return StepRunner(kind, train, run_eval, place_state=place, host_state=lambda s: s,
-                      num_devices=jax.device_count(), state_shardings=shardings_of, mesh=mesh, lower_train=lower_train)
+    return StepRunner(
+        kind,
+        train,
+        run_eval,
+        place_state=place,
+        host_state=lambda s: s,
+        num_devices=jax.device_count(),
+        state_shardings=shardings_of,
+        mesh=mesh,
+        lower_train=lower_train,
+    )

@@ -1,5 +1,6 @@
 """jit over a mesh of every device (of every process), the state split by the sharding rules
 (`train.sharding_rules`, `train.fsdp_min_size`; jaxdl.train.sharding)."""
+
 from __future__ import annotations
 
 from jaxdl.train.runners import RunnerSettings, StepRunner

@@ -1,4 +1,5 @@
 """One device: the steps jitted, donating the state."""
+
 from __future__ import annotations
 
 from functools import partial
@@ -15,6 +16,12 @@ def RUNNER(task, settings: RunnerSettings) -> StepRunner:
     train = jax.jit(partial(train_step, task=task), donate_argnums=0, compiler_options=options)
     evaluate = jax.jit(partial(eval_step, task=task), compiler_options=options)
     put = lambda batch: jax.device_put(batch, device)
-    return StepRunner('jit', lambda s, b: train(s, put(b)), lambda s, b: evaluate(s, put(b)),
-                      place_state=lambda s: jax.device_put(s, device), host_state=lambda s: s, num_devices=1,
-                      lower_train=lambda s, b: train.lower(s, put(b)))
+    return StepRunner(
+        'jit',
+        lambda s, b: train(s, put(b)),
+        lambda s, b: evaluate(s, put(b)),
+        place_state=lambda s: jax.device_put(s, device),
+        host_state=lambda s: s,
+        num_devices=1,
+        lower_train=lambda s, b: train.lower(s, put(b)),
+    )

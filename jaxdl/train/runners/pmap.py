@@ -1,4 +1,5 @@
 """jax.pmap: a replica of the state per local device (the legacy data-parallel path)."""
+
 from __future__ import annotations
 
 from functools import partial
@@ -21,8 +22,9 @@ def RUNNER(task, settings: RunnerSettings) -> StepRunner:
     n = len(devices)
     # Metric sums are psummed, the same on every device: out_axes=None hands back one copy (slicing [0] out of
     # every leaf eagerly cost one dispatch a leaf a step; benchmarks/step_costs.py).
-    train = jax.pmap(partial(train_step, task=task, axis_name=PMAP_AXIS), axis_name=PMAP_AXIS, donate_argnums=0,
-                     out_axes=(0, None))
+    train = jax.pmap(
+        partial(train_step, task=task, axis_name=PMAP_AXIS), axis_name=PMAP_AXIS, donate_argnums=0, out_axes=(0, None)
+    )
     evaluate = jax.pmap(partial(eval_step, task=task, axis_name=PMAP_AXIS), axis_name=PMAP_AXIS, out_axes=(None, 0))
 
     stacked = NamedSharding(Mesh(np.array(devices), (PMAP_AXIS,)), P(PMAP_AXIS))
@@ -40,6 +42,12 @@ def RUNNER(task, settings: RunnerSettings) -> StepRunner:
         sums, rows = evaluate(state, split(batch))
         return sums, jax.tree.map(lambda x: x.reshape(-1, *x.shape[2:]), rows)  # [devices, b] -> [rows]
 
-    return StepRunner('pmap', lambda state, batch: train(state, split(batch)), run_eval,
-                      place_state=replicate, host_state=first, num_devices=n,
-                      lower_train=lambda state, batch: train.lower(state, split(batch)))
+    return StepRunner(
+        'pmap',
+        lambda state, batch: train(state, split(batch)),
+        run_eval,
+        place_state=replicate,
+        host_state=first,
+        num_devices=n,
+        lower_train=lambda state, batch: train.lower(state, split(batch)),
+    )

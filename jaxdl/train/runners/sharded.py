@@ -1,4 +1,5 @@
 """jit over a mesh of every device (of every process), the state replicated."""
+
 from __future__ import annotations
 
 from jaxdl.train.runners import RunnerSettings, StepRunner
