@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: train test setup
+.PHONY: train test lint setup
 
 # The main job installs what jaxdl needs to run; the tests add the dev extra (pytest, the trackers, and on
 # Python 3.11 torch, torchvision and timm for the weight-import tests: most of the environment's size).
@@ -17,6 +17,12 @@ train: $(VENV)/.installed
 PYTEST_ARGS ?=
 test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest -q -n 3 --dist loadscope $(PYTEST_ARGS)
+
+# ruff's lint and format check and mypy over the package (their settings: pyproject.toml).
+lint: $(VENV)/.installed-dev
+	$(BIN)/ruff check jaxdl
+	$(BIN)/ruff format --check jaxdl
+	$(BIN)/mypy
 
 setup: $(VENV)/.installed
 

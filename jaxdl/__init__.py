@@ -5,6 +5,7 @@ pipeline needs, costs seconds to import and a research script that only uses the
 """
 
 import importlib
+from typing import Any
 
 __version__ = '0.1.0'
 
@@ -42,7 +43,7 @@ _SUBPACKAGES = (
 __all__ = sorted(_EXPORTS) + list(_SUBPACKAGES)
 
 
-def __getattr__(name):
+def __getattr__(name: str) -> Any:
     if name in _EXPORTS:
         return getattr(importlib.import_module(_EXPORTS[name]), name)
     if name in _SUBPACKAGES:

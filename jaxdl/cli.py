@@ -90,7 +90,7 @@ def load_image(path: str, shape: tuple[int, int, int]):
 
     height, width, channels = shape
     try:
-        image = Image.open(path)
+        image: Image.Image = Image.open(path)
         image.load()
     except FileNotFoundError:
         raise InputError(f'{path}: no such file') from None

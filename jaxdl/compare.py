@@ -86,7 +86,7 @@ def compare(paths, ignore=()) -> dict:
         )
     keys = sorted({k for r in runs for k in r['config']} - set(IGNORED) - set(ignore))
     differing = [k for k in keys if len({json.dumps(r['config'].get(k), sort_keys=True) for r in runs}) > 1]
-    groups = {}
+    groups: dict[tuple, list] = {}
     for run in runs:
         signature = tuple(json.dumps(run['config'].get(k), sort_keys=True) for k in differing)
         groups.setdefault(signature, []).append(run)
@@ -167,12 +167,12 @@ def group_labels(result: dict) -> list[str]:
     none, as the full experiment of an ablation."""
 
     def mode(key):
-        counts = {}
+        counts: dict[str, int] = {}
         for g in result['groups']:
             value = json.dumps(g['config'][key], sort_keys=True)
             counts[value] = counts.get(value, 0) + 1
         ranked = sorted(counts.values(), reverse=True)
-        shared = max(counts, key=counts.get)
+        shared = max(counts, key=lambda value: counts[value])
         return shared if len(ranked) == 1 or ranked[0] > ranked[1] else None
 
     modes = {k: mode(k) for k in result['keys']}
@@ -202,7 +202,7 @@ def plot_curves(result: dict, path: Path, metric: str | None = None) -> Path:
     for g, group in enumerate(result['groups']):
         label = labels[g]
         for ax, name in zip(axes[0], panels):
-            curves = {}
+            curves: dict = {}
             for member in group['_members']:
                 for record in member['records']:
                     if record.get('split') == 'validation' and isinstance(record.get(name), (int, float)):
@@ -241,7 +241,7 @@ def curves_against(result: dict, key: str, metric: str = 'test.accuracy') -> dic
             f'{", ".join(result["keys"]) or "nothing"})'
         )
     split, _, name = metric.partition('.')
-    lines = {}
+    lines: dict = {}
     for group in result['groups']:
         label = ', '.join(f'{k.rsplit(".", 1)[-1]}={v}' for k, v in group['config'].items() if k != key) or 'runs'
         values = [

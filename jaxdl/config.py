@@ -14,15 +14,14 @@ import importlib.util
 import json
 import math
 import re
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-import ml_collections
+from ml_collections import ConfigDict
 
 from jaxdl import experiments
 from jaxdl.errors import ConfigError  # noqa: F401  (re-exported: configs raise it)
-
-ConfigDict = ml_collections.ConfigDict
 
 # Where a run's arrays live, not what it computes: a run may resume with other values (another device count or
 # mesh), and its parameters then agree with an unmoved run's to float tolerance.
@@ -234,6 +233,7 @@ def load_config_file(path: str) -> ConfigDict:
     if file_path.parent != experiments.DIRECTORY and directory not in sys.path:
         sys.path.insert(0, directory)
     spec = importlib.util.spec_from_file_location(f'jaxdl_experiment_{file_path.stem}', file_path)
+    assert spec is not None and spec.loader is not None, file_path  # a .py file always has a loader
     module = importlib.util.module_from_spec(spec)
     try:
         spec.loader.exec_module(module)
@@ -313,7 +313,7 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key, value
 
 
-def _free_form(node) -> bool:
+def _free_form(node: ast.expr) -> bool:
     """A group whose keys are not declared (model.options, task.options): any key may be set there."""
     return isinstance(node, ConfigDict) and not node.is_locked
 
@@ -440,12 +440,12 @@ def _check_eval(config: ConfigDict) -> None:
         _require(parse_duration(e.every, 'eval.every').amount > 0, 'eval.every', 'must be positive')
 
 
-def _require(ok: bool, key: str, message: str):
+def _require(ok: bool, key: str, message: str) -> None:
     if not ok:
         raise ConfigError(f'config key {key!r}: {message}')
 
 
-def _choice(config: ConfigDict, key: str, valid) -> None:
+def _choice(config: ConfigDict, key: str, valid: Iterable[str]) -> None:
     value = config
     for part in key.split('.'):
         value = value[part]
@@ -665,7 +665,7 @@ def parse_profile_window(text: str) -> tuple[int, int] | None:
     return int(match[1]), int(match[2])
 
 
-def check_placement(parallel: str, mesh: str, sharding_rules, fsdp_min_size: int) -> None:
+def check_placement(parallel: str, mesh: str, sharding_rules: Sequence, fsdp_min_size: int) -> None:
     """A placement setting the chosen runner cannot use is an error, never ignored: only 'sharded' and 'fsdp' run
     over a mesh, and only 'fsdp' splits the state ('auto' picks the runner these settings need)."""
     if mesh and parallel in ('jit', 'pmap'):
@@ -688,7 +688,7 @@ def check_placement(parallel: str, mesh: str, sharding_rules, fsdp_min_size: int
             )
 
 
-def state_splitting_keys(sharding_rules, fsdp_min_size: int) -> list[str]:
+def state_splitting_keys(sharding_rules: Sequence, fsdp_min_size: int) -> list[str]:
     """The placement keys set to split the state, which only the fsdp runner does."""
     return [
         key

@@ -9,6 +9,7 @@ JAXDL_NUM_PROCESSES and JAXDL_PROCESS_ID. On CPU the collectives run over gloo. 
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from jaxdl.errors import ConfigError
 
@@ -23,7 +24,7 @@ def settings(
     coordinator: str | None = None, num_processes: int | None = None, process_id: int | None = None, auto: bool = False
 ) -> dict | None:
     """The arguments for jax.distributed.initialize, or None for a single process. Flags win over environment."""
-    given = {
+    given: dict[str, Any] = {
         'coordinator': coordinator or os.environ.get(ENV['coordinator']) or None,
         'num_processes': num_processes if num_processes is not None else os.environ.get(ENV['num_processes']),
         'process_id': process_id if process_id is not None else os.environ.get(ENV['process_id']),

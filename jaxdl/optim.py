@@ -19,30 +19,31 @@ rate (sgd's momentum, adam's moments and adamw's decoupled decay all scale with 
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 import jax
 import optax
 
 from jaxdl import parameter_paths
-from jaxdl.config import ConfigError, Plan
+from jaxdl.config import ConfigDict, ConfigError, Plan
 from jaxdl.registry import OPTIMIZERS, SCHEDULES
 
 DEFAULT_LEARNING_RATES = {'sgd': 0.05, 'rmsprop': 1e-3, 'adam': 1e-3, 'adamw': 1e-3}
 
 
-def _check_name(kind: str, name: str, valid) -> None:
+def _check_name(kind: str, name: str, valid: Iterable[str]) -> None:
     if name not in valid:
         close = difflib.get_close_matches(name, valid, n=1)
         hint = f' (did you mean {close[0]!r}?)' if close else ''
         raise ConfigError(f'unknown {kind} {name!r}{hint}; valid: {", ".join(valid)}')
 
 
-def learning_rate(opt_cfg) -> float:
+def learning_rate(opt_cfg: ConfigDict) -> float:
     return float(opt_cfg.learning_rate if opt_cfg.learning_rate is not None else DEFAULT_LEARNING_RATES[opt_cfg.name])
 
 
-def build_schedule(opt_cfg, plan: Plan) -> optax.Schedule:
+def build_schedule(opt_cfg: ConfigDict, plan: Plan) -> optax.Schedule:
     """Learning rate against *optimizer* updates (with accumulation, one update per `accumulate_steps` steps); the
     durations come from the run's plan, in steps."""
     s = opt_cfg.schedule
@@ -64,20 +65,20 @@ def build_schedule(opt_cfg, plan: Plan) -> optax.Schedule:
     return optax.join_schedules([optax.linear_schedule(0.0, peak, warmup), main], boundaries=[warmup])
 
 
-def _decay_mask(params):
+def _decay_mask(params: Any) -> Any:
     """Weight decay on kernels only: biases and normalisation scales/offsets (ndim <= 1) are left alone."""
     return jax.tree.map(lambda p: p.ndim > 1, params)
 
 
-def group_multipliers(groups) -> Callable:
+def group_multipliers(groups: Sequence[tuple[str, float]]) -> Callable:
     """params -> a tree of each parameter's group multiplier: that of the first pattern matching its path, 1.0
     where none matches (0.0 freezes).
 
     A pattern that selects no parameter at all is an error: it is almost always a typo."""
     groups = [(str(p), float(m)) for p, m in groups]
 
-    def of(params):
-        used = set()
+    def of(params: Any) -> Any:
+        used: set[str] = set()
         tree = parameter_paths.map_by_first_match(
             lambda path, leaf, i: 1.0 if i is None else groups[i][1], params, [p for p, _ in groups], used=used
         )
@@ -92,7 +93,7 @@ def group_multipliers(groups) -> Callable:
     return of
 
 
-def _scaled_step(opt_cfg, learning_rate) -> list[optax.GradientTransformation]:
+def _scaled_step(opt_cfg: ConfigDict, learning_rate: Any) -> list[optax.GradientTransformation]:
     """(L2 weight decay ->) the optimizer's own scaling at `learning_rate` (a number or a schedule), as chain
     parts: without groups they go straight into the main chain, so its state keeps the structure checkpoints
     written before groups existed have."""
@@ -123,7 +124,7 @@ def _scaled_step(opt_cfg, learning_rate) -> list[optax.GradientTransformation]:
     return parts
 
 
-def multipliers(opt_cfg, layer_index: Callable[[str], tuple[int, int]] | None = None) -> Callable | None:
+def multipliers(opt_cfg: ConfigDict, layer_index: Callable[[str], tuple[int, int]] | None = None) -> Callable | None:
     """params -> a tree of each parameter's learning-rate multiplier (its group's times its layer's decay), or None
     when every parameter trains at the full rate. `layer_index`: path -> (its layer, the number of layers), the
     model's `LAYER_INDEX`; needed with `optimizer.layer_decay`."""
@@ -138,10 +139,11 @@ def multipliers(opt_cfg, layer_index: Callable[[str], tuple[int, int]] | None = 
         )
     group_of = group_multipliers(groups)
 
-    def of(params):
+    def of(params: Any) -> Any:
         group = group_of(params)
 
-        def layered(path, leaf, _):
+        def layered(path: str, leaf: Any, _: Any) -> float:
+            assert layer_index is not None  # checked above whenever decay is set
             layer, layers = layer_index(path)
             return decay ** (layers - 1 - layer)
 
@@ -154,14 +156,14 @@ def multipliers(opt_cfg, layer_index: Callable[[str], tuple[int, int]] | None = 
 def scale_by_multipliers(multipliers_of: Callable) -> optax.GradientTransformation:
     """Each update times its parameter's multiplier (a constant tree, from the parameters' paths); no state."""
 
-    def update(updates, state, params=None):
+    def update(updates: Any, state: Any, params: Any = None) -> tuple[Any, Any]:
         return jax.tree.map(lambda u, m: u * m, updates, multipliers_of(updates)), state
 
     return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
 
 
 def build_optimizer(
-    opt_cfg, plan: Plan, *, layer_index: Callable[[str], tuple[int, int]] | None = None
+    opt_cfg: ConfigDict, plan: Plan, *, layer_index: Callable[[str], tuple[int, int]] | None = None
 ) -> tuple[optax.GradientTransformation, optax.Schedule]:
     """Returns (the optax chain, its schedule as a function of the train step; the full rate, before any
     multiplier). `plan`: the run's durations in steps (`jaxdl.config.Plan.resolve`); `layer_index`: the model's

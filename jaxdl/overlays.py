@@ -34,7 +34,8 @@ MIN_SIDE = 256
 
 
 def colour(index: int) -> tuple[int, int, int]:
-    return tuple(int(v) for v in PALETTE[index % len(PALETTE)])
+    r, g, b = (int(v) for v in PALETTE[index % len(PALETTE)])
+    return r, g, b
 
 
 def as_rgb(image: np.ndarray) -> np.ndarray:

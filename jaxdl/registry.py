@@ -160,12 +160,14 @@ class Registry:
 
     def builtin_names(self) -> tuple[str, ...]:
         """The built-ins, from the package's files (without importing them)."""
-        locations = importlib.util.find_spec(self.package).submodule_search_locations
+        spec = importlib.util.find_spec(self.package)
+        assert spec is not None and spec.submodule_search_locations is not None, self.package
+        locations = spec.submodule_search_locations
         return tuple(
             sorted(m.name for m in pkgutil.iter_modules(locations) if not m.ispkg and not m.name.startswith('_'))
         )
 
-    def import_path(self, name: str) -> str:
+    def import_path(self, name: object) -> str:
         """A built-in name's import path, or the user's import path itself; else a ConfigError with the choices."""
         if not isinstance(name, str) or not name:
             raise ConfigError(f"config key '{self.key}': must name a {self.kind}, got {name!r}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import jax
 
@@ -20,6 +21,11 @@ from jaxdl.train.evaluation import evaluate
 from jaxdl.train.runners import runner_for
 from jaxdl.train.state import TrainState, state_from_config
 
+if TYPE_CHECKING:
+    from ml_collections import ConfigDict
+
+    from jaxdl.tasks import Task
+
 
 @dataclasses.dataclass
 class Run:
@@ -28,7 +34,7 @@ class Run:
     workdir: Path
     config: config_lib.ConfigDict
     environment: dict
-    task: object
+    task: Task
     state: TrainState
     step: int
 
@@ -54,7 +60,7 @@ def read_run_files(workdir: Path, *, trust_code: bool = False) -> tuple[config_l
     return config, environment
 
 
-def initial_state(config, environment: dict) -> tuple[TrainState, object]:
+def initial_state(config: ConfigDict, environment: dict) -> tuple[TrainState, Task]:
     """A freshly initialised state with the run's structure (the target a checkpoint restores into)."""
     from jaxdl.tasks import build_task
 

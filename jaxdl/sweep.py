@@ -195,7 +195,7 @@ def sweep(
             default=str,
         )
     )
-    records, queue, active = {}, list(enumerate(runs)), {}
+    records, queue, active = {}, list(enumerate(runs)), {}  # type: dict, list, dict[int, tuple]
     total = len(runs)
     while queue or active:
         while queue and len(active) < max(parallel, 1):

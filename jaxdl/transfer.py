@@ -66,8 +66,8 @@ def resolve_source(init_from: str, which: str = 'best') -> Source:
     if (path / 'state' / '_METADATA').is_file():  # a step directory: checkpoints/STEP
         return Source(path, path / 'state', int(path.name) if path.name.isdigit() else None)
     if (path / '_METADATA').is_file():  # the state item itself
-        step = path.parent.name
-        return Source(path, path, int(step) if step.isdigit() else None)
+        parent = path.parent.name
+        return Source(path, path, int(parent) if parent.isdigit() else None)
     directory = path / 'checkpoints' if (path / 'checkpoints').is_dir() else path
     if not any(p.name.isdigit() for p in directory.iterdir()):
         raise TransferError(
@@ -139,7 +139,7 @@ def _summarised(paths: list[str], at_most: int = 6) -> str:
     """The paths themselves, or, when there are many (a segmentation decoder), their modules with counts."""
     if len(paths) <= at_most:
         return ', '.join(paths)
-    counts = {}
+    counts: dict[str, int] = {}
     for path in paths:
         module = _module_of(path, head_whole=False)
         counts[module] = counts.get(module, 0) + 1

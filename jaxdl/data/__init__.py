@@ -23,7 +23,9 @@ def builtin_datasets() -> dict[str, str]:
 
     from jaxdl.registry import BUILDERS
 
-    folder = Path(importlib.util.find_spec(BUILDERS.package).submodule_search_locations[0])
+    spec = importlib.util.find_spec(BUILDERS.package)
+    assert spec is not None and spec.submodule_search_locations is not None, BUILDERS.package
+    folder = Path(spec.submodule_search_locations[0])
     return {
         name: (ast.get_docstring(ast.parse((folder / f'{name}.py').read_text())) or '').split('\n')[0]
         for name in BUILDERS.builtin_names()

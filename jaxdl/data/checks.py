@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
@@ -84,7 +85,7 @@ def box_checks(example_id, boxes, labels, num_classes: int) -> list:
     ]
 
 
-def checked(example: dict, checks: list) -> dict:
+def checked(example: Any, checks: list) -> Any:
     """`example` with `checks` as control dependencies (graph mode), so it cannot be read without passing them."""
     with tf.control_dependencies(checks):
         return tf.nest.map_structure(tf.identity, example)

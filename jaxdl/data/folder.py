@@ -48,7 +48,7 @@ def scan(root: Path, label: str) -> tuple[str, dict[str, dict[str, list[Path]]]]
     split_dirs = [root / s for s in SPLITS if (root / s).is_dir()]
     layout = 'splits' if split_dirs else 'classes'
     groups = {d.name: d for d in split_dirs} if split_dirs else {'': root}
-    found = {}
+    found: dict[str, dict] = {}
     for split, directory in groups.items():
         classes = _class_dirs(directory)
         if not classes:
@@ -105,7 +105,7 @@ def fingerprint(files: list[Path], root: Path, *parts) -> str:
 def split_by_fractions(classes: dict[str, list[Path]], fractions, seed: int) -> dict[str, list[tuple[Path, str]]]:
     """Each class's images, in a seeded order, cut into train/validation/test by `fractions` (so every split keeps
     the class balance); a class too small for a share gets none of it rather than a rounding's worth."""
-    out = {s: [] for s in SPLITS}
+    out: dict[str, list] = {s: [] for s in SPLITS}
     for index, (name, files) in enumerate(sorted(classes.items())):
         order = np.random.default_rng([seed, index]).permutation(len(files))
         n_train = int(round(fractions[0] * len(files)))

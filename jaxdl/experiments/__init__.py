@@ -19,5 +19,8 @@ def path(name: str) -> Path | None:
 
 def summary(name: str) -> str:
     """The first paragraph of the experiment's docstring, read without running it."""
-    docstring = ast.get_docstring(ast.parse(path(name).read_text())) or ''
+    file = path(name)
+    if file is None:
+        raise KeyError(f'no built-in experiment {name!r}')
+    docstring = ast.get_docstring(ast.parse(file.read_text())) or ''
     return docstring.split('\n\n')[0].replace('\n', ' ')

@@ -21,12 +21,16 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ml_collections import ConfigDict
 
 from jaxdl.errors import ConfigError
 from jaxdl.registry import MODELS, frozen, keyword_parameters
 
 
-def module_export(model_name: str, name: str):
+def module_export(model_name: str, name: str) -> Any:
     """What the module of model `model_name` exports as `name` (a built-in's module, or the module of a user's
     model by import path), or None: the optional hooks a model brings beside itself (`TORCH_NAMES`,
     `LAYER_INDEX`)."""
@@ -36,8 +40,12 @@ def module_export(model_name: str, name: str):
 
 
 def build_model(
-    model_cfg, num_outputs: int, head_options: dict | None = None, *, image_shape: tuple[int, int, int] | None = None
-):
+    model_cfg: ConfigDict,
+    num_outputs: int,
+    head_options: dict | None = None,
+    *,
+    image_shape: tuple[int, int, int] | None = None,
+) -> Any:
     """The flax Module `model_cfg` names, with `num_outputs` outputs (classes, targets, heatmap channels), for
     images of `image_shape` (passed to a model that takes it; an NNX model whose layers need their input width
     does)."""
@@ -110,7 +118,7 @@ def build_model(
     return module
 
 
-def _construct(name: str, target, kwargs: dict):
+def _construct(name: str, target: Any, kwargs: dict) -> Any:
     """A linen Module from its class or factory."""
     import flax.linen as nn
 
@@ -127,13 +135,13 @@ def _construct(name: str, target, kwargs: dict):
     return module
 
 
-def _is_nnx_class(target) -> bool:
+def _is_nnx_class(target: Any) -> bool:
     from flax import nnx
 
     return isinstance(target, type) and issubclass(target, nnx.Module)
 
 
-def _from_nnx(name: str, target: type, kwargs: dict):
+def _from_nnx(name: str, target: type, kwargs: dict) -> Any:
     """An NNX class as a linen module through Flax's bridge, its construction tried once abstractly (no arrays) so
     a wrong option fails here, naming the key, not inside the first compiled step."""
     from flax import nnx
@@ -148,7 +156,7 @@ def _from_nnx(name: str, target: type, kwargs: dict):
     return nnx.bridge.ToLinen(target, kwargs=FrozenDict(kwargs))
 
 
-def _call_of(module):
+def _call_of(module: Any) -> Any:
     """The `__call__` jaxdl's arguments reach: an NNX model's own, through the bridge."""
     return getattr(module, 'nnx_class', type(module)).__call__
 
@@ -158,14 +166,16 @@ class ModelApply:
     """`module.apply(variables, images, train=...)`, passing `axis_name` only to a module whose `__call__` takes
     it. Hashable by the module's value, so a jitted step that holds it compiles once per model."""
 
-    module: object
+    module: Any
 
     @functools.cached_property
     def takes_axis_name(self) -> bool:
         takes = keyword_parameters(_call_of(self.module))
         return takes is None or 'axis_name' in takes
 
-    def __call__(self, variables, images, *, train: bool = False, axis_name=None, **kwargs):
+    def __call__(
+        self, variables: dict, images: Any, *, train: bool = False, axis_name: str | None = None, **kwargs: Any
+    ) -> Any:
         if axis_name is not None and self.takes_axis_name:
             kwargs['axis_name'] = axis_name
         return self.module.apply(variables, images, train=train, **kwargs)

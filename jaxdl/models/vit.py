@@ -124,7 +124,7 @@ def MODEL(
     if size not in SIZES:
         raise ConfigError(f"config key 'model.options.size': must be one of {', '.join(SIZES)}, got {size!r}")
     default = dict(zip(('width', 'depth', 'heads', 'mlp'), SIZES[size]))
-    chosen = {
+    chosen: dict[str, Any] = {
         k: default[k] if v is None else v
         for k, v in (('width', width), ('depth', depth), ('heads', heads), ('mlp', mlp))
     }

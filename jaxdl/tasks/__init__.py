@@ -12,10 +12,15 @@ per-example `eval_predictions`, which evaluation gathers over the whole split an
 
 from __future__ import annotations
 
-from typing import ClassVar, Protocol, runtime_checkable
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 from jaxdl.errors import ConfigError
 from jaxdl.registry import KINDS, TASKS, frozen, keyword_parameters
+
+if TYPE_CHECKING:
+    import jax
+    from ml_collections import ConfigDict
 
 
 @runtime_checkable
@@ -28,24 +33,24 @@ class Task(Protocol):
     head_options: dict  # for the built-in models: which head reads the backbone ({'head': 'dense'})
     headline: tuple[str, ...]  # the loss, then the figures the console table and the progress plot show
 
-    def check_outputs(self, outputs, image_shape: tuple[int, int, int], model: str) -> None:
+    def check_outputs(self, outputs: Any, image_shape: tuple[int, int, int], model: str) -> None:
         """Raise a ConfigError naming `model` if `outputs` (shapes, for a batch of 2) do not fit the task."""
 
-    def per_example_loss(self, outputs, batch):  # -> float32 [B]
-        ...
+    def per_example_loss(self, outputs: Any, batch: dict) -> jax.Array:
+        """float32 [B]: each example's loss (padding rows included; the step weights them by `valid`)."""
 
-    def train_metric_sums(self, outputs, batch, per_example_loss) -> dict:
+    def train_metric_sums(self, outputs: Any, batch: dict, per_example_loss: jax.Array) -> dict:
         """Sums over the batch's valid rows (`batch['valid']`); must include 'loss_sum' and 'count'."""
 
-    def eval_metric_sums(self, outputs, batch, per_example_loss) -> dict: ...
+    def eval_metric_sums(self, outputs: Any, batch: dict, per_example_loss: jax.Array) -> dict: ...
 
-    def eval_predictions(self, outputs, batch) -> dict:
+    def eval_predictions(self, outputs: Any, batch: dict) -> dict:
         """Per-example rows for figures that cannot be summed; {} when every figure comes from the sums."""
 
     def summarize(self, sums: dict, predictions: dict | None = None) -> dict:
         """The final figures from summed metrics (host side, numpy): one division at the very end."""
 
-    def predict(self, outputs):
+    def predict(self, outputs: Any) -> Any:
         """What a user is shown: probabilities, targets in their units, a class map, boxes."""
 
 
@@ -55,17 +60,21 @@ class TaskDefaults:
 
     head_options: ClassVar[dict] = {'head': 'dense'}
 
-    def check_outputs(self, outputs, image_shape, model: str) -> None:
+    def check_outputs(self, outputs: Any, image_shape: tuple[int, int, int], model: str) -> None:
         del outputs, image_shape, model
 
-    def eval_metric_sums(self, outputs, batch, per_example_loss) -> dict:
+    if TYPE_CHECKING:  # the task's own (Task protocol); declared for the type checker
+
+        def train_metric_sums(self, outputs: Any, batch: dict, per_example_loss: jax.Array) -> dict: ...
+
+    def eval_metric_sums(self, outputs: Any, batch: dict, per_example_loss: jax.Array) -> dict:
         return self.train_metric_sums(outputs, batch, per_example_loss)
 
-    def eval_predictions(self, outputs, batch) -> dict:
+    def eval_predictions(self, outputs: Any, batch: dict) -> dict:
         return {}
 
 
-def output_mismatch(model: str, outputs, needs: str) -> ConfigError:
+def output_mismatch(model: str, outputs: Any, needs: str) -> ConfigError:
     shapes = outputs.shape if hasattr(outputs, 'shape') else type(outputs).__name__
     return ConfigError(
         f"config key 'model.name': model {model!r} outputs {shapes} for a batch of 2; the task needs {needs}"
@@ -87,7 +96,7 @@ _REQUIRED = (
 )
 
 
-def task_class(task_cfg) -> type:
+def task_class(task_cfg: ConfigDict) -> Any:
     """The Task class `task.name` names, checked against the protocol before it is constructed."""
     target = TASKS.resolve(task_cfg.name)
     if not isinstance(target, type):
@@ -116,7 +125,7 @@ def task_class(task_cfg) -> type:
     return target
 
 
-def build_task(task_cfg, class_names=()):
+def build_task(task_cfg: ConfigDict, class_names: Sequence[str] | int = ()) -> Task:
     """The task `task_cfg` names, for a dataset with these classes (of its label, mask or objects; () if none).
     `class_names` may also be a count: 10 stands for classes named '0' .. '9'."""
     target = task_class(task_cfg)

@@ -74,8 +74,8 @@ class Detection(TaskDefaults):
     def num_outputs(self) -> int:
         return self.num_classes  # heatmap channels; the head adds its 4 box channels
 
-    @property
-    def head_options(self) -> dict:
+    @property  # per instance (its output stride), where TaskDefaults' is one for the class
+    def head_options(self) -> dict:  # type: ignore[override]
         return {'head': 'centernet', 'output_stride': self.output_stride}
 
     def check_outputs(self, outputs, image_shape, model: str) -> None:
@@ -225,7 +225,7 @@ def coco_metrics(predictions: dict, class_names: tuple[str, ...]) -> dict:
 
     p = {k: np.asarray(v) for k, v in predictions.items()}
     images = np.flatnonzero(p['valid'])
-    gt, annotations, detections = COCO(), [], []
+    gt, annotations, detections = COCO(), [], []  # type: COCO, list[dict], list[np.ndarray]
     for image_id in images:
         real = p['true_valid'][image_id]  # the padding rows of an image's boxes are not ground truth
         for box, label, ignore in zip(

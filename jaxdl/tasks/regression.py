@@ -8,6 +8,7 @@ own units. The loss is mean squared error or Huber on the normalised values.
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import jax.numpy as jnp
 import numpy as np
@@ -112,7 +113,7 @@ class Regression(TaskDefaults):
         sums = {k: np.asarray(v, np.float64) for k, v in sums.items()}
         count = max(float(sums['count']), 1.0)
         values = count * self.num_outputs  # each example contributes one error per target
-        out = {
+        out: dict[str, Any] = {
             'loss': float(sums['loss_sum']) / count,
             'rmse': float(np.sqrt(sums['squared_error_sum'] / values)),
             'mae': float(sums['absolute_error_sum']) / values,

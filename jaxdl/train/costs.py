@@ -145,8 +145,9 @@ def describe(costs: dict) -> str:
     return '\n'.join(lines)
 
 
-def _size(n: int) -> str:
-    for unit in ('B', 'KB', 'MB', 'GB'):
-        if n < 1024 or unit == 'GB':
+def _size(n: float) -> str:
+    for unit in ('B', 'KB', 'MB'):
+        if n < 1024:
             return f'{n:.0f} {unit}' if unit == 'B' else f'{n:.1f} {unit}'
         n /= 1024
+    return f'{n:.1f} GB'

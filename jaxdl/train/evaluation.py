@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from functools import partial
+from typing import TYPE_CHECKING, Any
 
 import jax
 import numpy as np
@@ -16,8 +17,11 @@ from jaxdl.train.runners import StepRunner
 from jaxdl.train.state import TrainState
 from jaxdl.train.step import add_sums, predict_step
 
+if TYPE_CHECKING:
+    from jaxdl.tasks import Task
 
-def evaluate(runner: StepRunner, device_state, batches: Iterable[dict], task) -> dict:
+
+def evaluate(runner: StepRunner, device_state: TrainState, batches: Iterable[dict], task: Task) -> dict:
     """Final metrics of one pass over `batches` (every example once; padding rows count for nothing).
 
     Metric sums stay on the devices until the end. A task with per-example predictions (detection) has them
@@ -41,11 +45,11 @@ def evaluate(runner: StepRunner, device_state, batches: Iterable[dict], task) ->
 
 
 @partial(jax.jit, static_argnames='task')
-def _predict(state: TrainState, images, task):
+def _predict(state: TrainState, images: np.ndarray, task: Task) -> Any:
     return predict_step(state, images, task=task)
 
 
-def predict(state: TrainState, images: np.ndarray, task, *, batch_size: int = 256):
+def predict(state: TrainState, images: np.ndarray, task: Task, *, batch_size: int = 256) -> Any:
     """Task predictions for preprocessed images [N, H, W, C]: class probabilities [N, C] (classification),
     targets in their units (regression), a class map [N, H, W] and per-pixel probabilities (segmentation), or
     boxes, scores and classes (detection).

@@ -27,8 +27,13 @@ from jaxdl.train.evaluation import evaluate
 
 
 class Evaluator(Protocol):
-    name: str  # its metrics.jsonl rows' `split`
-    every: int  # in steps; 0: once, after training (the test)
+    @property
+    def name(self) -> str:
+        """Its metrics.jsonl rows' `split`."""
+
+    @property
+    def every(self) -> int:
+        """In steps; 0: once, after training (the test)."""
 
     def due(self, step: int, plan: Plan) -> bool:
         """Whether it runs after training step `step`."""

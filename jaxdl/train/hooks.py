@@ -32,6 +32,16 @@ test-only kill points (jaxdl.train.kill_points).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ml_collections import ConfigDict
+
+    from jaxdl.train.loop import RunContext
+    from jaxdl.train.state import TrainState
+    from jaxdl.train.step import TrainMetrics
+
 MOMENTS = (
     'run_start',
     'train_start',
@@ -52,48 +62,48 @@ MOMENTS = (
 class Hook:
     """Every moment a no-op: override the ones a hook acts at."""
 
-    def run_start(self, run) -> None:
+    def run_start(self, run: RunContext) -> None:
         pass
 
-    def train_start(self, run, device_state, batch: dict) -> None:
+    def train_start(self, run: RunContext, device_state: TrainState, batch: dict) -> None:
         pass
 
-    def before_dispatch(self, run, step: int) -> None:
+    def before_dispatch(self, run: RunContext, step: int) -> None:
         pass
 
-    def after_dispatch(self, run, step: int, metrics) -> None:
+    def after_dispatch(self, run: RunContext, step: int, metrics: TrainMetrics) -> None:
         pass
 
-    def after_step(self, run, step: int, evaluating: bool) -> None:
+    def after_step(self, run: RunContext, step: int, evaluating: bool) -> None:
         pass
 
-    def evaluation_batch(self, run, name: str, step: int | None, index: int) -> None:
+    def evaluation_batch(self, run: RunContext, name: str, step: int | None, index: int) -> None:
         pass
 
-    def record(self, run, row: dict) -> None:
+    def record(self, run: RunContext, row: dict) -> None:
         pass
 
-    def validated(self, run, step: int, metrics: dict, improved: bool) -> None:
+    def validated(self, run: RunContext, step: int, metrics: dict, improved: bool) -> None:
         pass
 
-    def before_save(self, run, step: int) -> None:
+    def before_save(self, run: RunContext, step: int) -> None:
         pass
 
-    def after_save(self, run, step: int) -> None:
+    def after_save(self, run: RunContext, step: int) -> None:
         pass
 
-    def end_of_step(self, run, step: int) -> None:
+    def end_of_step(self, run: RunContext, step: int) -> None:
         pass
 
-    def after_summary(self, run, summary: dict) -> None:
+    def after_summary(self, run: RunContext, summary: dict) -> None:
         pass
 
-    def closed(self, run, error: BaseException | None) -> None:
+    def closed(self, run: RunContext, error: BaseException | None) -> None:
         pass
 
 
-def _calling_each(moment: str):
-    def call(self, *args):
+def _calling_each(moment: str) -> Callable[..., None]:
+    def call(self: Hooks, *args: Any) -> None:
         for hook in self.hooks:
             getattr(hook, moment)(*args)
 
@@ -106,10 +116,10 @@ class Hooks(Hook):
     """Several hooks as one: each moment calls every hook in order. `closed` reaches every hook even when one
     raises (the first error is raised after)."""
 
-    def __init__(self, hooks):
+    def __init__(self, hooks: Iterable[Hook]) -> None:
         self.hooks = tuple(hooks)
 
-    def closed(self, run, error):
+    def closed(self, run: RunContext, error: BaseException | None) -> None:
         failure = None
         for hook in self.hooks:
             try:
@@ -125,7 +135,7 @@ for _moment in MOMENTS:
         setattr(Hooks, _moment, _calling_each(_moment))
 
 
-def from_config(config) -> tuple[Hook, ...]:
+def from_config(config: ConfigDict) -> tuple[Hook, ...]:
     """The hooks `train.hooks` names, built: each import path names a Hook subclass (built without arguments), a
     function of the config returning a Hook, or a Hook. A path that does not import or is no hook: a ConfigError
     naming it, before any step."""

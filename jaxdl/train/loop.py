@@ -16,6 +16,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import jax
 import jax.numpy as jnp
@@ -41,6 +42,13 @@ from jaxdl.train.runners import StepRunner, runner_for
 from jaxdl.train.state import TrainState, state_from_config
 from jaxdl.train.step import TrainMetrics, add_train_metrics
 from jaxdl.train.throughput import Throughput
+
+if TYPE_CHECKING:
+    from ml_collections import ConfigDict
+
+    from jaxdl.tasks import Task
+    from jaxdl.train.evaluators import Evaluator
+    from jaxdl.train.step import TrainMetrics
 
 
 @dataclasses.dataclass
@@ -91,7 +99,9 @@ def _metrics_to_json(host: TrainMetrics) -> dict:
 
 
 def _metrics_from_json(record: dict) -> TrainMetrics:
-    def device_sum(value):  # back with its step's dtype: int32 counts stay integers, float32 sums float32
+    def device_sum(
+        value: Any,
+    ) -> jax.Array:  # back with its step's dtype: int32 counts stay integers, float32 sums float32
         value = np.asarray(value)
         return jnp.asarray(value, jnp.int32 if value.dtype.kind in 'iu' else jnp.float32)
 
@@ -109,7 +119,7 @@ class FitResult:
     workdir: Path
 
 
-def _environment(config, pipeline: Pipeline, plan: Plan, parallel: str, transfer: dict | None) -> dict:
+def _environment(config: ConfigDict, pipeline: Pipeline, plan: Plan, parallel: str, transfer: dict | None) -> dict:
     """environment.json: versions, devices and git revision, plus what rebuilding the run needs (dataset
     shape and class names, the plan in steps) so evaluate/predict never re-read the dataset's metadata."""
     spec, d = pipeline.spec, config.dataset
@@ -134,7 +144,7 @@ def _environment(config, pipeline: Pipeline, plan: Plan, parallel: str, transfer
     return environment
 
 
-def _record_run(workdir: Path, config, environment: dict, has_checkpoints: bool) -> None:
+def _record_run(workdir: Path, config: ConfigDict, environment: dict, has_checkpoints: bool) -> None:
     """config.json and environment.json; a resumed run must have the config it started with, but for where its
     arrays live (config.PLACEMENT_KEYS: another device count, mesh or parallel mode) and what watches it
     (config.INSTRUMENT_KEYS: trackers, hooks, a profile window)."""
@@ -175,7 +185,9 @@ def _check_same_data(started: dict, now: dict, workdir: Path) -> None:
         )
 
 
-def fit(config, workdir: str | Path, *, show_progress: bool = True, hooks: Sequence[Hook] = ()) -> FitResult:
+def fit(
+    config: ConfigDict, workdir: str | Path, *, show_progress: bool = True, hooks: Sequence[Hook] = ()
+) -> FitResult:
     """Trains `config` into `workdir` (resuming from its latest checkpoint) and returns the selected model.
 
     With `transfer.init_from` the run starts from another run's weights (see jaxdl.transfer); with
@@ -195,7 +207,9 @@ def fit(config, workdir: str | Path, *, show_progress: bool = True, hooks: Seque
     return result
 
 
-def _compare_with_scratch(config, result: FitResult, show_progress: bool, hooks: tuple[Hook, ...]) -> FitResult:
+def _compare_with_scratch(
+    config: ConfigDict, result: FitResult, show_progress: bool, hooks: tuple[Hook, ...]
+) -> FitResult:
     from jaxdl.transfer import scratch_baseline_config
 
     scalars = lambda metrics: {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
@@ -218,7 +232,7 @@ def _compare_with_scratch(config, result: FitResult, show_progress: bool, hooks:
     return dataclasses.replace(result, summary=summary)
 
 
-def _fit(config, workdir: Path, show_progress: bool, hooks: tuple[Hook, ...]) -> FitResult:
+def _fit(config: ConfigDict, workdir: Path, show_progress: bool, hooks: tuple[Hook, ...]) -> FitResult:
     """One run in one workdir, which it holds (a lock) while it trains there."""
     lock = None
     if jax.process_index() == 0:
@@ -244,7 +258,7 @@ class RunContext:
     workdir: Path
     environment: dict  # environment.json's content (with `costs` once measured); process 0
     pipeline: Pipeline
-    task: object
+    task: Task
     plan: Plan
     runner: StepRunner
     schedule: Callable[[int], float]
@@ -253,11 +267,11 @@ class RunContext:
     state: TrainState  # on the host: initialised, transferred, then restored
     hooks: Hooks  # the loop's own TrainRecords first, then the user's, then kill points
     records: TrainRecords
+    throughput: Throughput
     loop: LoopState = dataclasses.field(default_factory=LoopState)
     resumed_from: int | None = None  # the checkpoint's step, when a run resumes
     console: Console | None = None
     is_main: bool = True
-    throughput: Throughput | None = None
 
     def write_record(self, row: dict) -> None:
         """A row of metrics.jsonl, then every hook's `record` (the trackers mirror it)."""
@@ -272,7 +286,7 @@ class RunContext:
         return {'step': step, 'epoch': step / self.plan.steps_per_epoch, 'elapsed_s': self.loop.elapsed_s}
 
 
-def _fit_holding_lock(config, workdir: Path, show_progress: bool, hooks: tuple[Hook, ...]) -> FitResult:
+def _fit_holding_lock(config: ConfigDict, workdir: Path, show_progress: bool, hooks: tuple[Hook, ...]) -> FitResult:
     """The phases of a run: open it, resume, train, select, test, summarize."""
     run, transfer_message = _open_run(config, workdir, hooks)
     error = None
@@ -316,7 +330,7 @@ def _fit_holding_lock(config, workdir: Path, show_progress: bool, hooks: tuple[H
             run.checkpoints.close()
 
 
-def _open_run(config, workdir: Path, hooks: tuple[Hook, ...]) -> tuple[RunContext, str | None]:
+def _open_run(config: ConfigDict, workdir: Path, hooks: tuple[Hook, ...]) -> tuple[RunContext, str | None]:
     """The run's data, plan, runner and initial (or transferred) state; its records written, its checkpoints
     opened. Every split the run reads is opened (and sized) first, before anything runs in another thread: a
     missing split fails here, and tfds.testing.mock_data, which redirects the whole process's file system while
@@ -378,7 +392,9 @@ def _resume(run: RunContext) -> None:
     if run.resumed_from is None:
         return
     warn = lambda text: run.note(f'warning: {text}')
-    run.resumed_from, tree, record = run.checkpoints.restore_newest_intact(run.state.to_checkpoint(), warn)
+    restored = run.checkpoints.restore_newest_intact(run.state.to_checkpoint(), warn)
+    assert restored is not None  # resumed_from names a checkpoint that exists
+    run.resumed_from, tree, record = restored
     run.state, run.loop = run.state.from_checkpoint(tree), LoopState.from_json(record)
 
 
@@ -388,6 +404,7 @@ def _finished_before(run: RunContext) -> FitResult:
         f'{run.workdir} holds a finished run ({summary["stop_reason"]} at step {summary["final_step"]}); '
         f'not training or testing again. Train into a new --workdir to start over.'
     )
+    assert run.resumed_from is not None  # summary.json is written after the last checkpoint
     selected = _restored(run, run.state, summary['selected_step'], run.resumed_from)
     return FitResult(selected, summary, run.workdir)
 
@@ -442,7 +459,7 @@ def _summarize(run: RunContext, selected_step: int, final_step: int, tests: dict
     return summary
 
 
-def _headline(task, metrics: dict) -> str:
+def _headline(task: Task, metrics: dict) -> str:
     return ', '.join(f'{k} {v:.4f}' for k, v in metrics.items() if k in task.headline and isinstance(v, (int, float)))
 
 
@@ -490,7 +507,7 @@ class TrainRecords(Hook):
     steps are written at once (those sync anyway), and a waiting row is on disk before the checkpoint that
     follows it."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.sums: TrainMetrics | None = None
         self.deferred: tuple[TrainMetrics, dict] | None = None
         self.latest: tuple[dict, float | None] = ({}, None)  # the last row's metrics and learning rate
@@ -513,18 +530,19 @@ class TrainRecords(Hook):
             self._write(run, *self.deferred)
             self.deferred = None
 
-    def after_dispatch(self, run, step, metrics):
+    def after_dispatch(self, run: RunContext, step: int, metrics: TrainMetrics) -> None:
         self._flush(run)
         self.sums = metrics if self.sums is None else add_train_metrics(self.sums, metrics)
 
-    def after_step(self, run, step, evaluating):
+    def after_step(self, run: RunContext, step: int, evaluating: bool) -> None:
+        assert self.sums is not None  # after_dispatch summed this step's metrics
         if evaluating:
             self._write(run, self.sums, run.row_fields(step))
             self.sums = None
         elif step % run.plan.log_every == 0:  # (never the last step: that one evaluates, so nothing stays deferred)
             self.deferred, self.sums = (self.sums, run.row_fields(step)), None
 
-    def before_save(self, run, step):
+    def before_save(self, run: RunContext, step: int) -> None:
         self._flush(run)
         pending = jax.device_get(self.sums) if self.sums is not None else None  # fetched once
         if pending is not None and run.config.train.on_nonfinite == 'stop':  # never save past a non-finite step
@@ -532,7 +550,7 @@ class TrainRecords(Hook):
         run.loop.pending_train = _metrics_to_json(pending) if pending is not None else None
 
 
-def _train(run: RunContext, stop: StopSignals):
+def _train(run: RunContext, stop: StopSignals) -> TrainState:
     """The epoch loop: trains from the state's step until the plan's end or early stopping, updating `run.loop`;
     returns the device state at the end of training."""
     config, plan, loop, runner, hooks = run.config, run.plan, run.loop, run.runner, run.hooks
@@ -541,7 +559,9 @@ def _train(run: RunContext, stop: StopSignals):
     step = int(run.state.step)
     started = time.time() - loop.elapsed_s
     evaluators = during_training(config, plan)
-    in_flight = collections.deque()  # recent steps' metrics: bounds the dispatch queue (see StepRunner)
+    in_flight: collections.deque = (
+        collections.deque()
+    )  # recent steps' metrics: bounds the dispatch queue (see StepRunner)
     first_batch = True
     batches = run.pipeline.train_batches(seed=config.seed, global_batch=config.train.batch_size, start_step=step)
     while step < plan.total_steps and not loop.finished:
@@ -594,7 +614,7 @@ def _train(run: RunContext, stop: StopSignals):
     return device_state
 
 
-def _evaluate_while_training(run: RunContext, evaluator, device_state, step: int) -> None:
+def _evaluate_while_training(run: RunContext, evaluator: Evaluator, device_state: TrainState, step: int) -> None:
     """One evaluator's figures at `step`, logged under its name; validation's (the EMA's with
     train.select='best_ema') also decide early stopping and which checkpoint is best, and make the console's row."""
     metrics = evaluator(run, device_state, step)
@@ -611,11 +631,13 @@ class ConsoleRows(Hook):
     """The console's progress (a bar on a terminal, a line every 5% elsewhere) and its table, a row at each
     validation beside the latest training figures."""
 
-    def after_step(self, run, step, evaluating):
+    def after_step(self, run: RunContext, step: int, evaluating: bool) -> None:
+        assert run.console is not None  # the run opens its console before any step
         run.console.advance()
 
-    def validated(self, run, step, metrics, improved):
+    def validated(self, run: RunContext, step: int, metrics: dict, improved: bool) -> None:
         train_metrics, learning_rate = run.records.latest
+        assert run.console is not None and learning_rate is not None  # TrainRecords wrote this step's row first
         run.console.row(
             epoch=math.ceil(step / run.plan.steps_per_epoch),
             step=step,
@@ -626,7 +648,7 @@ class ConsoleRows(Hook):
         )
 
 
-def _measure_costs(run: RunContext, device_state, batch) -> None:
+def _measure_costs(run: RunContext, device_state: TrainState, batch: dict) -> None:
     """What a step costs (jaxdl.train.costs), before the first step: on the console once, in environment.json,
     and what the throughput records take MFU from."""
     try:
@@ -645,7 +667,13 @@ def _measure_costs(run: RunContext, device_state, batch) -> None:
 
 
 def _summary(
-    config, plan: Plan, loop: LoopState, selected_step: int, final_step: int, log_path: Path, tests: dict[str, dict]
+    config: ConfigDict,
+    plan: Plan,
+    loop: LoopState,
+    selected_step: int,
+    final_step: int,
+    log_path: Path,
+    tests: dict[str, dict],
 ) -> dict:
     records = read_jsonl(log_path)
     at_selected = lambda split: next((r for r in records if r['split'] == split and r['step'] == selected_step), None)

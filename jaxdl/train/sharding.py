@@ -150,7 +150,7 @@ def state_shardings(abstract_state, mesh: Mesh, rules=(), min_size: int = 1024, 
     rules = tuple((str(p), str(s)) for p, s in rules)
     for i, (pattern, _) in enumerate(rules):
         require_regex(pattern, f'train.sharding_rules[{i}]')
-    used = set()
+    used: set[str] = set()
     named = lambda spec: NamedSharding(mesh, spec)
     params = jax.tree.map(
         named, leaf_specs(abstract_state.params, mesh, rules, min_size, used=used), is_leaf=lambda x: isinstance(x, P)

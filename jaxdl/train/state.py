@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import flax.struct
 import jax
@@ -12,6 +12,12 @@ import jax.numpy as jnp
 import optax
 
 from jaxdl.errors import ConfigError
+
+if TYPE_CHECKING:
+    from ml_collections import ConfigDict
+
+    from jaxdl.config import Plan
+    from jaxdl.tasks import Task
 
 
 @flax.struct.dataclass
@@ -30,11 +36,15 @@ class TrainState:
     # Mixup / CutMix in the train step (jaxdl.train.mixing.Mixing), or None (off).
     mixing: Any = flax.struct.field(pytree_node=False, default=None)
 
+    if TYPE_CHECKING:  # flax.struct.dataclass adds it; declared for the type checker
+
+        def replace(self, **changes: Any) -> TrainState: ...
+
     @property
     def variables(self) -> dict:
         return {'params': self.params, **self.model_state}
 
-    def apply_gradients(self, grads, model_state) -> TrainState:
+    def apply_gradients(self, grads: Any, model_state: Any) -> TrainState:
         updates, opt_state = self.tx.update(grads, self.opt_state, self.params)
         return self.replace(
             step=self.step + 1,
@@ -43,7 +53,7 @@ class TrainState:
             opt_state=opt_state,
         )
 
-    def updated_ema(self, params, model_state) -> Any:
+    def updated_ema(self, params: Any, model_state: Any) -> Any:
         """The EMA after the update that produced `params` and `model_state` (state.step + 1 micro-steps): each
         `ema_every` micro-steps (an optimizer update, with gradient accumulation) it moves by
         decay_t = min(ema_decay, (1 + t) / (10 + t)), t the updates so far; in between it stays."""
@@ -88,7 +98,12 @@ class TrainState:
 
 
 def _initial_state(
-    key, model, tx, image_shape: tuple[int, ...], ema_decay: float = 0.0, ema_every: int = 1
+    key: jax.Array,
+    model: Any,
+    tx: optax.GradientTransformation,
+    image_shape: tuple[int, ...],
+    ema_decay: float = 0.0,
+    ema_every: int = 1,
 ) -> TrainState:
     from jaxdl.models import ModelApply
 
@@ -115,7 +130,12 @@ def _initial_state(
 
 
 def abstract_train_state(
-    model, tx: optax.GradientTransformation, *, image_shape, ema_decay: float = 0.0, ema_every: int = 1
+    model: Any,
+    tx: optax.GradientTransformation,
+    *,
+    image_shape: Sequence[int],
+    ema_decay: float = 0.0,
+    ema_every: int = 1,
 ) -> TrainState:
     """The shapes and dtypes of the state create_train_state makes, without computing it."""
     return jax.eval_shape(
@@ -127,12 +147,12 @@ def abstract_train_state(
 
 
 def create_train_state(
-    model,
+    model: Any,
     tx: optax.GradientTransformation,
     *,
     seed: int,
-    image_shape,
-    shardings=None,
+    image_shape: Sequence[int],
+    shardings: Any = None,
     ema_decay: float = 0.0,
     ema_every: int = 1,
 ) -> TrainState:
@@ -157,7 +177,9 @@ def create_train_state(
     )
 
 
-def state_from_config(config, task, *, image_shape, plan, shardings=None):
+def state_from_config(
+    config: ConfigDict, task: Task, *, image_shape: Sequence[int], plan: Plan, shardings: Any = None
+) -> tuple[TrainState, Any]:
     """(initial TrainState, learning-rate schedule) for `task` as a config describes them: what fit() trains and
     the target a trained run's checkpoint is restored into. `plan`: the run's durations in steps
     (`jaxdl.config.Plan`); `shardings`: abstract state -> where its leaves live (a runner's `state_shardings`).
@@ -166,7 +188,8 @@ def state_from_config(config, task, *, image_shape, plan, shardings=None):
     from jaxdl.optim import build_optimizer
     from jaxdl.train.mixing import Mixing
 
-    model = build_model(config.model, task.num_outputs, task.head_options, image_shape=tuple(image_shape))
+    height, width, channels = image_shape
+    model = build_model(config.model, task.num_outputs, task.head_options, image_shape=(height, width, channels))
     layers = module_export(config.model.name, 'LAYER_INDEX') if config.optimizer.layer_decay else None
     tx, schedule = build_optimizer(config.optimizer, plan, layer_index=layers(model) if layers else None)
     ema = {'ema_decay': config.optimizer.ema_decay, 'ema_every': config.optimizer.accumulate_steps}
@@ -174,7 +197,7 @@ def state_from_config(config, task, *, image_shape, plan, shardings=None):
     images = jax.ShapeDtypeStruct((2, *image_shape), jnp.float32)
     outputs = jax.eval_shape(lambda v, x: abstract.apply_fn(v, x, train=False), abstract.variables, images)
     try:
-        task.check_outputs(outputs, tuple(image_shape), config.model.name)
+        task.check_outputs(outputs, (height, width, channels), config.model.name)
     except ConfigError:
         raise
     except (ValueError, TypeError) as e:  # a user's task saying so in its own words

@@ -11,12 +11,21 @@ Mixup and CutMix (`state.mixing`, `train/mixing.py`) mix the batch inside the st
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 import flax.struct
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxdl.train.mixing import mix_batch
 from jaxdl.train.state import TrainState
+
+if TYPE_CHECKING:
+    from jaxdl.tasks import Task
+
+# The mapped axis (or axes) a step reduces over: pmap's or shard_map's name, None under jit.
+AxisName = str | tuple[str, ...] | None
 
 # float32 holds step numbers exactly up to 2**24: "no non-finite step yet".
 NO_STEP = float(2**24)
@@ -33,11 +42,13 @@ class TrainMetrics:
     first_nonfinite_step: jax.Array
 
 
-def _psum(tree, axis_name):
+def _psum(tree: Any, axis_name: AxisName) -> Any:
     return jax.lax.psum(tree, axis_name) if axis_name else tree
 
 
-def _forward(state: TrainState, params, batch, *, train: bool, axis_name, rng=None):
+def _forward(
+    state: TrainState, params: Any, batch: dict, *, train: bool, axis_name: AxisName, rng: jax.Array | None = None
+) -> tuple[Any, Any]:
     """Model outputs and the updated non-param collections (batch statistics) when training."""
     mutable = list(state.model_state) if train and state.model_state else False
     out = state.apply_fn(
@@ -51,7 +62,7 @@ def _forward(state: TrainState, params, batch, *, train: bool, axis_name, rng=No
     return out if mutable else (out, state.model_state)
 
 
-def _device_varying(tree, axis_name):
+def _device_varying(tree: Any, axis_name: AxisName) -> Any:
     """Each leaf marked as varying over `axis_name` (a no-op outside shard_map's type checking).
 
     Under `shard_map` with check_vma=True (JAX's default) a replicated input is *invariant*, and the gradient of an
@@ -61,7 +72,7 @@ def _device_varying(tree, axis_name):
     if not axis_name:
         return tree
 
-    def vary(leaf):
+    def vary(leaf: jax.Array) -> jax.Array:
         if axis_name in getattr(jax.typeof(leaf), 'vma', ()):
             return leaf
         return jax.lax.pcast(leaf, axis_name, to='varying')
@@ -69,7 +80,9 @@ def _device_varying(tree, axis_name):
     return jax.tree.map(vary, tree)
 
 
-def train_step(state: TrainState, batch: dict, *, task, axis_name=None) -> tuple[TrainState, TrainMetrics]:
+def train_step(
+    state: TrainState, batch: dict, *, task: Task, axis_name: AxisName = None
+) -> tuple[TrainState, TrainMetrics]:
     step_key = rng = jax.random.fold_in(state.rng, state.step)
     if axis_name:  # each device draws its own dropout mask
         rng = jax.random.fold_in(rng, jax.lax.axis_index(axis_name))
@@ -79,7 +92,7 @@ def train_step(state: TrainState, batch: dict, *, task, axis_name=None) -> tuple
     if mixing is not None:  # one draw for the global batch: the step's key before the per-device fold
         batch, partner, lam = mix_batch(batch, step_key, mixing, axis_name)
 
-    def loss_fn(params):
+    def loss_fn(params: Any) -> tuple[jax.Array, tuple[Any, jax.Array, Any]]:
         outputs, model_state = _forward(state, params, batch, train=True, axis_name=axis_name, rng=rng)
         per_example = task.per_example_loss(outputs, batch)
         if mixing is not None:  # = the loss against the mixed (soft) targets: it is linear in them
@@ -113,11 +126,11 @@ def train_step(state: TrainState, batch: dict, *, task, axis_name=None) -> tuple
     )
 
 
-def _all_finite(tree) -> jax.Array:
+def _all_finite(tree: Any) -> jax.Array:
     return jnp.all(jnp.array([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
 
 
-def eval_step(state: TrainState, batch: dict, *, task, axis_name=None) -> tuple[dict, dict]:
+def eval_step(state: TrainState, batch: dict, *, task: Task, axis_name: AxisName = None) -> tuple[dict, dict]:
     """Metric sums (reduced over `axis_name`) and the task's per-example predictions for figures that cannot be
     summed (e.g. detection boxes for COCO mAP; {} for most tasks), one row per example of this shard."""
     outputs, _ = _forward(state, state.params, batch, train=False, axis_name=axis_name)
@@ -126,7 +139,7 @@ def eval_step(state: TrainState, batch: dict, *, task, axis_name=None) -> tuple[
 
 
 @jax.jit
-def add_sums(a, b):
+def add_sums(a: dict, b: dict) -> dict:
     """Metric sums of two batches added on the device, in one dispatch (an eager add is one dispatch a leaf)."""
     return jax.tree.map(jnp.add, a, b)
 
@@ -140,6 +153,6 @@ def add_train_metrics(a: TrainMetrics, b: TrainMetrics) -> TrainMetrics:
     )
 
 
-def predict_step(state: TrainState, images, *, task):
+def predict_step(state: TrainState, images: jax.Array | np.ndarray, *, task: Task) -> Any:
     outputs, _ = _forward(state, state.params, {'image': images}, train=False, axis_name=None)
     return task.predict(outputs)

@@ -11,13 +11,19 @@ jaxdl names a kind: a new one is one new file.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
-from typing import ClassVar, Protocol, runtime_checkable
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 
 from jaxdl.errors import ConfigError, DatasetNotAvailable
 from jaxdl.registry import KINDS
+
+if TYPE_CHECKING:
+    from ml_collections import ConfigDict
+
+    from jaxdl.data.preprocess import Augmentation
+    from jaxdl.tasks import Task
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,24 +61,26 @@ class DataKind(Protocol):
     # image (jaxdl.train.mixing); targets that are positions or measurements are not mixed. Optional (False).
     mixes_labels: bool
 
-    def features(self, task, dataset_cfg) -> tuple[str, ...]:
+    def features(self, task: Task, dataset_cfg: ConfigDict) -> tuple[str, ...]:
         """The top-level features of an example the contract reads (besides 'image')."""
 
-    def check(self, features, task, dataset_cfg) -> None:
+    def check(self, features: Any, task: Task, dataset_cfg: ConfigDict) -> None:
         """Raise DatasetNotAvailable if the dataset's features cannot give this contract (beyond their names)."""
 
-    def class_names(self, builder, dataset_cfg) -> tuple[str, ...]:
+    def class_names(self, builder: Any, dataset_cfg: ConfigDict) -> tuple[str, ...]:
         """The classes a task of this kind sees (() if none)."""
 
-    def converter(self, task, dataset_cfg, image_to_float: Callable) -> Callable[[dict], dict]:
+    def converter(self, task: Task, dataset_cfg: ConfigDict, image_to_float: Callable) -> Callable[[dict], dict]:
         """example -> {'image': float32 [S, S, C], **targets}, in TF ops; `image_to_float` is the dataset's
         image transform (uint8 [H, W, C] -> normalised float32)."""
 
-    def augment(self, example: dict, seed, augmentation, task) -> dict:
+    def augment(self, example: dict, seed: Any, augmentation: Augmentation, task: Task) -> dict:
         """The converted example moved by one random draw of `augmentation` (preprocess.Augmentation) from
         `seed` alone (stateless), targets with the image."""
 
-    def prediction(self, raw_image: np.ndarray, output, task, class_names, options: PredictOptions) -> Prediction:
+    def prediction(
+        self, raw_image: np.ndarray, output: Any, task: Task, class_names: Sequence[str], options: PredictOptions
+    ) -> Prediction:
         """One image's task prediction (`task.predict` of the model's output), shown."""
 
 
@@ -85,13 +93,15 @@ class DataKindDefaults:
     names_examples: ClassVar[bool] = False
     mixes_labels: ClassVar[bool] = False
 
-    def check(self, features, task, dataset_cfg) -> None:
+    def check(self, features: Any, task: Task, dataset_cfg: ConfigDict) -> None:
         del features, task, dataset_cfg
 
-    def class_names(self, builder, dataset_cfg) -> tuple[str, ...]:
+    def class_names(self, builder: Any, dataset_cfg: ConfigDict) -> tuple[str, ...]:
         return ()
 
-    def prediction(self, raw_image, output, task, class_names, options) -> Prediction:
+    def prediction(
+        self, raw_image: np.ndarray, output: Any, task: Task, class_names: Sequence[str], options: PredictOptions
+    ) -> Prediction:
         values = np.asarray(output).tolist()
         return Prediction({'output': values}, str(values))
 
@@ -110,7 +120,7 @@ _REQUIRED = (
 )
 
 
-def data_kind(task_or_name) -> DataKind:
+def data_kind(task_or_name: Task | str) -> DataKind:
     """The kind a task (or a kind's name) reads, checked against the protocol."""
     name = task_or_name if isinstance(task_or_name, str) else getattr(task_or_name, 'data_kind', None)
     if not isinstance(name, str):
@@ -128,7 +138,7 @@ def data_kind(task_or_name) -> DataKind:
     return kind
 
 
-def class_label(builder, dataset_cfg, kind: str, *, sequence: bool = False):
+def class_label(builder: Any, dataset_cfg: ConfigDict, kind: str, *, sequence: bool = False) -> Any:
     """The dataset's `dataset.label` feature, which must be a ClassLabel (or, `sequence`, a Sequence of them)."""
     import tensorflow_datasets as tfds
 
