@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: train test lint setup
+.PHONY: train test lint docs setup
 
 # The main job installs what jaxdl needs to run; the tests add the dev extra (pytest, the trackers, and on
 # Python 3.11 torch, torchvision and timm for the weight-import tests: most of the environment's size).
@@ -23,6 +23,14 @@ lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check jaxdl
 	$(BIN)/ruff format --check jaxdl
 	$(BIN)/mypy
+
+# The docs site into site/ (open site/index.html), strict: a broken link or reference fails the build.
+docs: $(VENV)/.installed-docs
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
+$(VENV)/.installed-docs: $(VENV)/.installed
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[docs]'
+	touch $@
 
 setup: $(VENV)/.installed
 

@@ -80,9 +80,10 @@ def default_config() -> ConfigDict:
             source='auto',
             memory_limit_mb=2048,
             skip_corrupt_images=False,  # stream: an image that does not decode is left out (counted in summary.json)
-            center_crop=0.0,  # keep the central square of this share of the shorter side (e.g. 0.875), resized
-            # to image_size: ImageNet's evaluation crop (training too, unless the random-
-            # resized crop draws the window there); 0 = the whole image
+            # Keep the central square of this share of the shorter side (e.g. 0.875), resized to image_size:
+            # ImageNet's evaluation crop (training too, unless the random-resized crop draws the window there);
+            # 0 = the whole image.
+            center_crop=0.0,
             augment=ConfigDict(
                 dict(
                     flip_left_right=False,
