@@ -245,9 +245,9 @@ def cmd_sweep(args, _) -> int:
 
 
 def cmd_compare(args, _) -> int:
-    from jaxdl.compare import as_json, compare, markdown, plot_against, plot_curves
+    from jaxdl.compare import as_json, compare, markdown, parse_labels, plot_against, plot_curves
 
-    result = compare(args.runs, ignore=args.ignore)
+    result = compare(args.runs, ignore=args.ignore, labels=parse_labels(args.label))
     print(as_json(result) if args.json else markdown(result, args.metrics.split(',') if args.metrics else None))
     figure = args.figure or (Path(args.runs[0]) / 'compare.png' if Path(args.runs[0]).is_dir() else None)
     if figure and not args.no_figure:
@@ -430,6 +430,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         help='a config key not to group by (repeat for more), e.g. a batch size that differs only '
         'where the data was too small for the usual one',
+    )
+    p.add_argument(
+        '--label',
+        metavar='PATH=NAME',
+        action='append',
+        default=[],
+        help='a name for the runs under PATH in the table and the legends (repeat for more), e.g. '
+        "--label 'runs/transfer/probe=linear probe'; the others are named by what sets them apart",
     )
     p.add_argument('--no-figure', action='store_true')
     p.set_defaults(run=cmd_compare)

@@ -74,9 +74,10 @@ def _stats(values: list[float]) -> dict:
     return {'mean': mean, 'std': std, 'min': min(values), 'max': max(values), 'n': n}
 
 
-def compare(paths, ignore=()) -> dict:
+def compare(paths, ignore=(), labels: dict[str, str] | None = None) -> dict:
     """{'keys': the config keys that differ, 'groups': [...], 'unfinished': [...]} for the runs under `paths`.
-    `ignore`: more keys not to group by (e.g. a batch size that had to shrink for the smallest few-shot subset)."""
+    `ignore`: more keys not to group by (e.g. a batch size that had to shrink for the smallest few-shot subset).
+    `labels`: {a folder of runs: the name its groups go by in tables and legends} (`--label PATH=NAME`)."""
     runs = [load(r) for r in find_runs(paths)]
     tasks = sorted({str(r['config'].get('task.name')) for r in runs})
     if len(tasks) > 1:
@@ -115,6 +116,7 @@ def compare(paths, ignore=()) -> dict:
         out.append(
             {
                 'config': {k: json.loads(v) for k, v in zip(differing, signature)},
+                'label': _named(members, labels or {}),
                 'seeds': sorted(m['seed'] for m in finished),
                 'runs': [str(m['path']) for m in members],
                 'figures': figures,
@@ -122,6 +124,29 @@ def compare(paths, ignore=()) -> dict:
             }
         )
     return {'task': tasks[0] if tasks else None, 'keys': differing, 'groups': out, 'unfinished': unfinished}
+
+
+def _named(members: list[dict], labels: dict[str, str]) -> str | None:
+    """The name of the deepest labelled folder holding every run of a group, or None."""
+    holding = [
+        (len(Path(folder).resolve().parts), name)
+        for folder, name in labels.items()
+        if all(Path(folder).resolve() in (m['path'].resolve(), *m['path'].resolve().parents) for m in members)
+    ]
+    return max(holding)[1] if holding else None
+
+
+def parse_labels(specs: list[str]) -> dict[str, str]:
+    """`--label PATH=NAME` (repeatable) -> {PATH: NAME}; PATH must exist."""
+    labels = {}
+    for spec in specs:
+        folder, sep, name = spec.partition('=')
+        if not sep or not folder or not name.strip():
+            raise ConfigError(f"--label {spec!r}: expected PATH=NAME, e.g. --label 'runs/probe=linear probe'")
+        if not Path(folder).exists():
+            raise ConfigError(f'--label {spec!r}: {folder} does not exist')
+        labels[folder] = name.strip()
+    return labels
 
 
 def default_figures(result: dict) -> list[str]:
@@ -138,10 +163,12 @@ def markdown(result: dict, metrics=None) -> str:
     """A table: the differing keys, the seeds, then each figure as mean ± std (min..max)."""
     groups = result['groups']
     names = list(metrics or default_figures(result))
-    header = [*result['keys'], 'seeds', *names]
+    named = any(g.get('label') for g in groups)
+    header = [*(['name'] if named else []), *result['keys'], 'seeds', *names]
     lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
     for group in groups:
-        cells = [str(group['config'][k]) for k in result['keys']]
+        cells = [group.get('label') or ''] if named else []
+        cells += [str(group['config'][k]) for k in result['keys']]
         cells.append(f'{len(group["seeds"])} ({", ".join(map(str, group["seeds"]))})')
         for name in names:
             s = group['figures'].get(name)
@@ -161,10 +188,13 @@ def as_json(result: dict) -> str:
     )
 
 
-def group_labels(result: dict) -> list[str]:
+def group_labels(result: dict, *, against: str | None = None, short: bool = False) -> list[str]:
     """What sets each group apart, for a legend: the keys whose value is not the one most groups share (all
-    differing keys where no value is shared more than others); 'the shared setting' for the group that changes
-    none, as the full experiment of an ablation."""
+    differing keys where no value is shared more than others), leaving out `against` (the x axis of a plot);
+    'the shared setting' for the group that changes none, as the full experiment of an ablation. A group named by
+    `--label` goes by its name, followed by those keys where groups of the same name differ. `short`: each key
+    by its last part; a path by its last part."""
+    keys = [k for k in result['keys'] if k != against]
 
     def mode(key):
         counts: dict[str, int] = {}
@@ -175,11 +205,28 @@ def group_labels(result: dict) -> list[str]:
         shared = max(counts, key=lambda value: counts[value])
         return shared if len(ranked) == 1 or ranked[0] > ranked[1] else None
 
-    modes = {k: mode(k) for k in result['keys']}
+    def shown(value):
+        return value.rstrip('/').rsplit('/', 1)[-1] if short and isinstance(value, str) and '/' in value else value
+
+    modes = {k: mode(k) for k in keys}
+    auto = [
+        ', '.join(
+            f'{k.rsplit(".", 1)[-1] if short else k}={shown(v)}'
+            for k, v in group['config'].items()
+            if k in modes and json.dumps(v, sort_keys=True) != modes[k]
+        )
+        for group in result['groups']
+    ]
     labels = []
-    for group in result['groups']:
-        shown = [f'{k}={v}' for k, v in group['config'].items() if json.dumps(v, sort_keys=True) != modes[k]]
-        labels.append(', '.join(shown) or ('the shared setting' if result['keys'] else 'runs'))
+    for group, own in zip(result['groups'], auto):
+        name = group.get('label')
+        if name is None:
+            labels.append(own or ('the shared setting' if keys else 'runs'))
+            continue
+        namesakes = [g['config'] for g in result['groups'] if g.get('label') == name]
+        apart = [k for k in keys if len({json.dumps(c[k], sort_keys=True) for c in namesakes}) > 1]
+        suffix = ', '.join(f'{k.rsplit(".", 1)[-1] if short else k}={shown(group["config"][k])}' for k in apart)
+        labels.append(f'{name} ({suffix})' if suffix else name)
     return labels
 
 
@@ -242,8 +289,7 @@ def curves_against(result: dict, key: str, metric: str = 'test.accuracy') -> dic
         )
     split, _, name = metric.partition('.')
     lines: dict = {}
-    for group in result['groups']:
-        label = ', '.join(f'{k.rsplit(".", 1)[-1]}={v}' for k, v in group['config'].items() if k != key) or 'runs'
+    for group, label in zip(result['groups'], group_labels(result, against=key, short=True)):
         values = [
             m['summary'][split][name]
             for m in group['_members']

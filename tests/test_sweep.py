@@ -188,3 +188,33 @@ def test_a_legend_names_what_sets_each_group_apart():
     assert group_labels(ablation) == ['the shared setting', 'a.mixup=0.0', 'b.ema=0.0']
     grid = {'keys': ['optimizer.name'], 'groups': [{'config': {'optimizer.name': n}} for n in ('sgd', 'adam')]}
     assert group_labels(grid) == ['optimizer.name=sgd', 'optimizer.name=adam']
+
+
+def test_label_names_the_runs_under_a_folder_and_keeps_what_sets_namesakes_apart(tmp_path):
+    from jaxdl.compare import group_labels, parse_labels
+    for n in (1, 10):  # a data-efficiency sweep per variant, each its own folder, as transfer_shapes' sweeps are
+        fake_run(tmp_path / 'finetune' / f'{n}', 'adam', 0, 0.5 + n / 100, dataset={'per_class': n,
+                                                                                   'init_from': '/m/runs/encoder'})
+        fake_run(tmp_path / 'scratch' / f'{n}', 'adam', 0, 0.3 + n / 100, dataset={'per_class': n, 'init_from': ''})
+    for lr in (0.1, 0.01):  # two settings under one label
+        fake_run(tmp_path / 'multiplier' / f'{lr}', 'sgd', 0, 0.6, dataset={'per_class': 10,
+                                                                            'init_from': '/m/runs/encoder'})
+        config = json.loads((tmp_path / 'multiplier' / f'{lr}' / 'config.json').read_text())
+        config['optimizer']['learning_rate'] = lr
+        (tmp_path / 'multiplier' / f'{lr}' / 'config.json').write_text(json.dumps(config))
+    labels = parse_labels([f'{tmp_path / "finetune"}=fine-tuned', f'{tmp_path / "scratch"}=scratch',
+                           f'{tmp_path / "multiplier"}=multiplier'])
+    result = compare([tmp_path], labels=labels)
+    curves = curves_against(result, 'dataset.per_class')
+    assert sorted(curves) == ['fine-tuned', 'multiplier (learning_rate=0.01)', 'multiplier (learning_rate=0.1)',
+                              'scratch']
+    assert [x for x, _ in curves['fine-tuned']] == [1, 10]
+    assert markdown(result).splitlines()[0].startswith('| name | ')
+    # unnamed, a path is shown by its last part and only where it differs from what most groups share
+    unnamed = curves_against(compare([tmp_path / 'finetune', tmp_path / 'scratch']), 'dataset.per_class')
+    assert sorted(unnamed) == ['init_from=', 'init_from=encoder']
+    assert 'fine-tuned (dataset.per_class=1)' in group_labels(result)  # without an x axis, per_class sets them apart
+    with pytest.raises(ConfigError, match='expected PATH=NAME'):
+        parse_labels(['just-a-name'])
+    with pytest.raises(ConfigError, match='does not exist'):
+        parse_labels([f'{tmp_path / "nope"}=x'])
