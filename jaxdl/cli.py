@@ -24,8 +24,11 @@ def _quiet_libraries() -> None:
     """Library warnings a user cannot act on (orbax's absl notes, tfds' use of deprecated tf.data ops)."""
     import logging
 
+    from jaxdl.logging import drop_harmless_library_notes
+
     logging.getLogger('absl').setLevel(logging.ERROR)
     logging.getLogger('tensorflow').setLevel(logging.ERROR)
+    drop_harmless_library_notes()
 
 
 # ----------------------------------------------------------------------------------------------- commands

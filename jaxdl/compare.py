@@ -60,11 +60,22 @@ def load(run: Path) -> dict:
     )
     return {
         'path': run,
-        'config': flatten(config),
+        'config': {k: _from_here(v) for k, v in flatten(config).items()},
         'seed': config.get('seed'),
         'summary': json.loads(summary_path.read_text()) if summary_path.exists() else None,
         'records': records,
     }
+
+
+def _from_here(value):
+    """A path the run recorded absolute (transfer.init_from, so a rerun finds it from anywhere), relative to the
+    current directory when it lies under it: tables, legends and JSON read the same on every machine."""
+    if isinstance(value, str) and value.startswith('/'):
+        try:
+            return str(Path(value).relative_to(Path.cwd()))
+        except ValueError:
+            return value
+    return value
 
 
 def _stats(values: list[float]) -> dict:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
+import logging
 import math
 import os
 import platform
@@ -17,6 +18,39 @@ import time
 from pathlib import Path
 
 import tqdm
+
+# Notes of orbax and TFDS that say nothing a user can act on, and print machine paths into notebooks and logs:
+# orbax's when a checkpoint is opened to read (every evaluate, predict and transfer) and when one item of a
+# checkpoint is read on its own (transfer reads the state alone); TFDS' when it prepares a dataset whose folder it
+# made a moment before.
+HARMLESS_LIBRARY_NOTES = ('Given directory is read only', 'Metadata file does not exist', 'has no dataset_info.json')
+
+
+class _HarmlessNotes(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not any(note in record.getMessage() for note in HARMLESS_LIBRARY_NOTES)
+
+
+def drop_harmless_library_notes() -> None:
+    """Leaves the notes above out of the `absl` logger (orbax and TFDS log through it); its warnings stay."""
+    absl = logging.getLogger('absl')
+    if not any(isinstance(f, _HarmlessNotes) for f in absl.filters):
+        absl.addFilter(_HarmlessNotes())
+
+
+def display_path(path: str | os.PathLike) -> str:
+    """A path as a message shows it: relative to the current directory when it lies under it or beside it
+    (`runs/x`, `../runs/x`), under the home directory as `~/...`, else whole. Runs record paths absolute; what
+    they print should read the same on any machine."""
+    absolute = os.path.abspath(path)
+    relative = os.path.relpath(absolute)
+    if not relative.startswith(os.pardir + os.sep + os.pardir):
+        return relative
+    home = os.path.expanduser('~')
+    if home not in ('', '/') and absolute.startswith(home + os.sep):
+        return '~' + absolute[len(home) :]
+    return absolute
+
 
 PACKAGES = (
     'jax',

@@ -16,6 +16,7 @@ import jax
 from jaxdl import config as config_lib
 from jaxdl.checkpoint import Checkpoints
 from jaxdl.errors import CheckpointError, ConfigError
+from jaxdl.logging import drop_harmless_library_notes
 from jaxdl.registry import WEIGHTS, add_code_roots
 from jaxdl.train.evaluation import evaluate
 from jaxdl.train.runners import runner_for
@@ -85,6 +86,7 @@ def load_run(
             f'(optimizer.ema_decay = 0); use --weights raw'
         )
     state, task = initial_state(config, environment)
+    drop_harmless_library_notes()  # orbax's note on a checkpoint opened to read
     checkpoints = Checkpoints(workdir / 'checkpoints', read_only=True)
     try:
         step = checkpoints.resolve(checkpoint)

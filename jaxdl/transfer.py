@@ -24,6 +24,7 @@ import jax
 import numpy as np
 
 from jaxdl.errors import CheckpointError, TransferError
+from jaxdl.logging import display_path
 from jaxdl.parameter_paths import flat_paths, parameter_path, path_matches
 
 COLLECTION_PARAMS = 'params'
@@ -122,7 +123,7 @@ class TransferReport:
 
     def describe(self) -> str:
         text = (
-            f'initialised from {self.source}'
+            f'initialised from {display_path(self.source)}'
             + (f' (step {self.step})' if self.step is not None else '')
             + f': {len(self.loaded)} arrays loaded, {len(self.reinitialized)} freshly initialised'
         )

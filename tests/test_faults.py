@@ -14,6 +14,7 @@ import pytest
 
 from jaxdl.checkpoint import Checkpoints
 from jaxdl.errors import CheckpointError, TrainingDiverged, WorkdirError
+from jaxdl.logging import display_path
 from jaxdl.runs import load_run
 from jaxdl.logging import TIMING_KEYS, read_jsonl
 from jaxdl.train.loop import fit
@@ -63,7 +64,7 @@ def test_sigterm_saves_a_checkpoint_and_the_same_command_resumes(tmp_path, make_
     stopped = int(stderr.split('stopped after step ')[1].split()[0])
     assert 'SIGTERM received' in stderr and 'run the same command again' in stderr
     assert 0 < stopped < 150 and stopped in Checkpoints(workdir / 'checkpoints', read_only=True).all_steps()
-    assert main(command) == 0 and f'resuming {workdir} from step {stopped}' in capsys.readouterr().err
+    assert main(command) == 0 and f'resuming {display_path(workdir)} from step {stopped}' in capsys.readouterr().err
     # The run stopped mid-interval (its pending training sums in the checkpoint) ends as one never stopped.
     straight = fit(make_config(train__duration='150 steps', train__validate_every='50 steps'), tmp_path / 'straight',
                    show_progress=False)

@@ -218,3 +218,15 @@ def test_label_names_the_runs_under_a_folder_and_keeps_what_sets_namesakes_apart
         parse_labels(['just-a-name'])
     with pytest.raises(ConfigError, match='does not exist'):
         parse_labels([f'{tmp_path / "nope"}=x'])
+
+
+def test_a_recorded_absolute_path_reads_relative_to_where_compare_runs(tmp_path, monkeypatch):
+    encoder = tmp_path / 'runs' / 'encoder'
+    fake_run(tmp_path / 'runs' / 'a', 'adam', 0, 0.6, dataset={'init_from': str(encoder)})
+    fake_run(tmp_path / 'runs' / 'b', 'adam', 0, 0.3, dataset={'init_from': ''})
+    monkeypatch.chdir(tmp_path)
+    result = compare(['runs'])
+    assert sorted(g['config']['dataset.init_from'] for g in result['groups']) == ['', 'runs/encoder']
+    assert str(tmp_path) not in markdown(result)
+    monkeypatch.chdir(tmp_path / 'runs' / 'a')  # elsewhere: the path as recorded
+    assert str(encoder) in {g['config']['dataset.init_from'] for g in compare([tmp_path / 'runs'])['groups']}

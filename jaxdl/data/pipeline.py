@@ -25,6 +25,7 @@ from jaxdl.data.records import array_record_advice, is_random_access, preparable
 from jaxdl.data.source import Source, SplitReading
 from jaxdl.data.streaming import StreamSource
 from jaxdl.errors import ConfigError, DatasetNotAvailable
+from jaxdl.logging import display_path
 from jaxdl.registry import BUILDERS, is_import_path
 
 
@@ -94,7 +95,7 @@ def prepare_dataset(name: str, data_dir: str, *, array_record: bool = False) -> 
 def prepare(builder: tfds.core.DatasetBuilder, how: str) -> None:
     """Prepares a dataset whose code needs no network, saying so in one line on stderr (tfds' own progress bars
     and "Downloading ..." messages would say something else, on stdout, which is for results)."""
-    print(f'preparing {builder.name} ({how}) in {builder.data_dir_root}', file=sys.stderr, flush=True)
+    print(f'preparing {builder.name} ({how}) in {display_path(builder.data_dir_root)}', file=sys.stderr, flush=True)
     try:
         with quiet_tfds():
             builder.download_and_prepare()

@@ -28,7 +28,15 @@ from jaxdl.checkpoint import Checkpoints
 from jaxdl.config import Plan
 from jaxdl.data.pipeline import Pipeline
 from jaxdl.errors import DataError, Preempted, TrainingDiverged
-from jaxdl.logging import Console, RunLog, environment_record, read_jsonl, write_json
+from jaxdl.logging import (
+    Console,
+    RunLog,
+    display_path,
+    drop_harmless_library_notes,
+    environment_record,
+    read_jsonl,
+    write_json,
+)
 from jaxdl.plots import plot_progress
 from jaxdl.trackers import trackers
 from jaxdl.train import costs as costs_lib
@@ -196,6 +204,7 @@ def fit(
     (jaxdl.train.hooks.Hook) are called at the loop's named moments, after its own (records, trackers, profiler),
     then those `train.hooks` names."""
     config = config_lib.validate(config)
+    drop_harmless_library_notes()  # in a notebook or a script as on the command line
     hooks = (*hooks, *hooks_from_config(config))  # a path that does not import or is no hook: here, before any step
     determinism.request(config.train.deterministic)  # before fit's first JAX computation starts the backend
     if config.transfer.init_from:  # recorded absolute, so a rerun from anywhere finds the same source
@@ -215,7 +224,7 @@ def _compare_with_scratch(
     scalars = lambda metrics: {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
     scratch_dir = result.workdir / 'from_scratch'
     Console(0, 0, enabled=jax.process_index() == 0, progress=False).message(
-        f'training the from-scratch baseline with the same budget into {scratch_dir}'
+        f'training the from-scratch baseline with the same budget into {display_path(scratch_dir)}'
     )
     baseline = _fit(scratch_baseline_config(config), scratch_dir, show_progress, hooks)
     summary = {
@@ -307,7 +316,7 @@ def _fit_holding_lock(config: ConfigDict, workdir: Path, show_progress: bool, ho
         # before its first checkpoint) is trained and logged again.
         run.log.truncate_after(run.resumed_from or 0)
         if run.resumed_from is not None:
-            run.note(f'resuming {workdir} from step {run.resumed_from}')
+            run.note(f'resuming {display_path(workdir)} from step {run.resumed_from}')
         run.hooks.run_start(run)
         with StopSignals() as stop:
             final_state = run.runner.host_state(_train(run, stop))
@@ -401,7 +410,7 @@ def _resume(run: RunContext) -> None:
 def _finished_before(run: RunContext) -> FitResult:
     summary = json.loads((run.workdir / 'summary.json').read_text())
     run.note(
-        f'{run.workdir} holds a finished run ({summary["stop_reason"]} at step {summary["final_step"]}); '
+        f'{display_path(run.workdir)} holds a finished run ({summary["stop_reason"]} at step {summary["final_step"]}); '
         f'not training or testing again. Train into a new --workdir to start over.'
     )
     assert run.resumed_from is not None  # summary.json is written after the last checkpoint
