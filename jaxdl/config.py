@@ -50,10 +50,15 @@ FSDP_MIN_SIZE = 1024
 def default_config() -> ConfigDict:
     """Every key jaxdl reads, with its default. Experiment files override these."""
     c = ConfigDict()
-    c.seed = 0
+    c.seed = 0  # initialisation, data order, augmentation and dropout all derive from it
     # The task and the model: a built-in name or an import path 'package.module:Attr' to your own code, and a
     # free-form dict of its settings, checked by its own constructor (jaxdl.tasks, jaxdl.models).
-    c.task = ConfigDict(dict(name='classification', options=ConfigDict()))
+    c.task = ConfigDict(
+        dict(
+            name='classification',  # classification | multilabel | regression | segmentation | detection | import path
+            options=ConfigDict(),  # e.g. regression: targets; segmentation: ignore_label; detection: max_objects
+        )
+    )
     c.dataset = ConfigDict(
         dict(
             # a built-in (`jaxdl datasets`), a TFDS catalog name, 'folder:PATH' (an image folder), an import path to a
@@ -63,12 +68,13 @@ def default_config() -> ConfigDict:
             label='label',  # the feature holding each example's class (classification, class selection)
             split_fractions=(0.8, 0.1, 0.1),  # folder:PATH without train/validation/test subfolders: seeded shares
             split_seed=0,  # the seed of that split (per class, so every split keeps the class balance)
+            # TFDS split names, slices allowed ('train[:90%]')
             train_split='train',
             validation_split='validation',
             test_split='test',
             image_size=0,  # 0 keeps the dataset's size; n resizes to n x n
             mean=(0.0,),  # per channel (or one for all), applied after scaling pixels to [0, 1]
-            std=(1.0,),
+            std=(1.0,),  # per channel (or one for all): (pixel / 255 - mean) / std
             classes=(),  # keep only these class ids of the label feature, renumbered 0.. in this order
             train_examples_per_class=0,  # > 0: the first n training examples of each class only (few-shot data)
             shuffle_buffer=0,  # 0 = the whole split (exact uniform shuffle)
@@ -86,7 +92,7 @@ def default_config() -> ConfigDict:
             center_crop=0.0,
             augment=ConfigDict(
                 dict(
-                    flip_left_right=False,
+                    flip_left_right=False,  # random horizontal flips in training
                     crop_padding=0,  # random translation: pad by n pixels, crop back
                     crop_area=1.0,  # segmentation, detection: random crop of [crop_area, 1] of the image, resized back
                     # stream, classification: the random-resized ("Inception") crop, decoded from the JPEG window alone
@@ -110,7 +116,7 @@ def default_config() -> ConfigDict:
     )
     c.model = ConfigDict(
         dict(
-            name='cnn',
+            name='cnn',  # cnn | resnet | vit | unet (jaxdl.models), or an import path to a linen or NNX class
             options=ConfigDict(),  # e.g. cnn: features, dense, dropout; resnet: depth, width, stem; unet: features
             dtype='float32',  # the compute dtype (parameters stay float32), for models that take a dtype
             freeze_batch_norm=False,  # BatchNorm uses and keeps its running statistics in training too (fine-tuning)
@@ -118,14 +124,15 @@ def default_config() -> ConfigDict:
     )
     c.optimizer = ConfigDict(
         dict(
-            name='sgd',
+            name='sgd',  # sgd | rmsprop | adam | adamw
             learning_rate=None,  # None = the optimizer's usual default (see jaxdl.optim.DEFAULT_LEARNING_RATES)
             momentum=0.9,  # sgd only (0 = plain sgd)
             nesterov=False,  # sgd, adam, adamw
-            rmsprop_decay=0.9,
+            rmsprop_decay=0.9,  # rmsprop: the squared gradients' moving-average decay
+            # adam, adamw: the moments' decays
             b1=0.9,
             b2=0.999,
-            eps=1e-8,
+            eps=1e-8,  # added to the denominator (adam, adamw, rmsprop)
             weight_decay=0.0,  # L2 added to the gradient (sgd, rmsprop, adam); decoupled for adamw
             clip_global_norm=0.0,  # 0 = no clipping
             accumulate_steps=1,  # > 1 accumulates gradients over that many steps (optax.MultiSteps)
@@ -141,10 +148,10 @@ def default_config() -> ConfigDict:
             groups=(),
             schedule=ConfigDict(
                 dict(
-                    name='constant',
-                    warmup='0 steps',
+                    name='constant',  # constant | cosine | piecewise
+                    warmup='0 steps',  # linear from 0 to the peak rate over this long (a duration)
                     drop_every='10 epochs',  # piecewise: multiply by drop_factor every this often
-                    drop_factor=0.1,
+                    drop_factor=0.1,  # piecewise: the factor
                     final_fraction=0.0,  # cosine: final learning rate as a fraction of the peak
                 )
             ),
@@ -164,10 +171,10 @@ def default_config() -> ConfigDict:
     c.train = ConfigDict(
         dict(
             batch_size=128,  # global: summed over every device and process
-            eval_batch_size=256,
-            duration='30 epochs',
-            validate_every='1 epoch',
-            log_every='10 steps',
+            eval_batch_size=256,  # global, for validation, extra splits and the test (the last batch padded)
+            duration='30 epochs',  # how long to train: 'N epochs' or 'N steps'
+            validate_every='1 epoch',  # a duration; the best checkpoint is chosen at these points
+            log_every='10 steps',  # how often a training row goes to metrics.jsonl and the trackers
             checkpoint_every='1 epoch',  # also saved at every validation, so 'best' is always on disk
             # auto | jit | pmap | sharded (jit over a mesh, state replicated) | fsdp (state split over the mesh's fsdp
             # axis); see jaxdl.train.sharding. These placement keys may change when a run resumes.
@@ -190,7 +197,7 @@ def default_config() -> ConfigDict:
             early_stopping=ConfigDict(
                 dict(
                     patience=0,  # validations without improvement before stopping; 0 = off
-                    min_delta=0.0,
+                    min_delta=0.0,  # an improvement smaller than this does not count
                 )
             ),
         )
