@@ -48,6 +48,7 @@ def multilabel_config(make_config, **overrides):
                        optimizer__learning_rate=0.003, **overrides)
 
 
+@pytest.mark.slow
 def test_the_multilabel_task_trains_on_its_dataset_and_predicts_through_the_cli(make_config, tmp_path):
     config = multilabel_config(make_config)
     pipeline = Pipeline.for_config(config)

@@ -163,7 +163,6 @@ def test_missing_checkpoint_is_a_clear_error(tmp_path, finished_run):
 def test_a_catalog_rgb_dataset_trains_end_to_end(tmp_path, make_config):
     import tensorflow_datasets as tfds
     config = make_config(dataset__name='cifar10', dataset__mean=(0.5, 0.5, 0.5), dataset__std=(0.25, 0.25, 0.25),
-                         model__name='resnet', model__options={'depth': 10, 'width': 8, 'stem': 'small'},
                          train__batch_size=32, train__eval_batch_size=48,
                          train__duration='2 epochs')
     with tfds.testing.mock_data(num_examples=100):

@@ -59,6 +59,7 @@ def test_the_nnx_and_linen_versions_give_the_same_loss_for_the_same_weights(cust
     assert float(jnp.max(jnp.abs(loss(nnx_model, nnx_params) - expected))) > 1e-3  # other weights: another loss
 
 
+@pytest.mark.slow
 def test_an_nnx_model_trains_through_the_cli_resumes_exactly_reruns_and_transfers(custom_code, tmp_path):
     workdir = tmp_path / 'nnx'
     killed = jaxdl('train', EXPERIMENT, '--workdir', workdir, *SMALL, env={'JAXDL_KILL_AT': 'saved@19'})
@@ -82,6 +83,7 @@ def test_an_nnx_model_trains_through_the_cli_resumes_exactly_reruns_and_transfer
         jax.tree.leaves(load_run(workdir).state.model_state))
 
 
+@pytest.mark.slow
 def test_an_nnx_model_trains_alike_under_jit_pmap_sharded_and_fsdp(tmp_path):
     result = run([sys.executable, str(ROOT / 'tests' / 'multidevice_worker.py'), 'nnx', str(tmp_path)], devices=2)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -31,6 +31,7 @@ def test_killed_with_every_recipe_piece_on_the_same_command_ends_as_a_run_never_
     assert_same_outcome(outcome(workdir), outcome(uninterrupted))
 
 
+@pytest.mark.slow
 def test_an_fsdp_run_on_8_devices_with_every_recipe_piece_resumes_on_one(uninterrupted, tmp_path):
     from jaxdl.runs import load_run
     workdir = tmp_path / 'moved'

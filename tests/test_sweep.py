@@ -15,6 +15,7 @@ from conftest import ROOT
 EXPERIMENT = str(ROOT / 'tests' / 'small_experiment.py')
 
 
+@pytest.mark.slow
 def test_an_interrupted_sweep_resumes_and_a_finished_one_is_skipped(tmp_path, monkeypatch):
     grid = parse_grid(['train.duration=12 steps', 'train.checkpoint_every=5 steps', 'train.validate_every=6 steps'])
     lines = []

@@ -1,6 +1,7 @@
 """The transfer pair of jaxdl/experiments/transfer_shapes.py: the `novel_shapes` builder, and a segmentation encoder
 that classifies it through the U-Net's pooled head. A module of its own, so that pytest-xdist runs it beside
 test_transfer.py's trained fixtures."""
+import pytest
 import json
 from collections import Counter
 
@@ -27,6 +28,7 @@ def test_novel_shapes_are_balanced_seeded_and_five_distinct_outlines(data_dir):
     assert Counter(labels.tolist()) == {c: 100 for c in range(5)}
 
 
+@pytest.mark.slow
 def test_a_segmentation_encoder_classifies_novel_shapes_through_its_pooled_head(data_dir, tmp_path):
     """The transfer_shapes pair through the CLI, a few steps each: every encoder array loads, the decoder stays
     behind, the new pooled head starts fresh. Run at XLA's default optimisation level: at the suite's level 0,

@@ -81,6 +81,7 @@ def user_run(user_code, tmp_path_factory):
     return elsewhere / 'run', json.loads(result.stdout[result.stdout.index('{'):])
 
 
+@pytest.mark.slow
 def test_a_user_model_outside_the_checkout_trains_and_its_run_is_used_from_anywhere(user_code, user_run, tmp_path,
                                                                                      capsys, monkeypatch):
     workdir, out = user_run
