@@ -23,7 +23,11 @@ The data-efficiency curve (1, 5, 10, 50 images per class, three seeds each) and 
         --parallel 2 --grid dataset.train_examples_per_class=10 --grid transfer.compare_with_scratch=False \\
         --grid "optimizer.groups=(('backbone',0.0),),(('backbone',1.0),)"
     jaxdl compare runs/transfer_shapes --against dataset.train_examples_per_class --ignore train.batch_size \\
-        --metrics test.accuracy --figure docs/figures/transfer_shapes.png
+        --metrics test.accuracy --figure docs/figures/transfer_shapes.png \\
+        --label 'runs/transfer_shapes/finetune=fine-tuned (backbone x0.1)' \\
+        --label 'runs/transfer_shapes/probe=linear probe' --label 'runs/transfer_shapes/scratch=scratch' \\
+        --label 'runs/transfer_shapes/multiplier=fine-tuned, another backbone multiplier'
+    jaxdl compare runs/transfer_shapes --ignore train.batch_size --json > docs/figures/transfer_shapes.json
 """
 
 from pathlib import Path
