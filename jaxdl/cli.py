@@ -276,9 +276,10 @@ def cmd_experiments(args, _) -> int:
 
 def cmd_datasets(args, _) -> int:
     from jaxdl.data import CATALOG, builtin_datasets, prepare_command, prepared_versions, resolve_data_dir
+    from jaxdl.logging import display_path
 
     data_dir = resolve_data_dir(args.data_dir or '')
-    print(f'data dir: {data_dir}')
+    print(f'data dir: {display_path(data_dir)}')
     print('built-in (prepared offline on first use):')
     for name, description in builtin_datasets().items():
         description = description.split(': ', 1)[-1] if description.startswith('`') else description

@@ -12,6 +12,7 @@ import numpy as np
 
 from jaxdl.data import quiet_tfds, resolve_data_dir
 from jaxdl.errors import DatasetNotAvailable
+from jaxdl.logging import display_path
 
 
 def _as_images(images, split: str) -> np.ndarray:
@@ -101,7 +102,7 @@ def from_arrays(name: str, splits: dict, data_dir: str = '', *, class_names=None
                 {'image': images[i], **{k: (int(v[i]) if k == 'label' else float(v[i])) for k, v in columns.items()}},
             )
 
-    print(f'storing arrays as the dataset {full_name} (once) in {data_dir}', file=sys.stderr, flush=True)
+    print(f'storing arrays as the dataset {full_name} (once) in {display_path(data_dir)}', file=sys.stderr, flush=True)
     with quiet_tfds():
         adhoc_builder.store_as_tfds_dataset(
             name=name,

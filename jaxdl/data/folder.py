@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from jaxdl.errors import DatasetNotAvailable
+from jaxdl.logging import display_path
 
 SPLITS = ('train', 'validation', 'test')
 EXTENSIONS = ('.png', '.jpg', '.jpeg')
@@ -146,8 +147,8 @@ def prepared_builder(path: str, dataset_cfg, data_dir: str):
     if (prepared / 'dataset_info.json').is_file():  # prepared before (tfds writes it last)
         return tfds.builder_from_directory(str(prepared))
     print(
-        f'preparing folder:{path} (once: {len(files)} images, {len(class_names)} classes, {channels} channel(s)) '
-        f'in {data_dir}',
+        f'preparing folder:{display_path(path)} (once: {len(files)} images, {len(class_names)} classes, '
+        f'{channels} channel(s)) in {display_path(data_dir)}',
         file=sys.stderr,
         flush=True,
     )
