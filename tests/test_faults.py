@@ -52,13 +52,20 @@ def test_sigterm_saves_a_checkpoint_and_the_same_command_resumes(tmp_path, make_
 
     def send_sigterm_once_training():
         deadline = time.time() + 120
-        while time.time() < deadline and not (workdir / 'metrics.jsonl').exists():
+        log = workdir / 'metrics.jsonl'  # created empty when the run opens; its first row comes from training
+        while time.time() < deadline and not (log.exists() and log.stat().st_size):
             time.sleep(0.02)
         os.kill(os.getpid(), signal.SIGTERM)
-    watcher = threading.Thread(target=send_sigterm_once_training)
-    watcher.start()
-    code = main(command)
-    watcher.join()
+    # Outside the run (before StopSignals installs its handler, after it restores ours) a SIGTERM must not end
+    # this pytest worker: a signal that comes too late fails the test below instead.
+    before = signal.signal(signal.SIGTERM, lambda *_: None)
+    try:
+        watcher = threading.Thread(target=send_sigterm_once_training)
+        watcher.start()
+        code = main(command)
+        watcher.join()
+    finally:
+        signal.signal(signal.SIGTERM, before)
     stderr = capsys.readouterr().err
     assert code == 75, stderr
     stopped = int(stderr.split('stopped after step ')[1].split()[0])
