@@ -6,6 +6,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -66,6 +67,37 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(('127.0.0.1', 0))
         return s.getsockname()[1]
+
+
+def run_job(commands: list[list[str]], *, env=None, timeout: float = 300, grace: float = 60) -> list[tuple[int, str, str]]:
+    """Runs the processes of one distributed job side by side and returns each one's (returncode, stdout, stderr).
+
+    Their output goes to files, not pipes: a process whose pipe filled while the test read another's would stop,
+    and its peers with it, in their next collective. Once one process has ended, the others get `grace` seconds to
+    end on their own and are then SIGKILLed, as a cluster scheduler ends a job one of whose processes died: a peer
+    left waiting on a dead process's barrier or collective would otherwise wait out orbax's or gloo's timeouts."""
+    full_env = {**os.environ, **(env or {})}
+    with tempfile.TemporaryDirectory() as logs:
+        streams = [(open(os.path.join(logs, f'{i}.out'), 'w+'), open(os.path.join(logs, f'{i}.err'), 'w+'))
+                   for i in range(len(commands))]
+        processes = [subprocess.Popen(command, stdout=out, stderr=err, text=True, cwd=ROOT, env=full_env)
+                     for command, (out, err) in zip(commands, streams)]
+        deadline, first_end = time.monotonic() + timeout, None
+        while any(p.poll() is None for p in processes):
+            now = time.monotonic()
+            if first_end is None and any(p.poll() is not None for p in processes):
+                first_end = now
+            if now > deadline or (first_end is not None and now > first_end + grace):
+                for p in processes:
+                    if p.poll() is None:
+                        p.kill()
+            time.sleep(0.2)
+        results = []
+        for p, (out, err) in zip(processes, streams):
+            out.seek(0), err.seek(0)
+            results.append((p.wait(), out.read(), err.read()))
+            out.close(), err.close()
+        return results
 
 
 def jaxdl(*args, **kwargs) -> subprocess.CompletedProcess:

@@ -2,7 +2,6 @@
 import json
 import os
 import signal
-import subprocess
 import sys
 
 import jax
@@ -11,7 +10,7 @@ import numpy as np
 from jaxdl.runs import load_run
 from jaxdl.logging import TIMING_KEYS, read_jsonl
 from jaxdl.train.loop import fit
-from conftest import ROOT, free_port
+from conftest import ROOT, free_port, run_job
 
 EXPERIMENT = ROOT / 'tests' / 'small_experiment.py'
 
@@ -23,20 +22,18 @@ MIXING = ('--config.dataset.augment.mixup_alpha=0.8', '--config.dataset.augment.
 def test_two_processes_match_one_and_count_every_example_once(tmp_path, make_config):
     workdir = tmp_path / 'two'
     port = free_port()
-    processes = [subprocess.Popen(
+    outputs = run_job([
         [sys.executable, '-m', 'jaxdl', 'train', str(EXPERIMENT), '--workdir', str(workdir), '--no-progress',
          '--config.train.duration=1 epoch', *MIXING, '--coordinator', f'127.0.0.1:{port}', '--num-processes', '2',
-         '--process-id', str(i)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
-        for i in range(2)]
-    outputs = [p.communicate(timeout=300) for p in processes]
-    for p, (_, err) in zip(processes, outputs):
-        assert p.returncode == 0, err[-3000:]
+         '--process-id', str(i)] for i in range(2)])
+    for code, _, err in outputs:
+        assert code == 0, err[-3000:]
     one = fit(make_config(train__duration='1 epoch', dataset__augment__mixup_alpha=0.8,
                           dataset__augment__cutmix_alpha=1.0), tmp_path / 'one', show_progress=False)
     environment = json.loads((workdir / 'environment.json').read_text())
     assert environment['process_count'] == 2 and len(environment['devices']) == 2
     # The test split (359) does not divide by 2: each process evaluates its own share, every example once.
-    for out, _ in outputs:
+    for _, out, _ in outputs:
         result = out[out.index('\n{') + 1:] if not out.startswith('{') else out  # gloo's C++ prints a line first
         assert json.loads(result)['test']['count'] == 359
     two = load_run(workdir, 'latest').state
@@ -60,14 +57,14 @@ def test_a_two_process_run_resumes_as_one_process(tmp_path, make_config):
     ends where a run of one process never stopped does: the global batches do not depend on the process count."""
     workdir, port = tmp_path / 'two_then_one', free_port()
     short = {'train__duration': '25 steps', 'train__checkpoint_every': '5 steps', 'train__validate_every': '10 steps'}
-    processes = [subprocess.Popen(
+    # Each process SIGKILLs itself once the save of step 10 has committed (run_job kills one left waiting on the
+    # other, as a scheduler would: the checkpoint the run resumes from is the last one committed either way).
+    outputs = run_job([
         [sys.executable, '-m', 'jaxdl', 'train', str(EXPERIMENT), '--workdir', str(workdir), '--no-progress',
          *[f'--config.{k.replace("__", ".")}={v}' for k, v in short.items()], '--coordinator', f'127.0.0.1:{port}',
-         '--num-processes', '2', '--process-id', str(i)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        cwd=ROOT, env={**os.environ, 'JAXDL_KILL_AT': 'saved@10'}) for i in range(2)]
-    for p in processes:
-        _, err = p.communicate(timeout=300)
-        assert p.returncode == -signal.SIGKILL, err[-3000:]
+         '--num-processes', '2', '--process-id', str(i)] for i in range(2)], env={'JAXDL_KILL_AT': 'saved@10'})
+    for code, _, err in outputs:
+        assert code == -signal.SIGKILL, err[-3000:]
     resumed = fit(make_config(**short), workdir, show_progress=False)
     one = fit(make_config(**short), tmp_path / 'one', show_progress=False)
     assert resumed.summary['final_step'] == 25 and resumed.summary['selected_step'] == one.summary['selected_step']

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import ROOT, free_port, run
+from conftest import ROOT, free_port, run, run_job
 from jaxdl.data.pipeline import Pipeline
 from jaxdl.errors import ConfigError, DataError
 
@@ -312,15 +312,12 @@ def test_auto_streams_a_split_larger_than_the_memory_limit(stream_config):
 
 def test_two_jax_processes_each_read_only_their_rows_of_the_same_global_batches(stream_config):
     """The same property as above with two real processes joined by jax.distributed (127.0.0.1)."""
-    import subprocess
     port, steps = free_port(), 3
     worker = [sys.executable, str(ROOT / 'tests' / 'streaming_process.py'), f'127.0.0.1:{port}', '2']
-    processes = [subprocess.Popen([*worker, str(i), str(steps)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                  text=True, cwd=ROOT) for i in range(2)]
-    outputs = [p.communicate(timeout=300) for p in processes]
-    for p, (_, err) in zip(processes, outputs):
-        assert p.returncode == 0, err[-3000:]
-    results = sorted((json.loads(out.strip().splitlines()[-1]) for out, _ in outputs), key=lambda r: r['process'])
+    outputs = run_job([[*worker, str(i), str(steps)] for i in range(2)])
+    for code, _, err in outputs:
+        assert code == 0, err[-3000:]
+    results = sorted((json.loads(out.strip().splitlines()[-1]) for _, out, _ in outputs), key=lambda r: r['process'])
     pipeline = Pipeline.for_config(stream_config())
     sampler = pipeline.source.sampler(seed=3, global_batch=8)
     epoch = [sampler.global_batch_indices(s) for s in range(sampler.steps_per_epoch)]
