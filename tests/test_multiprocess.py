@@ -1,6 +1,5 @@
 """Two cooperating processes on jax.distributed (127.0.0.1, CPU, gloo) end where one process does."""
 import json
-import os
 import signal
 import sys
 
