@@ -129,17 +129,11 @@ def load_image(path: str, shape: tuple[int, int, int]):
 def cmd_predict(args, _) -> int:
     import numpy as np
 
-    from jaxdl.data import preprocess
-    from jaxdl.runs import load_run
-    from jaxdl.train.evaluation import predict
+    from jaxdl.runs import load_run, predict_images
 
     run = load_run(args.workdir, args.checkpoint, weights=args.weights, trust_code=args.trust_code)
     raw = np.stack([load_image(p, run.image_shape) for p in args.images])
-    image_format = preprocess.ImageFormat.of(run.config.dataset)
-    images = np.stack([preprocess.image_to_float(img, image_format).numpy() for img in raw])
-    if images.shape[1:] != run.image_shape:
-        raise InputError(f'preprocessed images have shape {images.shape[1:]}, the model takes {run.image_shape}')
-    outputs = predict(run.state, images, run.task)
+    outputs = predict_images(run, raw)
     from PIL import Image
 
     from jaxdl.data.kinds import PredictOptions, data_kind

@@ -9,16 +9,18 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import jax
+import numpy as np
 
 from jaxdl import config as config_lib
 from jaxdl.checkpoint import Checkpoints
-from jaxdl.errors import CheckpointError, ConfigError
+from jaxdl.data.model_input import ImageFormat
+from jaxdl.errors import CheckpointError, ConfigError, InputError
 from jaxdl.logging import drop_harmless_library_notes
 from jaxdl.registry import WEIGHTS, add_code_roots
-from jaxdl.train.evaluation import evaluate
+from jaxdl.train.evaluation import evaluate, predict
 from jaxdl.train.runners import runner_for
 from jaxdl.train.state import TrainState, state_from_config
 
@@ -95,6 +97,18 @@ def load_run(
         checkpoints.close()
     state = state.from_checkpoint(tree)
     return Run(workdir, config, environment, task, state.ema_weights() if weights == 'ema' else state, step)
+
+
+def predict_images(run: Run, images: np.ndarray) -> Any:
+    """`jaxdl predict`'s outputs for uint8 images [N, H, W, C] of the run's input shape: preprocessed by the
+    input pipeline's own function, then the task's predictions (probabilities, targets, class maps, boxes)."""
+    from jaxdl.data import preprocess  # TensorFlow: loaded only when predicting
+
+    image_format = ImageFormat.of(run.config.dataset)
+    floats = np.stack([preprocess.image_to_float(image, image_format).numpy() for image in images])
+    if floats.shape[1:] != run.image_shape:
+        raise InputError(f'preprocessed images have shape {floats.shape[1:]}, the model takes {run.image_shape}')
+    return predict(run.state, floats, run.task)
 
 
 def evaluate_run(

@@ -20,8 +20,9 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from jaxdl.data import checks, prepare_command, preprocess, streaming
+from jaxdl.data import checks, prepare_command, streaming
 from jaxdl.data.kinds import class_label
+from jaxdl.data.model_input import ImageFormat
 from jaxdl.data.records import SplitRecords, is_random_access
 from jaxdl.data.sampling import epoch_seed
 from jaxdl.data.source import SplitReading
@@ -143,7 +144,7 @@ class InMemorySource:
     def _decoded_split(self, split: str) -> tf.data.Dataset:
         """Decoded and normalised examples; cached in memory, shared by every epoch's iterator."""
         if split not in self._decoded:
-            convert = self.reading.converter(preprocess.ImageFormat.of(self.reading.cfg))
+            convert = self.reading.converter(ImageFormat.of(self.reading.cfg))
             ds = self._selected(split).map(convert, num_parallel_calls=tf.data.AUTOTUNE)
             self._decoded[split] = ds.cache() if self.reading.cfg.cache else ds
         return self._decoded[split]

@@ -11,32 +11,7 @@ import dataclasses
 
 import tensorflow as tf
 
-
-@dataclasses.dataclass(frozen=True)
-class ImageFormat:
-    """How images become model inputs: the central square of `center_crop` of the shorter side kept (0 keeps the
-    whole image), resized to `size` x `size` (0 keeps their size; `antialias` filters a reduction), scaled to
-    [0, 1] and normalised per channel by `mean` and `std` (one value, or one per channel)."""
-
-    size: int
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    center_crop: float = 0.0
-    antialias: bool = True
-
-    @classmethod
-    def of(cls, dataset_cfg) -> ImageFormat:
-        # The ImageNet-style transforms resample as TF's and big_vision's ImageNet input do (bilinear, no
-        # antialiasing filter): the filtered resize took 3.7x the time of the whole JPEG decode per image
-        # (benchmarks/README.md), and training and evaluation must resample alike.
-        imagenet_style = bool(dataset_cfg.augment.random_resized_crop or dataset_cfg.center_crop)
-        return cls(
-            int(dataset_cfg.image_size),
-            tuple(float(v) for v in dataset_cfg.mean),
-            tuple(float(v) for v in dataset_cfg.std),
-            float(dataset_cfg.center_crop),
-            not imagenet_style,
-        )
+from jaxdl.data.model_input import ImageFormat
 
 
 @dataclasses.dataclass(frozen=True)

@@ -15,6 +15,7 @@ from typing import Any, ClassVar, Protocol
 import tensorflow as tf
 
 from jaxdl.data import preprocess
+from jaxdl.data.model_input import ImageFormat
 from jaxdl.data.randaugment import RandAugment
 
 
@@ -33,7 +34,7 @@ class SplitReading:
     process_count: int = 1
     randaugment: RandAugment = dataclasses.field(default_factory=RandAugment)
 
-    def converter(self, image_format: preprocess.ImageFormat) -> Callable[[dict], dict]:
+    def converter(self, image_format: ImageFormat) -> Callable[[dict], dict]:
         """example -> the data contract of the task's kind, images in `image_format` (the dataset's, or another
         for a reader whose images arrive already cropped)."""
         return self.kind.converter(self.task, self.cfg, lambda image: preprocess.image_to_float(image, image_format))
@@ -45,7 +46,7 @@ class SplitReading:
     def rand_augment(self, example: dict, seed) -> dict:
         """RandAugment of the data contract's image (normalised float32): back to pixel values 0-255, its ops, and
         normalised again; seeded by (epoch seed, position), apart from `augment`'s draws."""
-        image_format = preprocess.ImageFormat.of(self.cfg)
+        image_format = ImageFormat.of(self.cfg)
         mean, std = tf.constant(image_format.mean), tf.constant(image_format.std)
         pixels = (example['image'] * std + mean) * 255.0
         pixels = self.randaugment(pixels, tf.random.experimental.stateless_fold_in(seed, 2))

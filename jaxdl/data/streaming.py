@@ -26,7 +26,8 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from jaxdl.data import checks, jpeg, preprocess
+from jaxdl.data import checks, jpeg
+from jaxdl.data.model_input import ImageFormat
 from jaxdl.data.records import SplitRecords
 from jaxdl.data.sampling import IndexSampler, epoch_seed
 from jaxdl.data.source import SplitReading
@@ -205,7 +206,7 @@ class StreamSource:
 
     def reader(self, split: str, *, train: bool) -> ExampleReader:
         cfg, reading = self.reading.cfg, self.reading
-        image_format, crop = preprocess.ImageFormat.of(cfg), None
+        image_format, crop = ImageFormat.of(cfg), None
         if train and cfg.augment.random_resized_crop:  # the window replaces the centre crop
             crop = jpeg.RandomResizedCrop(tuple(cfg.augment.crop_scale), tuple(cfg.augment.crop_ratio))
             image_format = dataclasses.replace(image_format, center_crop=0.0)
