@@ -59,6 +59,7 @@ class TaskDefaults:
     no per-example rows, and the output is not checked. Subclass it (or a built-in task) to write a new task."""
 
     head_options: ClassVar[dict] = {'head': 'dense'}
+    prediction_name: ClassVar[str] = 'predictions'  # what `predict` returns, when one array: its name in an export
 
     def check_outputs(self, outputs: Any, image_shape: tuple[int, int, int], model: str) -> None:
         del outputs, image_shape, model

@@ -109,6 +109,7 @@ class Classification(TaskDefaults):
 
     # The metrics a console row and the best-model choice read.
     headline = ('loss', 'accuracy', 'confidence')
+    prediction_name = 'probabilities'
 
 
 TASK = Classification

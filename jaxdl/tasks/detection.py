@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import io
 
 import jax
@@ -145,13 +146,21 @@ class Detection(TaskDefaults):
         max_detections best peaks per image, best first (low scores are the padding)."""
         n, h, w, _ = outputs.shape
         heat = jax.nn.sigmoid(outputs[..., : self.num_classes])
-        neighbourhood_max = jax.lax.reduce_window(heat, -jnp.inf, jax.lax.max, (1, 3, 3, 1), (1, 1, 1, 1), 'SAME')
+        # The 3x3 neighbourhood's maximum as the maximum of nine shifted copies (a max pool's result; ONNX Runtime
+        # refuses the max pool jax2onnx makes of an NHWC window)
+        padded = jnp.pad(heat, ((0, 0), (1, 1), (1, 1), (0, 0)), constant_values=-jnp.inf)
+        shifted = [padded[:, dy : dy + h, dx : dx + w] for dy in range(3) for dx in range(3)]
+        neighbourhood_max = functools.reduce(jnp.maximum, shifted)
         peaks = jnp.where(heat == neighbourhood_max, heat, 0.0)
         k = min(self.max_detections, h * w * self.num_classes)
-        scores, index = jax.lax.top_k(peaks.reshape(n, -1), k)
-        classes = index % self.num_classes
-        iy, ix = (index // self.num_classes) // w, (index // self.num_classes) % w
-        box = outputs[..., self.num_classes :][jnp.arange(n)[:, None], iy, ix]  # [N, K, 4]
+        scores, index = _top_k(peaks.reshape(n, -1), k)
+        # lax.div of these non-negative indices is `//`, whose sign fix-up (a remainder) jax2onnx cannot convert
+        # under a symbolic batch size; the remainders are differences for the same reason
+        cell = jax.lax.div(index, self.num_classes)
+        classes = index - cell * self.num_classes
+        iy = jax.lax.div(cell, w)
+        ix = cell - iy * w
+        box = jnp.take_along_axis(outputs[..., self.num_classes :].reshape(n, h * w, -1), cell[..., None], axis=1)
         centre_y, centre_x = iy + box[..., 2], ix + box[..., 3]
         half_h, half_w = jnp.maximum(box[..., 0], 0) / 2, jnp.maximum(box[..., 1], 0) / 2
         boxes = jnp.stack(
@@ -275,3 +284,12 @@ def coco_metrics(predictions: dict, class_names: tuple[str, ...]) -> dict:
         'map_75': undefined(stats[2]),
         'ap_per_class': per_class,
     }
+
+
+def _top_k(x: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:
+    """`jax.lax.top_k` over the last axis, by a stable sort: the same values and indices (ties: the lower index
+    first). top_k lowers to CHLO, which the newest jax serializes in a form TensorFlow's loader of exported
+    models (XlaCallModule) cannot read yet; a sort is core StableHLO and an ONNX TopK, so every export carries it."""
+    index = jnp.broadcast_to(jnp.arange(x.shape[-1], dtype=jnp.int32), x.shape)
+    negated, order = jax.lax.sort((-x, index), dimension=x.ndim - 1, is_stable=True, num_keys=1)
+    return -negated[..., :k], order[..., :k]

@@ -25,6 +25,7 @@ class MultiLabelClassification(TaskDefaults):
 
     data_kind = 'multilabel'
     headline = ('loss', 'map', 'f1')
+    prediction_name = 'probabilities'
 
     def __post_init__(self):
         require_option(

@@ -128,6 +128,7 @@ class Regression(TaskDefaults):
 
     # The metrics a console row and the progress plot show (after the loss).
     headline = ('loss', 'rmse', 'mae')
+    prediction_name = 'targets'
 
 
 TASK = Regression
