@@ -1,4 +1,4 @@
-"""`jaxdl train|evaluate|predict|rerun|sweep|compare|datasets|prepare`.
+"""`jaxdl train|evaluate|predict|export|rerun|sweep|compare|experiments|datasets|prepare`.
 
 Heavy libraries (TensorFlow, JAX) are imported inside each command, so `jaxdl --help` and `jaxdl datasets`
 answer at once. Errors a user can fix (config, dataset, checkpoint, image, workdir, divergence) print one line and
@@ -154,6 +154,23 @@ def cmd_predict(args, _) -> int:
     else:
         for r in results:
             print(f'{r["image"]}: {r["summary"]}' + (f' -> {r["picture"]}' if 'picture' in r else ''))
+    return 0
+
+
+def cmd_export(args, _) -> int:
+    from jaxdl.export import export, parse_batch
+
+    metadata = export(
+        args.workdir,
+        args.format,
+        args.output,
+        checkpoint=args.checkpoint,
+        weights=args.weights,
+        batch=parse_batch(args.batch),
+        force=args.force,
+        trust_code=args.trust_code,
+    )
+    print(json.dumps(metadata, indent=2))
     return 0
 
 
@@ -375,6 +392,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--json', action='store_true')
     p.add_argument('--trust-code', action='store_true', help=TRUST_CODE_HELP)
     p.set_defaults(run=cmd_predict)
+    p = sub.add_parser(
+        'export',
+        help='export a run as a model that needs no jaxdl: StableHLO (jax alone), a TF SavedModel or ONNX; '
+        'it takes uint8 images and returns what predict computes',
+    )
+    p.add_argument('workdir')
+    p.add_argument('--format', required=True, help='stablehlo | savedmodel | onnx (onnx: pip install jaxdl[onnx])')
+    p.add_argument('--output', required=True, help='the folder to write: the model and its metadata.json')
+    p.add_argument('--checkpoint', default='best', help='best | latest | STEP (default: best)')
+    p.add_argument('--weights', default='raw', choices=WEIGHTS, help=WEIGHTS_HELP)
+    p.add_argument('--batch', default='dynamic', help="the batch size it takes: N, or 'dynamic' for any (default)")
+    p.add_argument('--force', action='store_true', help='replace --output if it exists')
+    p.add_argument('--trust-code', action='store_true', help=TRUST_CODE_HELP)
+    p.set_defaults(run=cmd_export)
     p = sub.add_parser('rerun', help="rerun a run's recorded config and say whether the final metrics match")
     p.add_argument('workdir')
     p.add_argument('--workdir', dest='workdir_new', help='where the rerun trains (default: WORKDIR-rerun)')

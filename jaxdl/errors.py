@@ -48,3 +48,7 @@ class DataError(JaxdlError, ValueError):
 class UntrustedCode(JaxdlError):
     """A run directory names code from outside the installed packages and the current project; importing it would
     run it. The message names the modules and folders, and the opt-in (`--trust-code`)."""
+
+
+class MissingExtra(JaxdlError):
+    """A feature whose library is an optional extra that is not installed: the message has the pip command."""

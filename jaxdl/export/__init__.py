@@ -1,0 +1,109 @@
+"""`jaxdl export`: a trained run as a model that runs without jaxdl, in one of three formats, with a
+metadata.json beside it. Each format is one module with `write(serving, batch, output) -> dict` (what to load,
+and how); the function they all carry is `serving.serving(run)`, uint8 images in, `jaxdl predict`'s outputs out.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.metadata
+import importlib.util
+import json
+import shutil
+from pathlib import Path
+
+from jaxdl.errors import ConfigError, InputError, MissingExtra
+from jaxdl.logging import display_path
+
+# format -> (its module, the packages its converter needs beyond jaxdl's own, the extra that installs them)
+FORMATS: dict[str, tuple[str, tuple[str, ...], str | None]] = {
+    'stablehlo': ('jaxdl.export.stablehlo', (), None),
+    'savedmodel': ('jaxdl.export.savedmodel', (), None),
+    'onnx': ('jaxdl.export.onnx', ('jax2onnx', 'onnx'), 'onnx'),
+}
+
+
+def parse_batch(value: str) -> int | None:
+    """--batch: a positive size, or 'dynamic' (None: any batch size)."""
+    if value == 'dynamic':
+        return None
+    try:
+        size = int(value)
+    except ValueError:
+        size = 0
+    if size < 1:
+        raise ConfigError(f"--batch takes a positive batch size or 'dynamic', got {value!r}")
+    return size
+
+
+def export(
+    workdir: str | Path,
+    fmt: str,
+    output: str | Path,
+    *,
+    checkpoint: str | int = 'best',
+    weights: str = 'raw',
+    batch: int | None = None,
+    force: bool = False,
+    trust_code: bool = False,
+) -> dict:
+    """Writes the run's model in `fmt` under the folder `output` and returns the metadata written beside it."""
+    if fmt not in FORMATS:
+        raise ConfigError(f'--format must be one of {", ".join(FORMATS)}, got {fmt!r}')
+    output = Path(output)
+    if output.exists() and not force:
+        raise InputError(f'{display_path(output)} exists; choose another --output or pass --force to replace it')
+    module_name, packages, extra = FORMATS[fmt]
+    missing = [p for p in packages if importlib.util.find_spec(p) is None]
+    if missing:
+        raise MissingExtra(f"--format {fmt} needs {', '.join(missing)}: pip install 'jaxdl[{extra}]'")
+    writer = importlib.import_module(module_name)
+    from jaxdl.export.serving import serving
+    from jaxdl.runs import load_run
+
+    run = load_run(workdir, checkpoint, weights=weights, trust_code=trust_code)
+    model = serving(run)
+    staging = output.with_name(output.name + '.partial')
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        written = writer.write(model, batch, staging)
+        metadata = _metadata(run, fmt, model, batch, written, checkpoint=checkpoint, weights=weights)
+        (staging / 'metadata.json').write_text(json.dumps(metadata, indent=2) + '\n')
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if output.exists():
+        shutil.rmtree(output) if output.is_dir() else output.unlink()
+    staging.rename(output)  # a reader never sees half an export
+    return metadata
+
+
+def _metadata(run, fmt: str, model, batch: int | None, written: dict, *, checkpoint, weights: str) -> dict:
+    import jax
+
+    config_json = (Path(run.workdir) / 'config.json').read_bytes()
+    height, width, channels = model.image_shape
+    return {
+        'format': fmt,
+        **written,
+        'input': {
+            'name': 'images',
+            'shape': [batch, height, width, channels],  # null: any batch size
+            'dtype': 'uint8',
+            'layout': 'NHWC',
+            'preprocessing': 'inside the model (centre crop, resize, scale, mean and std of the run)',
+        },
+        'outputs': list(model.output_names),
+        'task': run.config.task.name,
+        'class_names': list(run.class_names),
+        'run': {
+            'checkpoint_step': run.step,
+            'checkpoint': str(checkpoint),
+            'weights': weights,
+            'config_sha256': hashlib.sha256(config_json).hexdigest(),
+            'git_revision': run.environment.get('git_revision'),
+        },
+        'versions': {'jaxdl': importlib.metadata.version('jaxdl'), 'jax': jax.__version__},
+    }
