@@ -87,10 +87,12 @@ def assert_same_outputs(got: dict, expected: dict, task: str):
 
 @pytest.mark.parametrize('fmt', list(FORMATS))
 @pytest.mark.parametrize('task', TASKS)
-def test_the_exported_model_gives_what_predict_gives_at_batch_1_and_7(trained, task, fmt, tmp_path):
+def test_the_exported_model_gives_what_predict_gives_at_batch_1_and_7(trained, task, fmt, tmp_path, capfd):
     run_, images = trained[task]
     output = tmp_path / fmt
+    capfd.readouterr()
     metadata = export(run_.workdir, fmt, output)
+    assert 'DEBUG' not in capfd.readouterr().out  # a converter's own debugging lines are not the user's output
     assert metadata['input']['shape'] == [None, *run_.image_shape] and metadata['input']['dtype'] == 'uint8'
     model = load(fmt, output)
     for n in (1, 7):

@@ -7,6 +7,8 @@ ONNX operators; the weights are initializers of the graph.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import re
 from pathlib import Path
 
@@ -27,15 +29,17 @@ def write(serving: Serving, batch: int | None, output: Path) -> dict:
 
     spec = serving.input_spec(batch)
     try:
-        to_onnx(
-            ordered,
-            [spec],
-            model_name='jaxdl',
-            return_mode='file',
-            output_path=str(output / FILE),
-            input_names=['images'],
-            output_names=list(names),
-        )
+        # jax2onnx 0.13's Flax plugins print debugging lines; its failures come as exceptions, handled below
+        with contextlib.redirect_stdout(io.StringIO()):
+            to_onnx(
+                ordered,
+                [spec],
+                model_name='jaxdl',
+                return_mode='file',
+                output_path=str(output / FILE),
+                input_names=['images'],
+                output_names=list(names),
+            )
     except NotImplementedError as e:
         raise ConfigError(_unsupported(e)) from e
     return {'file': FILE, 'load': "onnxruntime.InferenceSession(path).run(None, {'images': images})"}
