@@ -1,6 +1,7 @@
 """`jaxdl export`: a trained run as a model that runs without jaxdl, in one of three formats, with a
 metadata.json beside it. Each format is one module with `write(serving, batch, output) -> dict` (what to load,
-and how); the function they all carry is `serving.serving(run)`, uint8 images in, `jaxdl predict`'s outputs out.
+and how) and `load(output)` (the written model as its own runtime runs it); the function they all carry is
+`serving.serving(run)`, uint8 images in, `jaxdl predict`'s outputs out.
 """
 
 from __future__ import annotations
@@ -11,16 +12,22 @@ import importlib.metadata
 import importlib.util
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
+import jax
+import numpy as np
+
 from jaxdl.errors import ConfigError, InputError, MissingExtra
+from jaxdl.export.serving import Serving, serving
 from jaxdl.logging import display_path
+from jaxdl.runs import load_run
 
 # format -> (its module, the packages its converter needs beyond jaxdl's own, the extra that installs them)
 FORMATS: dict[str, tuple[str, tuple[str, ...], str | None]] = {
     'stablehlo': ('jaxdl.export.stablehlo', (), None),
     'savedmodel': ('jaxdl.export.savedmodel', (), None),
-    'onnx': ('jaxdl.export.onnx', ('jax2onnx', 'onnx'), 'onnx'),
+    'onnx': ('jaxdl.export.onnx', ('jax2onnx', 'onnx', 'onnxruntime'), 'onnx'),
 }
 
 
@@ -59,8 +66,6 @@ def export(
     if missing:
         raise MissingExtra(f"--format {fmt} needs {', '.join(missing)}: pip install 'jaxdl[{extra}]'")
     writer = importlib.import_module(module_name)
-    from jaxdl.export.serving import serving
-    from jaxdl.runs import load_run
 
     run = load_run(workdir, checkpoint, weights=weights, trust_code=trust_code)
     model = serving(run)
@@ -69,6 +74,7 @@ def export(
     staging.mkdir(parents=True)
     try:
         written = writer.write(model, batch, staging)
+        _check_runs(writer.load(staging), model, batch)
         metadata = _metadata(run, fmt, model, batch, written, checkpoint=checkpoint, weights=weights)
         (staging / 'metadata.json').write_text(json.dumps(metadata, indent=2) + '\n')
     except BaseException:
@@ -80,9 +86,19 @@ def export(
     return metadata
 
 
-def _metadata(run, fmt: str, model, batch: int | None, written: dict, *, checkpoint, weights: str) -> dict:
-    import jax
+def _check_runs(load: Callable[[np.ndarray], dict[str, np.ndarray]], model: Serving, batch: int | None) -> None:
+    """The written model, run once by its own runtime, gives the outputs of the serving function's names, shapes
+    and dtypes: what its runtime cannot run is never handed off."""
+    images = np.zeros((batch or 2, *model.image_shape), np.uint8)
+    expected = jax.eval_shape(model, jax.ShapeDtypeStruct(images.shape, images.dtype))
+    got = load(images)
+    shapes = {name: (tuple(value.shape), np.dtype(value.dtype)) for name, value in got.items()}
+    wanted = {name: (tuple(value.shape), np.dtype(value.dtype)) for name, value in expected.items()}
+    if shapes != wanted:
+        raise RuntimeError(f'the exported model gives {shapes} where its serving function gives {wanted}')
 
+
+def _metadata(run, fmt: str, model, batch: int | None, written: dict, *, checkpoint, weights: str) -> dict:
     config_json = (Path(run.workdir) / 'config.json').read_bytes()
     height, width, channels = model.image_shape
     return {

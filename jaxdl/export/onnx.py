@@ -9,8 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import re
+from collections.abc import Callable, Iterator
 from pathlib import Path
+
+import jax
+import numpy as np
 
 from jaxdl.errors import ConfigError
 from jaxdl.export.serving import Serving
@@ -29,8 +34,9 @@ def write(serving: Serving, batch: int | None, output: Path) -> dict:
 
     spec = serving.input_spec(batch)
     try:
-        # jax2onnx 0.13's Flax plugins print debugging lines; its failures come as exceptions, handled below
-        with contextlib.redirect_stdout(io.StringIO()):
+        # Nested jits (jax.nn's own) inlined: the graph is the same, and jax2onnx 0.13's rule for a nested jit
+        # predates jax 0.12's core
+        with _quiet_converter(), jax.disable_jit():
             to_onnx(
                 ordered,
                 [spec],
@@ -43,6 +49,32 @@ def write(serving: Serving, batch: int | None, output: Path) -> dict:
     except NotImplementedError as e:
         raise ConfigError(_unsupported(e)) from e
     return {'file': FILE, 'load': "onnxruntime.InferenceSession(path).run(None, {'images': images})"}
+
+
+def load(output: Path) -> Callable[[np.ndarray], dict[str, np.ndarray]]:
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.log_severity_level = 3  # errors only: its notes on shapes it merged are not the user's
+    session = onnxruntime.InferenceSession(str(output / FILE), options, providers=['CPUExecutionProvider'])
+    names = [value.name for value in session.get_outputs()]
+    return lambda images: dict(zip(names, session.run(None, {'images': images})))
+
+
+@contextlib.contextmanager
+def _quiet_converter() -> Iterator[None]:
+    """jax2onnx's debugging prints (0.13's Flax plugins), its tracebacks for plugins of libraries jaxdl does not use
+    that fail to import, and onnx_ir's serializer notes are not the user's output; failures come as exceptions."""
+    loggers = [logging.getLogger(name) for name in ('jax2onnx', 'onnx_ir')]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
 
 
 def _unsupported(error: Exception) -> str:
