@@ -170,7 +170,14 @@ def cmd_export(args, _) -> int:
         force=args.force,
         trust_code=args.trust_code,
     )
-    print(json.dumps(metadata, indent=2))
+    from jaxdl.logging import display_path
+
+    shape = ', '.join('N' if d is None else str(d) for d in metadata['input']['shape'])
+    print(
+        f'wrote {display_path(args.output)}: {metadata["file"]} and metadata.json ({args.format}; uint8 [{shape}] -> '
+        f'{", ".join(metadata["outputs"])}; checkpoint step {metadata["run"]["checkpoint_step"]}, '
+        f'{metadata["run"]["weights"]} weights); load it with {metadata["load"]}'
+    )
     return 0
 
 

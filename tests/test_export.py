@@ -34,7 +34,7 @@ def task_config(task: str):
     if task == 'classification':  # with the centre crop of ImageNet-style evaluation: crop and resize inside
         config = load_config_file(str(ROOT / 'tests' / 'small_experiment.py'))
         return apply_updates(config, {'train.duration': '6 steps', 'dataset.center_crop': 0.875,
-                                       'dataset.image_size': 8})
+                                       'dataset.image_size': 8, 'optimizer.ema_decay': 0.9})
     if task == 'regression':
         return regression_config(train__duration='6 steps', train__validate_every='6 steps')
     return apply_updates(dense_run_config(task), {'train.duration': '12 steps', 'optimizer.learning_rate': 0.01})
@@ -118,11 +118,13 @@ def test_the_model_input_is_the_pipelines_preprocessing(trained):
     np.testing.assert_allclose(np.asarray(model_input(images, image_format)), tf_floats, rtol=1e-6, atol=1e-6)
 
 
-def test_a_stablehlo_export_runs_with_jax_alone_and_a_fixed_batch_takes_only_its_size(trained, tmp_path):
+def test_a_stablehlo_export_runs_with_jax_alone_and_a_fixed_batch_takes_only_its_size(trained, tmp_path, capsys):
     run_, images = trained['segmentation']
     output = tmp_path / 'fixed'
     assert cli.main(['export', str(run_.workdir), '--format', 'stablehlo', '--output', str(output),
                      '--batch', '7', '--checkpoint', 'latest']) == 0
+    said = capsys.readouterr().out
+    assert 'model.stablehlo and metadata.json' in said and f'uint8 [7, {", ".join(map(str, run_.image_shape))}]' in said
     metadata = json.loads((output / 'metadata.json').read_text())
     assert metadata['input']['shape'] == [7, *run_.image_shape]
     assert metadata['run']['checkpoint_step'] == 12 and len(metadata['run']['config_sha256']) == 64
@@ -207,3 +209,16 @@ def test_an_export_its_runtime_runs_differently_is_never_handed_off(trained, tmp
     with pytest.raises(RuntimeError, match='the exported model gives .* where its serving function gives'):
         export(run_.workdir, 'stablehlo', tmp_path / 'x')
     assert not (tmp_path / 'x').exists() and not (tmp_path / 'x.partial').exists()
+
+
+def test_the_ema_weights_export_as_predict_reads_them(trained, tmp_path):
+    run_, images = trained['classification']  # trained with an EMA of its weights
+    metadata = export(run_.workdir, 'stablehlo', tmp_path / 'ema', weights='ema')
+    assert metadata['run']['weights'] == 'ema'
+    got = load('stablehlo', tmp_path / 'ema')(images)
+    expected = expected_outputs(load_run(run_.workdir, weights='ema'), images)
+    np.testing.assert_allclose(got['probabilities'], expected['probabilities'], rtol=1e-5, atol=1e-5)
+    raw = expected_outputs(run_, images)['probabilities']
+    assert np.abs(raw - expected['probabilities']).max() > 1e-4  # the EMA is not the raw weights
+    with pytest.raises(ConfigError, match='--weights ema: .* without an EMA'):
+        export(trained['regression'][0].workdir, 'stablehlo', tmp_path / 'none', weights='ema')
