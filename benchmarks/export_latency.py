@@ -15,6 +15,7 @@ ratio to `jaxdl predict` (below 1: faster). Results: benchmarks/README.md.
 from __future__ import annotations
 
 import argparse
+import importlib
 import importlib.util
 import json
 import statistics
@@ -27,10 +28,12 @@ import numpy as np
 
 from jaxdl.config import apply_updates, load_config_file
 from jaxdl.data.model_input import ImageFormat, model_input
-from jaxdl.export import export
+from jaxdl.export import FORMATS, export
 from jaxdl.runs import load_run, predict_images
 from jaxdl.train.loop import fit
 from jaxdl.train.step import predict_step
+
+RUNTIMES = {'savedmodel': ('tensorflow',)}  # beyond what FORMATS names: the GPU machine has no TensorFlow
 
 
 def ways_to_predict(run, folder: Path) -> dict:
@@ -41,21 +44,10 @@ def ways_to_predict(run, folder: Path) -> dict:
         'jaxdl predict': lambda images: predict_images(run, images),
         'predict_step (jit)': lambda images: jax.tree.map(np.asarray, jitted(run.state, images)),
     }
-    export(run.workdir, 'stablehlo', folder / 'stablehlo')
-    exported = jax.export.deserialize((folder / 'stablehlo' / 'model.stablehlo').read_bytes())
-    ways['stablehlo'] = lambda images: jax.tree.map(np.asarray, exported.call(images))
-    if importlib.util.find_spec('tensorflow'):
-        import tensorflow as tf
-
-        export(run.workdir, 'savedmodel', folder / 'savedmodel')
-        serve = tf.saved_model.load(str(folder / 'savedmodel' / 'saved_model')).signatures['serving_default']
-        ways['savedmodel'] = lambda images: {k: v.numpy() for k, v in serve(images=tf.constant(images)).items()}
-    if importlib.util.find_spec('jax2onnx') and importlib.util.find_spec('onnxruntime'):
-        import onnxruntime
-
-        export(run.workdir, 'onnx', folder / 'onnx')
-        session = onnxruntime.InferenceSession(str(folder / 'onnx' / 'model.onnx'), providers=['CPUExecutionProvider'])
-        ways['onnx'] = lambda images: session.run(None, {'images': images})
+    for fmt, (module_name, packages, _) in FORMATS.items():  # each format its runtime is installed for
+        if all(importlib.util.find_spec(p) for p in (*packages, *RUNTIMES.get(fmt, ()))):
+            export(run.workdir, fmt, folder / fmt)
+            ways[fmt] = importlib.import_module(module_name).load(folder / fmt)
     return ways
 
 

@@ -11,6 +11,7 @@ import jax
 import numpy as np
 
 from jaxdl.data.model_input import ImageFormat, model_input
+from jaxdl.tasks import TaskDefaults
 from jaxdl.train.step import predict_step
 
 if TYPE_CHECKING:
@@ -41,7 +42,7 @@ def serving(run: Run) -> Serving:
     that keeps them apart (SavedModel variables) can, and one that embeds them closes over them."""
     image_format = ImageFormat.of(run.config.dataset)
     task, state = run.task, run.state
-    name = getattr(task, 'prediction_name', 'predictions')
+    name = getattr(task, 'prediction_name', TaskDefaults.prediction_name)  # a task of the protocol alone may lack it
 
     def apply(weights: Any, images: jax.Array) -> dict[str, jax.Array]:
         params, model_state = weights
