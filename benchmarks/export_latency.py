@@ -44,10 +44,10 @@ def ways_to_predict(run, folder: Path) -> dict:
         'jaxdl predict': lambda images: predict_images(run, images),
         'predict_step (jit)': lambda images: jax.tree.map(np.asarray, jitted(run.state, images)),
     }
-    for fmt, (module_name, packages, _) in FORMATS.items():  # each format its runtime is installed for
-        if all(importlib.util.find_spec(p) for p in (*packages, *RUNTIMES.get(fmt, ()))):
+    for fmt, spec in FORMATS.items():  # each format its runtime is installed for
+        if all(importlib.util.find_spec(p) for p in (*spec.packages, *RUNTIMES.get(fmt, ()))):
             export(run.workdir, fmt, folder / fmt)
-            ways[fmt] = importlib.import_module(module_name).load(folder / fmt)
+            ways[fmt] = importlib.import_module(spec.module).load(folder / fmt)
     return ways
 
 

@@ -159,6 +159,7 @@ def cmd_predict(args, _) -> int:
 
 def cmd_export(args, _) -> int:
     from jaxdl.export import export, parse_batch
+    from jaxdl.logging import display_path
 
     metadata = export(
         args.workdir,
@@ -170,8 +171,6 @@ def cmd_export(args, _) -> int:
         force=args.force,
         trust_code=args.trust_code,
     )
-    from jaxdl.logging import display_path
-
     shape = ', '.join('N' if d is None else str(d) for d in metadata['input']['shape'])
     print(
         f'wrote {display_path(args.output)}: {metadata["file"]} and metadata.json ({args.format}; uint8 [{shape}] -> '

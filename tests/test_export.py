@@ -215,6 +215,8 @@ def test_the_ema_weights_export_as_predict_reads_them(trained, tmp_path):
     run_, images = trained['classification']  # trained with an EMA of its weights
     metadata = export(run_.workdir, 'stablehlo', tmp_path / 'ema', weights='ema')
     assert metadata['run']['weights'] == 'ema'
+    preprocessing = metadata['input']['preprocessing']  # the run's own: a centre crop, then back to 8 px
+    assert (preprocessing['center_crop'], preprocessing['size'], preprocessing['antialias']) == (0.875, 8, False)
     got = load('stablehlo', tmp_path / 'ema')(images)
     expected = expected_outputs(load_run(run_.workdir, weights='ema'), images)
     np.testing.assert_allclose(got['probabilities'], expected['probabilities'], rtol=1e-5, atol=1e-5)

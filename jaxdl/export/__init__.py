@@ -6,6 +6,7 @@ and how) and `load(output)` (the written model as its own runtime runs it); the 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib
 import importlib.metadata
@@ -14,20 +15,28 @@ import json
 import shutil
 from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 import jax
 import numpy as np
 
+from jaxdl.data.model_input import ImageFormat
 from jaxdl.errors import ConfigError, InputError, MissingExtra
 from jaxdl.export.serving import Serving, serving
 from jaxdl.logging import display_path
 from jaxdl.runs import load_run
 
-# format -> (its module, the packages its converter needs beyond jaxdl's own, the extra that installs them)
-FORMATS: dict[str, tuple[str, tuple[str, ...], str | None]] = {
-    'stablehlo': ('jaxdl.export.stablehlo', (), None),
-    'savedmodel': ('jaxdl.export.savedmodel', (), None),
-    'onnx': ('jaxdl.export.onnx', ('jax2onnx', 'onnx', 'onnxruntime'), 'onnx'),
+
+class Format(NamedTuple):
+    module: str  # its module, with write(serving, batch, output) and load(output)
+    packages: tuple[str, ...] = ()  # what its converter and runtime need beyond jaxdl's own dependencies
+    extra: str | None = None  # the jaxdl extra that installs them
+
+
+FORMATS: dict[str, Format] = {
+    'stablehlo': Format('jaxdl.export.stablehlo'),
+    'savedmodel': Format('jaxdl.export.savedmodel'),
+    'onnx': Format('jaxdl.export.onnx', ('jax2onnx', 'onnx', 'onnxruntime'), 'onnx'),
 }
 
 
@@ -61,11 +70,11 @@ def export(
     output = Path(output)
     if output.exists() and not force:
         raise InputError(f'{display_path(output)} exists; choose another --output or pass --force to replace it')
-    module_name, packages, extra = FORMATS[fmt]
-    missing = [p for p in packages if importlib.util.find_spec(p) is None]
+    spec = FORMATS[fmt]
+    missing = [p for p in spec.packages if importlib.util.find_spec(p) is None]
     if missing:
-        raise MissingExtra(f"--format {fmt} needs {', '.join(missing)}: pip install 'jaxdl[{extra}]'")
-    writer = importlib.import_module(module_name)
+        raise MissingExtra(f"--format {fmt} needs {', '.join(missing)}: pip install 'jaxdl[{spec.extra}]'")
+    writer = importlib.import_module(spec.module)
 
     run = load_run(workdir, checkpoint, weights=weights, trust_code=trust_code)
     model = serving(run)
@@ -90,10 +99,9 @@ def _check_runs(load: Callable[[np.ndarray], dict[str, np.ndarray]], model: Serv
     """The written model, run once by its own runtime, gives the outputs of the serving function's names, shapes
     and dtypes: what its runtime cannot run is never handed off."""
     images = np.zeros((batch or 2, *model.image_shape), np.uint8)
-    expected = jax.eval_shape(model, jax.ShapeDtypeStruct(images.shape, images.dtype))
-    got = load(images)
-    shapes = {name: (tuple(value.shape), np.dtype(value.dtype)) for name, value in got.items()}
-    wanted = {name: (tuple(value.shape), np.dtype(value.dtype)) for name, value in expected.items()}
+    signature = lambda outputs: {name: (tuple(value.shape), np.dtype(value.dtype)) for name, value in outputs.items()}
+    shapes = signature(load(images))
+    wanted = signature(jax.eval_shape(model, jax.ShapeDtypeStruct(images.shape, images.dtype)))
     if shapes != wanted:
         raise RuntimeError(f'the exported model gives {shapes} where its serving function gives {wanted}')
 
@@ -109,7 +117,9 @@ def _metadata(run, fmt: str, model, batch: int | None, written: dict, *, checkpo
             'shape': [batch, height, width, channels],  # null: any batch size
             'dtype': 'uint8',
             'layout': 'NHWC',
-            'preprocessing': 'inside the model (centre crop, resize, scale, mean and std of the run)',
+            # done inside the model, as the run's pipeline does it: centre crop (0: none), resize to size x size
+            # (0: none), scale to [0, 1], then (x - mean) / std
+            'preprocessing': dataclasses.asdict(ImageFormat.of(run.config.dataset)),
         },
         'outputs': list(model.output_names),
         'task': run.config.task.name,
