@@ -1,5 +1,5 @@
 import collections
-import time
+import socket
 
 import numpy as np
 import pytest
@@ -137,11 +137,16 @@ def test_catalog_datasets_through_the_same_pipeline(name, shape):
         assert Pipeline(resized, TASK).spec.image_shape == (16, 16, shape[2])
 
 
-def test_missing_catalog_dataset_fails_fast_with_instructions(tmp_path):
-    start = time.time()
+def test_missing_catalog_dataset_fails_with_instructions_without_the_network(tmp_path, monkeypatch):
+    class TriedTheNetwork(BaseException):  # not an Exception: no library's handler can turn it into another error
+        pass
+
+    def refuse(*args):
+        raise TriedTheNetwork
+    monkeypatch.setattr(socket.socket, 'connect', refuse)
+    monkeypatch.setattr(socket.socket, 'connect_ex', refuse)
     with pytest.raises(DatasetNotAvailable, match='jaxdl prepare mnist --data-dir DIR'):
         Pipeline(dataset_config(name='mnist', data_dir=str(tmp_path)), TASK).size('train')
-    assert time.time() - start < 10
 
 
 def test_unknown_dataset_suggests_names():
