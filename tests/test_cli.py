@@ -51,6 +51,7 @@ def test_unavailable_dataset_fails_at_once_without_the_network(tmp_path):
     assert not (tmp_path / 'x').exists() or not any((tmp_path / 'x').iterdir())  # nothing trained, nothing written
 
 
+@pytest.mark.slow  # .ci/wheel-check trains digits_cnn by name from the installed wheel
 def test_a_built_in_experiment_trains_by_name_through_the_cli(tmp_path):
     result = jaxdl('train', 'digits_vit', '--workdir', tmp_path / 'vit', '--no-progress',
                    '--config.train.duration=4 steps', '--config.train.validate_every=2 steps')
@@ -83,7 +84,8 @@ def test_train_prints_a_table_row_per_validation(trained):
 
 
 def cli(capsys, *args) -> tuple[int, str, str]:
-    """The same `main` in this process: for the further calls of a test (each subprocess costs seconds)."""
+    """The same `main` in this process: each subprocess costs seconds (the module's fixture trains through a real
+    one, and test_rerun runs one)."""
     from jaxdl.cli import main
     capsys.readouterr()
     code = main([str(a) for a in args])
@@ -93,9 +95,9 @@ def cli(capsys, *args) -> tuple[int, str, str]:
 
 def test_evaluate_prints_json_metrics_for_any_split(trained, capsys):
     workdir, out = trained
-    test = jaxdl('evaluate', workdir)
-    assert test.returncode == 0, test.stderr[-2000:]
-    metrics = json.loads(test.stdout)
+    code, stdout, _ = cli(capsys, 'evaluate', workdir)
+    metrics = json.loads(stdout)
+    assert code == 0
     assert metrics['split'] == 'test' and metrics['count'] == 359
     assert metrics['accuracy'] == pytest.approx(out['test']['accuracy'])
     code, stdout, _ = cli(capsys, 'evaluate', workdir, '--split', 'validation', '--checkpoint', 'latest')
@@ -112,13 +114,13 @@ def test_predict_gives_top_classes_and_converts_or_refuses_images(trained, tmp_p
     Image.fromarray(example['image'][..., 0]).save(gray)
     rgb = tmp_path / 'digit_rgb_big.jpg'
     Image.fromarray(example['image'][..., 0]).convert('RGB').resize((32, 32), Image.NEAREST).save(rgb)
-    result = jaxdl('predict', workdir, gray, rgb, '--json', '--top', '3')
-    assert result.returncode == 0, result.stderr[-2000:]
-    predictions = json.loads(result.stdout)
+    code, stdout, stderr = cli(capsys, 'predict', workdir, gray, rgb, '--json', '--top', '3')
+    assert code == 0, stderr[-2000:]
+    predictions = json.loads(stdout)
     assert [len(p['top']) for p in predictions] == [3, 3]
     probabilities = [t['probability'] for t in predictions[0]['top']]
     assert probabilities == sorted(probabilities, reverse=True) and 0 < sum(probabilities) <= 1 + 1e-6
-    assert 'converted RGB to L' in result.stderr and 'resized 32x32' in result.stderr
+    assert 'converted RGB to L' in stderr and 'resized 32x32' in stderr
     wide = tmp_path / 'wide.png'
     Image.fromarray(np.zeros((8, 40), np.uint8)).save(wide)
     code, _, stderr = cli(capsys, 'predict', workdir, wide)

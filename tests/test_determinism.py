@@ -17,6 +17,7 @@ def compiled_with(dump) -> set[str]:
     return {line.strip() for f in files for line in f.read_text().splitlines() if 'deterministic_ops' in line}
 
 
+@pytest.mark.slow  # the flag's reading and the GPU refusal below stay in the quick suite
 @pytest.mark.parametrize('deterministic', [True, False])
 def test_the_setting_reaches_the_backend_and_the_run_records_it(tmp_path, deterministic):
     dump = tmp_path / 'xla_dump'

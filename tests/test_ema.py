@@ -24,7 +24,7 @@ def ema_reference(weights: list, decay: float, every: int = 1):
     return ema
 
 
-@pytest.mark.parametrize('every', [1, 2])
+@pytest.mark.parametrize('every', [1, pytest.param(2, marks=pytest.mark.slow)])
 def test_the_ema_of_parameters_and_batch_statistics_is_its_closed_form(every):
     import jaxdl
     from jaxdl.train.state import create_train_state

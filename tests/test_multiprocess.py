@@ -5,6 +5,7 @@ import sys
 
 import jax
 import numpy as np
+import pytest
 
 from jaxdl.runs import load_run
 from jaxdl.logging import TIMING_KEYS, read_jsonl
@@ -51,6 +52,7 @@ def test_incomplete_distributed_settings_are_refused(capsys):
     assert 'missing: num_processes' in capsys.readouterr().err
 
 
+@pytest.mark.slow  # two processes matching one stays in the quick suite
 def test_a_two_process_run_resumes_as_one_process(tmp_path, make_config):
     """Both processes stop at the same checkpoint (SIGKILL once it has committed); one process resumes it and
     ends where a run of one process never stopped does: the global batches do not depend on the process count."""

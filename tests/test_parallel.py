@@ -10,6 +10,7 @@ import pytest
 from conftest import ROOT, run
 
 
+@pytest.mark.slow  # the dense tasks' single-device path: test_dense_tasks.py
 def test_dense_tasks_gather_predictions_in_order_and_sum_confusion_matrices_across_devices():
     result = run([sys.executable, str(ROOT / 'tests' / 'multidevice_worker.py'), 'dense'], devices=4)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -31,6 +32,7 @@ def test_dense_tasks_gather_predictions_in_order_and_sum_confusion_matrices_acro
             assert segmentation[metric] == pytest.approx(single[metric], rel=1e-4), (kind, metric)
 
 
+@pytest.mark.slow  # fit under pmap, sharded and fsdp stays in the quick suite (below); shard_map: test_readme.py
 def test_pmap_and_sharded_match_single_device():
     check_parallel_training_matches_single_device('cnn')
 

@@ -15,7 +15,7 @@ def readme_block(marker: str) -> str:
     return block.group(1)
 
 
-@pytest.mark.parametrize('variant', ['jit', 'shard_map'])
+@pytest.mark.parametrize('variant', [pytest.param('jit', marks=pytest.mark.slow), 'shard_map'])
 def test_research_script_trains_the_pure_step_over_a_mesh(tmp_path, variant):
     script = readme_block('research-script')
     if variant == 'shard_map':

@@ -21,6 +21,7 @@ def uninterrupted(tmp_path_factory):
     return result.workdir
 
 
+@pytest.mark.slow  # in the quick suite: the EMA's resume (test_ema.py), the augmentations' (test_data.py)
 def test_killed_with_every_recipe_piece_on_the_same_command_ends_as_a_run_never_stopped(uninterrupted, tmp_path):
     workdir = tmp_path / 'killed'
     # Between checkpoints (10 saved, 15 not yet): the resumed run redraws steps 11-13's flips, RandAugment ops,

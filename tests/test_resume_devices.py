@@ -43,8 +43,10 @@ def assert_close_to(workdir, reference):
         assert r['loss'] == pytest.approx(s['loss'], rel=1e-4)
 
 
-@pytest.mark.parametrize('first, then, parallel', [(1, 8, 'auto'), (8, 1, 'auto'), (8, 1, 'fsdp')],
-                         ids=['1-to-8-devices', '8-to-1-device', 'fsdp-mesh-of-8-to-1-device'])
+@pytest.mark.parametrize('first, then, parallel', [  # the fsdp case in the quick suite: a split state restored whole
+    pytest.param(1, 8, 'auto', id='1-to-8-devices', marks=pytest.mark.slow),
+    pytest.param(8, 1, 'auto', id='8-to-1-device', marks=pytest.mark.slow),
+    pytest.param(8, 1, 'fsdp', id='fsdp-mesh-of-8-to-1-device')])
 def test_a_run_resumes_on_another_device_count(first, then, parallel, one_device_run, tmp_path):
     """Orbax restores the checkpoint into the new placement (replicated over 8 devices, split over an fsdp mesh of
     8, or on one) and the data resumes at the same global batch: the run ends where one never moved does, within

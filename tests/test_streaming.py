@@ -115,6 +115,7 @@ print(json.dumps(peaks))
 '''
 
 
+@pytest.mark.slow  # the plateau over many streamed epochs stays in the quick suite
 def test_peak_memory_of_the_streaming_path_does_not_grow_with_the_dataset():
     # An epoch over 300 and over 3000 64x64 JPEG images, streamed, then the 3000 cached in memory (the decoded
     # 10x split is 141 MB; measured beside, so the measurement can see growth), each peak reset before it starts

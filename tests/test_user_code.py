@@ -135,13 +135,17 @@ def shared_run(folder):
     return folder
 
 
-def test_a_run_directory_runs_no_code_it_carries_unless_trusted(tmp_path):
+def test_a_run_directory_runs_no_code_it_carries_unless_trusted(tmp_path, capsys, monkeypatch):
+    from jaxdl.cli import main
     run, here = shared_run(tmp_path / 'received'), tmp_path
+    monkeypatch.chdir(here)
     for command in (['evaluate', run], ['predict', run, tmp_path / 'x.png'], ['rerun', run]):
-        refused = jaxdl(*command, cwd=here)
-        assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1, refused.stderr
-        assert f"shared_net (model.name 'shared_net:Net') from {run}" in refused.stderr and '--trust-code' in refused.stderr
+        capsys.readouterr()
+        code, refused = main([str(a) for a in command]), capsys.readouterr().err
+        assert code == 2 and len(refused.strip().splitlines()) == 1, refused
+        assert f"shared_net (model.name 'shared_net:Net') from {run}" in refused and '--trust-code' in refused
         assert not (run / 'shared_net.ran').exists()
+    # trusted, in a process of its own: the run's code is imported
     trusted = jaxdl('evaluate', run, '--trust-code', cwd=here)
     assert (run / 'shared_net.ran').exists(), trusted.stderr[-2000:]  # it ran, and then failed as the model it is
     assert not (run / 'safetensors.ran').exists()  # the recorded folder comes after the installed packages
@@ -227,7 +231,8 @@ def write_folder(root, sizes=(12, 20, 31), per_class=8, split_layout=False):
     return root
 
 
-@pytest.mark.parametrize('split_layout', [False, True], ids=['one-folder-split-by-fractions', 'split-subfolders'])
+@pytest.mark.parametrize('split_layout', [pytest.param(False, id='one-folder-split-by-fractions'),
+                                          pytest.param(True, id='split-subfolders', marks=pytest.mark.slow)])
 def test_an_image_folder_trains_through_the_same_pipeline(make_config, tmp_path, split_layout, capsys):
     root = write_folder(tmp_path / 'images', split_layout=split_layout)
     config = make_config(dataset__name=f'folder:{root}', dataset__image_size=16,
