@@ -100,15 +100,16 @@ def load_run(
 
 
 def predict_images(run: Run, images: np.ndarray) -> Any:
-    """`jaxdl predict`'s outputs for uint8 images [N, H, W, C] of the run's input shape: preprocessed by the
-    input pipeline's own function, then the task's predictions (probabilities, targets, class maps, boxes)."""
-    from jaxdl.data import preprocess  # TensorFlow: loaded only when predicting
-
+    """`jaxdl predict`'s outputs for uint8 images [N, H, W, C] of the run's input shape: cropped, resized and
+    normalised as the run's evaluation images were, on the device by the function an export carries
+    (`model_input`), then the task's predictions (probabilities, targets, class maps, boxes)."""
     image_format = ImageFormat.of(run.config.dataset)
-    floats = np.stack([preprocess.image_to_float(image, image_format).numpy() for image in images])
-    if floats.shape[1:] != run.image_shape:
-        raise InputError(f'preprocessed images have shape {floats.shape[1:]}, the model takes {run.image_shape}')
-    return predict(run.state, floats, run.task)
+    images = np.asarray(images)
+    if images.dtype != np.uint8 or images.shape[1:] != run.image_shape:
+        raise InputError(
+            f'the model takes uint8 images of shape {run.image_shape}, got {images.dtype} {images.shape[1:]}'
+        )
+    return predict(run.state, images, run.task, image_format=image_format)
 
 
 def evaluate_run(

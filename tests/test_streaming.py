@@ -306,9 +306,9 @@ def test_both_sources_give_each_process_the_same_share_of_an_evaluation_split(st
 
 
 def test_auto_streams_a_split_larger_than_the_memory_limit(stream_config):
-    # 2000 16x16x3 float32 images are 5.9 MB decoded.
-    assert Pipeline.for_config(stream_config(dataset__source='auto', dataset__memory_limit_mb=5)).source.name == 'stream'
-    assert Pipeline.for_config(stream_config(dataset__source='auto', dataset__memory_limit_mb=6)).source.name == 'memory'
+    # 2000 16x16x3 images are 1.5 MB decoded as uint8 (5.9 MB as float32, before the batches carried pixels).
+    assert Pipeline.for_config(stream_config(dataset__source='auto', dataset__memory_limit_mb=1)).source.name == 'stream'
+    assert Pipeline.for_config(stream_config(dataset__source='auto', dataset__memory_limit_mb=2)).source.name == 'memory'
 
 
 def test_two_jax_processes_each_read_only_their_rows_of_the_same_global_batches(stream_config):

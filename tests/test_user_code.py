@@ -298,8 +298,10 @@ def test_numpy_arrays_are_stored_once_and_train_through_the_same_path(make_confi
     assert evaluate_run(tmp_path / 'arrays', 'validation')['count'] == 300
     other = from_arrays('my_digits', {**splits, 'test': (images[1500:1510], labels[1500:1510])})
     assert other != name  # other arrays, another stored dataset under the same name
-    with pytest.raises(DatasetNotAvailable, match='must be uint8'):
-        from_arrays('bad', {'train': (images.astype(np.float32), labels)})
+    with pytest.raises(DatasetNotAvailable, match='must be uint8 pixels .* or float32'):
+        from_arrays('bad', {'train': (images.astype(np.float64), labels)})
+    with pytest.raises(DatasetNotAvailable, match='give every split the same image shape and dtype'):
+        from_arrays('bad', {'train': (images, labels), 'test': (images.astype(np.float32), labels)})
     with pytest.raises(DatasetNotAvailable, match='has 1797 images but 5 label values'):
         from_arrays('bad', {'train': (images, labels[:5])})
 

@@ -24,10 +24,11 @@ def _as_images(images, split: str) -> np.ndarray:
             f'from_arrays: split {split!r}: images must be [N, H, W], [N, H, W, 1] or '
             f'[N, H, W, 3], got shape {images.shape}'
         )
-    if images.dtype != np.uint8:
+    if images.dtype not in (np.uint8, np.float32):
         raise DatasetNotAvailable(
-            f'from_arrays: split {split!r}: images must be uint8 (0..255) as stored images are, '
-            f'got {images.dtype}; e.g. (np.clip(x, 0, 1) * 255).round().astype(np.uint8)'
+            f'from_arrays: split {split!r}: images must be uint8 pixels (0..255; they travel to the device as '
+            f'uint8) or float32 model inputs in their own units, got {images.dtype}; e.g. '
+            f'(np.clip(x, 0, 1) * 255).round().astype(np.uint8), or x.astype(np.float32)'
         )
     return images
 
@@ -36,7 +37,9 @@ def from_arrays(name: str, splits: dict, data_dir: str = '', *, class_names=None
     """Stores `splits` = {'train': (images, labels), 'validation': ..., 'test': ...} as a prepared TFDS dataset in
     `data_dir` (default: $TFDS_DATA_DIR or ~/tensorflow_datasets) and returns the `dataset.name` that trains on it.
 
-    images: uint8 [N, H, W] or [N, H, W, C] (C = 1 or 3). labels: int class ids [N] (a `label` feature named by
+    images: [N, H, W] or [N, H, W, C] (C = 1 or 3), uint8 pixels (batched as uint8 and normalised by
+    dataset.mean and std on the device) or float32 values in their own units (batched as float32, normalised by
+    dataset.mean and std on the host: the defaults leave them as they are). labels: int class ids [N] (a `label` feature named by
     `class_names`, default '0', '1', ...), or a dict of named float arrays [N] (regression targets, e.g.
     {'angle': angles}). The same arrays give the same name and are stored once; other arrays get another."""
     import tensorflow_datasets as tfds
@@ -46,15 +49,15 @@ def from_arrays(name: str, splits: dict, data_dir: str = '', *, class_names=None
         raise DatasetNotAvailable(f'from_arrays: name {name!r} must be lower case letters, digits and _')
     if not splits:
         raise DatasetNotAvailable('from_arrays: give at least one split, e.g. {"train": (images, labels)}')
-    prepared, digest, shape = {}, hashlib.sha256(), None
+    prepared, digest, shape, dtype = {}, hashlib.sha256(), None, None
     for split, (images, targets) in splits.items():
         images = _as_images(images, split)
-        if shape is not None and images.shape[1:] != shape:
+        if shape is not None and (images.shape[1:], images.dtype) != (shape, dtype):
             raise DatasetNotAvailable(
-                f'from_arrays: split {split!r} has images of {images.shape[1:]}, another split '
-                f'{shape}; give every split the same image shape'
+                f'from_arrays: split {split!r} has {images.dtype} images of {images.shape[1:]}, another split '
+                f'{dtype} {shape}; give every split the same image shape and dtype'
             )
-        shape = images.shape[1:]
+        shape, dtype = images.shape[1:], images.dtype
         columns = (
             {'label': np.asarray(targets)}
             if not isinstance(targets, dict)
@@ -66,11 +69,15 @@ def from_arrays(name: str, splits: dict, data_dir: str = '', *, class_names=None
                     f'from_arrays: split {split!r} has {len(images)} images but {len(column)} {key} values'
                 )
         prepared[split] = (images, columns)
-        digest.update(split.encode() + images.tobytes() + repr(shape).encode())
+        digest.update(split.encode() + images.tobytes() + repr(shape).encode() + str(dtype).encode())
         for key, column in sorted(columns.items()):
             digest.update(key.encode() + column.tobytes() + str(column.dtype).encode())
     label_columns = [c['label'] for _, c in prepared.values() if 'label' in c]
-    features = {'image': tfds.features.Image(shape=shape)}
+    # 8-bit images are stored as PNG; float32 ones as their values (an Image feature holds no float32 colour)
+    image_feature = (
+        tfds.features.Image(shape=shape) if dtype == np.uint8 else tfds.features.Tensor(shape=shape, dtype=np.float32)
+    )
+    features = {'image': image_feature}
     if label_columns:
         labels = np.concatenate(label_columns)
         if not np.issubdtype(labels.dtype, np.integer) or labels.min() < 0:

@@ -4,8 +4,9 @@ The random-resized ("Inception") crop draws a window of `scale` of the image's a
 (TF's `sample_distorted_bounding_box`, the transform of the Inception and ResNet papers and of torchvision's
 RandomResizedCrop). For a JPEG, `tf.image.decode_and_crop_jpeg` decodes only the rows and columns of the window
 (benchmarks/streaming_input.py measures the pipeline against decoding whole images); other formats are decoded whole and cropped. The window is then resized to the model's input size like every image
-(`preprocess.image_to_float`). Evaluation's centre crop is `preprocess.center_crop`, shared with `jaxdl predict`:
-it does not depend on a random draw, so it is applied to decoded images on both input paths.
+(`preprocess.image_to_pixels`). Evaluation's centre crop is `preprocess.center_crop` (`model_input` crops alike for
+`jaxdl predict` and exports): it does not depend on a random draw, so it is applied to decoded images on both input
+paths.
 """
 
 from __future__ import annotations

@@ -1,8 +1,10 @@
-"""Images as the model takes them, computed by jax alone: what an exported model does to the uint8 images a
-client sends, with no TensorFlow in the process.
+"""Images as the model takes them, computed by jax alone, with no TensorFlow in the process.
 
-`preprocess.image_to_float` is its TensorFlow twin, run per example in the input pipeline; both read one
-`ImageFormat` and give the same floats (tests/test_export.py holds them together).
+`Normalization` is the one place pixels become model inputs: the train, eval and predict steps apply it on the
+device to the uint8 batches both input paths hand over (4x fewer bytes host to device than float32), and an
+exported model applies it behind `model_input`'s crop and resize. `preprocess.image_to_pixels` is the input
+pipeline's TensorFlow half (crop, resize, back to uint8), and `preprocess.image_to_float` the whole of it in TF
+(for datasets whose images are not 8-bit, which travel as float32); tests/test_export.py holds the twins together.
 """
 
 from __future__ import annotations
@@ -12,6 +14,34 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+
+@dataclasses.dataclass(frozen=True)
+class Normalization:
+    """uint8 pixels -> model inputs: scaled to [0, 1], then (x - mean) / std per channel (one value, or one per
+    channel). Images of any other dtype are model inputs already (a dataset whose images are not 8-bit is
+    normalised by its input pipeline, in float32) and pass unchanged. The default scales to [0, 1] alone."""
+
+    mean: tuple[float, ...] = (0.0,)
+    std: tuple[float, ...] = (1.0,)
+
+    def __call__(self, images: jax.Array) -> jax.Array:
+        if images.dtype != jnp.uint8:
+            return images
+        return self.of_pixel_values(images.astype(jnp.float32))
+
+    def of_pixel_values(self, pixels: jax.Array) -> jax.Array:
+        """float pixel values 0-255 -> model inputs (the same operations, in the same order, as the TF
+        pipeline's `image_to_float`)."""
+        mean = jnp.asarray(self.mean, jnp.float32)
+        std = jnp.asarray(self.std, jnp.float32)
+        return (pixels / 255.0 - mean) / std
+
+    @property
+    def zero_pixel(self) -> tuple[float, ...]:
+        """The pixel value (0-255, per channel, or one for all) that normalises to 0: what augmentation fills the
+        outside of a moved image with, as it filled normalised images with 0."""
+        return tuple(float(v) * 255.0 for v in self.mean)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,6 +55,10 @@ class ImageFormat:
     std: tuple[float, ...]
     center_crop: float = 0.0
     antialias: bool = True
+
+    @property
+    def normalization(self) -> Normalization:
+        return Normalization(self.mean, self.std)
 
     @classmethod
     def of(cls, dataset_cfg) -> ImageFormat:
@@ -50,7 +84,8 @@ class ImageFormat:
 
 
 def model_input(images: jax.Array, image_format: ImageFormat) -> jax.Array:
-    """uint8 [N, H, W, C] -> normalised float32 [N, S, S, C] (S = the format's size, or the images' own size).
+    """uint8 [N, H, W, C] -> normalised float32 [N, S, S, C] (S = the format's size, or the images' own size):
+    the centre crop and resize of the input pipeline, then its `Normalization`, in jax.
 
     N may be a symbolic dimension (an export for any batch size)."""
     height, width = images.shape[1], images.shape[2]
@@ -58,7 +93,7 @@ def model_input(images: jax.Array, image_format: ImageFormat) -> jax.Array:
     if side:
         images = images[:, top : top + side, left : left + side]
         height = width = side
-    x = images.astype(jnp.float32) / 255.0
+    x = images.astype(jnp.float32)
     size = image_format.size
     if size and (height, width) != (size, size):  # a resize to the same size is the identity in TF too
         # jax.image.resize's own computation, over the two spatial axes only: the batch, symbolic or not, is
@@ -72,6 +107,4 @@ def model_input(images: jax.Array, image_format: ImageFormat) -> jax.Array:
             'linear',
             antialias=image_format.antialias,
         )
-    mean = jnp.asarray(image_format.mean, jnp.float32)
-    std = jnp.asarray(image_format.std, jnp.float32)
-    return (x - mean) / std
+    return image_format.normalization.of_pixel_values(x)

@@ -15,14 +15,16 @@ import math
 import sys
 from collections.abc import Callable, Iterator
 
+import numpy as np
 import tensorflow_datasets as tfds
 
 from jaxdl.data import CATALOG, prepare_command, preprocess, quiet_tfds, resolve_data_dir
 from jaxdl.data.kinds import data_kind
 from jaxdl.data.memory import InMemorySource, split_size
+from jaxdl.data.model_input import ImageFormat
 from jaxdl.data.randaugment import RandAugment
 from jaxdl.data.records import array_record_advice, is_random_access, preparable
-from jaxdl.data.source import Source, SplitReading
+from jaxdl.data.source import Source, SplitReading, uint8_images
 from jaxdl.data.streaming import StreamSource
 from jaxdl.errors import ConfigError, DatasetNotAvailable
 from jaxdl.logging import display_path
@@ -126,11 +128,11 @@ def image_shape(builder, dataset_cfg) -> tuple[int, int, int]:
     return height, width, channels
 
 
-def choose_source(dataset_cfg, builder, train_size: int, shape: tuple[int, int, int]) -> str:
+def choose_source(dataset_cfg, builder, train_size: int, shape: tuple[int, int, int], uint8: bool = True) -> str:
     """'memory' or 'stream' for `dataset.source` ('auto' decides by what the in-memory path would hold: the
-    decoded float32 split when cached or shuffled whole, else the shuffle buffer). Settings only the streaming
-    path implements, and a split too large for memory stored where it cannot be read by index, are errors that
-    say what to change."""
+    decoded split, uint8 pixels or float32 for images that are not 8-bit, when cached or shuffled whole, else the
+    shuffle buffer). Settings only the streaming path implements, and a split too large for memory stored where
+    it cannot be read by index, are errors that say what to change."""
     d = dataset_cfg
     streaming_only = [
         key
@@ -149,7 +151,7 @@ def choose_source(dataset_cfg, builder, train_size: int, shape: tuple[int, int, 
         if on
     ]
     held = train_size if d.cache or not d.shuffle_buffer else min(d.shuffle_buffer, train_size)
-    held_mb = held * math.prod(shape) * 4 / 2**20
+    held_mb = held * math.prod(shape) * (1 if uint8 else 4) / 2**20
     if d.source == 'memory' or (
         d.source == 'auto' and not streaming_only and (filtering or held_mb <= d.memory_limit_mb)
     ):
@@ -192,15 +194,29 @@ class Pipeline:
     built once and started at every evaluation.
 
     `task` is the run's task (jaxdl.tasks.Task): its `data_kind` says which targets to prepare, with its own
-    settings. `builder` (default: the one `dataset_cfg` names) must be prepared."""
+    settings. `builder` (default: the one `dataset_cfg` names) must be prepared. Images are batched as uint8
+    pixels where the dataset declares 8-bit images (the steps normalise them on the device), else normalised here
+    as float32; `uint8=False` normalises 8-bit images here too (a loop of your own that feeds float32)."""
 
-    def __init__(self, dataset_cfg, task, *, builder=None, process_index: int = 0, process_count: int = 1):
+    def __init__(
+        self,
+        dataset_cfg,
+        task,
+        *,
+        builder=None,
+        process_index: int = 0,
+        process_count: int = 1,
+        uint8: bool = True,
+    ):
         self.cfg = dataset_cfg
         self.task = task
         self.kind = data_kind(task)
         self.process_index, self.process_count = process_index, process_count
         self.builder = builder if builder is not None else get_builder(dataset_cfg)
-        self.augmentation = preprocess.Augmentation.of(dataset_cfg.augment)
+        self.uint8 = uint8 and uint8_images(self.builder)
+        # The outside of a moved image: the pixel value that normalises to 0 for uint8 images, 0 for normalised ones
+        fill = ImageFormat.of(dataset_cfg).normalization.zero_pixel if self.uint8 else (0.0,)
+        self.augmentation = preprocess.Augmentation.of(dataset_cfg.augment, fill)
         self._check()
         self._eval_passes: dict[tuple[str, int], Callable[[], Iterator[dict]]] = {}
         shape = image_shape(self.builder, dataset_cfg)
@@ -214,12 +230,15 @@ class Pipeline:
             process_index,
             process_count,
             RandAugment.of(dataset_cfg.augment),
+            self.uint8,
         )
-        chosen = choose_source(dataset_cfg, self.builder, split_size(self.builder, dataset_cfg.train_split), shape)
+        chosen = choose_source(
+            dataset_cfg, self.builder, split_size(self.builder, dataset_cfg.train_split), shape, self.uint8
+        )
         self.source: Source = (StreamSource if chosen == StreamSource.name else InMemorySource)(reading)
 
     @classmethod
-    def for_config(cls, config, *, process_index: int = 0, process_count: int = 1) -> Pipeline:
+    def for_config(cls, config, *, process_index: int = 0, process_count: int = 1, uint8: bool = True) -> Pipeline:
         """The pipeline of a run's config, with the run's task built for the dataset's classes."""
         from jaxdl.tasks import build_task, task_class
 
@@ -227,7 +246,14 @@ class Pipeline:
         task = build_task(
             config.task, data_kind(task_class(config.task).data_kind).class_names(builder, config.dataset)
         )
-        return cls(config.dataset, task, builder=builder, process_index=process_index, process_count=process_count)
+        return cls(
+            config.dataset,
+            task,
+            builder=builder,
+            process_index=process_index,
+            process_count=process_count,
+            uint8=uint8,
+        )
 
     # -- metadata
     def _check(self) -> None:
@@ -261,6 +287,17 @@ class Pipeline:
                 "config key 'dataset.augment.random_resized_crop': crops the image alone, for data "
                 'kinds whose targets do not move with the image (classification, regression), and '
                 "replaces crop_padding's translation (segmentation and detection: crop_area)"
+            )
+        pixel_only = [
+            key
+            for key in ('randaugment_layers', 'random_resized_crop')
+            if self.cfg.augment[key] and not uint8_images(self.builder)
+        ]
+        if pixel_only:
+            raise ConfigError(
+                f"config key 'dataset.augment.{pixel_only[0]}': works on 8-bit images (JPEG or PNG pixels); the "
+                f'images of {self.cfg.name!r} are {np.dtype(features["image"].np_dtype)}: set it to '
+                f'{0 if pixel_only[0] == "randaugment_layers" else False}'
             )
         if self.cfg.augment.randaugment_layers and kind.moves_with_image:
             raise ConfigError(

@@ -1,13 +1,17 @@
-"""What every data kind shares: images to model inputs, and the random draws of per-example augmentation.
+"""What every data kind shares: images to the pixels a batch carries, and the random draws of per-example
+augmentation.
 
-Everything here is a tf function of one example, so the same code serves the tf.data pipeline and `predict`
-(a user's image goes through exactly the normalisation the model was trained with). Each data kind
-(`jaxdl.data.kinds`) converts its targets and moves them with a `Placement`.
+Everything here is a tf function of one example. A dataset of 8-bit images hands uint8 pixels at the model's size
+to the device (`image_to_pixels`: the crop and resize only), where the steps normalise them
+(`model_input.Normalization`); a dataset of other images is normalised here, in float32 (`image_to_float`). The
+augmentations keep the dtype they are given. Each data kind (`jaxdl.data.kinds`) converts its targets and moves
+them with a `Placement`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 import tensorflow as tf
 
@@ -21,10 +25,13 @@ class Augmentation:
     flip_left_right: bool = False
     crop_padding: int = 0  # random translation: pad by n pixels, crop back
     crop_area: float = 1.0  # segmentation, detection: a random crop of [crop_area, 1] of the image, resized back
+    # What the outside of a moved image is filled with, per channel (or one for all), in the images' own units:
+    # the pixel value that normalises to 0 (uint8 pixels), or 0 (images normalised on the host).
+    fill: tuple[float, ...] = (0.0,)
 
     @classmethod
-    def of(cls, augment_cfg) -> Augmentation:
-        return cls(bool(augment_cfg.flip_left_right), int(augment_cfg.crop_padding), float(augment_cfg.crop_area))
+    def of(cls, augment_cfg, fill: tuple[float, ...] = (0.0,)) -> Augmentation:
+        return cls(bool(augment_cfg.flip_left_right), int(augment_cfg.crop_padding), float(augment_cfg.crop_area), fill)
 
     @property
     def active(self) -> bool:
@@ -39,10 +46,11 @@ def center_crop(image: tf.Tensor, fraction: float) -> tf.Tensor:
 
 
 def image_to_float(image: tf.Tensor, image_format: ImageFormat) -> tf.Tensor:
-    """uint8 [H, W, C] -> normalised float32 [S, S, C] (S = the format's size, or the image's own size)."""
+    """[H, W, C] -> normalised float32 [S, S, C] (S = the format's size, or the image's own size): uint8 pixels
+    scaled to [0, 1] first, images of any other dtype taken in their own units."""
     if image_format.center_crop:
         image = center_crop(image, image_format.center_crop)
-    image = tf.cast(image, tf.float32) / 255.0
+    image = tf.cast(image, tf.float32) / 255.0 if image.dtype == tf.uint8 else tf.cast(image, tf.float32)
     if image_format.size:
         image = tf.image.resize(
             image, (image_format.size, image_format.size), method='bilinear', antialias=image_format.antialias
@@ -50,6 +58,35 @@ def image_to_float(image: tf.Tensor, image_format: ImageFormat) -> tf.Tensor:
     mean = tf.constant(image_format.mean, tf.float32)
     std = tf.constant(image_format.std, tf.float32)
     return (image - mean) / std
+
+
+def image_to_pixels(image: tf.Tensor, image_format: ImageFormat) -> tf.Tensor:
+    """uint8 [H, W, C] -> uint8 [S, S, C]: `image_to_float`'s crop and resize, rounded back to pixels; the steps
+    apply the rest (`model_input.Normalization`). An image already of the format's size is passed through as it
+    is (TF's resize to the same size is the identity)."""
+    if image_format.center_crop:
+        image = center_crop(image, image_format.center_crop)
+    if not image_format.size:
+        return image
+    size = (image_format.size, image_format.size)
+    if image.shape[0] == size[0] and image.shape[1] == size[1]:
+        return image
+    resized = tf.image.resize(image, size, method='bilinear', antialias=image_format.antialias)
+    return to_dtype_of(resized, image)
+
+
+def to_dtype_of(values: tf.Tensor, like: tf.Tensor) -> tf.Tensor:
+    """Float values back in `like`'s dtype: pixel values rounded and clipped to 0-255 for uint8."""
+    if like.dtype == tf.uint8:
+        return tf.cast(tf.clip_by_value(tf.round(values), 0.0, 255.0), tf.uint8)
+    return tf.cast(values, like.dtype)
+
+
+def _filled(image: tf.Tensor, fill: tuple[float, ...], move: Callable[[tf.Tensor], tf.Tensor]) -> tf.Tensor:
+    """`move` (which fills with zeros) applied to the image less the fill colour, the fill colour added back: the
+    outside becomes `fill`, in the image's dtype."""
+    colour = tf.constant(fill, tf.float32)
+    return to_dtype_of(move(tf.cast(image, tf.float32) - colour) + colour, image)
 
 
 def augment_image(example: dict, seed: tf.Tensor, augment: Augmentation, ignore_label: int = 0) -> dict:
@@ -61,9 +98,11 @@ def augment_image(example: dict, seed: tf.Tensor, augment: Augmentation, ignore_
     if augment.flip_left_right:
         image = tf.image.stateless_random_flip_left_right(image, flip_seed)
     if augment.crop_padding:
-        pad = augment.crop_padding
-        padded = tf.pad(image, [[pad, pad], [pad, pad], [0, 0]])
-        image = tf.image.stateless_random_crop(padded, tf.shape(image), crop_seed)
+        pad, shape = augment.crop_padding, tf.shape(image)
+        translate = lambda x: tf.image.stateless_random_crop(
+            tf.pad(x, [[pad, pad], [pad, pad], [0, 0]]), shape, crop_seed
+        )
+        image = _filled(image, augment.fill, translate)
     return {**example, 'image': image}
 
 
@@ -90,6 +129,7 @@ class Placement:
     start: tf.Tensor | None  # float32 [2]: the window's first sample, in source pixel centres; None: no window
     step: tf.Tensor | None  # float32 []: source pixels per output pixel
     size: tf.Tensor  # float32 [2]: the image's height and width
+    fill: tuple[float, ...] = (0.0,)  # the image's outside (Augmentation.fill)
 
     @classmethod
     def draw(cls, seed: tf.Tensor, image: tf.Tensor, augment: Augmentation) -> Placement:
@@ -99,7 +139,7 @@ class Placement:
         start = step = None
         if augment.crop_area < 1.0 or augment.crop_padding:
             start, step = _window(window_seed, hw, augment)
-        return cls(flip, start, step, tf.cast(hw, tf.float32))
+        return cls(flip, start, step, tf.cast(hw, tf.float32), augment.fill)
 
     def _resample(self, x: tf.Tensor, method: str, fill: float) -> tf.Tensor:
         # crop_and_resize's box: (y1, x1, y2, x2) with the source pixel-centre coordinate p = y1 * (H - 1) + ...
@@ -115,10 +155,12 @@ class Placement:
         )[0]
 
     def image(self, image: tf.Tensor) -> tf.Tensor:
-        """[H, W, C], resampled bilinearly (zeros outside the source)."""
+        """[H, W, C], resampled bilinearly (the augmentation's fill outside the source), in its own dtype."""
         if self.flip is not None:
             image = tf.where(self.flip, tf.reverse(image, [1]), image)
-        return image if self.start is None else self._resample(image, 'bilinear', 0.0)
+        if self.start is None:
+            return image
+        return _filled(image, self.fill, lambda x: self._resample(x, 'bilinear', 0.0))
 
     def mask(self, mask: tf.Tensor, fill: int) -> tf.Tensor:
         """int32 [H, W] class ids, by nearest neighbour (`fill` where the window leaves the source)."""

@@ -12,6 +12,7 @@ import dataclasses
 from collections.abc import Callable, Iterator
 from typing import Any, ClassVar, Protocol
 
+import numpy as np
 import tensorflow as tf
 
 from jaxdl.data import preprocess
@@ -33,23 +34,30 @@ class SplitReading:
     process_index: int = 0
     process_count: int = 1
     randaugment: RandAugment = dataclasses.field(default_factory=RandAugment)
+    # Images travel to the device as uint8 pixels (normalised in the steps); False: normalised here, as float32.
+    uint8_images: bool = True
 
     def converter(self, image_format: ImageFormat) -> Callable[[dict], dict]:
         """example -> the data contract of the task's kind, images in `image_format` (the dataset's, or another
-        for a reader whose images arrive already cropped)."""
-        return self.kind.converter(self.task, self.cfg, lambda image: preprocess.image_to_float(image, image_format))
+        for a reader whose images arrive already cropped): uint8 pixels for 8-bit images (the steps normalise
+        them), else normalised float32."""
+        to_model = preprocess.image_to_pixels if self.uint8_images else preprocess.image_to_float
+        return self.kind.converter(self.task, self.cfg, lambda image: to_model(image, image_format))
 
     def augment(self, example: dict, seed) -> dict:
         """The training augmentation of the task's kind, seeded by (epoch seed, position in the epoch)."""
         return self.kind.augment(example, seed, self.augmentation, self.task)
 
     def rand_augment(self, example: dict, seed) -> dict:
-        """RandAugment of the data contract's image (normalised float32): back to pixel values 0-255, its ops, and
-        normalised again; seeded by (epoch seed, position), apart from `augment`'s draws."""
+        """RandAugment of the data contract's image as pixel values 0-255 (normalised float32 images go back to
+        them and are normalised again); seeded by (epoch seed, position), apart from `augment`'s draws."""
+        seed = tf.random.experimental.stateless_fold_in(seed, 2)
+        image = example['image']
+        if self.uint8_images:
+            return {**example, 'image': tf.cast(self.randaugment(tf.cast(image, tf.float32), seed), tf.uint8)}
         image_format = ImageFormat.of(self.cfg)
         mean, std = tf.constant(image_format.mean), tf.constant(image_format.std)
-        pixels = (example['image'] * std + mean) * 255.0
-        pixels = self.randaugment(pixels, tf.random.experimental.stateless_fold_in(seed, 2))
+        pixels = self.randaugment((image * std + mean) * 255.0, seed)
         return {**example, 'image': (pixels / 255.0 - mean) / std}
 
     def augmenting(self, example: dict, seed) -> dict:
@@ -61,6 +69,11 @@ class SplitReading:
     @property
     def augments(self) -> bool:
         return self.augmentation.active or self.randaugment.active
+
+
+def uint8_images(builder) -> bool:
+    """Whether a prepared dataset's `image` feature is declared 8-bit (uint8)."""
+    return np.dtype(builder.info.features['image'].np_dtype) == np.uint8
 
 
 class Source(Protocol):

@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any
 import jax
 import numpy as np
 
+from jaxdl.data.model_input import ImageFormat, model_input
+from jaxdl.train.prefetch import prefetch_to_device
 from jaxdl.train.runners import StepRunner
 from jaxdl.train.state import TrainState
 from jaxdl.train.step import add_sums, predict_step
@@ -27,7 +29,7 @@ def evaluate(runner: StepRunner, device_state: TrainState, batches: Iterable[dic
     Metric sums stay on the devices until the end. A task with per-example predictions (detection) has them
     fetched batch by batch and gathered from every process, padding rows included (their `valid` is False)."""
     total, rows = None, []
-    for batch in batches:
+    for _, batch in prefetch_to_device(iter(batches), runner.place_batch):
         sums, predictions = runner.eval(device_state, batch)
         total = sums if total is None else add_sums(total, sums)
         if predictions:
@@ -44,21 +46,28 @@ def evaluate(runner: StepRunner, device_state: TrainState, batches: Iterable[dic
     return task.summarize(jax.device_get(total), gathered)
 
 
-@partial(jax.jit, static_argnames='task')
-def _predict(state: TrainState, images: np.ndarray, task: Task) -> Any:
-    return predict_step(state, images, task=task)
+@partial(jax.jit, static_argnames=('task', 'image_format'))
+def _predict(state: TrainState, images: jax.Array, task: Task, image_format: ImageFormat | None) -> Any:
+    return predict_step(state, images if image_format is None else model_input(images, image_format), task=task)
 
 
-def predict(state: TrainState, images: np.ndarray, task: Task, *, batch_size: int = 256) -> Any:
-    """Task predictions for preprocessed images [N, H, W, C]: class probabilities [N, C] (classification),
-    targets in their units (regression), a class map [N, H, W] and per-pixel probabilities (segmentation), or
-    boxes, scores and classes (detection).
+def predict(
+    state: TrainState, images: np.ndarray, task: Task, *, batch_size: int = 256, image_format: ImageFormat | None = None
+) -> Any:
+    """Task predictions for images [N, H, W, C]: class probabilities [N, C] (classification), targets in their
+    units (regression), a class map [N, H, W] and per-pixel probabilities (segmentation), or boxes, scores and
+    classes (detection).
 
-    The last chunk is padded to `batch_size` so every call reuses one compiled function."""
-    images = np.asarray(images, np.float32)
+    The images are uint8 pixels at the model's input size (the steps normalise them by `state.normalization`), or
+    float32 model inputs. With `image_format` (`model_input.ImageFormat`), uint8 images are first cropped and
+    resized by it on the device, as an exported model does. The last chunk is padded to `batch_size` so every call
+    reuses one compiled function."""
+    images = np.asarray(images)
+    if images.dtype != np.uint8:
+        images = images.astype(np.float32)
     outputs = []
     for start in range(0, len(images), batch_size):
         chunk = images[start : start + batch_size]
-        padded = np.concatenate([chunk, np.zeros((batch_size - len(chunk), *chunk.shape[1:]), np.float32)])
-        outputs.append(jax.tree.map(np.asarray, _predict(state, padded, task)))
+        padded = np.concatenate([chunk, np.zeros((batch_size - len(chunk), *chunk.shape[1:]), chunk.dtype)])
+        outputs.append(jax.tree.map(np.asarray, _predict(state, padded, task, image_format)))
     return jax.tree.map(lambda *chunks: np.concatenate(chunks)[: len(images)], *outputs)  # the last chunk's padding off

@@ -45,6 +45,7 @@ from jaxdl.train.guard import StopSignals, WorkdirLock, check_writable
 from jaxdl.train.hooks import Hook, Hooks
 from jaxdl.train.hooks import from_config as hooks_from_config
 from jaxdl.train.kill_points import KillPoints
+from jaxdl.train.prefetch import prefetch_to_device
 from jaxdl.train.profiler import ProfileWindow
 from jaxdl.train.runners import StepRunner, runner_for
 from jaxdl.train.state import TrainState, state_from_config
@@ -572,11 +573,14 @@ def _train(run: RunContext, stop: StopSignals) -> TrainState:
         collections.deque()
     )  # recent steps' metrics: bounds the dispatch queue (see StepRunner)
     first_batch = True
-    batches = run.pipeline.train_batches(seed=config.seed, global_batch=config.train.batch_size, start_step=step)
+    batches = prefetch_to_device(
+        run.pipeline.train_batches(seed=config.seed, global_batch=config.train.batch_size, start_step=step),
+        runner.place_batch,
+    )
     while step < plan.total_steps and not loop.finished:
         with jax.profiler.StepTraceAnnotation('train', step_num=step + 1):  # the trace viewer's steps
             waiting = time.perf_counter()
-            batch = next(batches)
+            batch, placed = next(batches)
             run.throughput.waited(time.perf_counter() - waiting)
             if first_batch:
                 first_batch = False
@@ -585,7 +589,7 @@ def _train(run: RunContext, stop: StopSignals) -> TrainState:
                 run.throughput.start(step)
             loop.skipped_images += batch['valid'].size - int(batch['valid'].sum())  # dataset.skip_corrupt_images
             hooks.before_dispatch(run, step + 1)
-            device_state, metrics = runner.train(device_state, batch)
+            device_state, metrics = runner.train(device_state, placed)
         hooks.after_dispatch(run, step + 1, metrics)
         if runner.max_steps_in_flight:
             in_flight.append(metrics)

@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jaxdl.data.model_input import ImageFormat, Normalization
 from jaxdl.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -35,6 +36,8 @@ class TrainState:
     ema_every: int = flax.struct.field(pytree_node=False, default=1)  # micro-steps per update (accumulation)
     # Mixup / CutMix in the train step (jaxdl.train.mixing.Mixing), or None (off).
     mixing: Any = flax.struct.field(pytree_node=False, default=None)
+    # How the steps turn uint8 pixels into model inputs (the dataset's mean and std); float32 images pass as they are.
+    normalization: Normalization = flax.struct.field(pytree_node=False, default=Normalization())
 
     if TYPE_CHECKING:  # flax.struct.dataclass adds it; declared for the type checker
 
@@ -210,4 +213,9 @@ def state_from_config(
         shardings=shardings(abstract) if shardings else None,
         **ema,
     )
-    return state.replace(mixing=Mixing.of(config.dataset.augment)), schedule
+    return (
+        state.replace(
+            mixing=Mixing.of(config.dataset.augment), normalization=ImageFormat.of(config.dataset).normalization
+        ),
+        schedule,
+    )

@@ -6,7 +6,9 @@
 `axis_name` set means "inside a mapped axis" (pmap or shard_map): the loss is normalised by the *global* count of
 valid examples and gradients and metric sums are summed over the axis exactly once, so every device count computes
 the same update as one device with the whole batch. Randomness comes from fold_in(state.rng, state.step) only.
-Mixup and CutMix (`state.mixing`, `train/mixing.py`) mix the batch inside the step, one draw for the global batch.
+uint8 images are normalised first, by `state.normalization` (`data/model_input.py`), in every step: the input
+pipeline hands the device pixels, a quarter of float32's bytes. Mixup and CutMix (`state.mixing`,
+`train/mixing.py`) mix the normalised batch inside the step, one draw for the global batch.
 """
 
 from __future__ import annotations
@@ -44,6 +46,11 @@ class TrainMetrics:
 
 def _psum(tree: Any, axis_name: AxisName) -> Any:
     return jax.lax.psum(tree, axis_name) if axis_name else tree
+
+
+def _model_batch(state: TrainState, batch: dict) -> dict:
+    """The batch with its images as the model takes them (uint8 pixels normalised; float32 images as they are)."""
+    return {**batch, 'image': state.normalization(batch['image'])}
 
 
 def _forward(
@@ -86,6 +93,7 @@ def train_step(
     step_key = rng = jax.random.fold_in(state.rng, state.step)
     if axis_name:  # each device draws its own dropout mask
         rng = jax.random.fold_in(rng, jax.lax.axis_index(axis_name))
+    batch = _model_batch(state, batch)
     valid = batch['valid'].astype(jnp.float32)
     global_count = jnp.maximum(_psum(jnp.sum(valid), axis_name), 1.0)
     mixing = state.mixing
@@ -133,6 +141,7 @@ def _all_finite(tree: Any) -> jax.Array:
 def eval_step(state: TrainState, batch: dict, *, task: Task, axis_name: AxisName = None) -> tuple[dict, dict]:
     """Metric sums (reduced over `axis_name`) and the task's per-example predictions for figures that cannot be
     summed (e.g. detection boxes for COCO mAP; {} for most tasks), one row per example of this shard."""
+    batch = _model_batch(state, batch)
     outputs, _ = _forward(state, state.params, batch, train=False, axis_name=axis_name)
     per_example = task.per_example_loss(outputs, batch)
     return _psum(task.eval_metric_sums(outputs, batch, per_example), axis_name), task.eval_predictions(outputs, batch)
@@ -154,5 +163,6 @@ def add_train_metrics(a: TrainMetrics, b: TrainMetrics) -> TrainMetrics:
 
 
 def predict_step(state: TrainState, images: jax.Array | np.ndarray, *, task: Task) -> Any:
-    outputs, _ = _forward(state, state.params, {'image': images}, train=False, axis_name=None)
+    """The task's predictions for a batch of images (uint8 pixels, or float32 model inputs)."""
+    outputs, _ = _forward(state, state.params, _model_batch(state, {'image': images}), train=False, axis_name=None)
     return task.predict(outputs)

@@ -54,9 +54,9 @@ class Keypoints:
     def class_names(self, builder, dataset_cfg):
         return ()
 
-    def converter(self, task, dataset_cfg, image_to_float):
+    def converter(self, task, dataset_cfg, image_transform):
         import tensorflow as tf
-        return lambda ex: {'image': image_to_float(ex['image']), 'points': tf.cast(ex['points'], tf.float32),
+        return lambda ex: {'image': image_transform(ex['image']), 'points': tf.cast(ex['points'], tf.float32),
                            'visible': tf.ones([task.num_points], tf.bool)}
 
     def augment(self, example, seed, augmentation, task):

@@ -70,13 +70,14 @@ class DataKind(Protocol):
     def class_names(self, builder: Any, dataset_cfg: ConfigDict) -> tuple[str, ...]:
         """The classes a task of this kind sees (() if none)."""
 
-    def converter(self, task: Task, dataset_cfg: ConfigDict, image_to_float: Callable) -> Callable[[dict], dict]:
-        """example -> {'image': float32 [S, S, C], **targets}, in TF ops; `image_to_float` is the dataset's
-        image transform (uint8 [H, W, C] -> normalised float32)."""
+    def converter(self, task: Task, dataset_cfg: ConfigDict, image_transform: Callable) -> Callable[[dict], dict]:
+        """example -> {'image': [S, S, C], **targets}, in TF ops; `image_transform` is the dataset's image
+        transform: uint8 [H, W, C] -> uint8 pixels [S, S, C] (the steps normalise them on the device), or
+        normalised float32 for a dataset whose images are not 8-bit."""
 
     def augment(self, example: dict, seed: Any, augmentation: Augmentation, task: Task) -> dict:
         """The converted example moved by one random draw of `augmentation` (preprocess.Augmentation) from
-        `seed` alone (stateless), targets with the image."""
+        `seed` alone (stateless), targets with the image; the image keeps its dtype."""
 
     def prediction(
         self, raw_image: np.ndarray, output: Any, task: Task, class_names: Sequence[str], options: PredictOptions

@@ -30,9 +30,9 @@ class Classification(DataKindDefaults):
             names = tuple(names[c] for c in dataset_cfg.classes)
         return names
 
-    def converter(self, task, dataset_cfg, image_to_float):
+    def converter(self, task, dataset_cfg, image_transform):
         label = dataset_cfg.label
-        return lambda ex: {'image': image_to_float(ex['image']), 'label': tf.cast(ex[label], tf.int32)}
+        return lambda ex: {'image': image_transform(ex['image']), 'label': tf.cast(ex[label], tf.int32)}
 
     def augment(self, example, seed, augmentation, task):
         return preprocess.augment_image(example, seed, augmentation)

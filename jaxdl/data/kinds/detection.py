@@ -31,14 +31,14 @@ class Detection(DataKindDefaults):
     def class_names(self, builder, dataset_cfg):
         return adapters.detection_class_names(builder.info.features)
 
-    def converter(self, task, dataset_cfg, image_to_float):
+    def converter(self, task, dataset_cfg, image_transform):
         m, num_classes = task.max_objects, task.num_classes
 
         def convert(ex):
             image, boxes, labels, ignore = adapters.read_boxes(ex, num_classes, m)
             padding = [[0, m - tf.shape(boxes)[0]]]
             return {
-                'image': image_to_float(image),
+                'image': image_transform(image),
                 'boxes': tf.ensure_shape(tf.pad(boxes, padding + [[0, 0]]), [m, 4]),
                 'box_labels': tf.ensure_shape(tf.pad(labels, padding), [m]),
                 'box_valid': tf.ensure_shape(tf.pad(tf.ones_like(labels, tf.bool), padding), [m]),

@@ -20,12 +20,12 @@ class MultiLabel(DataKindDefaults):
     def class_names(self, builder, dataset_cfg):
         return tuple(class_label(builder, dataset_cfg, 'multi-label classification', sequence=True).names)
 
-    def converter(self, task, dataset_cfg, image_to_float):
+    def converter(self, task, dataset_cfg, image_transform):
         label, num_classes = dataset_cfg.label, task.num_classes
 
         def convert(ex):
             present = tf.minimum(tf.reduce_sum(tf.one_hot(tf.cast(ex[label], tf.int32), num_classes), axis=0), 1.0)
-            return {'image': image_to_float(ex['image']), 'labels': tf.ensure_shape(present, [num_classes])}
+            return {'image': image_transform(ex['image']), 'labels': tf.ensure_shape(present, [num_classes])}
 
         return convert
 

@@ -16,12 +16,12 @@ class Regression(DataKindDefaults):
     def features(self, task, dataset_cfg):
         return tuple(task.targets)
 
-    def converter(self, task, dataset_cfg, image_to_float):
+    def converter(self, task, dataset_cfg, image_transform):
         targets = tuple(task.targets)
 
         def convert(ex):
             values = [tf.reshape(tf.cast(ex[name], tf.float32), []) for name in targets]
-            return {'image': image_to_float(ex['image']), 'target': tf.stack(values)}
+            return {'image': image_transform(ex['image']), 'target': tf.stack(values)}
 
         return convert
 

@@ -25,14 +25,14 @@ class Segmentation(DataKindDefaults):
     def class_names(self, builder, dataset_cfg):
         return adapters.mask_source(dataset_cfg.name).class_names
 
-    def converter(self, task, dataset_cfg, image_to_float):
+    def converter(self, task, dataset_cfg, image_transform):
         dataset, ignore_label, size = dataset_cfg.name, task.ignore_label, int(dataset_cfg.image_size)
 
         def convert(ex):
             image, mask = adapters.read_mask(dataset, ex, ignore_label)
             if size:
                 mask = tf.image.resize(mask[..., None], (size, size), method='nearest')[..., 0]
-            return {'image': image_to_float(image), 'mask': tf.cast(mask, tf.int32)}
+            return {'image': image_transform(image), 'mask': tf.cast(mask, tf.int32)}
 
         return convert
 

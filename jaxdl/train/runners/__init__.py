@@ -30,6 +30,19 @@ from jaxdl.train.step import TrainMetrics
 PMAP_AXIS = 'batch'
 
 
+@dataclasses.dataclass(frozen=True)
+class PlacedBatch:
+    """A host batch already put where a runner's steps read it, with its sharding (`StepRunner.place_batch`)."""
+
+    arrays: dict
+
+
+def feeding(place: Callable[[dict], Any]) -> Callable[[Any], Any]:
+    """A runner's batch -> what its compiled steps take: a `PlacedBatch`'s arrays as they are, a host batch put
+    there by `place` now."""
+    return lambda batch: batch.arrays if isinstance(batch, PlacedBatch) else place(batch)
+
+
 @dataclasses.dataclass
 class StepRunner:
     """Runs the pure steps on the devices present. Host batches go in; device metric sums come out.
@@ -38,6 +51,8 @@ class StepRunner:
     replicas); `place_state` puts a TrainState there, `host_state` gives it back as one TrainState (the device
     arrays themselves for mesh runners: a checkpoint writes each shard from where it lives). `lower_train` lowers
     the train step for a placed state and a host batch (optional: costs are measured only where it is given).
+    `place_batch` starts a host batch's transfer to where the steps read it, and `train` and `eval` take either
+    (the loop places batches ahead of the step: `train/prefetch.py`); a runner without it takes host batches.
     """
 
     kind: str
@@ -51,6 +66,7 @@ class StepRunner:
     # (placed state, host batch) -> the train step lowered for them (jax's Lowered): what jaxdl.train.costs compiles
     # to read the step's FLOPs and memory; its compilation is the one the loop's calls then reuse. None: unknown.
     lower_train: Callable[[Any, dict], Any] | None = None
+    place_batch: Callable[[dict], Any] = lambda batch: batch
 
     @property
     def max_steps_in_flight(self) -> int | None:

@@ -11,7 +11,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from jaxdl.train import sharding
-from jaxdl.train.runners import RunnerSettings, StepRunner, check_divisible
+from jaxdl.train.runners import PlacedBatch, RunnerSettings, StepRunner, check_divisible, feeding
 from jaxdl.train.step import eval_step, train_step
 
 
@@ -40,19 +40,21 @@ def mesh_runner(kind: str, task, settings: RunnerSettings) -> StepRunner:
         check_divisible(batch, jax.local_device_count(), 'local devices')
         return jax.tree.map(lambda x: jax.make_array_from_process_local_data(rows, x), batch)
 
+    feed = feeding(put)
+
     def train(state, batch):
         if 'train' not in steps:
             raise RuntimeError('place the state with runner.place_state before training')
-        return steps['train'](state, put(batch))
+        return steps['train'](state, feed(batch))
 
     def run_eval(state, batch):  # the prediction rows back to this process's own rows (the inverse of `put`)
-        sums, predictions = evaluate(state, put(batch))
+        sums, predictions = evaluate(state, feed(batch))
         return sums, multihost_utils.global_array_to_host_local_array(predictions, mesh, rows.spec)
 
     def lower_train(state, batch):
         if 'train' not in steps:
             raise RuntimeError('place the state with runner.place_state before lowering the step')
-        return steps['train'].lower(state, put(batch))
+        return steps['train'].lower(state, feed(batch))
 
     return StepRunner(
         kind,
@@ -64,4 +66,5 @@ def mesh_runner(kind: str, task, settings: RunnerSettings) -> StepRunner:
         state_shardings=shardings_of,
         mesh=mesh,
         lower_train=lower_train,
+        place_batch=lambda batch: PlacedBatch(put(batch)),
     )

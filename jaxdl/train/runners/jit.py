@@ -6,7 +6,7 @@ from functools import partial
 
 import jax
 
-from jaxdl.train.runners import RunnerSettings, StepRunner
+from jaxdl.train.runners import PlacedBatch, RunnerSettings, StepRunner, feeding
 from jaxdl.train.step import eval_step, train_step
 
 
@@ -16,12 +16,14 @@ def RUNNER(task, settings: RunnerSettings) -> StepRunner:
     train = jax.jit(partial(train_step, task=task), donate_argnums=0, compiler_options=options)
     evaluate = jax.jit(partial(eval_step, task=task), compiler_options=options)
     put = lambda batch: jax.device_put(batch, device)
+    feed = feeding(put)
     return StepRunner(
         'jit',
-        lambda s, b: train(s, put(b)),
-        lambda s, b: evaluate(s, put(b)),
+        lambda s, b: train(s, feed(b)),
+        lambda s, b: evaluate(s, feed(b)),
         place_state=lambda s: jax.device_put(s, device),
         host_state=lambda s: s,
         num_devices=1,
-        lower_train=lambda s, b: train.lower(s, put(b)),
+        lower_train=lambda s, b: train.lower(s, feed(b)),
+        place_batch=lambda b: PlacedBatch(put(b)),
     )

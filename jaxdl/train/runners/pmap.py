@@ -10,7 +10,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from jaxdl.train.runners import PMAP_AXIS, RunnerSettings, StepRunner, check_divisible
+from jaxdl.train.runners import PMAP_AXIS, PlacedBatch, RunnerSettings, StepRunner, check_divisible, feeding
 from jaxdl.train.step import eval_step, train_step
 
 
@@ -38,16 +38,19 @@ def RUNNER(task, settings: RunnerSettings) -> StepRunner:
     def replicate(state):  # one copy per local device along a leading axis, as pmap expects
         return jax.device_put(jax.tree.map(lambda x: jnp.broadcast_to(x, (n, *jnp.shape(x))), state), stacked)
 
+    feed = feeding(split)
+
     def run_eval(state, batch):
-        sums, rows = evaluate(state, split(batch))
+        sums, rows = evaluate(state, feed(batch))
         return sums, jax.tree.map(lambda x: x.reshape(-1, *x.shape[2:]), rows)  # [devices, b] -> [rows]
 
     return StepRunner(
         'pmap',
-        lambda state, batch: train(state, split(batch)),
+        lambda state, batch: train(state, feed(batch)),
         run_eval,
         place_state=replicate,
         host_state=first,
         num_devices=n,
-        lower_train=lambda state, batch: train.lower(state, split(batch)),
+        lower_train=lambda state, batch: train.lower(state, feed(batch)),
+        place_batch=lambda batch: PlacedBatch(split(batch)),
     )
