@@ -166,3 +166,20 @@ def test_a_runner_places_a_batch_where_its_steps_read_it(parallel, pipelines):
     assert float(from_placed.sums['loss_sum']) == float(from_host.sums['loss_sum'])
     state = fresh_state()
     assert float(runner.eval(state, placed)[0]['loss_sum']) == float(runner.eval(state, host)[0]['loss_sum'])
+
+
+@pytest.mark.parametrize('height, width', [(10, 17), (24, 24), (5, 24), (1, 1), (30, 12), (40, 50)])
+def test_a_crop_resized_on_the_device_is_tfs_resize_of_it(height, width):
+    """The random-resized crop travels as decoded, in the corner of a canvas of the model's size, and the step
+    resizes it: TF's bilinear resize to float tolerance, or (a side longer than the canvas, halved on the host
+    first) to half a pixel level, the rounding between the two halves."""
+    from jaxdl.data.model_input import resize_windows
+    image = tf.constant(np.random.default_rng(height * width).integers(0, 256, (height, width, 3)), tf.uint8)
+    fitted, window = preprocess.fit_within(image, 24)
+    assert fitted.dtype == tf.uint8 and window.numpy().tolist() == [min(height, 24), min(width, 24)] == fitted.shape[:2]
+    canvas = np.zeros((1, 24, 24, 3), np.uint8)  # the padded batch's
+    canvas[0, :window[0], :window[1]] = fitted.numpy()
+    on_device = np.asarray(resize_windows(canvas, window.numpy()[None]))[0]
+    expected = tf.image.resize(image, (24, 24), antialias=False).numpy()
+    shrunk = height > 24 or width > 24
+    np.testing.assert_allclose(on_device, expected, rtol=0, atol=0.5 + 1e-4 if shrunk else 1e-4)

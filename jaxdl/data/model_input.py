@@ -108,3 +108,25 @@ def model_input(images: jax.Array, image_format: ImageFormat) -> jax.Array:
             antialias=image_format.antialias,
         )
     return image_format.normalization.of_pixel_values(x)
+
+
+def resize_windows(canvases: jax.Array, windows: jax.Array) -> jax.Array:
+    """uint8 [N, S, S, C] canvases, each holding an image of windows[n] = (height, width) <= (S, S) pixels in its
+    top-left corner -> float32 pixel values [N, S, S, C]: each image resized to S x S as TF's bilinear resize does
+    it (half-pixel centres, edges clamped, no antialiasing filter). The random-resized crop's resize, on the
+    device: the host only decodes each crop (`preprocess.window_to_canvas`), so the model-sized image is never
+    made on the host."""
+    size = canvases.shape[1]
+
+    def weights(extent: jax.Array) -> jax.Array:  # [N] pixels -> [N, S out, S in] interpolation weights
+        source = (jnp.arange(size, dtype=jnp.float32)[None] + 0.5) * (extent.astype(jnp.float32) / size)[:, None] - 0.5
+        below = jnp.floor(source)
+        frac = (source - below)[..., None]
+        last = (extent - 1)[:, None]
+        lower = jnp.clip(below.astype(jnp.int32), 0, last)
+        upper = jnp.clip(below.astype(jnp.int32) + 1, 0, last)
+        return (1.0 - frac) * jax.nn.one_hot(lower, size) + frac * jax.nn.one_hot(upper, size)
+
+    rows, columns = weights(windows[:, 0]), weights(windows[:, 1])
+    pixels = canvases.astype(jnp.float32)
+    return jnp.einsum('nij,njkc,nlk->nilc', rows, pixels, columns, precision=jax.lax.Precision.HIGHEST)

@@ -75,6 +75,22 @@ def image_to_pixels(image: tf.Tensor, image_format: ImageFormat) -> tf.Tensor:
     return to_dtype_of(resized, image)
 
 
+def fit_within(image: tf.Tensor, size: int, antialias: bool = False) -> tuple[tf.Tensor, tf.Tensor]:
+    """uint8 [h, w, C] -> (uint8 [min(h, size), min(w, size), C], int32 [2] that extent): a side longer than `size`
+    resized down to it (rounded back to pixels), a shorter one as it is. Batched into the corner of a size x size
+    canvas (tf.data's padded batch: one copy), it is resized to size x size by the steps, on the device
+    (`model_input.resize_windows`); bilinear resizing is separable, so the two halves make the one resize of
+    before, but for rounding to pixels between them."""
+    extent = tf.shape(image)[:2]
+    fitted = tf.minimum(extent, size)
+    image = tf.cond(
+        tf.reduce_any(extent > size),
+        lambda: to_dtype_of(tf.image.resize(image, fitted, method='bilinear', antialias=antialias), image),
+        lambda: image,
+    )
+    return image, fitted
+
+
 def to_dtype_of(values: tf.Tensor, like: tf.Tensor) -> tf.Tensor:
     """Float values back in `like`'s dtype: pixel values rounded and clipped to 0-255 for uint8."""
     if like.dtype == tf.uint8:

@@ -26,7 +26,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from jaxdl.data import checks, jpeg
+from jaxdl.data import checks, jpeg, preprocess
 from jaxdl.data.model_input import ImageFormat
 from jaxdl.data.records import SplitRecords
 from jaxdl.data.sampling import IndexSampler, epoch_seed
@@ -45,6 +45,9 @@ class ExampleReader:
     crop: jpeg.RandomResizedCrop | None  # None: decode the whole image
     channels: int
     example_prefix: str  # e.g. 'jpeg_shapes train example ', for the data-contract messages
+    # > 0: the crop is batched into the corner of a canvas of this side, with its extent as 'image_window', and
+    # the steps resize it on the device (`model_input.resize_windows`); 0: resized here
+    canvas: int = 0
 
     def __call__(self, record: tf.Tensor, index: tf.Tensor, seed: tf.Tensor) -> dict:
         if self.crop is not None:
@@ -55,7 +58,12 @@ class ExampleReader:
             # on the small uint8 window rather than the model-sized float image, 15% of the pipeline's time.
             if self.augment is not None:
                 example = self.augment(example, seed)
-            out = self.to_contract({**example, 'example_id': self._example_id(index)})
+            if self.canvas:
+                image, window = preprocess.fit_within(example['image'], self.canvas)
+                out = self.to_contract({**example, 'image': image, 'example_id': self._example_id(index)})
+                out = {**out, 'image_window': window}
+            else:
+                out = self.to_contract({**example, 'example_id': self._example_id(index)})
         else:
             out = self.to_contract({**self.features.deserialize_example(record), 'example_id': self._example_id(index)})
             if self.augment is not None:
@@ -121,7 +129,14 @@ def train_dataset(
 
     steps = tf.data.Dataset.range(start_step, 2**62)
     ds = steps.map(step_records, num_parallel_calls=tf.data.AUTOTUNE).unbatch()
-    return _decoded(ds, reader, skip_corrupt).batch(rows, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+    examples = _decoded(ds, reader, skip_corrupt)
+    if reader.canvas:  # each crop into the corner of its canvas, zeros around it, as the batch is copied together
+        shapes = {
+            k: [reader.canvas, reader.canvas, reader.channels] if k == 'image' else s.shape
+            for k, s in examples.element_spec.items()
+        }
+        return examples.padded_batch(rows, shapes, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+    return examples.batch(rows, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
 
 
 def eval_dataset(
@@ -135,7 +150,7 @@ def eval_dataset(
 
 
 def _blank(spec) -> dict:
-    return tf.nest.map_structure(lambda s: tf.zeros(s.shape, s.dtype), spec)
+    return tf.nest.map_structure(lambda s: tf.zeros([d or 0 for d in s.shape], s.dtype), spec)
 
 
 def padded(ds: tf.data.Dataset, count: int) -> tf.data.Dataset:
@@ -206,10 +221,14 @@ class StreamSource:
 
     def reader(self, split: str, *, train: bool) -> ExampleReader:
         cfg, reading = self.reading.cfg, self.reading
-        image_format, crop = ImageFormat.of(cfg), None
+        image_format, crop, canvas = ImageFormat.of(cfg), None, 0
         if train and cfg.augment.random_resized_crop:  # the window replaces the centre crop
             crop = jpeg.RandomResizedCrop(tuple(cfg.augment.crop_scale), tuple(cfg.augment.crop_ratio))
             image_format = dataclasses.replace(image_format, center_crop=0.0)
+            if reading.uint8_images and not reading.randaugment.active:  # RandAugment's ops need the model-sized image
+                # the resize to the model's size is the steps' (benchmarks/README.md: it cost the host twice the
+                # decode of a small JPEG); here each crop is only decoded, into a canvas of that size
+                canvas, image_format = image_format.size, dataclasses.replace(image_format, size=0)
         return ExampleReader(
             reading.builder.info.features,
             reading.converter(image_format),
@@ -218,6 +237,7 @@ class StreamSource:
             crop,
             reading.image_shape[2],
             f'{cfg.name} {split} example ',
+            canvas,
         )
 
     def sampler(self, seed: int, global_batch: int) -> IndexSampler:

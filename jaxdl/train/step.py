@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxdl.data.model_input import resize_windows
 from jaxdl.train.mixing import mix_batch
 from jaxdl.train.state import TrainState
 
@@ -49,8 +50,13 @@ def _psum(tree: Any, axis_name: AxisName) -> Any:
 
 
 def _model_batch(state: TrainState, batch: dict) -> dict:
-    """The batch with its images as the model takes them (uint8 pixels normalised; float32 images as they are)."""
-    return {**batch, 'image': state.normalization(batch['image'])}
+    """The batch with its images as the model takes them: uint8 pixels normalised (a batch of random-resized
+    crops, which carries 'image_window', resized from its canvases first); float32 images as they are."""
+    if 'image_window' not in batch:
+        return {**batch, 'image': state.normalization(batch['image'])}
+    batch = dict(batch)
+    pixels = resize_windows(batch['image'], batch.pop('image_window'))
+    return {**batch, 'image': state.normalization.of_pixel_values(pixels)}
 
 
 def _forward(
