@@ -16,8 +16,13 @@
    with XLA's deterministic GPU ops and two without; whether each pair's parameters agree bit for bit, and the
    images/s the setting costs (XLA reads the flag when its backend starts, hence the processes).
 5. The streaming ImageNet-style pipeline (`jpeg_shapes`, JPEG, random-resized crop) on the machine's cores
-   feeding the ResNet-50 step at 224x224, where TensorFlow is installed: images/s and the share of time spent
-   waiting for data (`jpeg_shapes` is prepared on first use, about a minute).
+   feeding the ResNet-50 step at 224x224 through the loop's device prefetch, where TensorFlow is installed:
+   images/s, the share of time spent waiting for data and the bytes a batch carries to the device
+   (`jpeg_shapes` is prepared on first use, about a minute).
+7. Host to device, no TensorFlow needed: the ResNet-50 step at 224x224 fed fresh host batches (a new numpy array
+   each step, so every step copies), as float32 images normalised on the host (before issue 26) and as uint8
+   pixels normalised in the step, each placed at its step or two ahead (`train/prefetch.py`): images/s, the share
+   of the loop's time spent waiting for a batch, and bytes per batch.
 
 The step path imports no TensorFlow (tests/test_models_and_step.py holds that). Each figure is printed as a JSON
 line as soon as it is measured, so a run stopped at its time limit still reports what it finished.
@@ -39,6 +44,7 @@ from jaxdl.config import apply_updates
 from jaxdl.logging import read_jsonl
 from jaxdl.train.state import abstract_train_state, create_train_state
 from jaxdl.train import costs
+from jaxdl.train.prefetch import DEPTH, prefetch_to_device
 from jaxdl.train.runners import make_runner
 
 
@@ -196,21 +202,71 @@ def streamed_resnet50(results, image: int, batch: int, steps: int, model: tuple)
     state, _ = state_from_config(config, pipeline.task, image_shape=pipeline.spec.image_shape,
                                  plan=jaxdl.Plan.resolve(config, pipeline.steps_per_epoch(batch)))
     state = runner.place_state(state)
-    batches = pipeline.train_batches(seed=0, global_batch=batch)
+    batches = prefetch_to_device(pipeline.train_batches(seed=0, global_batch=batch), runner.place_batch)
     for _ in range(3):
-        state, metrics = runner.train(state, next(batches))
+        host, placed = next(batches)
+        state, metrics = runner.train(state, placed)
     jax.block_until_ready(metrics)
     waiting, start = 0.0, time.perf_counter()
     for _ in range(steps):
         before = time.perf_counter()
-        data = next(batches)
+        host, placed = next(batches)
         waiting += time.perf_counter() - before
-        state, metrics = runner.train(state, data)
+        state, metrics = runner.train(state, placed)
     jax.block_until_ready(metrics)
     wall = time.perf_counter() - start
     report(results, {'check': 'streamed input feeding ResNet-50', 'image': image, 'batch': batch,
                      'images_per_s': round(batch * steps / wall, 1), 'share_waiting_for_data': round(waiting / wall, 3),
-                     'cores': os.cpu_count()})
+                     'bytes_per_batch': sum(v.nbytes for v in host.values()), 'cores': os.cpu_count()})
+
+
+def host_to_device(results, model, options, image, batch, steps) -> None:
+    """The train step fed a new host batch every step: float32 normalised images (the wire before issue 26) or
+    uint8 pixels (normalised in the step), placed at the step or `prefetch.DEPTH` ahead. Each variant's images/s
+    and share of the loop's time in next() (the wait for a placed batch), alternating, medians of three."""
+    task, module, tx, data = setup(model, options, image, batch, 'bfloat16')
+    rng = np.random.default_rng(1)
+    pixels = [rng.integers(0, 256, size=(batch, image, image, 3), dtype=np.uint8) for _ in range(4)]
+    host = {'uint8': [{**data, 'image': p} for p in pixels],
+            'float32': [{**data, 'image': ((p / 255.0 - 0.5) / 0.25).astype(np.float32)} for p in pixels]}
+    runner = make_runner('jit', task)
+    state = runner.place_state(create_train_state(module, tx, seed=0, image_shape=(image, image, 3)))
+
+    def fresh(wire):  # a new array each step: nothing is cached on the device between steps
+        for k in range(2**62):
+            b = host[wire][k % 4]
+            yield {**b, 'image': b['image'].copy()}
+
+    def run(state, wire, ahead):
+        batches = fresh(wire)
+        placed = prefetch_to_device(batches, runner.place_batch) if ahead else ((b, b) for b in batches)
+        for _ in range(2):
+            state, metrics = runner.train(state, next(placed)[1])
+        jax.block_until_ready(metrics)
+        waiting, start = 0.0, time.perf_counter()
+        for _ in range(steps):
+            before = time.perf_counter()
+            _, b = next(placed)
+            waiting += time.perf_counter() - before
+            state, metrics = runner.train(state, b)
+        jax.block_until_ready(metrics)
+        wall = time.perf_counter() - start
+        return state, batch * steps / wall, waiting / wall
+
+    variants = [(wire, ahead) for wire in ('float32', 'uint8') for ahead in (False, True)]
+    rates = {v: [] for v in variants}
+    waits = {v: [] for v in variants}
+    for _ in range(3):
+        for v in variants:
+            state, rate, wait = run(state, *v)
+            rates[v].append(rate)
+            waits[v].append(wait)
+    for wire, ahead in variants:
+        report(results, {'check': 'host to device', 'model': model, 'image': image, 'batch': batch, 'wire': wire,
+                         'prefetch': DEPTH if ahead else 0,
+                         'bytes_per_batch': sum(v.nbytes for v in host[wire][0].values()),
+                         'images_per_s': round(float(np.median(rates[(wire, ahead)])), 1),
+                         'share_waiting_for_data': round(float(np.median(waits[(wire, ahead)])), 3)})
 
 
 def determinism_worker(deterministic: bool, model, options, image, batch, dtype, steps) -> None:
@@ -279,6 +335,7 @@ def main() -> None:
     reruns(results, *resnet, image, batch, 'bfloat16', steps, args.smoke)
     fit_end_to_end(results, epochs)
     streamed_resnet50(results, image, batch, 4 * steps, resnet)
+    host_to_device(results, *resnet, image, batch, steps)
     if args.out:
         with open(args.out, 'w') as f:
             json.dump(results, f, indent=1)

@@ -1,7 +1,8 @@
 """The streaming input path at scale: memory against dataset size, images/s per core against the JPEG decoder,
 and time to the first batch of a resumed run.
 
-    python benchmarks/streaming_input.py memory        # peak RSS, 1x / 4x / 16x, in memory vs streamed
+    python benchmarks/streaming_input.py memory        # peak RSS, 1x / 4x / 16x, in memory vs streamed; and:
+    python benchmarks/streaming_input.py builtin-memory  # in memory on digits, shapes, jpeg_shapes: float32 vs uint8
     python benchmarks/streaming_input.py throughput    # images/s per core at 224x224 vs tf.io.decode_jpeg alone
     python benchmarks/streaming_input.py resume        # first batch at the start vs at 90% of an epoch
 
@@ -102,6 +103,7 @@ def one_core_rates(scale: str, batches: int) -> dict:
     import tensorflow as tf
     from jaxdl.data.pipeline import Pipeline
     pipeline = Pipeline.for_config(config_for(scale, 'stream'))
+    before = Pipeline.for_config(config_for(scale, 'stream'), uint8=False)  # the float32 wire, before issue 26
     sampler, records = pipeline.source.sampler(seed=0, global_batch=32), pipeline.source.records('train')
     features = pipeline.builder.info.features
 
@@ -123,12 +125,46 @@ def one_core_rates(scale: str, batches: int) -> dict:
         for _ in range(n):
             next(iterator)
         return 32 * n / (time.perf_counter() - start)
-    rates = {'ceiling': [], 'pipeline': []}
+    rates = {'ceiling': [], 'pipeline': [], 'float32_pipeline': []}
     ceiling, shipped = ceiling_dataset().as_numpy_iterator(), pipeline.train_batches(seed=0, global_batch=32)
+    float_batches = before.train_batches(seed=0, global_batch=32)
     for _ in range(5):  # alternating windows
         rates['ceiling'].append(rate(ceiling, batches))
         rates['pipeline'].append(rate(shipped, batches))
-    return {k: round(float(np.median(v)), 1) for k, v in rates.items()}
+        rates['float32_pipeline'].append(rate(float_batches, batches))
+    sizes = {'bytes_per_batch': batch_bytes(next(shipped)), 'float32_bytes_per_batch': batch_bytes(next(float_batches))}
+    return {**{k: round(float(np.median(v)), 1) for k, v in rates.items()}, **sizes}
+
+
+def batch_bytes(batch: dict) -> int:
+    """What a batch carries host to device (the valid flags too)."""
+    return int(sum(v.nbytes for v in batch.values()))
+
+
+EXPERIMENT_OF = {'digits': 'digits_cnn', 'shapes': 'shapes_segmentation', 'jpeg_shapes': 'jpeg_shapes_resnet'}
+
+
+def builtin_config(name: str):
+    """A built-in dataset read in memory, as its experiment reads it (jpeg_shapes' without the random-resized
+    crop, which only the stream has: its evaluation transform, the centre crop at 96 px, for every split)."""
+    from jaxdl.config import load_config_file
+    c = load_config_file(os.path.join(HERE, '..', 'jaxdl', 'experiments', f'{EXPERIMENT_OF[name]}.py'))
+    c.dataset.source, c.dataset.augment.random_resized_crop = 'memory', False
+    return c
+
+
+def builtin_peak(name: str, wire: str) -> dict:
+    """Peak RSS over one epoch of training batches and one evaluation pass, in memory, on `wire`."""
+    from jaxdl.data.pipeline import Pipeline
+    pipeline = Pipeline.for_config(builtin_config(name), uint8=wire == 'uint8')
+    batches = pipeline.train_batches(seed=0, global_batch=32)
+    for _ in range(pipeline.steps_per_epoch(32)):
+        batch = next(batches)
+    for _ in pipeline.eval_batches('test', 32):
+        pass
+    peak_kb = next(int(line.split()[1]) for line in open('/proc/self/status') if line.startswith('VmHWM'))
+    return {'peak_mb': peak_kb // 1024, 'bytes_per_batch': batch_bytes(batch), 'image_shape': pipeline.spec.image_shape,
+            'train_images': pipeline.size(pipeline.cfg.train_split)}
 
 
 def all_cores_rate(scale: str, batches: int) -> dict:
@@ -188,6 +224,14 @@ def report_memory() -> None:
         for source in ('memory', 'stream'):
             rows.append({'scale': scale, 'source': source, **in_subprocess('_peak', scale, source)})
             print(json.dumps(rows[-1]), flush=True)
+    report_builtin_memory()
+
+
+def report_builtin_memory() -> None:
+    """The in-memory path on the built-ins, the float32 wire (before issue 26) and uint8 alternating."""
+    for name in ('digits', 'shapes', 'jpeg_shapes'):
+        for wire in ('float32', 'uint8'):
+            print(json.dumps({'dataset': name, 'wire': wire, **in_subprocess('_builtin_peak', name, wire)}), flush=True)
 
 
 def report_throughput(batches: int) -> None:
@@ -195,6 +239,7 @@ def report_throughput(batches: int) -> None:
     for scale, sources in (('large', '320-512 px'), ('4x', '128-224 px')):
         one = ones[scale] = in_subprocess('_one_core', scale, str(batches))
         one['pipeline_over_ceiling'] = round(one['pipeline'] / one['ceiling'], 3)
+        one['float32_pipeline_over_ceiling'] = round(one['float32_pipeline'] / one['ceiling'], 3)
         print(json.dumps({f'one core, images/s, JPEG files of {sources}': one}), flush=True)
     cores_for_resnet50 = 3 * 3000 / ones['large']['pipeline']  # ImageNet-sized files
     print(json.dumps({'cores to feed a 3,000 images/s ResNet-50 step with 3x headroom': round(cores_for_resnet50, 1)}))
@@ -227,17 +272,20 @@ def main() -> None:
             result = {'_peak': lambda: peak(*args), '_one_core': lambda: one_core_rates(args[0], int(args[1])),
                       '_all_cores': lambda: all_cores_rate(args[0], int(args[1])),
                       '_cnn_step': lambda: cnn_step_rate(int(args[0])),
+                      '_builtin_peak': lambda: builtin_peak(args[0], args[1]),
                       '_first_batch': lambda: first_batch_s(args[0], args[1], float(args[2]))}[what]()
         print(json.dumps(result))
         return
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('what', choices=('memory', 'throughput', 'resume', 'all'))
+    parser.add_argument('what', choices=('memory', 'builtin-memory', 'throughput', 'resume', 'all'))
     parser.add_argument('--batches', type=int, default=60)
     parser.add_argument('--repeats', type=int, default=5)
     args = parser.parse_args()
     prepare_all()
     if args.what in ('memory', 'all'):
         report_memory()
+    if args.what == 'builtin-memory':
+        report_builtin_memory()
     if args.what in ('throughput', 'all'):
         report_throughput(args.batches)
     if args.what in ('resume', 'all'):
