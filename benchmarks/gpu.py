@@ -202,22 +202,29 @@ def streamed_resnet50(results, image: int, batch: int, steps: int, model: tuple)
     state, _ = state_from_config(config, pipeline.task, image_shape=pipeline.spec.image_shape,
                                  plan=jaxdl.Plan.resolve(config, pipeline.steps_per_epoch(batch)))
     state = runner.place_state(state)
+    host = next(pipeline.train_batches(seed=0, global_batch=batch))
     batches = prefetch_to_device(pipeline.train_batches(seed=0, global_batch=batch), runner.place_batch)
-    for _ in range(3):
-        host, placed = next(batches)
-        state, metrics = runner.train(state, placed)
+    state, rate, wait = fed_rate(runner, state, batches, batch, steps, warmup=3)
+    report(results, {'check': 'streamed input feeding ResNet-50', 'image': image, 'batch': batch,
+                     'images_per_s': round(rate, 1), 'share_waiting_for_data': round(wait, 3),
+                     'bytes_per_batch': sum(v.nbytes for v in host.values()), 'cores': os.cpu_count()})
+
+
+def fed_rate(runner, state, batches, batch: int, steps: int, warmup: int = 2):
+    """(state, images/s, share of the loop's time spent in next()) of `steps` train steps fed by `batches`,
+    (host, placed) pairs, after `warmup` steps."""
+    for _ in range(warmup):
+        state, metrics = runner.train(state, next(batches)[1])
     jax.block_until_ready(metrics)
     waiting, start = 0.0, time.perf_counter()
     for _ in range(steps):
         before = time.perf_counter()
-        host, placed = next(batches)
+        _, placed = next(batches)
         waiting += time.perf_counter() - before
         state, metrics = runner.train(state, placed)
     jax.block_until_ready(metrics)
     wall = time.perf_counter() - start
-    report(results, {'check': 'streamed input feeding ResNet-50', 'image': image, 'batch': batch,
-                     'images_per_s': round(batch * steps / wall, 1), 'share_waiting_for_data': round(waiting / wall, 3),
-                     'bytes_per_batch': sum(v.nbytes for v in host.values()), 'cores': os.cpu_count()})
+    return state, batch * steps / wall, waiting / wall
 
 
 def host_to_device(results, model, options, image, batch, steps) -> None:
@@ -240,18 +247,7 @@ def host_to_device(results, model, options, image, batch, steps) -> None:
     def run(state, wire, ahead):
         batches = fresh(wire)
         placed = prefetch_to_device(batches, runner.place_batch) if ahead else ((b, b) for b in batches)
-        for _ in range(2):
-            state, metrics = runner.train(state, next(placed)[1])
-        jax.block_until_ready(metrics)
-        waiting, start = 0.0, time.perf_counter()
-        for _ in range(steps):
-            before = time.perf_counter()
-            _, b = next(placed)
-            waiting += time.perf_counter() - before
-            state, metrics = runner.train(state, b)
-        jax.block_until_ready(metrics)
-        wall = time.perf_counter() - start
-        return state, batch * steps / wall, waiting / wall
+        return fed_rate(runner, state, placed, batch, steps)
 
     variants = [(wire, ahead) for wire in ('float32', 'uint8') for ahead in (False, True)]
     rates = {v: [] for v in variants}

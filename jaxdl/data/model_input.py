@@ -114,8 +114,8 @@ def resize_windows(canvases: jax.Array, windows: jax.Array) -> jax.Array:
     """uint8 [N, S, S, C] canvases, each holding an image of windows[n] = (height, width) <= (S, S) pixels in its
     top-left corner -> float32 pixel values [N, S, S, C]: each image resized to S x S as TF's bilinear resize does
     it (half-pixel centres, edges clamped, no antialiasing filter). The random-resized crop's resize, on the
-    device: the host only decodes each crop (`preprocess.window_to_canvas`), so the model-sized image is never
-    made on the host."""
+    device: the host only decodes each crop (`preprocess.fit_within`) and tf.data's padded batch puts it in its
+    canvas, so the model-sized image is never made on the host."""
     size = canvases.shape[1]
 
     def weights(extent: jax.Array) -> jax.Array:  # [N] pixels -> [N, S out, S in] interpolation weights
