@@ -183,3 +183,44 @@ def test_a_crop_resized_on_the_device_is_tfs_resize_of_it(height, width):
     expected = tf.image.resize(image, (24, 24), antialias=False).numpy()
     shrunk = height > 24 or width > 24
     np.testing.assert_allclose(on_device, expected, rtol=0, atol=0.5 + 1e-4 if shrunk else 1e-4)
+    # Mirrored (the flip the stream only draws): the resize of the mirrored image; TF samples the mirrored columns
+    # at positions rounded otherwise, a few thousandths of a pixel level apart
+    mirrored = np.asarray(resize_windows(canvas, window.numpy()[None], np.array([True])))[0]
+    np.testing.assert_allclose(mirrored, tf.image.resize(image[:, ::-1], (24, 24)).numpy(), rtol=0,
+                               atol=0.5 + 1e-3 if shrunk else 1e-3)
+
+
+def test_the_flip_is_drawn_as_tfs_stateless_random_flip_draws_it():
+    """`preprocess.flip_draw`, which the stream sends to the steps and `augment_image` applies, is the draw of
+    `tf.image.stateless_random_flip_left_right` the augmentation made before: the same images are mirrored."""
+    image = tf.constant(np.arange(2 * 3 * 1, dtype=np.uint8).reshape(2, 3, 1))
+    flip_only = preprocess.Augmentation(flip_left_right=True)
+    drawn = []
+    for seed in range(40):
+        seeds = tf.constant([7, seed], tf.int64)
+        flip_seed = tf.unstack(tf.random.experimental.stateless_split(seeds, 2))[0]
+        before = tf.image.stateless_random_flip_left_right(image, flip_seed).numpy()
+        np.testing.assert_array_equal(preprocess.augment_image({'image': image}, seeds, flip_only)['image'], before)
+        drawn.append(bool(preprocess.flip_draw(seeds)))
+        assert drawn[-1] == (not np.array_equal(before, image.numpy()))
+    assert 0 < sum(drawn) < 40
+
+
+def test_the_streamed_crop_and_flip_made_on_the_device_are_the_hosts(make_config):
+    """The stream's random-resized crop and flip, drawn on the host and made by the step (the crop resized from
+    its canvas, the flip only drawn there), give the images the host makes when it does all of it (`uint8=False`):
+    the same examples, crops and mirrors, to the rounding of a crop shrunk on the host."""
+    from types import SimpleNamespace
+
+    from jaxdl.train.step import _model_batch
+    config = make_config(**{
+        'dataset__name': 'streaming_builders:TinyJpegShapes', 'dataset__source': 'stream',
+        'dataset__image_size': 20, 'dataset__mean': (0.5,), 'dataset__std': (0.25,),
+        'dataset__augment__random_resized_crop': True, 'dataset__augment__flip_left_right': True})
+    on_device = next(Pipeline.for_config(config).train_batches(seed=3, global_batch=16))
+    on_host = next(Pipeline.for_config(config, uint8=False).train_batches(seed=3, global_batch=16))
+    assert on_device['image'].dtype == np.uint8 and 0 < on_device['image_flip'].sum() < 16  # both ways drawn
+    assert 'image_flip' not in on_host and 'image_window' not in on_host
+    state = SimpleNamespace(normalization=Normalization((0.5,), (0.25,)))
+    images = np.asarray(_model_batch(state, on_device)['image'])
+    np.testing.assert_allclose(images, on_host['image'], rtol=0, atol=(0.5 + 1e-3) / 255 / 0.25)

@@ -110,12 +110,14 @@ def model_input(images: jax.Array, image_format: ImageFormat) -> jax.Array:
     return image_format.normalization.of_pixel_values(x)
 
 
-def resize_windows(canvases: jax.Array, windows: jax.Array) -> jax.Array:
+def resize_windows(canvases: jax.Array, windows: jax.Array, flips: jax.Array | None = None) -> jax.Array:
     """uint8 [N, S, S, C] canvases, each holding an image of windows[n] = (height, width) <= (S, S) pixels in its
     top-left corner -> float32 pixel values [N, S, S, C]: each image resized to S x S as TF's bilinear resize does
     it (half-pixel centres, edges clamped, no antialiasing filter). The random-resized crop's resize, on the
     device: the host only decodes each crop (`preprocess.fit_within`) and tf.data's padded batch puts it in its
-    canvas, so the model-sized image is never made on the host."""
+    canvas, so the model-sized image is never made on the host. `flips` (bool [N]) mirror their images left to
+    right: the resize of the mirrored image, as its half-pixel sampling is symmetric (the columns' weights read
+    backwards)."""
     size = canvases.shape[1]
 
     def weights(extent: jax.Array) -> jax.Array:  # [N] pixels -> [N, S out, S in] interpolation weights
@@ -128,5 +130,7 @@ def resize_windows(canvases: jax.Array, windows: jax.Array) -> jax.Array:
         return (1.0 - frac) * jax.nn.one_hot(lower, size) + frac * jax.nn.one_hot(upper, size)
 
     rows, columns = weights(windows[:, 0]), weights(windows[:, 1])
+    if flips is not None:
+        columns = jnp.where(flips[:, None, None], columns[:, ::-1], columns)
     pixels = canvases.astype(jnp.float32)
     return jnp.einsum('nij,njkc,nlk->nilc', rows, pixels, columns, precision=jax.lax.Precision.HIGHEST)

@@ -37,6 +37,10 @@ class Augmentation:
     def active(self) -> bool:
         return self.flip_left_right or self.crop_padding > 0 or self.crop_area < 1.0
 
+    @property
+    def flip_only(self) -> bool:
+        return self.flip_left_right and self.crop_padding == 0 and self.crop_area == 1.0
+
 
 def center_crop(image: tf.Tensor, fraction: float) -> tf.Tensor:
     """The central square of `fraction` of the shorter side (the evaluation crop of ImageNet models: 0.875)."""
@@ -110,9 +114,9 @@ def augment_image(example: dict, seed: tf.Tensor, augment: Augmentation, ignore_
     (stateless), so a resumed epoch redraws the same."""
     del ignore_label
     image = example['image']
-    flip_seed, crop_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+    crop_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))[1]
     if augment.flip_left_right:
-        image = tf.image.stateless_random_flip_left_right(image, flip_seed)
+        image = tf.cond(flip_draw(seed), lambda: tf.reverse(image, [1]), lambda: image)
     if augment.crop_padding:
         pad, shape = augment.crop_padding, tf.shape(image)
         translate = lambda x: tf.image.stateless_random_crop(
@@ -120,6 +124,14 @@ def augment_image(example: dict, seed: tf.Tensor, augment: Augmentation, ignore_
         )
         image = _filled(image, augment.fill, translate)
     return {**example, 'image': image}
+
+
+def flip_draw(seed: tf.Tensor) -> tf.Tensor:
+    """bool []: whether `augment_image` mirrors the image it draws from `seed` (`stateless_random_flip_left_right`'s
+    own draw). The stream's random-resized crop sends it with the crop ('image_flip'), and the steps mirror the
+    resized image (`model_input.resize_windows`), as bilinear resizing commutes with a mirror."""
+    flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))[0]
+    return tf.random.stateless_uniform([], flip_seed) < 0.5
 
 
 def _window(seed, size, augment: Augmentation):

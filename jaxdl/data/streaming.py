@@ -48,6 +48,9 @@ class ExampleReader:
     # > 0: the crop is batched into the corner of a canvas of this side, with its extent as 'image_window', and
     # the steps resize it on the device (`model_input.resize_windows`); 0: resized here
     canvas: int = 0
+    # With a canvas: the flip is only drawn here ('image_flip', `preprocess.flip_draw`); the steps mirror the
+    # resized image (mirroring the crop here cost a tenth of the small-JPEG pipeline: benchmarks/README.md)
+    flip_on_device: bool = False
 
     def __call__(self, record: tf.Tensor, index: tf.Tensor, seed: tf.Tensor) -> dict:
         if self.crop is not None:
@@ -62,6 +65,8 @@ class ExampleReader:
                 image, window = preprocess.fit_within(example['image'], self.canvas)
                 out = self.to_contract({**example, 'image': image, 'example_id': self._example_id(index)})
                 out = {**out, 'image_window': window}
+                if self.flip_on_device:
+                    out['image_flip'] = preprocess.flip_draw(seed)
             else:
                 out = self.to_contract({**example, 'example_id': self._example_id(index)})
         else:
@@ -221,7 +226,7 @@ class StreamSource:
 
     def reader(self, split: str, *, train: bool) -> ExampleReader:
         cfg, reading = self.reading.cfg, self.reading
-        image_format, crop, canvas = ImageFormat.of(cfg), None, 0
+        image_format, crop, canvas, augment = ImageFormat.of(cfg), None, 0, train and reading.augmentation.active
         if train and cfg.augment.random_resized_crop:  # the window replaces the centre crop
             crop = jpeg.RandomResizedCrop(tuple(cfg.augment.crop_scale), tuple(cfg.augment.crop_ratio))
             image_format = dataclasses.replace(image_format, center_crop=0.0)
@@ -229,15 +234,17 @@ class StreamSource:
                 # the resize to the model's size is the steps' (benchmarks/README.md: it cost the host twice the
                 # decode of a small JPEG); here each crop is only decoded, into a canvas of that size
                 canvas, image_format = image_format.size, dataclasses.replace(image_format, size=0)
+        flip_on_device = bool(canvas) and augment and reading.augmentation.flip_only
         return ExampleReader(
             reading.builder.info.features,
             reading.converter(image_format),
-            reading.augment if train and reading.augmentation.active else None,
+            reading.augment if augment and not flip_on_device else None,
             reading.rand_augment if train and reading.randaugment.active else None,
             crop,
             reading.image_shape[2],
             f'{cfg.name} {split} example ',
             canvas,
+            flip_on_device,
         )
 
     def sampler(self, seed: int, global_batch: int) -> IndexSampler:

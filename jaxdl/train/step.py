@@ -51,11 +51,12 @@ def _psum(tree: Any, axis_name: AxisName) -> Any:
 
 def _model_batch(state: TrainState, batch: dict) -> dict:
     """The batch with its images as the model takes them: uint8 pixels normalised (a batch of random-resized
-    crops, which carries 'image_window', resized from its canvases first); float32 images as they are."""
+    crops, which carries 'image_window', resized from its canvases first, and mirrored where 'image_flip' says);
+    float32 images as they are."""
     if 'image_window' not in batch:
         return {**batch, 'image': state.normalization(batch['image'])}
     batch = dict(batch)
-    pixels = resize_windows(batch['image'], batch.pop('image_window'))
+    pixels = resize_windows(batch['image'], batch.pop('image_window'), batch.pop('image_flip', None))
     return {**batch, 'image': state.normalization.of_pixel_values(pixels)}
 
 

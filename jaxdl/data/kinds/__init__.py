@@ -50,7 +50,9 @@ class DataKind(Protocol):
 
     name: str
     # Targets that are positions in the image (a mask, boxes, points) move with it under augmentation: the
-    # zooming crop (`crop_area`) applies and the image-only random-resized crop does not.
+    # zooming crop (`crop_area`) applies and the image-only random-resized crop does not. A kind whose targets do
+    # not move leaves the random-resized crop's flip to jaxdl: the stream draws it and the steps mirror the resized
+    # crop, without calling `augment`.
     moves_with_image: bool
     # The kind reads one class per example from `dataset.label`, so `dataset.classes` and
     # `train_examples_per_class` can select examples by it.
