@@ -12,13 +12,13 @@
 3. The fsdp runner against the replicated one on the devices present (on one GPU the mesh has one device: the
    ratio shows what the sharded path costs when it shards nothing).
 4. fit() end to end on the digits ResNet, where TensorFlow is installed (its input pipeline needs it).
-6. Reruns (`train.deterministic`): the same ResNet training (fixed batches, bf16) in four fresh processes, two
-   with XLA's deterministic GPU ops and two without; whether each pair's parameters agree bit for bit, and the
-   images/s the setting costs (XLA reads the flag when its backend starts, hence the processes).
 5. The streaming ImageNet-style pipeline (`jpeg_shapes`, JPEG, random-resized crop) on the machine's cores
    feeding the ResNet-50 step at 224x224 through the loop's device prefetch, where TensorFlow is installed:
    images/s, the share of time spent waiting for data and the bytes a batch carries to the device
    (`jpeg_shapes` is prepared on first use, about a minute).
+6. Reruns (`train.deterministic`): the same ResNet training (fixed batches, bf16) in four fresh processes, two
+   with XLA's deterministic GPU ops and two without; whether each pair's parameters agree bit for bit, and the
+   images/s the setting costs (XLA reads the flag when its backend starts, hence the processes).
 7. Host to device, no TensorFlow needed: the ResNet-50 step at 224x224 fed fresh host batches (a new numpy array
    each step, so every step copies), as float32 images normalised on the host (before issue 26) and as uint8
    pixels normalised in the step, each placed at its step or two ahead (`train/prefetch.py`): images/s, the share
