@@ -9,7 +9,8 @@ everything fit does per step in steady state: tf.data, the step, metric accumula
 steps), TensorBoard writes. The hand-written loop trains on batches already in memory with its own jitted step
 (softmax cross-entropy + the same optax chain, the uint8 pixels normalised in the step as fit's is), compile
 excluded. The two alternate; the medians of several repetitions are compared as a ratio (>= 0.98 is the target),
-and so is each pair of runs (the median of those ratios: the steadier figure where other work shares the machine).
+and so is each pair of runs (the median of those ratios; over six rounds it spread no narrower than the ratio of
+medians, benchmarks/README.md, so on a shared machine judge the median over several invocations).
 """
 from __future__ import annotations
 
@@ -108,7 +109,7 @@ def main():
               'fit_images_per_s': round(statistics.median(fit_rates), 1),
               'hand_loop_images_per_s': round(statistics.median(hand_rates), 1),
               'ratio_fit_over_hand': round(statistics.median(fit_rates) / statistics.median(hand_rates), 3),
-              # each fit() run over the hand loop run right after it: a slow spell of a shared machine slows both
+              # each fit() run over the hand loop run right after it
               'median_pair_ratio': round(statistics.median(f / h for f, h in zip(fit_rates, hand_rates)), 3),
               'fit_runs': [round(r, 1) for r in fit_rates], 'hand_runs': [round(r, 1) for r in hand_rates]}
     print(json.dumps(result))
